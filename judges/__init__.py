@@ -1,0 +1,1 @@
+"""LLM judges (built in a later stage; see the issue tracker)."""

@@ -1,0 +1,191 @@
+"""Kafka message value -> validated, normalized :class:`Span` list.
+
+Accepts exactly what the OpenTelemetry Collector's kafka exporter writes: an OTLP
+``ExportTraceServiceRequest`` as protobuf (``otlp_proto``) or OTLP/JSON (``otlp_json``). The
+exporter sets no content-type header, so ``encoding="auto"`` sniffs: OTLP/JSON starts with ``{``
+(0x7B), which can never start a valid ExportTraceServiceRequest protobuf (it would be field 15,
+wire type 3).
+
+A message is all-or-nothing: any invalid span rejects the whole message with a
+:class:`DecodeError` whose ``reason`` is a short stable code (used as the dead-letter reason) and
+``detail`` says which span and what is wrong. Nothing is half-stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from schemas.model import Span, SpanEvent, StatusCode
+from schemas.normalize import normalize_span
+from schemas.otlp_json import parse_otlp_json
+
+Encoding = Literal["auto", "otlp_proto", "otlp_json"]
+
+_OTEL_KIND = ("unspecified", "internal", "server", "client", "producer", "consumer")
+_STATUS = (StatusCode.UNSET, StatusCode.OK, StatusCode.ERROR)
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+TRUNCATION_MARK = "…[truncated]"
+
+
+class DecodeError(ValueError):
+    """A message that cannot be accepted; ``reason`` is the dead-letter reason code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_message_bytes: int = 32 * 1024 * 1024
+    max_attribute_bytes: int = 256 * 1024
+    oversize_attribute_policy: Literal["truncate", "dead_letter"] = "truncate"
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def sniff_encoding(value: bytes) -> Literal["otlp_proto", "otlp_json"]:
+    return "otlp_json" if value[:1] in (b"{", b" ", b"\n", b"\r", b"\t") else "otlp_proto"
+
+
+def parse_request(value: bytes, encoding: Encoding = "auto") -> ExportTraceServiceRequest:
+    if encoding == "auto":
+        encoding = sniff_encoding(value)
+    try:
+        if encoding == "otlp_json":
+            return parse_otlp_json(value)
+        return ExportTraceServiceRequest.FromString(value)
+    except (ProtobufDecodeError, ValueError, TypeError, RecursionError) as exc:
+        # ValueError covers json.JSONDecodeError, UnicodeDecodeError and json_format.ParseError
+        raise DecodeError("undecodable", f"not an OTLP {encoding} ExportTraceServiceRequest: {exc}") from None
+
+
+class _AttrConverter:
+    """Converts OTLP KeyValue lists to dicts, enforcing the attribute size limit."""
+
+    __slots__ = ("limits", "truncated")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.truncated: list[str] = []
+
+    def value(self, key: str, v: Any, depth: int = 0) -> Any:
+        which = v.WhichOneof("value")
+        if which == "string_value":
+            s: str = v.string_value
+            limit = self.limits.max_attribute_bytes
+            if len(s) * 4 > limit and len(raw := s.encode("utf-8")) > limit:
+                self._oversize(key, len(raw))
+                s = raw[:limit].decode("utf-8", "ignore") + TRUNCATION_MARK
+            return s
+        if which == "int_value":
+            return v.int_value
+        if which == "bool_value":
+            return v.bool_value
+        if which == "double_value":
+            return v.double_value
+        if which == "bytes_value":
+            b: bytes = v.bytes_value
+            if len(b) > self.limits.max_attribute_bytes:
+                self._oversize(key, len(b))
+                b = b[: self.limits.max_attribute_bytes]
+            return b
+        if depth > 16:
+            raise DecodeError("attribute_too_deep", f"attribute {key!r} nests deeper than 16 levels")
+        if which == "array_value":
+            return [self.value(key, x, depth + 1) for x in v.array_value.values]
+        if which == "kvlist_value":
+            return {kv.key: self.value(key, kv.value, depth + 1) for kv in v.kvlist_value.values}
+        return None
+
+    def attrs(self, kvs: Any) -> dict[str, Any]:
+        return {kv.key: self.value(kv.key, kv.value) for kv in kvs}
+
+    def _oversize(self, key: str, size: int) -> None:
+        if self.limits.oversize_attribute_policy == "dead_letter":
+            raise DecodeError(
+                "attribute_too_large",
+                f"attribute {key!r} is {size} bytes (limit {self.limits.max_attribute_bytes})",
+            )
+        if key not in self.truncated:
+            self.truncated.append(key)
+
+
+def _hex_id(raw: bytes, size: int, what: str, where: str) -> str:
+    if len(raw) != size or raw == bytes(size):
+        shown = raw.hex() if len(raw) <= 64 else raw[:32].hex() + "…"
+        raise DecodeError(f"invalid_{what}", f"{where}: {what} must be {size} non-zero bytes, got {shown!r}")
+    return raw.hex()
+
+
+def decode_request(req: ExportTraceServiceRequest, limits: Limits = DEFAULT_LIMITS) -> list[Span]:
+    spans: list[Span] = []
+    for ri, rs in enumerate(req.resource_spans):
+        res_conv = _AttrConverter(limits)
+        resource = res_conv.attrs(rs.resource.attributes)
+        for si, ss in enumerate(rs.scope_spans):
+            scope_name, scope_version = ss.scope.name, ss.scope.version
+            for pi, ps in enumerate(ss.spans):
+                where = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
+                trace_id = _hex_id(ps.trace_id, 16, "trace_id", where)
+                span_id = _hex_id(ps.span_id, 8, "span_id", where)
+                parent = _hex_id(ps.parent_span_id, 8, "parent_span_id", where) if ps.parent_span_id else None
+                start, end = ps.start_time_unix_nano, ps.end_time_unix_nano
+                if start == 0:
+                    raise DecodeError("missing_start_time", f"{where} span {span_id}: start time is 0")
+                if end < start:
+                    raise DecodeError(
+                        "span_end_before_start", f"{where} span {span_id}: end {end} < start {start}"
+                    )
+                conv = _AttrConverter(limits)
+                attributes = conv.attrs(ps.attributes)
+                events = [
+                    SpanEvent.model_construct(
+                        name=e.name, time_ns=e.time_unix_nano, attributes=conv.attrs(e.attributes)
+                    )
+                    for e in ps.events
+                ]
+                kind = ps.kind
+                status = ps.status.code
+                span = Span.model_construct(
+                    trace_id=trace_id,
+                    span_id=span_id,
+                    parent_span_id=parent,
+                    name=ps.name,
+                    otel_kind=_OTEL_KIND[kind] if 0 <= kind < len(_OTEL_KIND) else "unspecified",
+                    start_ns=start,
+                    end_ns=end,
+                    status_code=_STATUS[status] if 0 <= status < 3 else StatusCode.UNSET,
+                    status_message=ps.status.message,
+                    attributes=attributes,
+                    events=events,
+                    resource_attributes=resource,
+                    scope_name=scope_name,
+                    scope_version=scope_version,
+                    truncated_attributes=conv.truncated + [f"resource.{k}" for k in res_conv.truncated],
+                )
+                spans.append(normalize_span(span))
+    if not spans:
+        raise DecodeError("no_spans", "the message holds no spans (wrong message type or empty request)")
+    return spans
+
+
+def parse_message(value: bytes | None, encoding: Encoding = "auto", limits: Limits = DEFAULT_LIMITS) -> ExportTraceServiceRequest:
+    """Size-check and parse one Kafka message value (no span validation yet)."""
+    if value is None or len(value) == 0:
+        raise DecodeError("empty_message", "message value is empty (tombstone?)")
+    if len(value) > limits.max_message_bytes:
+        raise DecodeError("message_too_large", f"{len(value)} bytes > max_message_bytes {limits.max_message_bytes}")
+    return parse_request(value, encoding)
+
+
+def decode_message(value: bytes | None, encoding: Encoding = "auto", limits: Limits = DEFAULT_LIMITS) -> list[Span]:
+    """Decode one Kafka message value; raise :class:`DecodeError` for anything unacceptable."""
+    return decode_request(parse_message(value, encoding, limits), limits)

@@ -1,0 +1,379 @@
+"""GenAI message parsing: value coercion helpers and the ``gen_ai.*`` message shapes.
+
+Everything here is defensive: odd input (wrong types, invalid JSON) yields ``None`` or an empty
+list, never an exception. Models are built with ``model_construct`` (no validation) because this
+runs on every span.
+
+Message shapes understood (first non-empty source wins, see :func:`genai_messages`):
+
+* current ``gen_ai.input.messages`` / ``gen_ai.output.messages``: JSON (or decoded list) of
+  ``{"role", "parts": [{"type": "text"|"tool_call"|"tool_call_response", ...}], "finish_reason"}``;
+* deprecated ``gen_ai.prompt`` / ``gen_ai.completion`` as JSON (OpenAI-style messages or choices);
+* Traceloop's flattened ``gen_ai.prompt.N.role`` / ``.content`` / ``.tool_calls.M.name`` ...;
+* deprecated message events ``gen_ai.{system,user,assistant,tool}.message`` and ``gen_ai.choice``
+  (and the older ``gen_ai.content.prompt`` / ``gen_ai.content.completion`` events).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from schemas.model import Message, SpanEvent, ToolCall
+
+Attrs = Mapping[str, Any]
+
+# ---- value helpers ------------------------------------------------------------------------------
+
+
+def as_str(value: Any) -> str | None:
+    """A non-empty string from a str/int/float attribute; None for anything else."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def as_int(value: Any) -> int | None:
+    """An int from an int, integral float or numeric string; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value == value and abs(value) != float("inf") else None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return as_int(float(text))
+            except ValueError:
+                return None
+    return None
+
+
+def loads(value: Any) -> Any:
+    """Decode a JSON string; pass through already-decoded lists/dicts; None on failure."""
+    if isinstance(value, (list, dict)):
+        return value
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text or text[0] not in "[{\"":
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
+    return None
+
+
+def as_text(value: Any) -> str | None:
+    """Text as-is; other JSON-able values serialized (tool arguments, tool results)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def str_list(value: Any) -> list[str]:
+    """A list of strings from a list attribute, a JSON array string or a single string."""
+    if isinstance(value, str):
+        decoded = loads(value) if value.startswith("[") else None
+        if decoded is None:
+            return [value] if value else []
+        value = decoded
+    if isinstance(value, (list, tuple)):
+        return [s for v in value if (s := as_str(v))]
+    return []
+
+
+def tool_call(id_: Any, name: Any, arguments: Any) -> ToolCall | None:
+    name_s = as_str(name)
+    if name_s is None:
+        return None
+    return ToolCall.model_construct(id=as_str(id_), name=name_s, arguments=as_text(arguments))
+
+
+def new_message(
+    role: str,
+    content: str = "",
+    tool_calls: list[ToolCall] | None = None,
+    tool_call_id: str | None = None,
+    finish_reason: str | None = None,
+    name: str | None = None,
+) -> Message:
+    return Message.model_construct(
+        role=role,
+        content=content,
+        tool_calls=tool_calls or [],
+        tool_call_id=tool_call_id,
+        finish_reason=finish_reason,
+        name=name,
+    )
+
+
+# ---- generic message dicts (GenAI parts and OpenAI-style) -------------------------------------
+
+
+def _content_text(content: Any) -> tuple[list[str], list[ToolCall], list[tuple[str | None, str]]]:
+    """Split a ``parts`` / ``content`` value into texts, tool calls and tool responses."""
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    responses: list[tuple[str | None, str]] = []
+    if isinstance(content, str):
+        parts = _parts_in_string(content)
+        if parts is None:
+            return [content] if content else [], calls, responses
+        content = parts
+    if isinstance(content, dict):
+        content = [content]
+    if not isinstance(content, list):
+        return texts, calls, responses
+    for part in content:
+        if isinstance(part, str):
+            texts.append(part)
+            continue
+        if not isinstance(part, dict):
+            continue
+        ptype = part.get("type")
+        if ptype in ("text", "input_text", "output_text", None):
+            text = part.get("content", part.get("text"))
+            if isinstance(text, str):
+                texts.append(text)
+        elif ptype in ("tool_call", "function_call", "tool_use"):
+            call = tool_call(part.get("id"), part.get("name"), part.get("arguments", part.get("input")))
+            if call is not None:
+                calls.append(call)
+        elif ptype in ("tool_call_response", "tool_result", "function_call_output"):
+            result = part.get("response", part.get("content", part.get("output")))
+            responses.append((as_str(part.get("id", part.get("tool_use_id"))), as_text(result) or ""))
+    return texts, calls, responses
+
+
+def _parts_in_string(text: str) -> list[Any] | None:
+    """Traceloop stores multimodal content as a JSON list of typed parts inside ``content``."""
+    if not text.startswith("[{"):
+        return None
+    decoded = loads(text)
+    if isinstance(decoded, list) and decoded and all(isinstance(p, dict) and "type" in p for p in decoded):
+        return decoded
+    return None
+
+
+def _openai_tool_calls(value: Any) -> list[ToolCall]:
+    value = loads(value) if isinstance(value, str) else value
+    if isinstance(value, dict):
+        value = [value]
+    calls: list[ToolCall] = []
+    if not isinstance(value, list):
+        return calls
+    for item in value:
+        if not isinstance(item, dict):
+            continue
+        fn = item.get("function")
+        src = fn if isinstance(fn, dict) else item
+        call = tool_call(item.get("id"), src.get("name"), src.get("arguments"))
+        if call is not None:
+            calls.append(call)
+    return calls
+
+
+def messages_from_dict(item: Any, default_role: str = "user") -> list[Message]:
+    """One message dict (GenAI parts, OpenAI message or OpenAI choice) → Messages."""
+    if not isinstance(item, dict):
+        return [new_message(default_role, item)] if isinstance(item, str) and item else []
+    finish = as_str(item.get("finish_reason"))
+    inner = item.get("message")
+    if isinstance(inner, (dict, str)) and "role" not in item:  # an OpenAI choice / gen_ai.choice body
+        inner = loads(inner) if isinstance(inner, str) else inner
+        if isinstance(inner, dict):
+            msgs = messages_from_dict(inner, default_role)
+            if finish and msgs:
+                msgs[-1].finish_reason = finish
+            return msgs
+    role = as_str(item.get("role")) or default_role
+    texts, calls, responses = _content_text(item.get("parts", item.get("content")))
+    calls.extend(_openai_tool_calls(item.get("tool_calls")))
+    call_id = as_str(item.get("tool_call_id", item.get("id") if role == "tool" else None))
+    out = [new_message("tool", text, tool_call_id=rid) for rid, text in responses]
+    if texts or calls or not responses:
+        out.append(
+            new_message(
+                role,
+                "\n".join(texts),
+                calls,
+                tool_call_id=call_id,
+                finish_reason=finish,
+                name=as_str(item.get("name")),
+            )
+        )
+    return out
+
+
+def messages_from_json(value: Any, default_role: str = "user") -> list[Message]:
+    """A JSON string / decoded value holding a message list (or one message, or plain text)."""
+    decoded = loads(value)
+    if decoded is None:
+        return [new_message(default_role, value)] if isinstance(value, str) and value.strip() else []
+    if isinstance(decoded, dict):
+        decoded = [decoded]
+    if isinstance(decoded, str):
+        return [new_message(default_role, decoded)] if decoded else []
+    if not isinstance(decoded, list):
+        return []
+    out: list[Message] = []
+    for item in decoded:
+        out.extend(messages_from_dict(item, default_role))
+    return out
+
+
+def system_text(value: Any) -> str | None:
+    """``gen_ai.system_instructions``: JSON list of parts, or plain text."""
+    decoded = loads(value)
+    if decoded is None:
+        return as_str(value)
+    texts, _, _ = _content_text(decoded)
+    return "\n".join(texts) or None
+
+
+# ---- flattened attributes (gen_ai.prompt.N.* / llm.input_messages.N.*) ------------------------
+
+
+def indexed(attrs: Attrs, prefix: str) -> dict[int, dict[str, Any]]:
+    """Group ``{prefix}{N}.{rest}`` attributes by N → {rest: value}, in index order."""
+    groups: dict[int, dict[str, Any]] = {}
+    plen = len(prefix)
+    for key, value in attrs.items():
+        if not key.startswith(prefix):
+            continue
+        idx, _, rest = key[plen:].partition(".")
+        if rest and idx.isdigit():
+            groups.setdefault(int(idx), {})[rest] = value
+    return dict(sorted(groups.items()))
+
+
+def _has_flat(attrs: Attrs, first: str) -> bool:
+    """Cheap guard before a full key scan: does message 0 of a flattened list exist?"""
+    return any(first + field in attrs for field in ("role", "content", "tool_calls.0.name", "tool_call_id"))
+
+
+def _flat_messages(attrs: Attrs, prefix: str, default_role: str) -> list[Message]:
+    out: list[Message] = []
+    for fields in indexed(attrs, prefix).values():
+        role = as_str(fields.get("role")) or default_role
+        calls = [
+            c
+            for f in indexed(fields, "tool_calls.").values()
+            if (c := tool_call(f.get("id"), f.get("name"), f.get("arguments"))) is not None
+        ]
+        texts, part_calls, responses = _content_text(fields.get("content"))
+        call_id = as_str(fields.get("tool_call_id"))
+        if responses and role == "tool" and not texts:
+            out.extend(new_message("tool", text, tool_call_id=rid or call_id) for rid, text in responses)
+            continue
+        out.append(
+            new_message(
+                role,
+                "\n".join(texts),
+                calls + part_calls,
+                tool_call_id=call_id,
+                finish_reason=as_str(fields.get("finish_reason")),
+                name=as_str(fields.get("name")),
+            )
+        )
+    return out
+
+
+# ---- deprecated message events -----------------------------------------------------------------
+
+_EVENT_ROLES = {
+    "gen_ai.system.message": "system",
+    "gen_ai.user.message": "user",
+    "gen_ai.assistant.message": "assistant",
+    "gen_ai.tool.message": "tool",
+}
+
+
+def _event_body(attributes: Attrs) -> dict[str, Any]:
+    """Event attributes merged with a body-like attribute (``body`` / ``event.body``), if any."""
+    body: dict[str, Any] = {}
+    for key in ("body", "event.body", "gen_ai.event.body"):
+        decoded = loads(attributes.get(key))
+        if isinstance(decoded, dict):
+            body.update(decoded)
+    body.update({k: v for k, v in attributes.items() if k not in body})
+    return body
+
+
+def _event_messages(events: Iterable[SpanEvent]) -> tuple[list[Message], list[Message]]:
+    inputs: list[Message] = []
+    choices: list[tuple[int, list[Message]]] = []
+    for event in events:
+        name = event.name
+        if name in _EVENT_ROLES:
+            body = _event_body(event.attributes)
+            body.setdefault("role", _EVENT_ROLES[name])
+            if _EVENT_ROLES[name] == "tool" and "tool_call_id" not in body:
+                body["tool_call_id"] = body.get("id")
+            inputs.extend(messages_from_dict(body, _EVENT_ROLES[name]))
+        elif name == "gen_ai.choice":
+            body = _event_body(event.attributes)
+            if "message" not in body:
+                body = {"message": {"role": "assistant", **body}, "finish_reason": body.get("finish_reason")}
+            index = as_int(body.get("index"))
+            choices.append((index if index is not None else len(choices), messages_from_dict(body, "assistant")))
+        elif name == "gen_ai.content.prompt":
+            inputs.extend(messages_from_json(event.attributes.get("gen_ai.prompt"), "user"))
+        elif name == "gen_ai.content.completion":
+            choices.append((len(choices), messages_from_json(event.attributes.get("gen_ai.completion"), "assistant")))
+    outputs = [m for _, msgs in sorted(choices, key=lambda c: c[0]) for m in msgs]
+    return inputs, outputs
+
+
+# ---- entry point -------------------------------------------------------------------------------
+
+_MESSAGE_EVENTS = frozenset(
+    [*_EVENT_ROLES, "gen_ai.choice", "gen_ai.content.prompt", "gen_ai.content.completion"]
+)
+
+
+def has_message_events(events: Iterable[SpanEvent]) -> bool:
+    return any(e.name in _MESSAGE_EVENTS for e in events)
+
+
+def genai_messages(attrs: Attrs, events: list[SpanEvent]) -> tuple[list[Message], list[Message]]:
+    """Input and output messages from every ``gen_ai`` shape; the first non-empty source wins."""
+    inputs: list[Message] = []
+    outputs: list[Message] = []
+    if "gen_ai.input.messages" in attrs:
+        inputs = messages_from_json(attrs["gen_ai.input.messages"], "user")
+    if "gen_ai.output.messages" in attrs:
+        outputs = messages_from_json(attrs["gen_ai.output.messages"], "assistant")
+    if not inputs and "gen_ai.prompt" in attrs:
+        inputs = messages_from_json(attrs["gen_ai.prompt"], "user")
+    if not outputs and "gen_ai.completion" in attrs:
+        outputs = messages_from_json(attrs["gen_ai.completion"], "assistant")
+    if not inputs and _has_flat(attrs, "gen_ai.prompt.0."):
+        inputs = _flat_messages(attrs, "gen_ai.prompt.", "user")
+    if not outputs and _has_flat(attrs, "gen_ai.completion.0."):
+        outputs = _flat_messages(attrs, "gen_ai.completion.", "assistant")
+    if (not inputs or not outputs) and events and has_message_events(events):
+        ev_in, ev_out = _event_messages(events)
+        inputs = inputs or ev_in
+        outputs = outputs or ev_out
+    return inputs, outputs

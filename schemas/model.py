@@ -1,0 +1,255 @@
+"""Canonical span and trace models.
+
+A :class:`Span` keeps two layers:
+
+* the *raw* OTLP fields (ids, names, timings, status, raw attributes, events, resource) exactly
+  as decoded — these are what the ``spans`` table stores and what recovery rebuilds from;
+* the *normalized* GenAI view (kind, provider, model, usage, messages, tool calls, ...) derived
+  from the raw layer by :func:`schemas.normalize.normalize_span`, covering the current
+  ``gen_ai.*`` conventions, their deprecated names and OpenInference.
+
+Raw attribute values keep their OTLP type: ``str | bool | int | float | bytes | list | dict``.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+AttrValue = Any  # str | bool | int | float | bytes | list[AttrValue] | dict[str, AttrValue]
+
+
+class SpanKind(str, Enum):
+    """What a span does in an agent, independent of the convention that described it."""
+
+    AGENT = "agent"
+    LLM = "llm"
+    TOOL = "tool"
+    RETRIEVAL = "retrieval"
+    OTHER = "other"
+
+
+class StatusCode(str, Enum):
+    UNSET = "unset"
+    OK = "ok"
+    ERROR = "error"
+
+
+class CompletionReason(str, Enum):
+    """Why the assembler declared a trace complete."""
+
+    ROOT_ENDED_IDLE = "root_ended_idle"  # root span ended and no span for decision_wait
+    MAX_AGE = "max_age"  # open for max_trace_age
+    EVICTED = "evicted"  # max_open_traces reached; oldest completed first
+    SHUTDOWN = "shutdown"  # worker stopped with the trace still open (flush on exit)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+
+class ToolCall(_Model):
+    """A tool call requested by a model (in an output message) or executed (a tool span)."""
+
+    id: str | None = None
+    name: str
+    arguments: str | None = None  # JSON text as emitted; not re-serialized
+
+
+class Message(_Model):
+    role: str
+    content: str = ""  # text parts joined with "\n"
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None  # for role=tool: which call this answers
+    finish_reason: str | None = None
+    name: str | None = None
+
+
+class ExceptionEvent(_Model):
+    type: str | None = None
+    message: str | None = None
+    stacktrace: str | None = None
+    time_ns: int = 0
+
+
+class SpanEvent(_Model):
+    name: str
+    time_ns: int = 0
+    attributes: dict[str, AttrValue] = Field(default_factory=dict)
+
+
+class TokenUsage(_Model):
+    input: int = 0
+    output: int = 0
+    total: int = 0
+    cache_read: int = 0
+    cache_creation: int = 0
+    reasoning: int = 0
+
+
+class Span(_Model):
+    # ---- raw OTLP layer -------------------------------------------------------------------
+    trace_id: str  # 32 lowercase hex
+    span_id: str  # 16 lowercase hex
+    parent_span_id: str | None = None
+    name: str = ""
+    otel_kind: str = "internal"  # internal | server | client | producer | consumer | unspecified
+    start_ns: int = 0
+    end_ns: int = 0
+    status_code: StatusCode = StatusCode.UNSET
+    status_message: str = ""
+    attributes: dict[str, AttrValue] = Field(default_factory=dict)
+    events: list[SpanEvent] = Field(default_factory=list)
+    resource_attributes: dict[str, AttrValue] = Field(default_factory=dict)
+    scope_name: str = ""
+    scope_version: str = ""
+    truncated_attributes: list[str] = Field(default_factory=list)  # keys cut to the size limit
+
+    # ---- normalized GenAI layer ---------------------------------------------------------
+    kind: SpanKind = SpanKind.OTHER
+    operation: str | None = None  # gen_ai.operation.name (or mapped from OpenInference)
+    convention: str = "none"  # genai | genai_deprecated | openinference | none
+    service_name: str = ""
+    provider: str | None = None
+    request_model: str | None = None
+    response_model: str | None = None
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    input_messages: list[Message] = Field(default_factory=list)
+    output_messages: list[Message] = Field(default_factory=list)
+    system_instructions: str | None = None
+    finish_reasons: list[str] = Field(default_factory=list)
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+    tool_arguments: str | None = None
+    tool_result: str | None = None
+    conversation_id: str | None = None
+    user_id: str | None = None
+    agent_name: str | None = None
+    agent_id: str | None = None
+    agent_version: str | None = None
+    error_type: str | None = None
+    exceptions: list[ExceptionEvent] = Field(default_factory=list)
+
+    @property
+    def duration_ns(self) -> int:
+        return max(0, self.end_ns - self.start_ns)
+
+    @property
+    def model(self) -> str | None:
+        return self.response_model or self.request_model
+
+    @property
+    def is_error(self) -> bool:
+        return self.status_code == StatusCode.ERROR or bool(self.error_type) or bool(self.exceptions)
+
+    @property
+    def is_root(self) -> bool:
+        return not self.parent_span_id
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """Tool calls this span requested (LLM output) or executed (tool span)."""
+        calls = [c for m in self.output_messages for c in m.tool_calls]
+        if self.kind == SpanKind.TOOL and self.tool_name:
+            calls.append(ToolCall(id=self.tool_call_id, name=self.tool_name, arguments=self.tool_arguments))
+        return calls
+
+
+class Trace(_Model):
+    """An assembled trace: every span seen for one trace id, plus how assembly ended."""
+
+    trace_id: str
+    spans: list[Span]
+    completion_reason: CompletionReason
+    first_seen_ns: int = 0  # processing-clock times (when the assembler saw spans)
+    last_seen_ns: int = 0
+    completed_ns: int = 0
+
+    @property
+    def root(self) -> Span | None:
+        roots = [s for s in self.spans if s.is_root]
+        if roots:
+            return min(roots, key=lambda s: s.start_ns)
+        ids = {s.span_id for s in self.spans}
+        orphans = [s for s in self.spans if s.parent_span_id not in ids]
+        return min(orphans, key=lambda s: s.start_ns) if orphans else None
+
+    def _first(self, attr: str) -> Any:
+        root = self.root
+        if root is not None and getattr(root, attr):
+            return getattr(root, attr)
+        for s in sorted(self.spans, key=lambda s: s.start_ns):
+            if getattr(s, attr):
+                return getattr(s, attr)
+        return None
+
+    @property
+    def service_name(self) -> str:
+        return self._first("service_name") or ""
+
+    @property
+    def agent_name(self) -> str | None:
+        return self._first("agent_name")
+
+    @property
+    def agent_version(self) -> str | None:
+        return self._first("agent_version")
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self._first("conversation_id")
+
+    @property
+    def user_id(self) -> str | None:
+        return self._first("user_id")
+
+    @property
+    def start_ns(self) -> int:
+        return min((s.start_ns for s in self.spans), default=0)
+
+    @property
+    def end_ns(self) -> int:
+        return max((s.end_ns for s in self.spans), default=0)
+
+    @property
+    def duration_ns(self) -> int:
+        return max(0, self.end_ns - self.start_ns)
+
+    @property
+    def error_count(self) -> int:
+        return sum(1 for s in self.spans if s.is_error)
+
+    @property
+    def llm_spans(self) -> list[Span]:
+        return [s for s in self.spans if s.kind == SpanKind.LLM]
+
+    @property
+    def usage(self) -> TokenUsage:
+        total = TokenUsage()
+        for s in self.llm_spans or self.spans:
+            for f in ("input", "output", "total", "cache_read", "cache_creation", "reasoning"):
+                setattr(total, f, getattr(total, f) + getattr(s.usage, f))
+        if not total.total:
+            total.total = total.input + total.output
+        return total
+
+    @property
+    def models(self) -> list[str]:
+        return sorted({m for s in self.spans if (m := s.model)})
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """Executed tool calls (tool spans), in start order."""
+        spans = sorted((s for s in self.spans if s.kind == SpanKind.TOOL), key=lambda s: s.start_ns)
+        return [c for s in spans for c in s.tool_calls]
+
+    @property
+    def final_output(self) -> str:
+        """Text of the last assistant message of the last LLM span."""
+        for s in sorted(self.llm_spans, key=lambda s: s.end_ns, reverse=True):
+            for m in reversed(s.output_messages):
+                if m.content:
+                    return m.content
+        return ""

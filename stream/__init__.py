@@ -1,0 +1,1 @@
+"""tracejudge stream processor: Kafka OTLP spans -> assembled traces -> ClickHouse."""

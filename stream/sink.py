@@ -1,0 +1,150 @@
+"""The Sink interface the pipeline writes to, and its ClickHouse implementation.
+
+Writes are idempotent: span rows are keyed by (trace_id, span_id) and trace rows by trace_id in
+ReplacingMergeTree tables (read with FINAL), and each insert carries a deduplication token derived
+from its content's source (topic/partition/offset range), so retrying an insert whose outcome was
+unknown cannot create a second part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from schemas.model import Span
+from stream.assembly import TP, Decided
+from stream.rows import RAW_SPAN_SELECT, SPAN_COLUMNS, TRACE_COLUMNS, span_from_row
+from stream.store import ClickHouseStore
+
+
+class Sink(Protocol):
+    async def write_spans(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None: ...
+
+    async def write_traces(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None: ...
+
+    async def load_open_spans(self, tp: TP, window_s: float) -> list[tuple[Span, int, int]]:
+        """Spans of traces not yet completed, for ``tp``: (span, source offset, ingested ns)."""
+        ...
+
+    async def load_decided(self, tp: TP, window_s: float) -> list[tuple[str, Decided]]: ...
+
+    async def lookup_decided(self, trace_ids: Sequence[str]) -> list[tuple[str, Decided]]: ...
+
+
+class ClickHouseSink:
+    def __init__(self, store: ClickHouseStore) -> None:
+        self.store = store
+        self.db = store.database
+
+    async def write_spans(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
+        await self.store.ainsert("spans", rows, SPAN_COLUMNS, dedup_token)
+
+    async def write_traces(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
+        await self.store.ainsert("traces", rows, TRACE_COLUMNS, dedup_token)
+
+    async def _window_start_ms(self, tp: TP, window_s: float) -> int | None:
+        """Start of the recovery window, anchored at the partition's newest span (not at "now":
+        after a long outage the traces that were open are still found, then expire by age)."""
+        _, rows = await self.store.aquery(
+            f"SELECT toUnixTimestamp64Milli(max(ingested_at)), count() FROM {self.db}.spans "
+            "WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:Int32}",
+            {"topic": tp[0], "partition": tp[1]},
+        )
+        if not rows or not rows[0][1]:
+            return None
+        return int(rows[0][0]) - int(window_s * 1000)
+
+    async def load_open_spans(self, tp: TP, window_s: float) -> list[tuple[Span, int, int]]:
+        since = await self._window_start_ms(tp, window_s)
+        if since is None:
+            return []
+        sql = (
+            f"SELECT {RAW_SPAN_SELECT}, toUnixTimestamp64Nano(ingested_at) FROM {self.db}.spans FINAL "
+            "WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:Int32} "
+            "AND ingested_at >= fromUnixTimestamp64Milli({since:Int64}) AND is_late = 0 "
+            f"AND trace_id NOT IN (SELECT trace_id FROM {self.db}.traces "
+            "WHERE completed_at >= fromUnixTimestamp64Milli({since:Int64}))"
+        )
+        _, rows = await self.store.aquery(sql, {"topic": tp[0], "partition": tp[1], "since": since})
+        out = []
+        for row in rows:
+            span, offset = span_from_row(row[:-1])
+            out.append((span, offset, int(row[-1])))
+        return out
+
+    async def load_decided(self, tp: TP, window_s: float) -> list[tuple[str, Decided]]:
+        since = await self._window_start_ms(tp, window_s)
+        if since is None:
+            return []
+        sql = (
+            "SELECT trace_id, kafka_topic, kafka_partition, max_offset, "
+            f"toUnixTimestamp64Nano(completed_at) FROM {self.db}.traces FINAL "
+            "WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:Int32} "
+            "AND completed_at >= fromUnixTimestamp64Milli({since:Int64}) ORDER BY completed_at"
+        )
+        _, rows = await self.store.aquery(sql, {"topic": tp[0], "partition": tp[1], "since": since})
+        return [(r[0], Decided((r[1], int(r[2])), int(r[3]), int(r[4]))) for r in rows]
+
+    async def lookup_decided(self, trace_ids: Sequence[str]) -> list[tuple[str, Decided]]: ...
+
+
+class ClickHouseSink:
+    def __init__(self, store: ClickHouseStore) -> None:
+        self.store = store
+        self.db = store.database
+
+    async def write_spans(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
+        await self.store.ainsert("spans", rows, SPAN_COLUMNS, dedup_token)
+
+    async def write_traces(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
+        await self.store.ainsert("traces", rows, TRACE_COLUMNS, dedup_token)
+
+    def _window(self, tp: TP, window_s: float) -> tuple[str, dict[str, Any]]:
+        # The window is anchored at the partition's newest span, not at "now": after a long
+        # outage the traces that were open are still found (and then expire by max age).
+        where = (
+            f"kafka_topic = {{topic:String}} AND kafka_partition = {{partition:Int32}} "
+            f"AND ingested_at >= (SELECT max(ingested_at) FROM {self.db}.spans "
+            f"WHERE kafka_topic = {{topic:String}} AND kafka_partition = {{partition:Int32}}) "
+            f"- toIntervalMillisecond({{window_ms:Int64}})"
+        )
+        return where, {"topic": tp[0], "partition": tp[1], "window_ms": int(window_s * 1000)}
+
+    async def load_open_spans(self, tp: TP, window_s: float) -> list[tuple[Span, int, int]]:
+        where, params = self._window(tp, window_s)
+        sql = (
+            f"SELECT {RAW_SPAN_SELECT}, toUnixTimestamp64Nano(ingested_at) FROM {self.db}.spans FINAL "
+            f"WHERE {where} AND is_late = 0 AND trace_id NOT IN ("
+            f"SELECT trace_id FROM {self.db}.traces WHERE kafka_topic = {{topic:String}} "
+            f"AND kafka_partition = {{partition:Int32}} AND completed_at >= "
+            f"(SELECT min(ingested_at) FROM {self.db}.spans WHERE {where}))"
+        )
+        _, rows = await self.store.aquery(sql, params)
+        out = []
+        for row in rows:
+            span, offset = span_from_row(row[:-1])
+            out.append((span, offset, int(row[-1])))
+        return out
+
+    async def load_decided(self, tp: TP, window_s: float) -> list[tuple[str, Decided]]:
+        where, params = self._window(tp, window_s)
+        sql = (
+            f"SELECT trace_id, kafka_topic, kafka_partition, max_offset, "
+            f"toUnixTimestamp64Nano(completed_at) FROM {self.db}.traces FINAL "
+            f"WHERE kafka_topic = {{topic:String}} AND kafka_partition = {{partition:Int32}} "
+            f"AND completed_at >= (SELECT min(ingested_at) FROM {self.db}.spans WHERE {where}) "
+            f"ORDER BY completed_at"
+        )
+        _, rows = await self.store.aquery(sql, params)
+        return [(r[0], Decided((r[1], int(r[2])), int(r[3]), int(r[4]))) for r in rows]
+
+    async def lookup_decided(self, trace_ids: Sequence[str]) -> list[tuple[str, Decided]]:
+        if not trace_ids:
+            return []
+        sql = (
+            f"SELECT trace_id, kafka_topic, kafka_partition, max_offset, "
+            f"toUnixTimestamp64Nano(completed_at) FROM {self.db}.traces FINAL "
+            f"WHERE trace_id IN {{ids:Array(String)}}"
+        )
+        _, rows = await self.store.aquery(sql, {"ids": list(trace_ids)})
+        return [(r[0], Decided((r[1], int(r[2])), int(r[3]), int(r[4]))) for r in rows]

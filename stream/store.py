@@ -1,0 +1,171 @@
+"""ClickHouse access for both modes through clickhouse-connect's client API.
+
+* ``chdb:///abs/dir`` — the embedded engine (clickhouse-connect's chDB backend), the default;
+* ``http(s)://user:pass@host:8123`` — a ClickHouse server.
+
+One code path for both. The client is synchronous and not safe for concurrent use, so every call
+runs on one dedicated thread; the ``a*`` coroutines hand work to it and keep the event loop (and
+with it Kafka heartbeats) responsive while ClickHouse works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from typing import Any
+from urllib.parse import urlparse
+
+import clickhouse_connect
+
+log = logging.getLogger(__name__)
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_READ_ONLY_START = re.compile(r"^\s*(\(\s*)*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.I)
+
+
+class StoreLockedError(RuntimeError):
+    """The embedded data directory is held by another process (one chDB engine per directory)."""
+
+
+def connect(dsn: str) -> Any:
+    """A clickhouse-connect client for a chdb:// or http(s):// DSN."""
+    if dsn.startswith("chdb://"):
+        try:
+            return clickhouse_connect.get_client(dsn=dsn)
+        except Exception as exc:  # chDB raises a plain RuntimeError/ChdbError for a held data dir
+            if "BAD_ARGUMENTS" in str(exc) or "EmbeddedServer" in str(exc):
+                raise StoreLockedError(
+                    f"embedded ClickHouse at {dsn} is in use by another process "
+                    "(a running worker holds it; query through its web API instead)"
+                ) from exc
+            raise
+    parsed = urlparse(dsn)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"unsupported ClickHouse DSN: {dsn!r}")
+    return clickhouse_connect.get_client(dsn=dsn, connect_timeout=10, send_receive_timeout=60)
+
+
+def is_read_only_sql(sql: str) -> bool:
+    return bool(_READ_ONLY_START.match(sql))
+
+
+class ClickHouseStore:
+    """Serialized access to one ClickHouse client; sync methods plus async wrappers."""
+
+    def __init__(self, dsn: str, database: str = "tracejudge") -> None:
+        if not _IDENT.match(database):
+            raise ValueError(f"invalid database name {database!r}")
+        self.dsn = dsn
+        self.database = database
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        self._client: Any = self._executor.submit(connect, dsn).result()
+
+    # ---- client calls: these run on the ClickHouse thread only ------------------------------
+    def _command(self, sql: str, parameters: dict[str, Any] | None, settings: dict[str, Any] | None) -> Any:
+        return self._client.command(sql, parameters=parameters, settings=settings)
+
+    def _query(
+        self, sql: str, parameters: dict[str, Any] | None, settings: dict[str, Any] | None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        result = self._client.query(sql, parameters=parameters, settings=settings)
+        return list(result.column_names), list(result.result_rows)
+
+    def _insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str | None) -> None:
+        if not rows:
+            return
+        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        self._client.insert(f"{self.database}.{table}", rows, column_names=list(columns), settings=settings)
+
+    # ---- sync API: blocks the caller; never call from the event loop -----------------------
+    def command(self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Any:
+        return self._executor.submit(self._command, sql, parameters, settings).result()
+
+    def query(
+        self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        return self._executor.submit(self._query, sql, parameters, settings).result()
+
+    def insert(
+        self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str | None = None
+    ) -> None:
+        self._executor.submit(self._insert, table, rows, columns, dedup_token).result()
+
+    def read_only_query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run a user-supplied query with ``readonly=1`` (the server refuses writes)."""
+        if not is_read_only_sql(sql):
+            raise PermissionError("only SELECT / WITH / SHOW / DESCRIBE / EXPLAIN / EXISTS queries are allowed")
+        return self.query(sql, parameters=parameters, settings={"readonly": 1})
+
+    def migrate(self) -> list[str]:
+        """Apply the numbered ``schemas/sql/NNNN_*.sql`` migrations not yet applied; return their names."""
+        db = self.database
+        self.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+        self.command(
+            f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
+            "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+            "ENGINE = ReplacingMergeTree ORDER BY version"
+        )
+        _, rows = self.query(f"SELECT version FROM {db}.schema_migrations FINAL")
+        applied = {r[0] for r in rows}
+        done = []
+        for version, name, sql in load_migrations():
+            if version in applied:
+                continue
+            for statement in split_statements(sql.replace("{db}", db)):
+                self.command(statement)
+            self.insert("schema_migrations", [[version, name]], ["version", "name"])
+            log.info("applied migration %04d %s", version, name)
+            done.append(name)
+        return done
+
+    def close(self) -> None:
+        def _close() -> None:
+            try:
+                self._client.close()
+            except Exception:  # pragma: no cover - closing a dead client
+                pass
+
+        self._executor.submit(_close).result()
+        self._executor.shutdown(wait=True)
+
+    # ---- async API: hands the call to the ClickHouse thread ----------------------------------
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def ainsert(
+        self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str | None = None
+    ) -> None:
+        await self._run(self._insert, table, rows, columns, dedup_token)
+
+    async def aquery(
+        self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        return await self._run(self._query, sql, parameters, settings)
+
+    async def aread_only_query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        if not is_read_only_sql(sql):
+            raise PermissionError("only SELECT / WITH / SHOW / DESCRIBE / EXPLAIN / EXISTS queries are allowed")
+        return await self._run(self._query, sql, None, {"readonly": 1})
+
+
+def load_migrations() -> list[tuple[int, str, str]]:
+    out = []
+    for entry in resources.files("schemas").joinpath("sql").iterdir():
+        m = re.match(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$", entry.name)
+        if m:
+            out.append((int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a migration file on ``;`` at line ends, dropping comment-only chunks."""
+    statements = []
+    for chunk in re.split(r";\s*(?:\n|$)", sql):
+        body = "\n".join(line for line in chunk.splitlines() if not line.strip().startswith("--")).strip()
+        if body:
+            statements.append(body)
+    return statements

@@ -1,0 +1,117 @@
+"""``tracejudge worker``: ClickHouse migrations, topics, the Faust app, and the local web API.
+
+The embedded store (chDB) allows one engine per process per data directory, so while a worker runs
+it is the only process that can read the store. It therefore serves a small JSON API on
+``web_host:web_port`` (``/api/status``, ``/api/sql``) and records its address in
+``<data_dir>/worker.json``; ``tracejudge sql`` and ``tracejudge demo`` use it when the store is held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from stream.app import FaustProducer, create_app
+from stream.config import Settings
+from stream.demo.broker import ensure_topics
+from stream.pipeline import Pipeline
+from stream.sink import ClickHouseSink
+from stream.store import ClickHouseStore
+
+log = logging.getLogger(__name__)
+
+WORKER_FILE = "worker.json"
+
+
+def worker_file(settings: Settings) -> Path:
+    return settings.data_dir / WORKER_FILE
+
+
+def read_worker_file(settings: Settings) -> dict[str, Any] | None:
+    """The running worker's address, if a live worker holds this data directory."""
+    path = worker_file(settings)
+    try:
+        info = json.loads(path.read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info
+
+
+def topic_plan(settings: Settings) -> dict[str, int]:
+    return {
+        settings.input_topic: settings.topic_partitions,
+        settings.repartition_topic: settings.topic_partitions,
+        settings.dlq_topic: settings.topic_partitions,
+    }
+
+
+def add_web_api(app: faust.App, pipeline: Pipeline, store: ClickHouseStore) -> None:
+    @app.page("/api/status")
+    class Status(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(
+                {
+                    "counters": pipeline.counters.as_dict(),
+                    "open_traces": len(pipeline.assembler),
+                    "owned_partitions": sorted(f"{t}/{p}" for t, p in pipeline.owned),
+                }
+            )
+
+    @app.page("/api/sql")
+    class Sql(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                body = await request.json()
+                columns, rows = await store.aread_only_query(str(body["query"]))
+            except PermissionError as exc:
+                return self.json({"error": str(exc)}, status=403)
+            except Exception as exc:
+                return self.json({"error": str(exc)}, status=400)
+            return self.json({"columns": columns, "rows": [[_jsonable(v) for v in r] for r in rows]})
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return str(v)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run until SIGTERM / SIGINT (Faust handles both with a clean shutdown and final commit)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = ClickHouseStore(settings.resolved_clickhouse_dsn, settings.clickhouse_database)
+    applied = store.migrate()
+    if applied:
+        log.info("ClickHouse migrations applied: %s", ", ".join(applied))
+    assert settings.kafka_bootstrap
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_plan(settings)))
+
+    def make_pipeline(app: faust.App) -> Pipeline:
+        return Pipeline(settings, ClickHouseSink(store), FaustProducer(app))
+
+    app, pipeline = create_app(settings, make_pipeline)
+    add_web_api(app, pipeline, store)
+    path = worker_file(settings)
+    path.write_text(
+        json.dumps({"pid": os.getpid(), "url": f"http://{settings.web_host}:{settings.web_port}"})
+    )
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        path.unlink(missing_ok=True)
+        store.close()

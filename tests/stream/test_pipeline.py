@@ -1,0 +1,168 @@
+"""Pipeline logic with an injected clock, on real embedded ClickHouse (the Kafka side is covered
+end to end in test_worker_e2e.py; here a list stands in for the producer)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from stream.config import Settings
+from stream.dlq import REASON, InMessage, OutRecord
+from stream.pipeline import Pipeline
+from stream.sink import ClickHouseSink
+from stream.store import ClickHouseStore
+from tests.factories import genai_trace, proto
+
+S = 1_000_000_000
+TOPIC = "otlp_spans"
+
+
+class ListProducer:
+    def __init__(self) -> None:
+        self.records: list[OutRecord] = []
+
+    async def send_all(self, records: Sequence[OutRecord]) -> None:
+        self.records.extend(records)
+
+
+class FlakySink(ClickHouseSink):
+    """The real sink, failing the first ``failures`` span writes (a ClickHouse outage)."""
+
+    def __init__(self, store: ClickHouseStore, failures: int) -> None:
+        super().__init__(store)
+        self.failures = failures
+
+    async def write_spans(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("ClickHouse unavailable")
+        await super().write_spans(rows, dedup_token)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000 * S
+
+    def __call__(self) -> int:
+        return self.now
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+def make(store: ClickHouseStore, sink: ClickHouseSink | None = None, **kw: Any) -> tuple[Pipeline, ListProducer, Clock]:
+    settings = Settings(clickhouse_database=store.database, decision_wait=5, **kw)
+    producer, clock = ListProducer(), Clock()
+    return Pipeline(settings, sink or ClickHouseSink(store), producer, clock=clock, sleep=no_sleep), producer, clock
+
+
+def msg(value: bytes, offset: int, key: bytes | None = None, partition: int = 0) -> InMessage:
+    return InMessage(TOPIC, partition, offset, key, value)
+
+
+def count(store: ClickHouseStore, sql: str) -> int:
+    return int(store.query(sql.format(db=store.database))[1][0][0])
+
+
+def test_keyed_messages_are_ingested_and_completed(store: ClickHouseStore) -> None:
+    p, producer, clock = make(store)
+    traces = [genai_trace(random.Random(i), 6) for i in range(3)]
+    batch = [msg(proto(t), i, key=t[0].trace_id.hex().encode()) for i, t in enumerate(traces)]
+    asyncio.run(p.handle_batch(batch))
+    assert producer.records == []
+    assert count(store, "SELECT count() FROM {db}.spans FINAL") == 18
+    assert asyncio.run(p.tick()) == 0
+    clock.now += 5 * S
+    assert asyncio.run(p.tick()) == 3
+    assert count(store, "SELECT count() FROM {db}.traces FINAL WHERE span_count = 6") == 3
+
+
+def test_unkeyed_batches_are_split_per_trace_for_repartitioning(store: ClickHouseStore) -> None:
+    p, producer, _ = make(store)
+    traces = [genai_trace(random.Random(i), 4) for i in range(3)]
+    asyncio.run(p.handle_batch([msg(proto([s for t in traces for s in t]), 0)]))
+    assert count(store, "SELECT count() FROM {db}.spans") == 0  # nothing stored here...
+    keys = sorted(r.key for r in producer.records)  # ...one keyed message per trace instead
+    assert keys == sorted(t[0].trace_id.hex().encode() for t in traces)
+    assert {r.topic for r in producer.records} == {p.settings.repartition_topic}
+    # the repartitioned messages are what partition_traces_by_id would have produced
+    p2, producer2, _ = make(store)
+    asyncio.run(p2.handle_batch([msg(r.value, i, r.key) for i, r in enumerate(producer.records)], repartition=False))
+    assert count(store, "SELECT count() FROM {db}.spans FINAL") == 12 and producer2.records == []
+
+
+def test_bad_messages_are_dead_lettered_and_good_ones_still_stored(store: ClickHouseStore) -> None:
+    p, producer, _ = make(store)
+    good = genai_trace(random.Random(1), 3)
+    asyncio.run(p.handle_batch([msg(b"\xffjunk", 0), msg(proto(good), 1, good[0].trace_id.hex().encode()), msg(b"", 2)]))
+    reasons = [dict(r.headers)[REASON] for r in producer.records]
+    assert reasons == [b"undecodable", b"empty_message"]
+    assert [r.value for r in producer.records] == [b"\xffjunk", b""]
+    assert count(store, "SELECT count() FROM {db}.spans FINAL") == 3
+    assert p.counters.dead_lettered == 2
+
+
+def test_clickhouse_outage_is_retried_until_stored(store: ClickHouseStore) -> None:
+    sink = FlakySink(store, failures=3)
+    p, _, _ = make(store, sink=sink)
+    t = genai_trace(random.Random(2), 5)
+    asyncio.run(p.handle_batch([msg(proto(t), 0, t[0].trace_id.hex().encode())]))
+    assert p.counters.write_retries == 3
+    assert count(store, "SELECT count() FROM {db}.spans") == 5
+
+
+def test_state_is_recovered_from_clickhouse_by_the_next_owner(store: ClickHouseStore) -> None:
+    p, _, clock = make(store)
+    open_trace = genai_trace(random.Random(3), 5)
+    done_trace = genai_trace(random.Random(4), 3)
+    asyncio.run(p.handle_batch([
+        msg(proto(done_trace), 0, done_trace[0].trace_id.hex().encode()),
+        msg(proto(open_trace[1:]), 1, open_trace[0].trace_id.hex().encode()),  # no root yet
+    ]))  # fmt: skip
+    clock.now += 6 * S
+    assert asyncio.run(p.tick()) == 1
+
+    # a new worker (same store) gets the partition: the open trace comes back from ClickHouse
+    p2, _, clock2 = make(store)
+    clock2.now = clock.now
+    asyncio.run(p2.on_partitions_assigned({(TOPIC, 0), ("other", 0)}))
+    assert p2.counters.traces_recovered == 1 and len(p2.assembler) == 1
+    assert p2.assembler.decided(done_trace[0].trace_id.hex()) is not None
+    # a redelivered old message is a replay; the root completes the recovered trace
+    asyncio.run(p2.handle_batch([
+        msg(proto(done_trace), 0, done_trace[0].trace_id.hex().encode()),
+        msg(proto(open_trace[:1]), 2, open_trace[0].trace_id.hex().encode()),
+    ]))  # fmt: skip
+    assert p2.counters.late_spans == 0 and p2.counters.replayed_spans == 3
+    clock2.now += 6 * S
+    assert asyncio.run(p2.tick()) == 1
+    rows = dict(store.query(f"SELECT trace_id, span_count FROM {store.database}.traces FINAL")[1])
+    assert rows == {open_trace[0].trace_id.hex(): 5, done_trace[0].trace_id.hex(): 3}
+
+
+def test_late_span_is_stored_flagged_and_does_not_reopen(store: ClickHouseStore) -> None:
+    p, _, clock = make(store)
+    t = genai_trace(random.Random(5), 4)
+    key = t[0].trace_id.hex().encode()
+    asyncio.run(p.handle_batch([msg(proto(t[:3]), 0, key)]))
+    clock.now += 6 * S
+    asyncio.run(p.tick())
+    asyncio.run(p.handle_batch([msg(proto(t[3:]), 1, key)]))
+    assert p.counters.late_spans == 1 and len(p.assembler) == 0
+    assert count(store, "SELECT countIf(is_late = 1) FROM {db}.spans FINAL") == 1
+    assert count(store, "SELECT span_count FROM {db}.traces FINAL") == 3
+
+
+@pytest.mark.parametrize("policy,stored,dead", [("truncate", 2, 0), ("dead_letter", 0, 1)])
+def test_oversize_attribute_policy(store: ClickHouseStore, policy: str, stored: int, dead: int) -> None:
+    p, producer, _ = make(store, max_attribute_bytes=1024, oversize_attribute_policy=policy)
+    t = genai_trace(random.Random(6), 2)
+    t[1].attrs["huge"] = "y" * 5000
+    asyncio.run(p.handle_batch([msg(proto(t), 0, t[0].trace_id.hex().encode())]))
+    assert count(store, "SELECT count() FROM {db}.spans FINAL") == stored
+    assert len(producer.records) == dead

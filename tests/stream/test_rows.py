@@ -1,0 +1,58 @@
+"""Span rows round-trip through real ClickHouse byte for byte, hostile strings included."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from schemas.decode import decode_message
+from stream.rows import RAW_SPAN_SELECT, SPAN_COLUMNS, span_from_row, span_row
+from stream.store import ClickHouseStore
+from tests.factories import genai_trace, proto
+
+HOSTILE = {
+    "nul": "a\x00b",
+    "controls": "\x01\x07\x1b[31mred\x1b[0m\r\n\t",
+    "sql": "'); DROP TABLE spans; --",
+    "html": "<script>alert('x')</script>&amp;",
+    "unicode": "naïve — 雪 🧪 \u202e",
+    "json-ish": '{"$bytes": "not really"}',
+}
+
+
+def test_span_round_trips_through_clickhouse(store: ClickHouseStore) -> None:
+    rng = random.Random(3)
+    trace = genai_trace(rng, 4)
+    extra = {f"hostile.{k}": v for k, v in HOSTILE.items()}
+    extra.update({"typed.int": 7, "typed.float": 0.5, "typed.bool": True, "typed.bytes": b"\x00\xff",
+                  "typed.list": ["a", "b"], "typed.empty": ""})  # fmt: skip
+    trace[1].attrs.update(extra)
+    spans = decode_message(proto(trace))
+    rows = [span_row(s, "topic", 3, 42, 1_700_000_000_000, late=False) for s in spans]
+    assert len(rows[0]) == len(SPAN_COLUMNS)
+    store.insert("spans", rows, SPAN_COLUMNS)
+    _, back = store.query(f"SELECT {RAW_SPAN_SELECT} FROM {store.database}.spans FINAL ORDER BY span_id")
+    restored = {s.span_id: (s, off) for s, off in map(span_from_row, back)}
+    for original in spans:
+        again, offset = restored[original.span_id]
+        assert offset == 42
+        assert again == original  # raw layer and re-normalized layer, field by field
+    hostile = next(s for s in spans if "hostile.sql" in s.attributes)
+    for k, v in HOSTILE.items():
+        assert restored[hostile.span_id][0].attributes[f"hostile.{k}"] == v
+
+
+@pytest.mark.parametrize("value", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_hostile_strings_are_stored_byte_for_byte(store: ClickHouseStore, value: str) -> None:
+    rng = random.Random(5)
+    trace = genai_trace(rng, 2)
+    trace[0].name = value
+    (root, _child) = decode_message(proto(trace))
+    store.insert("spans", [span_row(root, "t", 0, 0, 0, late=False)], SPAN_COLUMNS)
+    _, rows = store.query(
+        f"SELECT name, hex(name) FROM {store.database}.spans FINAL WHERE span_id = {{id:String}}",
+        {"id": root.span_id},
+    )
+    assert rows[0][0] == value
+    assert bytes.fromhex(rows[0][1]) == value.encode("utf-8")

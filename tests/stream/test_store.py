@@ -1,0 +1,66 @@
+"""ClickHouseStore on real embedded ClickHouse (chDB): migrations, dedup tokens, read-only queries."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream.store import ClickHouseStore, is_read_only_sql, load_migrations, split_statements
+
+
+def test_migrations_apply_once_in_order(store: ClickHouseStore) -> None:
+    names = [name for _, name, _ in load_migrations()]
+    assert names[:2] == ["spans", "traces"]
+    assert store.migrate() == []  # the fixture already applied them all
+    _, rows = store.query(f"SELECT version, name FROM {store.database}.schema_migrations FINAL ORDER BY version")
+    assert [r[1] for r in rows] == names
+    _, tables = store.query(f"SHOW TABLES FROM {store.database}")
+    assert {"spans", "traces", "schema_migrations"} <= {t[0] for t in tables}
+
+
+def test_insert_with_same_dedup_token_is_stored_once(store: ClickHouseStore) -> None:
+    cols = ["trace_id", "span_id", "start_time", "end_time", "ingested_at"]
+    row = ["a" * 32, "b" * 16, 1_700_000_000_000_000_000, 1_700_000_000_100_000_000, 1_700_000_000_000]
+    store.insert("spans", [row], cols, dedup_token="spans:tok")
+    store.insert("spans", [row], cols, dedup_token="spans:tok")  # an ambiguous insert, retried
+    _, rows = store.query(f"SELECT count() FROM {store.database}.spans")  # raw, without FINAL
+    assert rows == [(1,)]
+    store.insert("spans", [row], cols, dedup_token="spans:other")  # a replay from another batch
+    _, raw = store.query(f"SELECT count() FROM {store.database}.spans")
+    _, final = store.query(f"SELECT count() FROM {store.database}.spans FINAL")
+    assert raw == [(2,)] and final == [(1,)]
+
+
+@pytest.mark.parametrize(
+    "sql,ok",
+    [
+        ("SELECT 1", True),
+        ("  with x as (select 1) select * from x", True),
+        ("(SELECT 1)", True),
+        ("SHOW TABLES", True),
+        ("DROP TABLE t", False),
+        ("INSERT INTO t VALUES (1)", False),
+        ("ALTER TABLE t DELETE WHERE 1", False),
+        ("-- comment\nDROP TABLE t", False),
+    ],
+    ids=["select", "with", "paren", "show", "drop", "insert", "alter", "comment-drop"],
+)
+def test_read_only_filter(sql: str, ok: bool) -> None:
+    assert is_read_only_sql(sql) is ok
+
+
+def test_read_only_is_enforced_by_clickhouse_too(store: ClickHouseStore) -> None:
+    with pytest.raises(PermissionError):
+        store.read_only_query(f"DROP TABLE {store.database}.spans")
+    with pytest.raises(Exception, match="readonly|READONLY"):
+        # passes the prefix filter, but ClickHouse itself refuses to leave readonly mode
+        store.read_only_query("SELECT 1 SETTINGS readonly = 0")
+    _, rows = store.read_only_query("SELECT 40 + 2")
+    assert rows == [(42,)]
+
+
+def test_split_statements_drops_comments() -> None:
+    sql = "-- header\nCREATE TABLE a (x UInt8) ENGINE = Memory;\n\n-- next\nCREATE TABLE b (y UInt8) ENGINE = Memory;\n"
+    assert split_statements(sql) == [
+        "CREATE TABLE a (x UInt8) ENGINE = Memory",
+        "CREATE TABLE b (y UInt8) ENGINE = Memory",
+    ]
