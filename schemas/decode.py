@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from google.protobuf.json_format import ParseError as JsonParseError
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -52,18 +53,31 @@ DEFAULT_LIMITS = Limits()
 
 
 def sniff_encoding(value: bytes) -> Literal["otlp_proto", "otlp_json"]:
-    return "otlp_json" if value[:1] in (b"{", b" ", b"\n", b"\r", b"\t") else "otlp_proto"
+    """OTLP/JSON starts with ``{``. A leading newline is ambiguous: 0x0A also starts every
+    protobuf request (field 1, length-delimited), so only space / tab / CR count as JSON
+    whitespace here; :func:`parse_request` falls back to JSON when protobuf fails on ``\n{``."""
+    head = value[:1]
+    if head == b"{" or (head in (b" ", b"\t", b"\r") and value.lstrip()[:1] == b"{"):
+        return "otlp_json"
+    return "otlp_proto"
 
 
 def parse_request(value: bytes, encoding: Encoding = "auto") -> ExportTraceServiceRequest:
-    if encoding == "auto":
+    sniffed = encoding == "auto"
+    if sniffed:
         encoding = sniff_encoding(value)
     try:
         if encoding == "otlp_json":
             return parse_otlp_json(value)
-        return ExportTraceServiceRequest.FromString(value)
-    except (ProtobufDecodeError, ValueError, TypeError, RecursionError) as exc:
-        # ValueError covers json.JSONDecodeError, UnicodeDecodeError and json_format.ParseError
+        try:
+            return ExportTraceServiceRequest.FromString(value)
+        except ProtobufDecodeError:
+            if sniffed and value.lstrip()[:1] == b"{":
+                encoding = "otlp_json"
+                return parse_otlp_json(value)
+            raise
+    except (ProtobufDecodeError, JsonParseError, ValueError, TypeError, RecursionError) as exc:
+        # ValueError covers json.JSONDecodeError and UnicodeDecodeError
         raise DecodeError("undecodable", f"not an OTLP {encoding} ExportTraceServiceRequest: {exc}") from None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -59,6 +60,8 @@ def demo(
     from stream.demo.run import run_demo
 
     settings = _settings(config, decision_wait=decision_wait)
+    if config is not None:  # the worker child process reads the same file
+        os.environ["TRACEJUDGE_CONFIG"] = str(config.resolve())
     raise typer.Exit(run_demo(settings, traces=traces, rate=rate, console=console))
 
 

@@ -119,23 +119,28 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = os.environ.get(ENV_PREFIX + "CONFIG")
-        if path:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        if settings_cls.model_config.get("yaml_file"):
+            sources.append(YamlConfigSettingsSource(settings_cls))
         return tuple(sources)
 
 
 def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Build settings; raise :class:`ConfigError` naming every invalid field."""
+    source = "--config"
+    if config_file is None and os.environ.get(ENV_PREFIX + "CONFIG"):
+        config_file, source = os.environ[ENV_PREFIX + "CONFIG"], ENV_PREFIX + "CONFIG"
+    cls = Settings
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        os.environ[ENV_PREFIX + "CONFIG"] = str(path)
-    elif (env_path := os.environ.get(ENV_PREFIX + "CONFIG")) and not Path(env_path).is_file():
-        raise ConfigError(f"config file not found: {env_path} (from {ENV_PREFIX}CONFIG)")
+            raise ConfigError(f"config file not found: {path} (from {source})")
+
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict(yaml_file=str(path))
+
+        cls = FileSettings
     try:
-        return Settings(**overrides)
+        return cls(**overrides)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

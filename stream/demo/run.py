@@ -45,6 +45,7 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self.url = f"http://{env['TRACEJUDGE_WEB_HOST']}:{env['TRACEJUDGE_WEB_PORT']}"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stream", "worker"],

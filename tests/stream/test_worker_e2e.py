@@ -31,7 +31,9 @@ def bad_messages(rng: random.Random) -> dict[str, bytes]:
     bad_utf8 = bad_utf8.replace(b"MARKERMARKER", b"\xff\xfe\xfdMARKERMA")
     return {
         "undecodable:garbage": b"\x00\x01garbage\xff" * 10,
-        "no_spans:metrics": metrics.SerializeToString(),
+        # a metrics request parses as a trace request whose "trace id" is the metric name
+        "invalid_trace_id:metrics": metrics.SerializeToString(),
+        "no_spans:empty-request": b"\x0a\x00",
         "invalid_trace_id:zero": proto(zero_id),
         "span_end_before_start:backwards": proto(backwards),
         "undecodable:utf8": bad_utf8,

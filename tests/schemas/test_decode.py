@@ -1,0 +1,134 @@
+"""Decoding Kafka values exactly as the Collector writes them; every rejection has a reason."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.decode import DecodeError, Limits, decode_message, sniff_encoding
+from schemas.otlp_json import parse_otlp_json, to_otlp_json
+from schemas.split import split_by_trace
+from tests.factories import SpanSpec, genai_trace, otlp_json, proto, request
+
+
+def test_proto_and_json_decode_to_identical_spans() -> None:
+    rng = random.Random(1)
+    spans = [s for _ in range(3) for s in genai_trace(rng, 6)]
+    spans[2].attrs.update({"n": 3, "f": 1.5, "b": True, "raw": b"\x00\x01", "list": ["x", "y"]})
+    from_proto = decode_message(proto(spans))
+    from_json = decode_message(otlp_json(spans))
+    assert from_proto == from_json
+    assert len(from_proto) == 18 and len({s.trace_id for s in from_proto}) == 3
+    assert from_proto[2].attributes["raw"] == b"\x00\x01" and from_proto[2].attributes["n"] == 3
+
+
+def test_json_ids_are_hex_and_ints_may_be_strings() -> None:
+    rng = random.Random(2)
+    spans = genai_trace(rng, 2)
+    text = otlp_json(spans).decode()
+    assert spans[0].trace_id.hex() in text  # hex, not base64
+    patched = text.replace(f'"startTimeUnixNano":"{spans[0].start}"', f'"startTimeUnixNano":{spans[0].start}')
+    assert decode_message(patched.encode())[0].start_ns == spans[0].start
+
+
+def test_sniffing() -> None:
+    assert sniff_encoding(b'{"resourceSpans":[]}') == "otlp_json"
+    assert sniff_encoding(b' \r\n{"resourceSpans":[]}') == "otlp_json"
+    assert sniff_encoding(b"\n\x7b") == "otlp_proto"  # 0x0A starts every protobuf request
+    assert decode_message(b"\n" + otlp_json(genai_trace(random.Random(0), 1)))  # fallback to JSON
+    assert sniff_encoding(proto(genai_trace(random.Random(0), 1))) == "otlp_proto"
+
+
+def _bad_id(**kw: bytes) -> bytes:
+    rng = random.Random(3)
+    s = SpanSpec(rng.randbytes(16), rng.randbytes(8))
+    for k, v in kw.items():
+        setattr(s, k, v)
+    return proto([s])
+
+
+@pytest.mark.parametrize(
+    "value,reason",
+    [
+        (b"", "empty_message"),
+        (b"\xff\xfe\xfd", "undecodable"),
+        (b"{not json", "undecodable"),
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}', "undecodable"),
+        (b'{"resourceSpans": []}', "no_spans"),
+        (_bad_id(trace_id=bytes(16)), "invalid_trace_id"),
+        (_bad_id(trace_id=b"\x01" * 15), "invalid_trace_id"),
+        (_bad_id(span_id=b"\x01" * 9), "invalid_span_id"),
+        (_bad_id(parent=b"\x01" * 3), "invalid_parent_span_id"),
+    ],
+    ids=["empty", "garbage", "bad-json", "non-hex-id", "no-spans", "zero-trace", "short-trace", "long-span", "bad-parent"],
+)
+def test_rejections_carry_a_reason(value: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError) as exc:
+        decode_message(value)
+    assert exc.value.reason == reason
+
+
+def test_span_times_validated() -> None:
+    rng = random.Random(4)
+    s = SpanSpec(rng.randbytes(16), rng.randbytes(8), start=10, end=5)
+    with pytest.raises(DecodeError, match="span_end_before_start"):
+        decode_message(proto([s]))
+    s.start, s.end = 0, 5
+    with pytest.raises(DecodeError, match="missing_start_time"):
+        decode_message(proto([s]))
+
+
+def test_message_size_limit() -> None:
+    value = proto(genai_trace(random.Random(5), 3))
+    with pytest.raises(DecodeError, match="message_too_large"):
+        decode_message(value, limits=Limits(max_message_bytes=len(value) - 1))
+
+
+def test_invalid_utf8_in_a_string_field_is_rejected() -> None:
+    rng = random.Random(6)
+    value = proto([SpanSpec(rng.randbytes(16), rng.randbytes(8), name="MARKERMARKER")])
+    with pytest.raises(DecodeError, match="undecodable"):
+        decode_message(value.replace(b"MARKERMARKER", b"MARKER\xc3\x28KER"))
+
+
+def test_split_by_trace_keeps_resource_and_scope() -> None:
+    rng = random.Random(7)
+    traces = [genai_trace(rng, 4) for _ in range(3)]
+    parts = split_by_trace(request([s for t in traces for s in t]))
+    assert sorted(parts) == sorted(t[0].trace_id.hex() for t in traces)
+    for tid, value in parts.items():
+        spans = decode_message(value)
+        assert {s.trace_id for s in spans} == {tid} and len(spans) == 4
+        assert all(s.service_name == "support-bot" and s.scope_name == "tests.factories" for s in spans)
+
+
+def test_json_round_trip_is_stable() -> None:
+    req = request(genai_trace(random.Random(8), 5))
+    assert parse_otlp_json(to_otlp_json(req)) == req
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.binary(max_size=512))
+def test_fuzz_arbitrary_bytes_never_crash(value: bytes) -> None:
+    try:
+        decode_message(value)
+    except DecodeError:
+        pass
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data())
+def test_fuzz_mutated_valid_messages_never_crash(data: st.DataObject) -> None:
+    base = bytearray(proto(genai_trace(random.Random(9), 4)))
+    for _ in range(data.draw(st.integers(1, 8))):
+        i = data.draw(st.integers(0, len(base) - 1))
+        base[i] = data.draw(st.integers(0, 255))
+    encoded = bytes(base)
+    for value in (encoded, b"{" + encoded):
+        try:
+            decode_message(value)
+        except DecodeError:
+            pass
