@@ -17,7 +17,7 @@ from rich.text import Text
 
 from stream.config import ConfigError, Settings, load_settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Judge LLM-agent traces from a Kafka stream.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Judge LLM-agent traces from a Kafka stream.")
 console = Console()
 err = Console(stderr=True)
 
@@ -52,7 +52,7 @@ def worker(config: Optional[Path] = ConfigOpt) -> None:
 @app.command()
 def demo(
     config: Optional[Path] = ConfigOpt,
-    traces: int = typer.Option(400, help="traces the simulated fleet sends"),
+    traces: int = typer.Option(600, help="traces the simulated fleet sends"),
     rate: float = typer.Option(100.0, help="traces per second"),
     decision_wait: float = typer.Option(3.0, help="seconds of quiet after the root span before a trace completes"),
 ) -> None:
@@ -118,7 +118,9 @@ def print_rows(columns: list[str], rows: list[Any], fmt: str = "table") -> None:
         for r in rows:
             sys.stdout.write("\t".join(str(v) for v in r) + "\n")
     else:
-        table = Table(*(Text(c) for c in columns))
+        table = Table()
+        for c in columns:
+            table.add_column(Text(c))
         for r in rows:
             table.add_row(*(Text(str(v)) for v in r))  # Text: trace content is never read as markup
         console.print(table)

@@ -115,8 +115,8 @@ def run_demo(settings: Settings, traces: int, rate: float, console: Console) -> 
             stack.callback(worker.stop)
             worker.wait_ready()
             started_ms = int(time.time() * 1000)
-            stats = _run_fleet(bootstrap, settings.input_topic, traces, rate, stop, worker, console)
-            _wait_completed(worker, stats.traces, settings.decision_wait + 30, console)
+            settle = settings.decision_wait + 3 * settings.tick_interval + 30
+            stats = _run_fleet(bootstrap, settings.input_topic, traces, rate, stop, worker, console, settle)
             _summary(worker, stats, started_ms, settings.clickhouse_database, console)
             return 0
         except KeyboardInterrupt:
@@ -126,14 +126,21 @@ def run_demo(settings: Settings, traces: int, rate: float, console: Console) -> 
 
 
 def _run_fleet(
-    bootstrap: str, topic: str, traces: int, rate: float, stop: threading.Event, worker: WorkerProcess, console: Console
+    bootstrap: str, topic: str, traces: int, rate: float, stop: threading.Event, worker: WorkerProcess,
+    console: Console, settle: float,
 ) -> FleetStats:
+    """Run the fleet in a thread; show traces sent and completed until all are completed (or
+    ``settle`` seconds after the fleet finished)."""
     fleet = Fleet(bootstrap, topic, encoding="otlp_proto", partition_traces_by_id=True, seed=int(time.time()))
     result: dict[str, Any] = {}
+    sent_count = [0]
+
+    def on_trace(_: Any) -> None:
+        sent_count[0] += 1
 
     def produce() -> None:
         try:
-            result["stats"] = fleet.run(n_traces=traces, rate=rate, stop_event=stop)
+            result["stats"] = fleet.run(n_traces=traces, rate=rate, stop_event=stop, on_trace=on_trace)
         except BaseException as exc:  # surfaced below
             result["error"] = exc
         finally:
@@ -141,14 +148,25 @@ def _run_fleet(
 
     thread = threading.Thread(target=produce, name="fleet", daemon=True)
     thread.start()
+    baseline = _completed(worker)  # traces completed by this worker before the fleet started
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(), console=console,
     ) as progress:  # fmt: skip
-        sent = progress.add_task("traces completed", total=traces)
-        while thread.is_alive():
-            thread.join(0.5)
-            progress.update(sent, completed=_completed(worker))
+        sent = progress.add_task("traces sent", total=traces)
+        done = progress.add_task("traces completed", total=traces)
+        settle_until: float | None = None
+        while True:
+            thread.join(0.3)
+            completed = _completed(worker) - baseline
+            progress.update(sent, completed=sent_count[0])
+            progress.update(done, completed=completed)
+            if thread.is_alive():
+                continue
+            if settle_until is None:
+                settle_until = time.monotonic() + settle
+            if completed >= sent_count[0] or time.monotonic() > settle_until:
+                break
     if "error" in result:
         raise result["error"]
     return result["stats"]
@@ -159,13 +177,6 @@ def _completed(worker: WorkerProcess) -> int:
         return sum(worker.status()["counters"]["traces_completed"].values())
     except (httpx.HTTPError, KeyError, ValueError):
         return 0
-
-
-def _wait_completed(worker: WorkerProcess, expected: int, timeout: float, console: Console) -> None:
-    deadline = time.monotonic() + timeout
-    with console.status("waiting for the last traces to complete (decision_wait)…"):
-        while time.monotonic() < deadline and _completed(worker) < expected:
-            time.sleep(0.5)
 
 
 def _summary(worker: WorkerProcess, stats: FleetStats, started_ms: int, db: str, console: Console) -> None:

@@ -1,0 +1,60 @@
+"""The `tracejudge` command line, run as a newcomer would run it (subprocesses, real stores)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.factories import genai_trace, proto
+from tests.stream.conftest import Deployment, wait_for
+
+
+def tracejudge(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TRACEJUDGE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "stream", *args], cwd=cwd, env={**clean, **(env or {}), "COLUMNS": "200"},
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_demo_runs_end_to_end_and_sql_reads_the_result(tmp_path: Path) -> None:
+    run = tracejudge("demo", "--traces", "60", "--rate", "200", "--decision-wait", "1", cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "fleet sent 60 traces" in run.stdout
+    assert "root_ended_idle" in run.stdout
+    # the worker has stopped: `sql` opens the embedded store itself
+    q = tracejudge("sql", "--format", "json", "SELECT count() AS n, sum(span_count) AS spans FROM tracejudge.traces FINAL", cwd=tmp_path)
+    assert q.returncode == 0, q.stderr
+    row = json.loads(q.stdout.strip())
+    assert row["n"] == 60
+    spans = tracejudge("sql", "--format", "tsv", "SELECT count() FROM tracejudge.spans FINAL", cwd=tmp_path)
+    assert int(spans.stdout.split()[-1]) == int(row["spans"]) > 60
+
+
+def test_sql_goes_through_the_running_worker(deployment: Callable[..., Deployment], tmp_path: Path) -> None:
+    d = deployment()
+    d.start_worker()
+    t = genai_trace(random.Random(1), 3)
+    d.produce([(t[0].trace_id.hex().encode(), proto(t), None)])
+    env = {"TRACEJUDGE_DATA_DIR": str(d.data_dir)}
+
+    def stored() -> bool:
+        q = tracejudge("sql", "--format", "tsv", "SELECT count() FROM tracejudge.spans FINAL", cwd=tmp_path, env=env)
+        return q.returncode == 0 and q.stdout.split()[-1] == "3"
+
+    assert wait_for(stored, 30)  # the store is held by the worker: answered through its API
+    refused = tracejudge("sql", "INSERT INTO tracejudge.spans (trace_id) VALUES ('x')", cwd=tmp_path, env=env)
+    assert refused.returncode == 2 and "refused" in refused.stderr
+
+
+def test_invalid_configuration_exits_2_naming_the_field(tmp_path: Path) -> None:
+    run = tracejudge("worker", cwd=tmp_path, env={"TRACEJUDGE_KAFKA_BOOTSTRAP": "127.0.0.1:1", "TRACEJUDGE_MAX_OPEN_TRACES": "0"})
+    assert run.returncode == 2
+    assert "max_open_traces (TRACEJUDGE_MAX_OPEN_TRACES)" in run.stderr
+    missing = tracejudge("worker", cwd=tmp_path)
+    assert missing.returncode == 2 and "TRACEJUDGE_KAFKA_BOOTSTRAP" in missing.stderr
