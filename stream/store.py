@@ -46,7 +46,10 @@ def connect(dsn: str) -> Any:
     parsed = urlparse(dsn)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError(f"unsupported ClickHouse DSN: {dsn!r}")
-    return clickhouse_connect.get_client(dsn=dsn, connect_timeout=10, send_receive_timeout=60)
+    # one client, used from one thread: no session id (sessions serialize and time out on the server)
+    return clickhouse_connect.get_client(
+        dsn=dsn, connect_timeout=10, send_receive_timeout=60, autogenerate_session_id=False
+    )
 
 
 def is_read_only_sql(sql: str) -> bool:

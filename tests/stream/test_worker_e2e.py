@@ -155,3 +155,27 @@ def test_clean_stop_mid_stream_then_restart_loses_and_doubles_nothing(
     assert count(worker, f"SELECT count() FROM {db}.spans FINAL") == sum(len(t) for t in traces)
     per_trace = dict(worker.sql(f"SELECT trace_id, span_count FROM {db}.traces FINAL"))
     assert per_trace == {t[0].trace_id.hex(): len(t) for t in traces}
+
+
+def test_payloads_from_real_instrumentations_flow_end_to_end(deployment: Callable[..., Deployment]) -> None:
+    """Every captured fixture, as protobuf and again as OTLP/JSON (a replay in another encoding)."""
+    from pathlib import Path
+
+    from schemas.decode import decode_message
+
+    fixtures = sorted((Path(__file__).parents[1] / "fixtures" / "otlp").glob("*.pb"))
+    assert len(fixtures) >= 6
+    spans = [s for f in fixtures for s in decode_message(f.read_bytes())]
+    d = deployment()
+    worker = d.start_worker()
+    d.produce([(None, f.read_bytes(), None) for f in fixtures] + [(None, f.with_suffix(".json").read_bytes(), None) for f in fixtures])
+    db = "tracejudge"
+    n_traces = len({s.trace_id for s in spans})
+    assert wait_for(lambda: count(worker, f"SELECT count() FROM {db}.traces FINAL") >= n_traces, 60)
+    assert count(worker, f"SELECT count() FROM {db}.spans FINAL") == len({(s.trace_id, s.span_id) for s in spans})
+    kinds = dict(worker.sql(f"SELECT kind, count() FROM {db}.spans FINAL GROUP BY kind"))
+    assert {"llm", "tool", "agent"} <= set(kinds)
+    conventions = {r[0] for r in worker.sql(f"SELECT DISTINCT convention FROM {db}.spans FINAL")}
+    assert {"genai", "openinference"} <= conventions
+    errors = count(worker, f"SELECT count() FROM {db}.traces FINAL WHERE error_count > 0")
+    assert errors == sum(1 for f in fixtures if "error" in f.name)

@@ -1,0 +1,326 @@
+"""Fill a :class:`Span`'s normalized GenAI layer from its raw OTLP layer.
+
+:func:`normalize_span` reads only ``name``, ``attributes``, ``events``, ``resource_attributes``
+and ``status_code``, assigns the normalized fields in place and returns the same span. It runs on
+every span, so it never validates (``model_construct`` only), parses JSON only when the key is
+there, and never raises: a part that meets odd input is left at its empty default.
+
+Conventions, in order of precedence where a span carries several:
+
+* ``genai`` — current OpenTelemetry GenAI conventions (``gen_ai.provider.name``,
+  ``gen_ai.input.messages`` ...), or any other ``gen_ai.*`` attribute without a deprecated marker;
+* ``openinference`` — ``openinference.span.kind`` is set;
+* ``genai_deprecated`` — ``gen_ai.system``, ``gen_ai.usage.prompt_tokens``, ``gen_ai.prompt``
+  (JSON or Traceloop's flattened ``gen_ai.prompt.N.*``), message events; Traceloop (OpenLLMetry)
+  workflow/task/agent/tool spans that only carry ``traceloop.*`` attributes count here too;
+* ``none`` — nothing recognizable.
+
+Span kind comes from ``gen_ai.operation.name``, else ``openinference.span.kind`` (LLM/EMBEDDING →
+llm, TOOL → tool, AGENT → agent, RETRIEVER/RERANKER → retrieval, CHAIN and the rest → other),
+else ``traceloop.span.kind`` (workflow/agent → agent, tool → tool, task → other), else Traceloop's
+``llm.request.type``, else the span name's first word (``chat gpt-4o``, ``execute_tool x`` ...),
+else ``llm`` when a provider or request model is present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from schemas.genai import (
+    Attrs,
+    as_int,
+    as_str,
+    as_text,
+    genai_messages,
+    has_message_events,
+    loads,
+    str_list,
+    system_text,
+)
+from schemas.model import ExceptionEvent, Span, SpanKind, StatusCode, TokenUsage
+from schemas.openinference import (
+    SPAN_KINDS as _OI_KINDS,
+)
+from schemas.openinference import (
+    finish_reasons_from_output_value,
+    openinference_messages,
+    request_model_from_invocation,
+)
+
+_OPERATION_KINDS: dict[str, SpanKind] = {
+    "chat": SpanKind.LLM,
+    "text_completion": SpanKind.LLM,
+    "generate_content": SpanKind.LLM,
+    "embeddings": SpanKind.LLM,
+    "execute_tool": SpanKind.TOOL,
+    "invoke_agent": SpanKind.AGENT,
+    "create_agent": SpanKind.AGENT,
+    "invoke_workflow": SpanKind.AGENT,
+    "retrieval": SpanKind.RETRIEVAL,
+}
+_TRACELOOP_KINDS: dict[str, tuple[SpanKind, str | None]] = {
+    "workflow": (SpanKind.AGENT, "invoke_workflow"),
+    "agent": (SpanKind.AGENT, "invoke_agent"),
+    "tool": (SpanKind.TOOL, "execute_tool"),
+    "task": (SpanKind.OTHER, None),
+}
+_TRACELOOP_REQUEST_TYPES = {"chat": "chat", "completion": "text_completion", "embedding": "embeddings"}
+
+_CURRENT_MARKERS = ("gen_ai.provider.name", "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions")
+_DEPRECATED_MARKERS = (
+    "gen_ai.system",
+    "gen_ai.usage.prompt_tokens",
+    "gen_ai.usage.completion_tokens",
+    "gen_ai.prompt",
+    "gen_ai.completion",
+    "gen_ai.prompt.0.role",
+    "gen_ai.prompt.0.content",
+    "gen_ai.completion.0.role",
+    "gen_ai.completion.0.content",
+)
+
+_ASSOC = "traceloop.association.properties."
+_CONVERSATION_KEYS = (
+    "gen_ai.conversation.id",
+    "session.id",
+    _ASSOC + "session_id",
+    _ASSOC + "conversation_id",
+    _ASSOC + "thread_id",
+)
+_USER_KEYS = ("user.id", "enduser.id", "gen_ai.user.id", _ASSOC + "user_id")
+
+_USAGE_KEYS: dict[str, tuple[str, ...]] = {
+    "input": ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"),
+    "output": ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion"),
+    "total": ("gen_ai.usage.total_tokens", "llm.usage.total_tokens", "llm.token_count.total"),
+    "cache_read": (
+        "gen_ai.usage.cache_read.input_tokens",
+        "gen_ai.usage.cache_read_input_tokens",
+        "llm.token_count.prompt_details.cache_read",
+    ),
+    "cache_creation": (
+        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_creation_input_tokens",
+        "llm.token_count.prompt_details.cache_write",
+    ),
+    "reasoning": (
+        "gen_ai.usage.reasoning.output_tokens",
+        "gen_ai.usage.reasoning_tokens",
+        "llm.token_count.completion_details.reasoning",
+    ),
+}
+
+
+def _first_str(attrs: Attrs, keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        if key in attrs and (value := as_str(attrs[key])) is not None:
+            return value
+    return None
+
+
+def _first_count(attrs: Attrs, keys: tuple[str, ...]) -> int:
+    for key in keys:
+        if key in attrs and (value := as_int(attrs[key])) is not None and value >= 0:
+            return value
+    return 0
+
+
+# ---- sections (each fills a group of fields; a failing one leaves its defaults) ----------------
+
+
+def _classify(span: Span, attrs: Attrs) -> None:
+    kind: SpanKind | None = None
+    operation = as_str(attrs.get("gen_ai.operation.name"))
+    if operation is not None:
+        kind = _OPERATION_KINDS.get(operation)
+    oi_kind = as_str(attrs.get("openinference.span.kind"))
+    if kind is None and oi_kind is not None:
+        kind_name, oi_op = _OI_KINDS.get(oi_kind.upper(), ("other", None))
+        kind, operation = SpanKind(kind_name), operation or oi_op
+    tl_kind = as_str(attrs.get("traceloop.span.kind"))
+    if kind is None and tl_kind is not None and tl_kind in _TRACELOOP_KINDS:
+        kind, tl_op = _TRACELOOP_KINDS[tl_kind]
+        operation = operation or tl_op
+    if kind is None and (req_type := as_str(attrs.get("llm.request.type"))) in _TRACELOOP_REQUEST_TYPES:
+        kind, operation = SpanKind.LLM, operation or _TRACELOOP_REQUEST_TYPES[req_type or ""]
+    if kind is None:
+        first_word = span.name.split(" ", 1)[0]
+        if first_word in _OPERATION_KINDS:
+            kind, operation = _OPERATION_KINDS[first_word], operation or first_word
+    if kind is None and any(k in attrs for k in ("gen_ai.provider.name", "gen_ai.system", "gen_ai.request.model")):
+        kind = SpanKind.LLM
+    span.kind = kind or SpanKind.OTHER
+    span.operation = operation
+    span.convention = _convention(span, attrs, oi_kind is not None, tl_kind is not None)
+
+
+def _convention(span: Span, attrs: Attrs, openinference: bool, traceloop: bool) -> str:
+    if any(k in attrs for k in _CURRENT_MARKERS):
+        return "genai"
+    if openinference:
+        return "openinference"
+    if any(k in attrs for k in _DEPRECATED_MARKERS) or (span.events and has_message_events(span.events)):
+        return "genai_deprecated"
+    if any(k.startswith("gen_ai.") for k in attrs):
+        return "genai"
+    return "genai_deprecated" if traceloop else "none"
+
+
+def _identity(span: Span, attrs: Attrs) -> None:
+    span.service_name = as_str(span.resource_attributes.get("service.name")) or ""
+    span.provider = _first_str(attrs, ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"))
+    span.request_model = as_str(attrs.get("gen_ai.request.model"))
+    span.response_model = as_str(attrs.get("gen_ai.response.model"))
+    if "llm.model_name" in attrs:
+        oi_model = as_str(attrs["llm.model_name"])
+        span.response_model = span.response_model or oi_model
+        span.request_model = span.request_model or request_model_from_invocation(attrs) or oi_model
+    elif span.request_model is None and "llm.invocation_parameters" in attrs:
+        span.request_model = request_model_from_invocation(attrs)
+    span.conversation_id = _first_str(attrs, _CONVERSATION_KEYS)
+    span.user_id = _first_str(attrs, _USER_KEYS)
+    span.agent_name = _first_str(attrs, ("gen_ai.agent.name", "agent.name"))
+    if span.agent_name is None and span.kind == SpanKind.AGENT:
+        if attrs.get("traceloop.span.kind") == "agent":
+            span.agent_name = as_str(attrs.get("traceloop.entity.name"))
+        elif span.name.startswith(("invoke_agent ", "create_agent ")):
+            span.agent_name = span.name.split(" ", 1)[1] or None
+    span.agent_id = as_str(attrs.get("gen_ai.agent.id"))
+    span.agent_version = as_str(attrs.get("gen_ai.agent.version"))
+
+
+def _usage(span: Span, attrs: Attrs) -> None:
+    counts = {field: _first_count(attrs, keys) for field, keys in _USAGE_KEYS.items()}
+    if not counts["total"]:
+        counts["total"] = counts["input"] + counts["output"]
+    span.usage = TokenUsage.model_construct(**counts)
+
+
+def _messages(span: Span, attrs: Attrs) -> None:
+    if span.convention == "openinference":
+        inputs, outputs = openinference_messages(attrs)
+        if not inputs or not outputs:
+            g_in, g_out = genai_messages(attrs, span.events)
+            inputs, outputs = inputs or g_in, outputs or g_out
+    else:
+        inputs, outputs = genai_messages(attrs, span.events)
+        if not inputs or not outputs:
+            o_in, o_out = openinference_messages(attrs)
+            inputs, outputs = inputs or o_in, outputs or o_out
+    span.input_messages = inputs
+    span.output_messages = outputs
+    system = system_text(attrs["gen_ai.system_instructions"]) if "gen_ai.system_instructions" in attrs else None
+    if system is None:
+        system = "\n".join(m.content for m in inputs if m.role in ("system", "developer") and m.content) or None
+    span.system_instructions = system
+
+
+def _finish_reasons(span: Span, attrs: Attrs) -> None:
+    reasons = str_list(attrs.get("gen_ai.response.finish_reasons"))
+    if not reasons:
+        reasons = [m.finish_reason for m in span.output_messages if m.finish_reason]
+    if not reasons and span.convention == "openinference":
+        reasons = str_list(attrs.get("llm.finish_reason"))
+        if not reasons and span.kind == SpanKind.LLM:
+            reasons = finish_reasons_from_output_value(attrs)
+    span.finish_reasons = reasons
+
+
+def _tool(span: Span, attrs: Attrs) -> None:
+    name = _first_str(attrs, ("gen_ai.tool.name", "tool.name"))
+    call_id = _first_str(attrs, ("gen_ai.tool.call.id", "tool_call.id"))
+    arguments = as_text(attrs.get("gen_ai.tool.call.arguments"))
+    result = as_text(attrs.get("gen_ai.tool.call.result"))
+    if span.kind == SpanKind.TOOL:
+        if attrs.get("openinference.span.kind") == "TOOL":
+            arguments = arguments or as_text(attrs.get("input.value")) or as_text(attrs.get("tool.parameters"))
+            result = result or as_text(attrs.get("output.value"))
+        if attrs.get("traceloop.span.kind") == "tool":
+            name = name or as_str(attrs.get("traceloop.entity.name"))
+            arguments = arguments or _traceloop_input(attrs.get("traceloop.entity.input"))
+            result = result or _traceloop_output(attrs.get("traceloop.entity.output"))
+        if name is None and span.name.startswith("execute_tool "):
+            name = span.name.split(" ", 1)[1] or None
+    span.tool_name = name
+    span.tool_call_id = call_id
+    span.tool_arguments = arguments
+    span.tool_result = result
+
+
+def _traceloop_input(value: Any) -> str | None:
+    """Traceloop's ``@tool`` records ``{"args": [...], "kwargs": {...}}``; keyword-only calls → kwargs."""
+    decoded = loads(value) if isinstance(value, str) and value.startswith('{"args"') else None
+    if isinstance(decoded, dict) and not decoded.get("args") and isinstance(decoded.get("kwargs"), dict):
+        return as_text(decoded["kwargs"])
+    return as_text(value)
+
+
+def _traceloop_output(value: Any) -> str | None:
+    """Traceloop JSON-encodes the return value, so a string result arrives quoted: unquote it."""
+    decoded = loads(value) if isinstance(value, str) and value.startswith('"') else None
+    return decoded if isinstance(decoded, str) else as_text(value)
+
+
+def _clean_error_type(value: str | None) -> str | None:
+    """opentelemetry-instrumentation-openai-v2 2.4b0 records ``<class 'openai.X'>``; keep ``openai.X``."""
+    if value is not None and value.startswith("<class '") and value.endswith("'>"):
+        return value[8:-2] or None
+    return value
+
+
+def _errors(span: Span, attrs: Attrs) -> None:
+    exceptions = [
+        ExceptionEvent.model_construct(
+            type=as_str(e.attributes.get("exception.type")),
+            message=as_str(e.attributes.get("exception.message")),
+            stacktrace=as_str(e.attributes.get("exception.stacktrace")),
+            time_ns=e.time_ns if isinstance(e.time_ns, int) else 0,
+        )
+        for e in span.events
+        if e.name == "exception" and isinstance(e.attributes, dict)
+    ]
+    error_type = _clean_error_type(as_str(attrs.get("error.type")))
+    if error_type is None and span.status_code == StatusCode.ERROR:
+        error_type = next((e.type for e in exceptions if e.type), None)
+    span.exceptions = exceptions
+    span.error_type = error_type
+
+
+_SECTIONS: tuple[Callable[[Span, Attrs], None], ...] = (_classify, _identity, _usage, _messages, _finish_reasons, _tool, _errors)
+_DEFAULTS: dict[str, Any] = {
+    "kind": SpanKind.OTHER,
+    "operation": None,
+    "convention": "none",
+    "service_name": "",
+    "provider": None,
+    "request_model": None,
+    "response_model": None,
+    "conversation_id": None,
+    "user_id": None,
+    "agent_name": None,
+    "agent_id": None,
+    "agent_version": None,
+    "system_instructions": None,
+    "tool_name": None,
+    "tool_call_id": None,
+    "tool_arguments": None,
+    "tool_result": None,
+    "error_type": None,
+}
+
+
+def normalize_span(span: Span) -> Span:
+    """Fill ``span``'s normalized layer from its raw layer, in place; return ``span``."""
+    for field, value in _DEFAULTS.items():
+        setattr(span, field, value)
+    span.usage = TokenUsage.model_construct(input=0, output=0, total=0, cache_read=0, cache_creation=0, reasoning=0)
+    span.input_messages, span.output_messages, span.finish_reasons, span.exceptions = [], [], [], []
+    attrs = span.attributes if isinstance(span.attributes, dict) else {}
+    for section in _SECTIONS:
+        try:
+            section(span, attrs)
+        except Exception:  # noqa: BLE001 - odd input must never break ingestion; leave defaults
+            continue
+    return span
+
