@@ -85,59 +85,6 @@ class ClickHouseSink:
         _, rows = await self.store.aquery(sql, {"topic": tp[0], "partition": tp[1], "since": since})
         return [(r[0], Decided((r[1], int(r[2])), int(r[3]), int(r[4]))) for r in rows]
 
-    async def lookup_decided(self, trace_ids: Sequence[str]) -> list[tuple[str, Decided]]: ...
-
-
-class ClickHouseSink:
-    def __init__(self, store: ClickHouseStore) -> None:
-        self.store = store
-        self.db = store.database
-
-    async def write_spans(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
-        await self.store.ainsert("spans", rows, SPAN_COLUMNS, dedup_token)
-
-    async def write_traces(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
-        await self.store.ainsert("traces", rows, TRACE_COLUMNS, dedup_token)
-
-    def _window(self, tp: TP, window_s: float) -> tuple[str, dict[str, Any]]:
-        # The window is anchored at the partition's newest span, not at "now": after a long
-        # outage the traces that were open are still found (and then expire by max age).
-        where = (
-            f"kafka_topic = {{topic:String}} AND kafka_partition = {{partition:Int32}} "
-            f"AND ingested_at >= (SELECT max(ingested_at) FROM {self.db}.spans "
-            f"WHERE kafka_topic = {{topic:String}} AND kafka_partition = {{partition:Int32}}) "
-            f"- toIntervalMillisecond({{window_ms:Int64}})"
-        )
-        return where, {"topic": tp[0], "partition": tp[1], "window_ms": int(window_s * 1000)}
-
-    async def load_open_spans(self, tp: TP, window_s: float) -> list[tuple[Span, int, int]]:
-        where, params = self._window(tp, window_s)
-        sql = (
-            f"SELECT {RAW_SPAN_SELECT}, toUnixTimestamp64Nano(ingested_at) FROM {self.db}.spans FINAL "
-            f"WHERE {where} AND is_late = 0 AND trace_id NOT IN ("
-            f"SELECT trace_id FROM {self.db}.traces WHERE kafka_topic = {{topic:String}} "
-            f"AND kafka_partition = {{partition:Int32}} AND completed_at >= "
-            f"(SELECT min(ingested_at) FROM {self.db}.spans WHERE {where}))"
-        )
-        _, rows = await self.store.aquery(sql, params)
-        out = []
-        for row in rows:
-            span, offset = span_from_row(row[:-1])
-            out.append((span, offset, int(row[-1])))
-        return out
-
-    async def load_decided(self, tp: TP, window_s: float) -> list[tuple[str, Decided]]:
-        where, params = self._window(tp, window_s)
-        sql = (
-            f"SELECT trace_id, kafka_topic, kafka_partition, max_offset, "
-            f"toUnixTimestamp64Nano(completed_at) FROM {self.db}.traces FINAL "
-            f"WHERE kafka_topic = {{topic:String}} AND kafka_partition = {{partition:Int32}} "
-            f"AND completed_at >= (SELECT min(ingested_at) FROM {self.db}.spans WHERE {where}) "
-            f"ORDER BY completed_at"
-        )
-        _, rows = await self.store.aquery(sql, params)
-        return [(r[0], Decided((r[1], int(r[2])), int(r[3]), int(r[4]))) for r in rows]
-
     async def lookup_decided(self, trace_ids: Sequence[str]) -> list[tuple[str, Decided]]:
         if not trace_ids:
             return []
