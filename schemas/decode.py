@@ -161,14 +161,14 @@ def decode_request(req: ExportTraceServiceRequest, limits: Limits = DEFAULT_LIMI
                 conv = _AttrConverter(limits)
                 attributes = conv.attrs(ps.attributes)
                 events = [
-                    SpanEvent.model_construct(
+                    SpanEvent.fast(
                         name=e.name, time_ns=e.time_unix_nano, attributes=conv.attrs(e.attributes)
                     )
                     for e in ps.events
                 ]
                 kind = ps.kind
                 status = ps.status.code
-                span = Span.model_construct(
+                span = Span.fast(
                     trace_id=trace_id,
                     span_id=span_id,
                     parent_span_id=parent,

@@ -1,7 +1,7 @@
 """GenAI message parsing: value coercion helpers and the ``gen_ai.*`` message shapes.
 
 Everything here is defensive: odd input (wrong types, invalid JSON) yields ``None`` or an empty
-list, never an exception. Models are built with ``model_construct`` (no validation) because this
+list, never an exception. Models are built with ``Model.fast`` (no validation) because this
 runs on every span.
 
 Message shapes understood (first non-empty source wins, see :func:`genai_messages`):
@@ -106,7 +106,7 @@ def tool_call(id_: Any, name: Any, arguments: Any) -> ToolCall | None:
     name_s = as_str(name)
     if name_s is None:
         return None
-    return ToolCall.model_construct(id=as_str(id_), name=name_s, arguments=as_text(arguments))
+    return ToolCall.fast(id=as_str(id_), name=name_s, arguments=as_text(arguments))
 
 
 def new_message(
@@ -117,7 +117,7 @@ def new_message(
     finish_reason: str | None = None,
     name: str | None = None,
 ) -> Message:
-    return Message.model_construct(
+    return Message.fast(
         role=role,
         content=content,
         tool_calls=tool_calls or [],

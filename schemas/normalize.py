@@ -2,7 +2,7 @@
 
 :func:`normalize_span` reads only ``name``, ``attributes``, ``events``, ``resource_attributes``
 and ``status_code``, assigns the normalized fields in place and returns the same span. It runs on
-every span, so it never validates (``model_construct`` only), parses JSON only when the key is
+every span, so it never validates (``Model.fast`` only), parses JSON only when the key is
 there, and never raises: a part that meets odd input is left at its empty default.
 
 Conventions, in order of precedence where a span carries several:
@@ -25,6 +25,7 @@ else ``llm`` when a provider or request model is present.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 from schemas.genai import (
@@ -194,7 +195,7 @@ def _usage(span: Span, attrs: Attrs) -> None:
     counts = {field: _first_count(attrs, keys) for field, keys in _USAGE_KEYS.items()}
     if not counts["total"]:
         counts["total"] = counts["input"] + counts["output"]
-    span.usage = TokenUsage.model_construct(**counts)
+    span.usage = TokenUsage.fast(**counts)
 
 
 def _messages(span: Span, attrs: Attrs) -> None:
@@ -271,7 +272,7 @@ def _clean_error_type(value: str | None) -> str | None:
 
 def _errors(span: Span, attrs: Attrs) -> None:
     exceptions = [
-        ExceptionEvent.model_construct(
+        ExceptionEvent.fast(
             type=as_str(e.attributes.get("exception.type")),
             message=as_str(e.attributes.get("exception.message")),
             stacktrace=as_str(e.attributes.get("exception.stacktrace")),
@@ -311,16 +312,23 @@ _DEFAULTS: dict[str, Any] = {
 
 
 def normalize_span(span: Span) -> Span:
-    """Fill ``span``'s normalized layer from its raw layer, in place; return ``span``."""
-    for field, value in _DEFAULTS.items():
-        setattr(span, field, value)
-    span.usage = TokenUsage.model_construct(input=0, output=0, total=0, cache_read=0, cache_creation=0, reasoning=0)
-    span.input_messages, span.output_messages, span.finish_reasons, span.exceptions = [], [], [], []
+    """Fill ``span``'s normalized layer from its raw layer, in place; return ``span``.
+
+    The sections work on a plain namespace copy of the span's fields (pydantic's ``__setattr__``
+    costs ~1 µs per assignment, and there are ~50 per span); the result is copied back at once.
+    """
+    work = SimpleNamespace(**span.__dict__)
+    values = work.__dict__
+    values.update(_DEFAULTS)
+    values["usage"] = TokenUsage.fast(input=0, output=0, total=0, cache_read=0, cache_creation=0, reasoning=0)
+    values["input_messages"], values["output_messages"] = [], []
+    values["finish_reasons"], values["exceptions"] = [], []
     attrs = span.attributes if isinstance(span.attributes, dict) else {}
     for section in _SECTIONS:
         try:
-            section(span, attrs)
+            section(work, attrs)  # type: ignore[arg-type]  # duck-typed: same field names as Span
         except Exception:  # noqa: BLE001 - odd input must never break ingestion; leave defaults
             continue
+    span.__dict__.update(values)
     return span
 

@@ -184,7 +184,7 @@ class TraceAssembler:
         ot = self._open.pop(tid)
         self._idle.pop(tid, None)
         spans = sorted(ot.spans.values(), key=lambda s: (s.start_ns, s.span_id))
-        trace = Trace.model_construct(
+        trace = Trace.fast(
             trace_id=tid,
             spans=spans,
             completion_reason=reason,

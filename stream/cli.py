@@ -112,7 +112,7 @@ def run_sql(settings: Settings, query: str) -> tuple[list[str], list[Any]]:
 def print_rows(columns: list[str], rows: list[Any], fmt: str = "table") -> None:
     if fmt == "json":
         for r in rows:
-            sys.stdout.write(json.dumps(dict(zip(columns, r)), default=str, ensure_ascii=False) + "\n")
+            sys.stdout.write(json.dumps(dict(zip(columns, r, strict=True)), default=str, ensure_ascii=False) + "\n")
     elif fmt == "tsv":
         sys.stdout.write("\t".join(columns) + "\n")
         for r in rows:

@@ -117,10 +117,10 @@ def span_from_row(row: tuple[Any, ...]) -> tuple[Span, int]:
     (trace_id, span_id, parent, name, otel_kind, start_ns, end_ns, status, status_message, attrs,
      typed, res, res_typed, events_json, scope_name, scope_version, truncated, offset) = row  # fmt: skip
     events = [
-        SpanEvent.model_construct(name=e["name"], time_ns=e["time_ns"], attributes=_unbytes(e["attributes"]))
+        SpanEvent.fast(name=e["name"], time_ns=e["time_ns"], attributes=_unbytes(e["attributes"]))
         for e in json.loads(events_json or "[]")
     ]
-    span = Span.model_construct(
+    span = Span.fast(
         trace_id=trace_id, span_id=span_id, parent_span_id=parent or None, name=name,
         otel_kind=otel_kind, start_ns=int(start_ns), end_ns=int(end_ns),
         status_code=StatusCode(status), status_message=status_message,

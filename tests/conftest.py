@@ -84,7 +84,7 @@ def chdb_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def store(chdb_dsn: str) -> Iterator["ClickHouseStore"]:
+def store(chdb_dsn: str) -> Iterator[ClickHouseStore]:
     from stream.store import ClickHouseStore
 
     s = ClickHouseStore(chdb_dsn, database=f"t_{uuid.uuid4().hex[:12]}")
