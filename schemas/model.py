@@ -14,6 +14,7 @@ Raw attribute values keep their OTLP type: ``str | bool | int | float | bytes | 
 from __future__ import annotations
 
 from enum import Enum
+from functools import cached_property
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -148,9 +149,6 @@ class Span(_Model):
     request_model: str | None = None
     response_model: str | None = None
     usage: TokenUsage = Field(default_factory=TokenUsage)
-    input_messages: list[Message] = Field(default_factory=list)
-    output_messages: list[Message] = Field(default_factory=list)
-    system_instructions: str | None = None
     finish_reasons: list[str] = Field(default_factory=list)
     tool_name: str | None = None
     tool_call_id: str | None = None
@@ -167,6 +165,26 @@ class Span(_Model):
     @property
     def duration_ns(self) -> int:
         return max(0, self.end_ns - self.start_ns)
+
+    # Messages are parsed on first use, not at ingest: they are the most expensive part of
+    # normalization and most spans are only stored, never read as messages by a gate or judge.
+    @cached_property
+    def _parsed_messages(self) -> tuple[list[Message], list[Message], str | None]:
+        from schemas.normalize import parse_messages
+
+        return parse_messages(self)
+
+    @property
+    def input_messages(self) -> list[Message]:
+        return self._parsed_messages[0]
+
+    @property
+    def output_messages(self) -> list[Message]:
+        return self._parsed_messages[1]
+
+    @property
+    def system_instructions(self) -> str | None:
+        return self._parsed_messages[2]
 
     @property
     def model(self) -> str | None:

@@ -39,7 +39,7 @@ from schemas.genai import (
     str_list,
     system_text,
 )
-from schemas.model import ExceptionEvent, Span, SpanKind, StatusCode, TokenUsage
+from schemas.model import ExceptionEvent, Message, Span, SpanEvent, SpanKind, StatusCode, TokenUsage
 from schemas.openinference import (
     SPAN_KINDS as _OI_KINDS,
 )
@@ -198,29 +198,39 @@ def _usage(span: Span, attrs: Attrs) -> None:
     span.usage = TokenUsage.fast(**counts)
 
 
-def _messages(span: Span, attrs: Attrs) -> None:
-    if span.convention == "openinference":
+def parse_messages(span: Span) -> tuple[list[Message], list[Message], str | None]:
+    """Input messages, output messages and system instructions of a normalized span; never raises.
+
+    Not part of :func:`normalize_span`: ``Span`` calls it lazily on first access."""
+    attrs = span.attributes if isinstance(span.attributes, dict) else {}
+    try:
+        return _parse_messages(span.convention, attrs, span.events)
+    except Exception:  # noqa: BLE001 - odd input: no messages rather than a crash
+        return [], [], None
+
+
+def _parse_messages(convention: str, attrs: Attrs, events: list[SpanEvent]) -> tuple[list[Message], list[Message], str | None]:
+    if convention == "openinference":
         inputs, outputs = openinference_messages(attrs)
         if not inputs or not outputs:
-            g_in, g_out = genai_messages(attrs, span.events)
+            g_in, g_out = genai_messages(attrs, events)
             inputs, outputs = inputs or g_in, outputs or g_out
     else:
-        inputs, outputs = genai_messages(attrs, span.events)
+        inputs, outputs = genai_messages(attrs, events)
         if not inputs or not outputs:
             o_in, o_out = openinference_messages(attrs)
             inputs, outputs = inputs or o_in, outputs or o_out
-    span.input_messages = inputs
-    span.output_messages = outputs
     system = system_text(attrs["gen_ai.system_instructions"]) if "gen_ai.system_instructions" in attrs else None
     if system is None:
         system = "\n".join(m.content for m in inputs if m.role in ("system", "developer") and m.content) or None
-    span.system_instructions = system
+    return inputs, outputs, system
 
 
 def _finish_reasons(span: Span, attrs: Attrs) -> None:
     reasons = str_list(attrs.get("gen_ai.response.finish_reasons"))
-    if not reasons:
-        reasons = [m.finish_reason for m in span.output_messages if m.finish_reason]
+    if not reasons:  # only now pay for parsing the output messages
+        _, outputs, _ = _parse_messages(span.convention, attrs, span.events)
+        reasons = [m.finish_reason for m in outputs if m.finish_reason]
     if not reasons and span.convention == "openinference":
         reasons = str_list(attrs.get("llm.finish_reason"))
         if not reasons and span.kind == SpanKind.LLM:
@@ -288,7 +298,7 @@ def _errors(span: Span, attrs: Attrs) -> None:
     span.error_type = error_type
 
 
-_SECTIONS: tuple[Callable[[Span, Attrs], None], ...] = (_classify, _identity, _usage, _messages, _finish_reasons, _tool, _errors)
+_SECTIONS: tuple[Callable[[Span, Attrs], None], ...] = (_classify, _identity, _usage, _finish_reasons, _tool, _errors)
 _DEFAULTS: dict[str, Any] = {
     "kind": SpanKind.OTHER,
     "operation": None,
@@ -302,7 +312,6 @@ _DEFAULTS: dict[str, Any] = {
     "agent_name": None,
     "agent_id": None,
     "agent_version": None,
-    "system_instructions": None,
     "tool_name": None,
     "tool_call_id": None,
     "tool_arguments": None,
@@ -321,8 +330,8 @@ def normalize_span(span: Span) -> Span:
     values = work.__dict__
     values.update(_DEFAULTS)
     values["usage"] = TokenUsage.fast(input=0, output=0, total=0, cache_read=0, cache_creation=0, reasoning=0)
-    values["input_messages"], values["output_messages"] = [], []
     values["finish_reasons"], values["exceptions"] = [], []
+    values.pop("_parsed_messages", None)  # raw layer may have changed: parse messages anew
     attrs = span.attributes if isinstance(span.attributes, dict) else {}
     for section in _SECTIONS:
         try:

@@ -13,7 +13,7 @@ import base64
 import json
 from typing import Any
 
-from schemas.model import Message, Span, SpanEvent, StatusCode, Trace
+from schemas.model import Span, SpanEvent, StatusCode, Trace
 from schemas.normalize import normalize_span
 
 SPAN_COLUMNS = (
@@ -21,8 +21,7 @@ SPAN_COLUMNS = (
     "service_name", "scope_name", "scope_version", "start_time", "end_time", "duration_ms",
     "status_code", "status_message", "error_type", "exception_types", "exception_messages",
     "provider", "request_model", "response_model", "input_tokens", "output_tokens", "total_tokens",
-    "cache_read_tokens", "cache_creation_tokens", "reasoning_tokens", "finish_reasons",
-    "input_messages", "output_messages", "system_instructions", "tool_name", "tool_call_id",
+    "cache_read_tokens", "cache_creation_tokens", "reasoning_tokens", "finish_reasons", "tool_name", "tool_call_id",
     "tool_arguments", "tool_result", "conversation_id", "user_id", "agent_name", "agent_id",
     "agent_version", "attributes", "typed_attributes", "resource_attributes",
     "typed_resource_attributes", "events", "truncated_attributes", "is_late", "kafka_topic",
@@ -86,10 +85,6 @@ def decode_attrs(values: dict[str, str], typed: list[str]) -> dict[str, Any]:
     return out
 
 
-def _messages(msgs: list[Message]) -> str:
-    return _json([m.model_dump(exclude_defaults=True) for m in msgs]) if msgs else "[]"
-
-
 def span_row(span: Span, topic: str, partition: int, offset: int, ingested_ms: int, late: bool) -> tuple[Any, ...]:
     attrs, typed = encode_attrs(span.attributes)
     res, res_typed = encode_attrs(span.resource_attributes)
@@ -103,8 +98,7 @@ def span_row(span: Span, topic: str, partition: int, offset: int, ingested_ms: i
         [e.type or "" for e in span.exceptions], [e.message or "" for e in span.exceptions],
         span.provider or "", span.request_model or "", span.response_model or "",
         u.input, u.output, u.total, u.cache_read, u.cache_creation, u.reasoning,
-        span.finish_reasons, _messages(span.input_messages), _messages(span.output_messages),
-        span.system_instructions or "", span.tool_name or "", span.tool_call_id or "",
+        span.finish_reasons, span.tool_name or "", span.tool_call_id or "",
         span.tool_arguments or "", span.tool_result or "", span.conversation_id or "",
         span.user_id or "", span.agent_name or "", span.agent_id or "", span.agent_version or "",
         attrs, typed, res, res_typed, events, span.truncated_attributes, 1 if late else 0,

@@ -2,6 +2,8 @@
 -- (trace_id, span_id); ReplacingMergeTree collapses them and queries use FINAL for exact results.
 -- Inserts also carry insert_deduplication_token (non_replicated_deduplication_window), so a retried
 -- ambiguous insert is dropped by ClickHouse before it becomes a part.
+-- Message content is kept once, in the raw attributes (gen_ai.input.messages, llm.input_messages.N..,
+-- ...) or events; the normalized message list is derived from them in code when needed.
 CREATE TABLE IF NOT EXISTS {db}.spans
 (
     trace_id              String,
@@ -33,9 +35,6 @@ CREATE TABLE IF NOT EXISTS {db}.spans
     cache_creation_tokens UInt64,
     reasoning_tokens      UInt64,
     finish_reasons        Array(LowCardinality(String)),
-    input_messages        String,  -- JSON array of normalized messages
-    output_messages       String,  -- JSON array of normalized messages
-    system_instructions   String,
     tool_name             String,
     tool_call_id          String,
     tool_arguments        String,
