@@ -68,8 +68,11 @@ _TRACELOOP_KINDS: dict[str, tuple[SpanKind, str | None]] = {
 }
 _TRACELOOP_REQUEST_TYPES = {"chat": "chat", "completion": "text_completion", "embedding": "embeddings"}
 
-_CURRENT_MARKERS = ("gen_ai.provider.name", "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions")
-_DEPRECATED_MARKERS = (
+_LLM_MARKERS = frozenset(("gen_ai.provider.name", "gen_ai.system", "gen_ai.request.model"))
+_CURRENT_MARKERS = frozenset(
+    ("gen_ai.provider.name", "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions")
+)
+_DEPRECATED_MARKERS = frozenset((
     "gen_ai.system",
     "gen_ai.usage.prompt_tokens",
     "gen_ai.usage.completion_tokens",
@@ -79,7 +82,7 @@ _DEPRECATED_MARKERS = (
     "gen_ai.prompt.0.content",
     "gen_ai.completion.0.role",
     "gen_ai.completion.0.content",
-)
+))
 
 _ASSOC = "traceloop.association.properties."
 _CONVERSATION_KEYS = (
@@ -149,7 +152,7 @@ def _classify(span: Span, attrs: Attrs) -> None:
         first_word = span.name.split(" ", 1)[0]
         if first_word in _OPERATION_KINDS:
             kind, operation = _OPERATION_KINDS[first_word], operation or first_word
-    if kind is None and any(k in attrs for k in ("gen_ai.provider.name", "gen_ai.system", "gen_ai.request.model")):
+    if kind is None and not attrs.keys().isdisjoint(_LLM_MARKERS):
         kind = SpanKind.LLM
     span.kind = kind or SpanKind.OTHER
     span.operation = operation
@@ -157,11 +160,11 @@ def _classify(span: Span, attrs: Attrs) -> None:
 
 
 def _convention(span: Span, attrs: Attrs, openinference: bool, traceloop: bool) -> str:
-    if any(k in attrs for k in _CURRENT_MARKERS):
+    if not attrs.keys().isdisjoint(_CURRENT_MARKERS):  # C-level membership checks: runs per span
         return "genai"
     if openinference:
         return "openinference"
-    if any(k in attrs for k in _DEPRECATED_MARKERS) or (span.events and has_message_events(span.events)):
+    if not attrs.keys().isdisjoint(_DEPRECATED_MARKERS) or (span.events and has_message_events(span.events)):
         return "genai_deprecated"
     if any(k.startswith("gen_ai.") for k in attrs):
         return "genai"
