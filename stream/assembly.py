@@ -119,14 +119,18 @@ class TraceAssembler:
         self._evict_over_limit(now_ns, result)
         return result
 
-    def restore(self, spans: list[tuple[Span, int, int]], tp: TP) -> None:
-        """Re-open traces from stored spans: (span, source offset, ingested_at ns) tuples."""
+    def restore(self, spans: list[tuple[Span, int, int]], tp: TP, now_ns: int) -> list[CompletedTrace]:
+        """Re-open traces from stored spans: (span, source offset, ingested_at ns) tuples.
+        Returns traces evicted to stay within ``max_open_traces``."""
+        result = AddResult()
         for span, offset, ingested_ns in sorted(spans, key=lambda x: x[2]):
             ot = self._open.get(span.trace_id)
             if ot is None:
                 ot = OpenTrace(span.trace_id, tp, ingested_ns, ingested_ns)
                 self._open[span.trace_id] = ot
-            self._hold(ot, span, offset, ingested_ns, AddResult())
+            self._hold(ot, span, offset, ingested_ns, result)
+        self._evict_over_limit(now_ns, result)
+        return result.evicted
 
     def remember_decided(self, trace_id: str, decided: Decided) -> None:
         self._decided[trace_id] = decided

@@ -197,12 +197,13 @@ class Pipeline:
         for tid, d in decided:
             self.assembler.remember_decided(tid, d)
         spans = await self._retry(lambda: self.sink.load_open_spans(tp, window), "load open", "write_retries")
-        before = len(self.assembler)
-        self.assembler.restore(spans, tp)
-        restored = len(self.assembler) - before
+        restored = len({s.trace_id for s, _, _ in spans})
+        evicted = self.assembler.restore(spans, tp, self.clock())
         self.counters.traces_recovered += restored
         if spans:
             log.info("recovered %d open traces (%d spans) for %s/%d", restored, len(spans), *tp)
+        if evicted:
+            await self._write_completed(evicted)
 
     async def _resolve_unknown(self, items: Sequence[tuple[InMessage, list[Span]]], now: int) -> None:
         """Look up traces the decided cache may have forgotten: unknown ids whose spans started

@@ -107,7 +107,7 @@ def test_spans_past_the_per_trace_limit_are_counted_not_held() -> None:
 def test_restore_and_revoke() -> None:
     a = assembler()
     other = ("otlp_spans", 1)
-    a.restore([(span(1, 1), 7, 10 * S), (span(1, 2, parent=1), 8, 11 * S)], TP)
+    assert a.restore([(span(1, 1), 7, 10 * S), (span(1, 2, parent=1), 8, 11 * S)], TP, now_ns=12 * S) == []
     a.add([span(2, 1)], other, 0, now_ns=12 * S)
     assert a.is_open(f"{1:032x}") and len(a) == 2
     assert a.revoke({other}) == 1 and len(a) == 1
@@ -120,3 +120,10 @@ def test_decided_horizon_only_when_cache_is_full(size: int, expected: int | None
     a = assembler(decided_cache_size=size)
     a.remember_decided("a" * 32, Decided(TP, 0, 5))
     assert a.decided_horizon_ns == expected
+
+
+def test_restore_respects_max_open_traces() -> None:
+    a = assembler(max_open_traces=2)
+    evicted = a.restore([(span(t, 1), t, t * S) for t in (1, 2, 3)], TP, now_ns=5 * S)
+    assert [c.trace.trace_id for c in evicted] == [f"{1:032x}"] and len(a) == 2
+    assert evicted[0].trace.completion_reason == CompletionReason.EVICTED
