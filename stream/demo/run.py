@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from stream.config import Settings
@@ -210,6 +210,23 @@ def _summary(worker: WorkerProcess, stats: FleetStats, started_ms: int, db: str,
     ):
         by_agent.add_row(Text(str(service)), Text(str(agent)), str(n), str(errs), str(spans), str(tokens))
     console.print(by_agent)
+    failing = Table("agent", "errors", "duration ms", "error types", title="Latest traces with errors")
+    failing.columns.insert(0, Column("trace id", no_wrap=True, min_width=32))
+    for trace_id, agent, errors, duration, types in worker.sql(
+        f"SELECT t.trace_id, t.agent_name, t.error_count, round(t.duration_ms), arrayStringConcat(s.types, ', ') "
+        f"FROM (SELECT trace_id, agent_name, error_count, duration_ms, completed_at FROM {db}.traces FINAL "
+        f"WHERE completed_at >= {since} AND error_count > 0 ORDER BY completed_at DESC LIMIT 5) AS t "
+        f"LEFT JOIN (SELECT trace_id, groupUniqArray(error_type) AS types FROM {db}.spans FINAL "
+        f"WHERE error_type != '' AND ingested_at >= {since} GROUP BY trace_id) AS s USING trace_id "
+        "ORDER BY t.completed_at DESC"
+    ):
+        failing.add_row(Text(str(trace_id)), Text(str(agent)), str(errors), str(duration), Text(str(types)))
+    console.print(failing)
+    prog = "tracejudge"
+    if sys.argv[0].endswith("tracejudge"):  # show the path the user ran, e.g. .venv/bin/tracejudge
+        rel = os.path.relpath(sys.argv[0])
+        prog = sys.argv[0] if rel.startswith("..") else rel
     console.print(
-        f'Explore: tracejudge sql "SELECT * FROM {db}.traces FINAL ORDER BY completed_at DESC LIMIT 5"'
+        f'Explore: {prog} sql "SELECT * FROM {db}.traces FINAL ORDER BY completed_at DESC LIMIT 5"',
+        markup=False,
     )
