@@ -9,12 +9,12 @@ the agent itself does.
 
 The message layout is the OpenTelemetry Collector's kafka exporter with
 ``partition_traces_by_id: true``: one ``ExportTraceServiceRequest`` per trace, keyed by the 32-hex
-trace id. Generation is deterministic for a given seed.
+trace id. Generation is deterministic for a given seed. What the agents say (apps, prompts,
+tools, words, failures) is in :mod:`bench.content`; this module encodes it as OTLP.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Iterator
@@ -28,136 +28,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
+from bench.content import APPS, ERRORS, STACK, as_json, history_tail, text
+
 NS = 1_000_000_000
-MAX_HISTORY_BYTES = (
-    2_500  # instrumentations capture the conversation; keep its tail under ~2.5 KB
-)
-
-
-@dataclass(frozen=True)
-class App:
-    service: str
-    agent: str
-    version: str
-    provider: str
-    model: str
-    response_model: str
-    system_prompt: str
-    tools: tuple[str, ...]
-    finish: dict[str, str]
-
-
-_OPENAI = {"stop": "stop", "tool_call": "tool_calls"}
-_ANTHROPIC = {"stop": "end_turn", "tool_call": "tool_use"}
-
-APPS = (
-    App("support-bot", "SupportAgent", "2.3.1", "openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18",
-        "You are a helpful customer support agent for Acme Home. Be concise and polite. Never promise "
-        "refunds above the policy limit; escalate to a human when the customer asks twice.",
-        ("lookup_order", "get_shipping_status", "issue_refund", "search_kb", "create_ticket"), _OPENAI),
-    App("travel-planner", "TravelAgent", "0.9.0", "anthropic", "claude-sonnet-4-5",
-        "claude-sonnet-4-5-20250929",
-        "You help users find and book flights. Always confirm dates and airports before booking and "
-        "state the total price including taxes.",
-        ("search_flights", "get_fare_rules", "book_flight", "get_weather", "convert_currency"), _ANTHROPIC),
-    App("code-helper", "CodeAssistant", "1.4.0", "openai", "gpt-4.1", "gpt-4.1-2025-04-14",
-        "You are a coding assistant with access to the user's repository. Read files before editing "
-        "them and run the tests after every change.",
-        ("read_file", "grep", "apply_patch", "run_tests", "list_dir"), _OPENAI),
-)  # fmt: skip
-
-_WORDS = [
-    "order",
-    "shipment",
-    "refund",
-    "package",
-    "delivery",
-    "tracking",
-    "account",
-    "invoice",
-    "warehouse",
-    "customer",
-    "address",
-    "flight",
-    "fare",
-    "airport",
-    "departure",
-    "arrival",
-    "layover",
-    "booking",
-    "seat",
-    "baggage",
-    "itinerary",
-    "function",
-    "module",
-    "test",
-    "failure",
-    "exception",
-    "repository",
-    "branch",
-    "commit",
-    "patch",
-    "config",
-    "timeout",
-    "retry",
-    "latency",
-    "cache",
-    "please",
-    "could",
-    "you",
-    "check",
-    "whether",
-    "the",
-    "status",
-    "of",
-    "my",
-    "recent",
-    "request",
-    "was",
-    "updated",
-    "yesterday",
-    "and",
-    "what",
-    "options",
-    "remain",
-    "if",
-    "it",
-    "is",
-    "still",
-    "pending",
-    "after",
-    "the",
-    "deadline",
-    "mentioned",
-    "in",
-    "the",
-    "email",
-]
-
-_ERRORS = (
-    ("TimeoutError", "upstream did not answer within 30s"),
-    ("PermissionError", "tool is not allowed for this user"),
-    ("ValueError", "invalid argument: order id must be numeric"),
-    ("ConnectionError", "connection reset by peer"),
-)
-
-_STACK = (
-    'Traceback (most recent call last):\n  File "/app/agent/tools.py", line {line}, in run\n'
-    "    result = await self._call(name, **arguments)\n"
-    '  File "/app/agent/client.py", line 88, in _call\n'
-    "    resp = await self.session.post(url, json=payload, timeout=self.timeout)\n"
-    '  File "/usr/lib/python3.11/site-packages/httpx/_client.py", line 1585, in send\n'
-    "    response = await self._send_handling_auth(request, auth=auth)\n{etype}: {emsg}\n"
-)
-
-
-def _text(rng: random.Random, lo: int, hi: int) -> str:
-    n = rng.randint(lo, hi)
-    return " ".join(rng.choices(_WORDS, k=n)).capitalize() + "."
-
-
-def _j(o: Any) -> str:
-    return json.dumps(o, ensure_ascii=False)
 
 
 def _av(v: Any) -> AnyValue:
@@ -176,18 +49,6 @@ def _av(v: Any) -> AnyValue:
 
 def _kvs(attrs: dict[str, Any]) -> list[KeyValue]:
     return [KeyValue(key=k, value=_av(v)) for k, v in attrs.items()]
-
-
-def _history_tail(messages: list[str]) -> str:
-    """JSON array of the last messages (already JSON) that fit MAX_HISTORY_BYTES (at least one)."""
-    out: list[str] = []
-    size = 0
-    for m in reversed(messages):
-        if out and size + len(m) > MAX_HISTORY_BYTES:
-            break
-        out.append(m)
-        size += len(m) + 1
-    return "[" + ",".join(reversed(out)) + "]"
 
 
 class _Clock:
@@ -211,7 +72,7 @@ def _span(tid: bytes, sid: bytes, parent: bytes, name: str, kind: int, times: tu
 
 
 def _fail(span: PbSpan, rng: random.Random, at: int) -> None:
-    etype, emsg = rng.choice(_ERRORS)
+    etype, emsg = rng.choice(ERRORS)
     span.status.code = Status.STATUS_CODE_ERROR
     span.status.message = emsg
     span.attributes.extend(_kvs({"error.type": etype}))
@@ -220,7 +81,7 @@ def _fail(span: PbSpan, rng: random.Random, at: int) -> None:
     ev.time_unix_nano = at
     ev.attributes.extend(_kvs({
         "exception.type": etype, "exception.message": emsg, "exception.escaped": "True",
-        "exception.stacktrace": _STACK.format(line=rng.randint(20, 400), etype=etype, emsg=emsg),
+        "exception.stacktrace": STACK.format(line=rng.randint(20, 400), etype=etype, emsg=emsg),
     }))  # fmt: skip
 
 
@@ -239,28 +100,28 @@ def build_trace(
     clock = _Clock(start_ns, rng)
     user_msg = {
         "role": "user",
-        "parts": [{"type": "text", "content": _text(rng, 15, 60)}],
+        "parts": [{"type": "text", "content": text(rng, 15, 60)}],
     }
     messages: list[str] = []  # the conversation so far, each message as JSON
     for _ in range(rng.randint(0, 4)):  # earlier turns of the conversation
         messages.append(
-            _j(
+            as_json(
                 {
                     "role": "user",
-                    "parts": [{"type": "text", "content": _text(rng, 8, 40)}],
+                    "parts": [{"type": "text", "content": text(rng, 8, 40)}],
                 }
             )
         )
         messages.append(
-            _j(
+            as_json(
                 {
                     "role": "assistant",
-                    "parts": [{"type": "text", "content": _text(rng, 20, 90)}],
+                    "parts": [{"type": "text", "content": text(rng, 20, 90)}],
                 }
             )
         )
-    messages.append(_j(user_msg))
-    system = _j([{"type": "text", "content": app.system_prompt}])
+    messages.append(as_json(user_msg))
+    system = as_json([{"type": "text", "content": app.system_prompt}])
     children: list[PbSpan] = []
     remaining = target - 1
     error_tool = (
@@ -270,8 +131,8 @@ def build_trace(
 
     def chat(output: dict[str, Any]) -> None:
         times = clock.span(rng.uniform(0.4, 4.0))
-        inp = _history_tail(messages)
-        out = _j([output])
+        inp = history_tail(messages)
+        out = as_json([output])
         in_tok = max(1, len(inp) // 4) + len(app.system_prompt) // 4
         out_tok = max(1, len(out) // 4)
         cache = rng.choice((0, 0, in_tok // 2))
@@ -308,7 +169,7 @@ def build_trace(
         for _ in range(n_tools):
             name = rng.choice(app.tools)
             args = {
-                "query": _text(rng, 3, 12),
+                "query": text(rng, 3, 12),
                 "id": str(rng.randrange(10**7)),
                 "limit": rng.randint(1, 20),
             }
@@ -321,14 +182,14 @@ def build_trace(
                 }
             )
         chat({"role": "assistant", "parts": calls, "finish_reason": "tool_call"})
-        messages.append(_j({"role": "assistant", "parts": calls}))
+        messages.append(as_json({"role": "assistant", "parts": calls}))
         remaining -= 1
         for call in calls:
             times = clock.span(rng.uniform(0.02, 1.5))
             attrs = {
                 "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": call["name"],
                 "gen_ai.tool.type": "function", "gen_ai.tool.call.id": call["id"],
-                "gen_ai.tool.call.arguments": _j(call["arguments"]),
+                "gen_ai.tool.call.arguments": as_json(call["arguments"]),
             }  # fmt: skip
             span = _span(
                 tid,
@@ -343,14 +204,14 @@ def build_trace(
                 _fail(span, rng, times[1])
                 result = f"Error: {span.status.message}"
             else:
-                items = [{"id": rng.randrange(10**6), "title": _text(rng, 3, 10), "score": round(rng.random(), 3)}
+                items = [{"id": rng.randrange(10**6), "title": text(rng, 3, 10), "score": round(rng.random(), 3)}
                          for _ in range(rng.randint(1, 6))]  # fmt: skip
-                result = _j({"ok": True, "items": items, "note": _text(rng, 5, 30)})
+                result = as_json({"ok": True, "items": items, "note": text(rng, 5, 30)})
                 span.attributes.extend(_kvs({"gen_ai.tool.call.result": result}))
             children.append(span)
             tool_index += 1
             messages.append(
-                _j(
+                as_json(
                     {
                         "role": "tool",
                         "parts": [
@@ -368,11 +229,11 @@ def build_trace(
     while remaining > 0:
         final = {
             "role": "assistant",
-            "parts": [{"type": "text", "content": _text(rng, 20, 120)}],
+            "parts": [{"type": "text", "content": text(rng, 20, 120)}],
             "finish_reason": "stop",
         }
         chat(final)
-        messages.append(_j({"role": "assistant", "parts": final["parts"]}))
+        messages.append(as_json({"role": "assistant", "parts": final["parts"]}))
         last = final
         remaining -= 1
     end = clock.span(0.005)[1]
@@ -380,8 +241,8 @@ def build_trace(
         "gen_ai.operation.name": "invoke_agent", "gen_ai.provider.name": app.provider,
         "gen_ai.agent.name": app.agent, "gen_ai.agent.id": f"agent_{app.service}",
         "gen_ai.agent.version": app.version, "gen_ai.request.model": app.model,
-        "gen_ai.conversation.id": conv, "user.id": user, "gen_ai.input.messages": _j([user_msg]),
-        "gen_ai.output.messages": _j([{"role": "assistant", "parts": last["parts"]}]),
+        "gen_ai.conversation.id": conv, "user.id": user, "gen_ai.input.messages": as_json([user_msg]),
+        "gen_ai.output.messages": as_json([{"role": "assistant", "parts": last["parts"]}]),
     })  # fmt: skip
     if agent_error:
         _fail(root, rng, end)

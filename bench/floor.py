@@ -1,0 +1,201 @@
+"""The floor of the ingest benchmark: the least a consumer must do to get the input into ``spans``.
+
+    python bench/floor.py --bootstrap HOST:PORT --topic T --partitions P --messages N \\
+        --data-dir DIR --insert-spans N
+
+aiokafka ``getmany`` + ``ExportTraceServiceRequest.FromString`` + every attribute walked into
+Python values + batched inserts of raw-ish rows into the project's own ``spans`` table (in its own
+chDB data dir); nothing else. :func:`run_floor` runs this module as a child process (so it gets its
+own chDB and a clean interpreter) and returns the JSON line it prints: spans/s from the first
+fetched message to the last acknowledged insert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python bench/floor.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+# Columns the floor fills; every other column of `spans` keeps its default.
+FLOOR_COLUMNS = (
+    "trace_id", "span_id", "parent_span_id", "name", "otel_kind", "service_name", "scope_name",
+    "scope_version", "start_time", "end_time", "duration_ms", "status_code", "status_message",
+    "attributes", "typed_attributes", "resource_attributes", "typed_resource_attributes", "events",
+    "kafka_topic", "kafka_partition", "kafka_offset", "ingested_at",
+)  # fmt: skip
+
+_KIND = ("unspecified", "internal", "server", "client", "producer", "consumer")
+_STATUS = ("unset", "ok", "error")
+
+
+def _value(v: Any) -> Any:
+    which = v.WhichOneof("value")
+    if which == "string_value":
+        return v.string_value
+    if which == "int_value":
+        return v.int_value
+    if which == "double_value":
+        return v.double_value
+    if which == "bool_value":
+        return v.bool_value
+    if which == "bytes_value":
+        return v.bytes_value
+    if which == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in v.kvlist_value.values}
+    return None
+
+
+def _json(o: Any) -> str:
+    return json.dumps(
+        o, ensure_ascii=False, separators=(",", ":"), default=lambda b: b.hex()
+    )
+
+
+def _as_map(kvs: Any) -> tuple[dict[str, str], list[str]]:
+    """OTLP KeyValues -> (Map(String, String) with non-strings as JSON, keys of the JSON ones)."""
+    out: dict[str, str] = {}
+    typed: list[str] = []
+    for kv in kvs:
+        v = _value(kv.value)
+        if isinstance(v, str):
+            out[kv.key] = v
+        else:
+            out[kv.key] = _json(v)
+            typed.append(kv.key)
+    return out, typed
+
+
+def floor_rows(
+    value: bytes, topic: str, partition: int, offset: int, now_ms: int
+) -> list[tuple[Any, ...]]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    rows = []
+    req = ExportTraceServiceRequest.FromString(value)
+    for rs in req.resource_spans:
+        res, res_typed = _as_map(rs.resource.attributes)
+        service = res.get("service.name", "")
+        for ss in rs.scope_spans:
+            scope, version = ss.scope.name, ss.scope.version
+            for s in ss.spans:
+                attrs, typed = _as_map(s.attributes)
+                events = _json([
+                    {"name": e.name, "time_ns": e.time_unix_nano,
+                     "attributes": {kv.key: _value(kv.value) for kv in e.attributes}}
+                    for e in s.events
+                ])  # fmt: skip
+                start, end = s.start_time_unix_nano, s.end_time_unix_nano
+                rows.append((
+                    s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(), s.name,
+                    _KIND[s.kind] if 0 <= s.kind < 6 else "unspecified", service, scope, version,
+                    start, end, (end - start) / 1e6, _STATUS[s.status.code] if 0 <= s.status.code < 3 else "unset",
+                    s.status.message, attrs, typed, res, res_typed, events, topic, partition, offset, now_ms,
+                ))  # fmt: skip
+    return rows
+
+
+async def run_floor_child(args: argparse.Namespace) -> dict[str, Any]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from stream.store import ClickHouseStore
+
+    t0 = time.perf_counter()
+    store = ClickHouseStore(f"chdb://{Path(args.data_dir).resolve() / 'clickhouse'}")
+    store.migrate()
+    startup = time.perf_counter() - t0
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=args.bootstrap, group_id=None, enable_auto_commit=False,
+        auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )  # fmt: skip
+    await consumer.start()
+    inserts: list[tuple[float, int]] = []
+    try:
+        tps = [TopicPartition(args.topic, p) for p in range(args.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        rows: list[tuple[Any, ...]] = []
+        messages = spans = 0
+        first: float | None = None
+        while messages < args.messages:
+            batch = await consumer.getmany(
+                timeout_ms=1000, max_records=args.fetch_records
+            )
+            if batch and first is None:
+                first = time.perf_counter()
+            now_ms = time.time_ns() // 1_000_000
+            for records in batch.values():
+                for r in records:
+                    messages += 1
+                    rows.extend(
+                        floor_rows(r.value, r.topic, r.partition, r.offset, now_ms)
+                    )
+            if len(rows) >= args.insert_spans or (messages >= args.messages and rows):
+                await store.ainsert("spans", rows, FLOOR_COLUMNS)
+                spans += len(rows)
+                inserts.append((time.perf_counter(), spans))
+                rows = []
+        last = time.perf_counter()
+    finally:
+        await consumer.stop()
+    assert first is not None
+    _, ((stored,),) = store.query("SELECT count() FROM tracejudge.spans")
+    store.close()
+    seconds = last - first
+    return {
+        "spans": spans, "messages": messages, "seconds": seconds, "spans_per_s": spans / seconds,
+        "rows_in_table": stored, "inserts": len(inserts), "startup_s": startup,
+        "insert_spans": args.insert_spans, "fetch_records": args.fetch_records,
+    }  # fmt: skip
+
+
+def run_floor(
+    bootstrap: str, topic: str, partitions: int, n_messages: int, data_dir: Path,
+    insert_spans: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Run the floor in a child process (this module as a script); returns its result dict."""
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()), "--bootstrap", bootstrap,
+        "--topic", topic, "--partitions", str(partitions), "--messages", str(n_messages),
+        "--data-dir", str(data_dir), "--insert-spans", str(insert_spans),
+    ]  # fmt: skip
+    data_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, cwd=str(ROOT), check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"floor child failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+        )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--partitions", type=int, required=True)
+    p.add_argument("--messages", type=int, required=True, help="stop after this many")
+    p.add_argument("--data-dir", required=True, help="for the floor's own chDB")
+    p.add_argument("--insert-spans", type=int, default=10_000, help="spans per insert")
+    p.add_argument("--fetch-records", type=int, default=500, help="getmany max_records")
+    args = p.parse_args(argv)
+    print(json.dumps(asyncio.run(run_floor_child(args))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
