@@ -24,31 +24,13 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from bench.content import APPS, ERRORS, STACK, as_json, history_tail, text
+from schemas.otlp_values import key_values as _kvs
 
 NS = 1_000_000_000
-
-
-def _av(v: Any) -> AnyValue:
-    if isinstance(v, bool):
-        return AnyValue(bool_value=v)
-    if isinstance(v, int):
-        return AnyValue(int_value=v)
-    if isinstance(v, float):
-        return AnyValue(double_value=v)
-    if isinstance(v, list):
-        av = AnyValue()
-        av.array_value.values.extend(_av(x) for x in v)
-        return av
-    return AnyValue(string_value=str(v))
-
-
-def _kvs(attrs: dict[str, Any]) -> list[KeyValue]:
-    return [KeyValue(key=k, value=_av(v)) for k, v in attrs.items()]
 
 
 class _Clock:

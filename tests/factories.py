@@ -7,34 +7,19 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from schemas.otlp_json import to_otlp_json
+from schemas.otlp_values import any_value, key_values
+
+kvs = key_values
+__all__ = ["any_value", "kvs"]
 
 T0 = 1_760_000_000_000_000_000  # a fixed epoch in ns
-
-
-def any_value(v: Any) -> AnyValue:
-    if isinstance(v, bool):
-        return AnyValue(bool_value=v)
-    if isinstance(v, int):
-        return AnyValue(int_value=v)
-    if isinstance(v, float):
-        return AnyValue(double_value=v)
-    if isinstance(v, bytes):
-        return AnyValue(bytes_value=v)
-    if isinstance(v, list):
-        av = AnyValue()
-        av.array_value.values.extend(any_value(x) for x in v)
-        return av
-    return AnyValue(string_value=str(v))
-
-
-def kvs(attrs: dict[str, Any]) -> list[KeyValue]:
-    return [KeyValue(key=k, value=any_value(v)) for k, v in attrs.items()]
 
 
 @dataclass
