@@ -12,7 +12,9 @@ exception would ack the batch). Concurrency is 1 per agent (faust#606).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +26,8 @@ from stream.dlq import InMessage, OutRecord
 from stream.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
+
+EXIT_UNFINISHED_BATCH = 75  # EX_TEMPFAIL: stopped without committing a batch that was not stored
 
 
 class FaustProducer:
@@ -80,15 +84,31 @@ def create_app(settings: Settings, make_pipeline: Callable[[faust.App], Pipeline
     input_topic = app.topic(settings.input_topic, key_type=bytes, value_type=bytes)
     repartition_topic = app.topic(settings.repartition_topic, key_type=bytes, value_type=bytes)
 
+    async def process(events: Sequence[Any], repartition: bool) -> None:
+        # take_events acks a batch in a `finally`, even when the agent is cancelled mid-batch (at
+        # shutdown). So a batch is never abandoned half-way: it runs shielded, and if it cannot
+        # finish in time the process exits without committing (as after a crash: replayed later).
+        task = asyncio.ensure_future(pipeline.handle_batch([_in_message(e) for e in events], repartition))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            log.info("stopping: finishing the batch in progress before it is acknowledged")
+            try:
+                await asyncio.wait_for(asyncio.shield(task), settings.shutdown_batch_timeout)
+            except BaseException:
+                log.error("batch not stored within %.0fs of shutdown: exiting without commit", settings.shutdown_batch_timeout)
+                os._exit(EXIT_UNFINISHED_BATCH)
+            raise
+
     @app.agent(input_topic, name="ingest", concurrency=1)
     async def ingest(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within):
-            await pipeline.handle_batch([_in_message(e) for e in events], repartition=True)
+            await process(events, repartition=True)
 
     @app.agent(repartition_topic, name="assemble", concurrency=1)
     async def assemble(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within):
-            await pipeline.handle_batch([_in_message(e) for e in events], repartition=False)
+            await process(events, repartition=False)
 
     @app.timer(settings.tick_interval, name="complete_traces")
     async def complete_traces() -> None:

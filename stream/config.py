@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     batch_max_messages: int = Field(500, ge=1)
     batch_within: float = Field(0.2, gt=0)
     kafka_session_timeout: float = Field(30.0, ge=3, description="consumer group session timeout, seconds")
+    shutdown_batch_timeout: float = Field(
+        20.0, gt=0, description="at shutdown, how long a batch in progress may take to be stored"
+    )
     insert_retry_initial: float = Field(0.5, gt=0)
     insert_retry_max: float = Field(30.0, gt=0)
 
