@@ -84,11 +84,11 @@ def create_app(settings: Settings, make_pipeline: Callable[[faust.App], Pipeline
     input_topic = app.topic(settings.input_topic, key_type=bytes, value_type=bytes)
     repartition_topic = app.topic(settings.repartition_topic, key_type=bytes, value_type=bytes)
 
-    async def process(events: Sequence[Any], repartition: bool) -> None:
+    async def shielded(work: Any) -> None:
         # take_events acks a batch in a `finally`, even when the agent is cancelled mid-batch (at
         # shutdown). So a batch is never abandoned half-way: it runs shielded, and if it cannot
         # finish in time the process exits without committing (as after a crash: replayed later).
-        task = asyncio.ensure_future(pipeline.handle_batch([_in_message(e) for e in events], repartition))
+        task = asyncio.ensure_future(work)
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -103,12 +103,19 @@ def create_app(settings: Settings, make_pipeline: Callable[[faust.App], Pipeline
     @app.agent(input_topic, name="ingest", concurrency=1)
     async def ingest(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within):
-            await process(events, repartition=True)
+            await shielded(pipeline.handle_batch([_in_message(e) for e in events], repartition=True))
 
     @app.agent(repartition_topic, name="assemble", concurrency=1)
     async def assemble(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within):
-            await process(events, repartition=False)
+            await shielded(pipeline.handle_batch([_in_message(e) for e in events], repartition=False))
+
+    events_topic = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
+
+    @app.agent(events_topic, name="events", concurrency=1)
+    async def events(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(settings.batch_max_messages, within=settings.batch_within):
+            await shielded(pipeline.handle_events([_in_message(e) for e in batch]))
 
     @app.timer(settings.tick_interval, name="complete_traces")
     async def complete_traces() -> None:

@@ -12,6 +12,7 @@ from typing import Any, Optional
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -46,7 +47,13 @@ def worker(config: Optional[Path] = ConfigOpt) -> None:
         err.print("[red]TRACEJUDGE_KAFKA_BOOTSTRAP is not set (or kafka_bootstrap in the config file).[/red]")
         raise typer.Exit(2)
     _logging(settings.log_level)
-    run_worker(settings)
+    from stream.policy import PolicyError
+
+    try:
+        run_worker(settings)
+    except PolicyError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -43,9 +43,15 @@ class Settings(BaseSettings):
     input_topic: str = "otlp_spans"
     dlq_topic: str = "otlp_spans.dlq"
     repartition_topic: str = "tracejudge.spans_by_trace"
+    events_topic: str = Field("agent_events", description="product events (regenerate, thumbs_down, ...)")
+    events_dlq_topic: str = "agent_events.dlq"
+    action_join_window: float = Field(600.0, ge=0, description="seconds after a trace in which conversation events join it")
+    judge_topic: str = Field("traces.to_judge", description="sampled traces, with the full assembled trace")
     input_encoding: Literal["auto", "otlp_proto", "otlp_json"] = "auto"
     consumer_group: str = "tracejudge"
     topic_partitions: int = Field(4, ge=1, le=1024, description="partitions for topics the worker creates")
+
+    policy_file: Path | None = Field(None, description="policy YAML (gates, signals, sampling); default: built-in")
 
     # --- trace assembly (seconds) ----------------------------------------------------------
     decision_wait: float = Field(30.0, gt=0)

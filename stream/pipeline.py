@@ -33,6 +33,9 @@ from schemas.split import split_by_trace
 from stream.assembly import TP, CompletedTrace, TraceAssembler
 from stream.config import Settings
 from stream.dlq import InMessage, OutRecord, dead_letter
+from stream.decide import TraceDecider, TraceDecision
+from stream.decision_rows import encode_for_judges, gate_rows, signal_rows
+from stream.events import EventJoiner
 from stream.rows import span_row, trace_row
 from stream.sink import Sink
 
@@ -64,9 +67,32 @@ class Counters:
     traces_recovered: int = 0
     write_retries: int = 0
     send_retries: int = 0
+    action_events: int = 0
+    sample_classes: dict[str, int] = field(default_factory=dict)
+    sampled: int = 0
+    gate_failures: dict[str, int] = field(default_factory=dict)
+    gate_errors: dict[str, int] = field(default_factory=dict)
+    signals: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def count_completed(self, c: CompletedTrace, d: TraceDecision | None) -> None:
+        _inc(self.traces_completed, c.trace.completion_reason.value)
+        if d is None:
+            return
+        _inc(self.sample_classes, d.decision.sample_class)
+        self.sampled += d.decision.sampled
+        for g in d.failed_gates:
+            _inc(self.gate_failures, g)
+        for g in d.gate_errors + d.miner_errors:
+            _inc(self.gate_errors, g)
+        for sig in d.signals:
+            _inc(self.signals, sig.type)
+
+
+def _inc(counts: dict[str, int], key: str) -> None:
+    counts[key] = counts.get(key, 0) + 1
 
 
 def token(prefix: str, parts: Iterable[str]) -> str:
@@ -86,6 +112,8 @@ class Pipeline:
         clock: Clock = time.time_ns,
         sleep: Sleep = asyncio.sleep,
         on_complete: OnComplete | None = None,
+        decider: TraceDecider | None = None,
+        events: EventJoiner | None = None,
     ) -> None:
         self.settings = settings
         self.sink = sink
@@ -93,6 +121,8 @@ class Pipeline:
         self.clock = clock
         self.sleep = sleep
         self.on_complete = on_complete
+        self.decider = decider
+        self.events = events
         self.limits = Limits(
             settings.max_message_bytes, settings.max_attribute_bytes, settings.oversize_attribute_policy
         )
@@ -162,6 +192,21 @@ class Pipeline:
             if evicted:
                 await self._write_completed(evicted)
 
+    async def handle_events(self, msgs: Sequence[InMessage]) -> None:
+        """A batch from the product-events topic: dead-letter the bad, store (and link) the rest."""
+        if self.events is None:
+            return
+        good, bad = self.events.parse(msgs)
+        if bad:
+            self.counters.dead_lettered += len(bad)
+            await self._retry(lambda: self.producer.send_all(bad), "produce", "send_retries")
+        if good:
+            tok = token("events", (f"{m.topic}/{m.partition}/{m.offset}" for m, _ in good))
+            now_ms = self.clock() // 1_000_000
+            events = self.events
+            await self._retry(lambda: events.store.run(events.write, good, now_ms, tok), "insert events", "write_retries")
+            self.counters.action_events += len(good)
+
     async def tick(self) -> int:
         """Complete due traces; returns how many. Called periodically by the worker."""
         if self.rebalancing:
@@ -228,12 +273,42 @@ class Pipeline:
                 self.assembler.remember_decided(tid, d)
 
     async def _write_completed(self, done: list[CompletedTrace]) -> None:
-        rows = [trace_row(c.trace, c.tp[0], c.tp[1], c.max_offset, c.spans_not_held) for c in done]
+        """Decide, then store. Order matters for crash safety: traces chosen for judging are
+        delivered first, then gate results and signals, and the trace row last — its presence is
+        what marks a trace as decided (recovery re-opens traces without one, and re-decides them
+        identically: gates and sampling are deterministic)."""
+        actions: dict[str, list[Any]] = {}
+        if self.events is not None and self.decider is not None:
+            traces = [c.trace for c in done]
+            actions = await self._retry(
+                lambda: self.events.store.run(self.events.signals_for, traces), "join action events", "write_retries"
+            )
+        decided = [
+            (c, self.decider.decide(c.trace, actions.get(c.trace.trace_id, ())) if self.decider else None)
+            for c in done
+        ]
+        to_judge = [
+            OutRecord(self.settings.judge_topic, c.trace.trace_id.encode(), encode_for_judges(c.trace, d))
+            for c, d in decided
+            if d is not None and d.decision.sampled
+        ]
+        if to_judge:
+            await self._retry(lambda: self.producer.send_all(to_judge), "produce to_judge", "send_retries")
+        if self.decider is not None:
+            gates = [r for c, d in decided if d for r in gate_rows(c, d)]
+            signals = [r for c, d in decided if d for r in signal_rows(c, d)]
+            ids = [f"{c.trace.trace_id}/{c.max_offset}/{len(c.trace.spans)}" for c, _ in decided]
+            if gates:
+                tok = token("gates", ids)
+                await self._retry(lambda: self.sink.write_gate_results(gates, tok), "insert gate results", "write_retries")
+            if signals:
+                tok = token("signals", ids)
+                await self._retry(lambda: self.sink.write_signals(signals, tok), "insert signals", "write_retries")
+        rows = [trace_row(c.trace, c.tp[0], c.tp[1], c.max_offset, c.spans_not_held, d) for c, d in decided]
         tok = token("traces", (f"{c.trace.trace_id}/{c.max_offset}/{len(c.trace.spans)}" for c in done))
         await self._retry(lambda: self.sink.write_traces(rows, tok), "insert traces", "write_retries")
-        for c in done:
-            reason = c.trace.completion_reason.value
-            self.counters.traces_completed[reason] = self.counters.traces_completed.get(reason, 0) + 1
+        for c, d in decided:
+            self.counters.count_completed(c, d)
         if self.on_complete is not None:
             await self.on_complete(done)
 

@@ -34,6 +34,8 @@ TRACE_COLUMNS = (
     "error_count", "llm_call_count", "tool_call_count", "input_tokens", "output_tokens",
     "total_tokens", "models", "providers", "completion_reason", "spans_not_held", "first_seen",
     "last_seen", "completed_at", "kafka_topic", "kafka_partition", "max_offset",
+    "sample_class", "sample_rule", "sample_stratum", "inclusion_p", "sampled", "policy_version",
+    "failed_gates", "gate_errors", "signals",
 )  # fmt: skip
 
 # Columns read back to rebuild a span's raw layer (recovery of open traces after a restart).
@@ -51,8 +53,16 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-def _json(o: Any) -> str:
+def to_json(o: Any) -> str:
+    """JSON with bytes as ``{"$bytes": base64}`` (lossless for OTLP attribute values)."""
     return json.dumps(o, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+_json = to_json
+
+
+def from_json(text: str) -> Any:
+    return _unbytes(json.loads(text))
 
 
 def _unbytes(o: Any) -> Any:
@@ -126,8 +136,10 @@ def span_from_row(row: tuple[Any, ...]) -> tuple[Span, int]:
 
 
 def trace_row(
-    trace: Trace, topic: str, partition: int, max_offset: int, spans_not_held: int = 0
+    trace: Trace, topic: str, partition: int, max_offset: int, spans_not_held: int = 0, decision: Any = None
 ) -> tuple[Any, ...]:
+    """One ``traces`` row; ``decision`` is the trace's :class:`stream.decide.TraceDecision`, if any."""
+    from stream.decision_rows import decision_columns  # decision code depends on rows, not back
     root = trace.root
     usage = trace.usage
     return (
@@ -139,4 +151,4 @@ def trace_row(
         sorted({s.provider for s in trace.spans if s.provider}), trace.completion_reason.value,
         spans_not_held, trace.first_seen_ns // 1_000_000, trace.last_seen_ns // 1_000_000,
         trace.completed_ns // 1_000_000, topic, partition, max_offset,
-    )  # fmt: skip
+    ) + decision_columns(decision)  # fmt: skip

@@ -22,6 +22,10 @@ class Sink(Protocol):
 
     async def write_traces(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None: ...
 
+    async def write_gate_results(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None: ...
+
+    async def write_signals(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None: ...
+
     async def load_open_spans(self, tp: TP, window_s: float) -> list[tuple[Span, int, int]]:
         """Spans of traces not yet completed, for ``tp``: (span, source offset, ingested ns)."""
         ...
@@ -41,6 +45,16 @@ class ClickHouseSink:
 
     async def write_traces(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
         await self.store.ainsert("traces", rows, TRACE_COLUMNS, dedup_token)
+
+    async def write_gate_results(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
+        from stream.decision_rows import GATE_COLUMNS
+
+        await self.store.ainsert("gate_results", rows, GATE_COLUMNS, dedup_token)
+
+    async def write_signals(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
+        from stream.decision_rows import SIGNAL_COLUMNS
+
+        await self.store.ainsert("signals", rows, SIGNAL_COLUMNS, dedup_token)
 
     async def _window_start_ms(self, tp: TP, window_s: float) -> int | None:
         """Start of the recovery window, anchored at the partition's newest span (not at "now":

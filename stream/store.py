@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -84,17 +85,26 @@ class ClickHouseStore:
         self._client.insert(f"{self.database}.{table}", rows, column_names=list(columns), settings=settings)
 
     # ---- sync API: blocks the caller; never call from the event loop -----------------------
+    def _on_thread(self) -> bool:
+        return threading.current_thread().name.startswith("clickhouse")
+
     def command(self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Any:
+        if self._on_thread():
+            return self._command(sql, parameters, settings)
         return self._executor.submit(self._command, sql, parameters, settings).result()
 
     def query(
         self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        if self._on_thread():
+            return self._query(sql, parameters, settings)
         return self._executor.submit(self._query, sql, parameters, settings).result()
 
     def insert(
         self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str | None = None
     ) -> None:
+        if self._on_thread():
+            return self._insert(table, rows, columns, dedup_token)
         self._executor.submit(self._insert, table, rows, columns, dedup_token).result()
 
     def read_only_query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -138,6 +148,11 @@ class ClickHouseStore:
     # ---- async API: hands the call to the ClickHouse thread ----------------------------------
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the ClickHouse thread (it may call the sync API: ``query``/``insert``
+        detect that they already are on it)."""
+        return await self._run(fn, *args)
 
     async def ainsert(
         self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str | None = None

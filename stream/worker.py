@@ -22,7 +22,10 @@ from faust.web import Request, Response, View
 from stream.app import FaustProducer, create_app
 from stream.config import Settings
 from stream.demo.broker import ensure_topics
+from stream.decide import TraceDecider
+from stream.events import EventJoiner
 from stream.pipeline import Pipeline
+from stream.policy import load_policy
 from stream.sink import ClickHouseSink
 from stream.store import ClickHouseStore
 
@@ -51,6 +54,9 @@ def topic_plan(settings: Settings) -> dict[str, int]:
         settings.input_topic: settings.topic_partitions,
         settings.repartition_topic: settings.topic_partitions,
         settings.dlq_topic: settings.topic_partitions,
+        settings.judge_topic: settings.topic_partitions,
+        settings.events_topic: settings.topic_partitions,
+        settings.events_dlq_topic: settings.topic_partitions,
     }
 
 
@@ -62,6 +68,7 @@ def add_web_api(app: faust.App, pipeline: Pipeline, store: ClickHouseStore) -> N
                 {
                     "counters": pipeline.counters.as_dict(),
                     "open_traces": len(pipeline.assembler),
+                    "policy_version": pipeline.decider.version if pipeline.decider else None,
                     "owned_partitions": sorted(f"{t}/{p}" for t, p in pipeline.owned),
                 }
             )
@@ -103,6 +110,9 @@ def tune_gc() -> None:
 def run_worker(settings: Settings) -> None:
     """Run until SIGTERM / SIGINT (Faust handles both with a clean shutdown and final commit)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    policy = load_policy(settings.policy_file)  # invalid policy: PolicyError before anything starts
+    decider = TraceDecider(policy)
+    log.info("policy version %s: %d gates, %d signal rules", policy.version, len(policy.gates), len(policy.signals))
     store = ClickHouseStore(settings.resolved_clickhouse_dsn, settings.clickhouse_database)
     applied = store.migrate()
     if applied:
@@ -111,7 +121,8 @@ def run_worker(settings: Settings) -> None:
     asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_plan(settings)))
 
     def make_pipeline(app: faust.App) -> Pipeline:
-        return Pipeline(settings, ClickHouseSink(store), FaustProducer(app))
+        events = EventJoiner(store, settings.events_dlq_topic, policy.action_signals, settings.action_join_window)
+        return Pipeline(settings, ClickHouseSink(store), FaustProducer(app), decider=decider, events=events)
 
     app, pipeline = create_app(settings, make_pipeline)
     add_web_api(app, pipeline, store)

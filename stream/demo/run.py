@@ -29,6 +29,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from stream.config import Settings
+from stream.demo import product_events
 from stream.demo.broker import LocalBroker
 from stream.demo.fleet import Fleet, FleetStats
 
@@ -116,7 +117,9 @@ def run_demo(settings: Settings, traces: int, rate: float, console: Console) -> 
             worker.wait_ready()
             started_ms = int(time.time() * 1000)
             settle = settings.decision_wait + 3 * settings.tick_interval + 30
-            stats = _run_fleet(bootstrap, settings.input_topic, traces, rate, stop, worker, console, settle)
+            stats = _run_fleet(
+                bootstrap, settings.input_topic, settings.events_topic, traces, rate, stop, worker, console, settle
+            )
             _summary(worker, stats, started_ms, settings.clickhouse_database, console)
             return 0
         except KeyboardInterrupt:
@@ -126,17 +129,19 @@ def run_demo(settings: Settings, traces: int, rate: float, console: Console) -> 
 
 
 def _run_fleet(
-    bootstrap: str, topic: str, traces: int, rate: float, stop: threading.Event, worker: WorkerProcess,
-    console: Console, settle: float,
+    bootstrap: str, topic: str, events_topic: str, traces: int, rate: float, stop: threading.Event,
+    worker: WorkerProcess, console: Console, settle: float,
 ) -> FleetStats:
     """Run the fleet in a thread; show traces sent and completed until all are completed (or
     ``settle`` seconds after the fleet finished)."""
     fleet = Fleet(bootstrap, topic, encoding="otlp_proto", partition_traces_by_id=True, seed=int(time.time()))
     result: dict[str, Any] = {}
     sent_count = [0]
+    emitted: list[Any] = []
 
-    def on_trace(_: Any) -> None:
+    def on_trace(t: Any) -> None:
         sent_count[0] += 1
+        emitted.append(t)
 
     def produce() -> None:
         try:
@@ -165,6 +170,9 @@ def _run_fleet(
                 continue
             if settle_until is None:
                 settle_until = time.monotonic() + settle
+                # users react: recent traces are still open (the events join them before the
+                # decision), older ones are decided already (the events are linked as late)
+                product_events.send(bootstrap, events_topic, product_events.reactions(emitted, seed=len(emitted)))
             if completed >= sent_count[0] or time.monotonic() > settle_until:
                 break
     if "error" in result:
@@ -210,6 +218,29 @@ def _summary(worker: WorkerProcess, stats: FleetStats, started_ms: int, db: str,
     ):
         by_agent.add_row(Text(str(service)), Text(str(agent)), str(n), str(errs), str(spans), str(tokens))
     console.print(by_agent)
+    classes = Table("sampling class", "traces", "sent to judges", "inclusion p", title="Sampling decisions (this run)")
+    for cls, n, sampled, p in worker.sql(
+        f"SELECT sample_class, count(), sum(sampled), arrayStringConcat(arrayMap(x -> toString(round(x, 3)), "
+        f"groupUniqArray(inclusion_p)), ', ') FROM {db}.traces FINAL WHERE completed_at >= {since} "
+        "GROUP BY sample_class ORDER BY count() DESC"
+    ):
+        classes.add_row(Text(str(cls)), str(n), str(sampled), Text(str(p)))
+    console.print(classes)
+    gates = Table("gate", "outcome", "traces", "example reason", title="Gate hits (this run)")
+    for gate, outcome, n, reason in worker.sql(
+        f"SELECT gate, outcome, count(), any(reason) FROM {db}.gate_results FINAL "
+        f"WHERE completed_at >= {since} GROUP BY gate, outcome ORDER BY count() DESC"
+    ):
+        gates.add_row(Text(str(gate)), Text(str(outcome)), str(n), Text(str(reason)[:70]))
+    console.print(gates)
+    sigs = Table("signal", "source", "polarity", "count", "late", "example", title="Signals (this run)")
+    for typ, source, polarity, n, late, example in worker.sql(
+        f"SELECT type, source, polarity, count(), sum(is_late), any(evidence) FROM {db}.signals FINAL "
+        f"WHERE trace_id IN (SELECT trace_id FROM {db}.traces FINAL WHERE completed_at >= {since}) "
+        "GROUP BY type, source, polarity ORDER BY source DESC, count() DESC"
+    ):
+        sigs.add_row(Text(str(typ)), Text(str(source)), Text(str(polarity)), str(n), str(late), Text(str(example)[:50]))
+    console.print(sigs)
     failing = Table("agent", "errors", "duration ms", "error types", title="Latest traces with errors")
     failing.columns.insert(0, Column("trace id", no_wrap=True, min_width=32))
     for trace_id, agent, errors, duration, types in worker.sql(

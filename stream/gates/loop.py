@@ -1,0 +1,59 @@
+"""``loop``: the agent calls the same tool with the same arguments ``min_repeats`` times or more.
+
+Arguments are compared after JSON canonicalization (sorted keys, no whitespace) when they parse,
+as stripped text otherwise, so ``{"a": 1, "b": 2}`` and ``{"b":2,"a":1}`` are the same call.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.model import Trace
+from stream.gates.base import BaseGate, Evidence, GateResult, GateSpecBase, Severity
+from stream.gates.text import clip, plural
+from stream.gates.trace_view import ToolUse, canonical_json, tool_uses
+
+
+class LoopSpec(GateSpecBase):
+    type: Literal["loop"] = "loop"
+    severity: Severity = "warning"
+    min_repeats: int = Field(default=3, ge=2, description="identical calls that make a loop")
+    ignore_tools: list[str] = Field(default_factory=list, description="tools expected to repeat (polling)")
+
+
+def _ids(uses: list[ToolUse], limit: int = 5) -> str:
+    ids = ", ".join(u.span_id for u in uses[:limit])
+    return ids + (", …" if len(uses) > limit else "")
+
+
+class LoopGate(BaseGate):
+    type = "loop"
+
+    def __init__(self, spec: LoopSpec) -> None:
+        super().__init__(spec)
+        self.min_repeats = spec.min_repeats
+        self.ignore = frozenset(spec.ignore_tools)
+
+    def evaluate(self, trace: Trace) -> GateResult:
+        uses = [u for u in tool_uses(trace) if u.name not in self.ignore]
+        if not uses:
+            return self.not_applicable("no tool calls")
+        per_name = Counter(u.name for u in uses)
+        groups: dict[tuple[str, str], list[ToolUse]] = {}
+        for u in uses:  # only tools called often enough can loop: parse only their arguments
+            if per_name[u.name] >= self.min_repeats:
+                groups.setdefault((u.name, canonical_json(u.arguments)), []).append(u)
+        loops = [(key, g) for key, g in groups.items() if len(g) >= self.min_repeats]
+        if not loops:
+            return self.passed(f"no tool call repeated {self.min_repeats} times with the same arguments")
+        evidence = [
+            Evidence(g[0].span_id, clip(args), f"{name} called {len(g)} times, spans {_ids(g)}")
+            for (name, args), g in loops
+        ]
+        worst = max(loops, key=lambda kg: len(kg[1]))
+        reason = (f"{plural(len(loops), 'repeated call')}: {worst[0][0]} called {len(worst[1])} times "
+                  f"with the same arguments (limit {self.min_repeats})")  # fmt: skip
+        return self.failed(reason, evidence)

@@ -1,0 +1,122 @@
+"""Read-only views of a trace that several gates share, each computed as cheaply as it can be.
+
+* :func:`tool_uses` — the tool calls of a trace with their arguments and results. Executed tool
+  spans are used when the trace has any (no message content is parsed); otherwise the calls the
+  models requested in their output messages, with results matched by ``tool_call_id`` from later
+  ``role=tool`` input messages (instrumentations that emit only LLM spans).
+* :func:`user_messages` — the user's messages, deduplicated (every LLM span repeats the history).
+* :func:`last_llm_span` — the LLM span that ended last (the final answer is its output).
+* :func:`final_output` — :attr:`Trace.final_output` with the span it came from.
+* :func:`output_texts` — assistant output text of every LLM span.
+* :func:`token_totals` — the trace's token usage, cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.model import Span, SpanKind, Trace
+
+
+@dataclass(frozen=True, slots=True)
+class ToolUse:
+    name: str
+    arguments: str | None  # JSON text as emitted, None when not recorded
+    result: str | None  # None when not recorded
+    span_id: str  # the tool span, or the LLM span that requested the call
+    call_id: str | None = None
+    span: Span | None = None  # the executed tool span (None for a call only seen in messages)
+
+
+def tool_spans(trace: Trace) -> list[Span]:
+    return sorted((s for s in trace.spans if s.kind == SpanKind.TOOL), key=lambda s: s.start_ns)
+
+
+def tool_uses(trace: Trace) -> list[ToolUse]:
+    spans = tool_spans(trace)
+    if spans:
+        return [
+            ToolUse(s.tool_name or s.name, s.tool_arguments, s.tool_result, s.span_id, s.tool_call_id, s)
+            for s in spans
+        ]
+    return _requested_tool_uses(trace)
+
+
+def _requested_tool_uses(trace: Trace) -> list[ToolUse]:
+    llm = sorted(trace.llm_spans, key=lambda s: s.start_ns)
+    results: dict[str, str] = {}
+    for s in llm:
+        for m in s.input_messages:
+            if m.role == "tool" and m.tool_call_id:
+                results.setdefault(m.tool_call_id, m.content)
+    uses: list[ToolUse] = []
+    seen: set[str] = set()
+    for s in llm:
+        for m in s.output_messages:
+            for c in m.tool_calls:
+                if c.id:
+                    if c.id in seen:
+                        continue
+                    seen.add(c.id)
+                result = results.get(c.id) if c.id else None
+                uses.append(ToolUse(c.name, c.arguments, result, s.span_id, c.id))
+    return uses
+
+
+def user_messages(trace: Trace) -> list[tuple[str, str]]:
+    """``(span_id, text)`` of each distinct user message, in order of first appearance."""
+    seen: set[str] = set()
+    out: list[tuple[str, str]] = []
+    for s in sorted(trace.llm_spans, key=lambda s: s.start_ns):
+        for m in s.input_messages:
+            if m.role == "user" and m.content and m.content not in seen:
+                seen.add(m.content)
+                out.append((s.span_id, m.content))
+    return out
+
+
+def last_llm_span(trace: Trace) -> Span | None:
+    llm = trace.llm_spans
+    return max(llm, key=lambda s: (s.end_ns, s.start_ns)) if llm else None
+
+
+def final_output(trace: Trace) -> tuple[str | None, str]:
+    """``(span_id, text)`` of :attr:`Trace.final_output` (same rule), with the span it came from."""
+    for s in sorted(trace.llm_spans, key=lambda s: s.end_ns, reverse=True):
+        for m in reversed(s.output_messages):
+            if m.content:
+                return s.span_id, m.content
+    return None, ""
+
+
+def output_texts(trace: Trace) -> list[tuple[str, str]]:
+    """``(span_id, text)`` of every assistant output message with text."""
+    return [
+        (s.span_id, m.content)
+        for s in sorted(trace.llm_spans, key=lambda s: s.start_ns)
+        for m in s.output_messages
+        if m.content
+    ]
+
+
+def token_totals(trace: Trace) -> tuple[int, int, int]:
+    """``(input, output, total)`` tokens with :attr:`Trace.usage`'s rule, without building a model
+    (``Trace.usage`` assigns pydantic fields in a loop: ~10 µs per span)."""
+    spans = trace.llm_spans or trace.spans
+    inp = sum(s.usage.input for s in spans)
+    out = sum(s.usage.output for s in spans)
+    total = sum(s.usage.total for s in spans)
+    return inp, out, total or inp + out
+
+
+def canonical_json(text: str | None) -> str:
+    """Arguments compared by meaning: JSON re-serialized with sorted keys, other text stripped."""
+    if text is None:
+        return ""
+    try:
+        value: Any = json.loads(text)
+    except (ValueError, TypeError):
+        return text.strip()
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+
+from schemas.model import SpanKind, Trace
+from stream.gates.base import GateOutcome
+from stream.gates.span_error import SpanErrorGate, SpanErrorSpec
+from tests.factories import SpanSpec, genai_trace
+from tests.stream.gates.conftest import AGENT_FIXTURES, ERROR_FIXTURES, AgentTrace, assemble, fixture_trace
+
+
+def failing_tool() -> Trace:
+    t = AgentTrace()
+    t.llm(user="hi", tool_calls=[("lookup", {})], finish="tool_calls")
+    t.tool("lookup", {}, error=True, status_message="connection refused")
+    t.llm(answer="sorry")
+    return t.build()
+
+
+def error_on_llm_only() -> Trace:
+    t = AgentTrace()
+    t.llm(user="hi", error=True)
+    t.tool("lookup", {})
+    return t.build()
+
+
+def plain() -> Trace:
+    return assemble(genai_trace(random.Random(3), 5))
+
+
+def no_tools() -> Trace:
+    spans: list[SpanSpec] = genai_trace(random.Random(4), 2)  # root + one chat
+    return assemble(spans)
+
+
+@pytest.mark.parametrize(
+    ("trace", "kinds", "outcome", "reason", "evidence"),
+    [
+        (plain, None, GateOutcome.PASS, "no error status on 5 spans", []),
+        (failing_tool, None, GateOutcome.FAIL, "1 span with error status: execute_tool lookup",
+         [("connection refused", "tool span 'execute_tool lookup'")]),
+        (failing_tool, [SpanKind.LLM], GateOutcome.PASS, "no error status on 2 spans", []),
+        (error_on_llm_only, [SpanKind.TOOL], GateOutcome.PASS, "no error status on 1 span", []),
+        (error_on_llm_only, [SpanKind.TOOL, SpanKind.LLM], GateOutcome.FAIL,
+         "1 span with error status: chat gpt-4o-mini", [("tool failed", "llm span 'chat gpt-4o-mini'")]),
+        (no_tools, [SpanKind.TOOL], GateOutcome.NOT_APPLICABLE, "no spans of kind tool", []),
+    ],
+    ids=["clean", "tool-error", "tool-error-ignored-by-kind", "llm-error-ignored-by-kind", "llm-error-counted",
+         "no-span-of-kind"],
+)
+def test_span_error(trace: Callable[[], Trace], kinds: list[SpanKind] | None, outcome: GateOutcome,
+                    reason: str, evidence: list[tuple[str | None, str | None]]) -> None:
+    t = trace()
+    r = SpanErrorGate(SpanErrorSpec(kinds=kinds)).evaluate(t)
+    assert (r.outcome, r.reason) == (outcome, reason)
+    assert [(e.text, e.detail) for e in r.evidence] == evidence
+    assert all(e.span_id in {s.span_id for s in t.spans} for e in r.evidence)
+    assert (r.gate, r.type, r.severity) == ("span_error", "span_error", "error")
+
+
+@pytest.mark.parametrize("stem", ERROR_FIXTURES)
+def test_error_fixtures_fail(stem: str) -> None:
+    r = SpanErrorGate(SpanErrorSpec()).evaluate(fixture_trace(stem))
+    assert r.outcome == GateOutcome.FAIL
+    assert r.reason.startswith("2 spans with error status")
+    assert all("Error code: 500" in (e.text or "") for e in r.evidence)
+
+
+@pytest.mark.parametrize("stem", AGENT_FIXTURES)
+def test_agent_fixtures_pass(stem: str) -> None:
+    assert SpanErrorGate(SpanErrorSpec()).evaluate(fixture_trace(stem)).outcome == GateOutcome.PASS

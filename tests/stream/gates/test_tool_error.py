@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from schemas.model import Trace
+from stream.gates.base import GateOutcome
+from stream.gates.tool_error import ToolErrorGate, ToolErrorSpec
+from tests.stream.gates.conftest import AGENT_FIXTURES, ERROR_FIXTURES, AgentTrace, fixture_trace, weather_trace
+
+
+def result(text: str) -> Callable[[], Trace]:
+    return lambda: weather_trace(result=text)
+
+
+def span_error() -> Trace:
+    return weather_trace(result=None, error=True, status_message="upstream 503")
+
+
+def error_type_only() -> Trace:
+    return weather_trace(result=None, error_type="TimeoutError")
+
+
+def no_tools() -> Trace:
+    t = AgentTrace()
+    t.llm(user="hi", answer="hello")
+    return t.build()
+
+
+def messages_only(result_text: str) -> Callable[[], Trace]:
+    """No tool spans: the call and its result are only in the chat messages."""
+
+    def build() -> Trace:
+        t = AgentTrace()
+        t.llm(user="weather?", tool_calls=[("get_weather", {"city": "Paris"})], finish="tool_calls")
+        t.history.append({"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_0",
+                                                     "response": result_text}]})  # fmt: skip
+        t.llm(answer="done")
+        return t.build()
+
+    return build
+
+
+@pytest.mark.parametrize(
+    ("trace", "spec", "outcome", "reason", "evidence"),
+    [
+        (weather_trace, {}, GateOutcome.PASS, "1 tool call without error", []),
+        (result('{"error": null, "temperature_c": 18}'), {}, GateOutcome.PASS, "1 tool call without error", []),
+        (result('{"error": "city not found"}'), {}, GateOutcome.FAIL, "1 failed tool call of 1: get_weather",
+         [('{"error": "city not found"}', "result matches")]),
+        (result("Traceback (most recent call last):\n  File x\nKeyError: 'city'"), {}, GateOutcome.FAIL,
+         "1 failed tool call of 1: get_weather", [("Traceback (most recent call last):", "result matches")]),
+        (result("Error: quota exceeded"), {}, GateOutcome.FAIL, "1 failed tool call of 1: get_weather",
+         [("Error: quota exceeded", "result matches")]),
+        (result("No error here"), {}, GateOutcome.PASS, "1 tool call without error", []),
+        (result("NOT FOUND"), {"result_patterns": ["NOT FOUND"]}, GateOutcome.FAIL,
+         "1 failed tool call of 1: get_weather", [("NOT FOUND", "result matches 'NOT FOUND'")]),
+        (span_error, {}, GateOutcome.FAIL, "1 failed tool call of 1: get_weather", [("upstream 503", "span error")]),
+        (error_type_only, {}, GateOutcome.FAIL, "1 failed tool call of 1: get_weather", [("TimeoutError", "span error")]),
+        (span_error, {"ignore_tools": ["get_weather"]}, GateOutcome.NOT_APPLICABLE, "no tool calls", []),
+        (no_tools, {}, GateOutcome.NOT_APPLICABLE, "no tool calls", []),
+        (messages_only('{"error": "boom"}'), {}, GateOutcome.FAIL, "1 failed tool call of 1: get_weather",
+         [('{"error": "boom"}', "result matches")]),
+        (messages_only('{"temperature_c": 18}'), {}, GateOutcome.PASS, "1 tool call without error", []),
+    ],
+    ids=["clean", "json-error-null", "json-error", "traceback", "error-prefix", "error-inside-text", "custom-pattern",
+         "span-status", "error-type", "ignored-tool", "no-tools", "messages-only-error", "messages-only-ok"],
+)
+def test_tool_error(trace: Callable[[], Trace], spec: dict[str, Any], outcome: GateOutcome, reason: str,
+                    evidence: list[tuple[str, str]]) -> None:  # fmt: skip
+    r = ToolErrorGate(ToolErrorSpec(**spec)).evaluate(trace())
+    assert (r.outcome, r.reason) == (outcome, reason)
+    assert len(r.evidence) == len(evidence)
+    for e, (text, detail) in zip(r.evidence, evidence, strict=True):
+        assert (e.text or "").startswith(text)
+        assert detail in (e.detail or "") and "get_weather" in (e.detail or "")
+
+
+@pytest.mark.parametrize("stem", AGENT_FIXTURES)
+def test_agent_fixtures_pass(stem: str) -> None:
+    r = ToolErrorGate(ToolErrorSpec()).evaluate(fixture_trace(stem))
+    assert (r.outcome, r.reason) == (GateOutcome.PASS, "1 tool call without error")
+
+
+@pytest.mark.parametrize("stem", ERROR_FIXTURES)
+def test_error_fixtures_have_no_tool_call(stem: str) -> None:
+    assert ToolErrorGate(ToolErrorSpec()).evaluate(fixture_trace(stem)).outcome == GateOutcome.NOT_APPLICABLE
