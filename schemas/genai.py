@@ -4,7 +4,7 @@ Everything here is defensive: odd input (wrong types, invalid JSON) yields ``Non
 list, never an exception. Models are built with ``Model.fast`` (no validation) because this
 runs on every span.
 
-Message shapes understood (first non-empty source wins, see :func:`genai_messages`):
+Message shapes understood (first non-empty source wins, see :func:`genai_side`):
 
 * current ``gen_ai.input.messages`` / ``gen_ai.output.messages``: JSON (or decoded list) of
   ``{"role", "parts": [{"type": "text"|"tool_call"|"tool_call_response", ...}], "finish_reason"}``;
@@ -242,6 +242,26 @@ def messages_from_json(value: Any, default_role: str = "user") -> list[Message]:
     return out
 
 
+def user_texts_from_json(value: Any) -> list[str] | None:
+    """Texts of the user messages in a message-list value, without building every message: the
+    same texts as ``[m.content for m in messages_from_json(value) if m.role == "user"]`` at a
+    fraction of the cost (assistant turns with tool calls are skipped unparsed). ``None`` when
+    the value has a shape only the full parser understands."""
+    decoded = loads(value)
+    if not isinstance(decoded, list):
+        return None
+    out: list[str] = []
+    for item in decoded:
+        if not isinstance(item, dict) or ("message" in item and "role" not in item):
+            return None
+        if (as_str(item.get("role")) or "user") != "user":
+            continue
+        texts, _, _ = _content_text(item.get("parts", item.get("content")))
+        if texts:
+            out.append("\n".join(texts))
+    return out
+
+
 def system_text(value: Any) -> str | None:
     """``gen_ai.system_instructions``: JSON list of parts, or plain text."""
     decoded = loads(value)
@@ -356,24 +376,22 @@ def has_message_events(events: Iterable[SpanEvent]) -> bool:
     return any(e.name in _MESSAGE_EVENTS for e in events)
 
 
-def genai_messages(attrs: Attrs, events: list[SpanEvent]) -> tuple[list[Message], list[Message]]:
-    """Input and output messages from every ``gen_ai`` shape; the first non-empty source wins."""
-    inputs: list[Message] = []
-    outputs: list[Message] = []
-    if "gen_ai.input.messages" in attrs:
-        inputs = messages_from_json(attrs["gen_ai.input.messages"], "user")
-    if "gen_ai.output.messages" in attrs:
-        outputs = messages_from_json(attrs["gen_ai.output.messages"], "assistant")
-    if not inputs and "gen_ai.prompt" in attrs:
-        inputs = messages_from_json(attrs["gen_ai.prompt"], "user")
-    if not outputs and "gen_ai.completion" in attrs:
-        outputs = messages_from_json(attrs["gen_ai.completion"], "assistant")
-    if not inputs and _has_flat(attrs, "gen_ai.prompt.0."):
-        inputs = _flat_messages(attrs, "gen_ai.prompt.", "user")
-    if not outputs and _has_flat(attrs, "gen_ai.completion.0."):
-        outputs = _flat_messages(attrs, "gen_ai.completion.", "assistant")
-    if (not inputs or not outputs) and events and has_message_events(events):
-        ev_in, ev_out = _event_messages(events)
-        inputs = inputs or ev_in
-        outputs = outputs or ev_out
-    return inputs, outputs
+_SIDES = {
+    "input": ("gen_ai.input.messages", "gen_ai.prompt", "gen_ai.prompt.", "user", 0),
+    "output": ("gen_ai.output.messages", "gen_ai.completion", "gen_ai.completion.", "assistant", 1),
+}
+
+
+def genai_side(attrs: Attrs, events: list[SpanEvent], side: str) -> list[Message]:
+    """One side's messages (``input`` or ``output``), so a reader of outputs never pays for
+    parsing the input history (which grows with the conversation)."""
+    current, deprecated, flat, role, event_index = _SIDES[side]
+    if current in attrs and (msgs := messages_from_json(attrs[current], role)):
+        return msgs
+    if deprecated in attrs and (msgs := messages_from_json(attrs[deprecated], role)):
+        return msgs
+    if _has_flat(attrs, flat + "0.") and (msgs := _flat_messages(attrs, flat, role)):
+        return msgs
+    if events and has_message_events(events):
+        return _event_messages(events)[event_index]
+    return []

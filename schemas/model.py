@@ -169,22 +169,28 @@ class Span(_Model):
     # Messages are parsed on first use, not at ingest: they are the most expensive part of
     # normalization and most spans are only stored, never read as messages by a gate or judge.
     @cached_property
-    def _parsed_messages(self) -> tuple[list[Message], list[Message], str | None]:
-        from schemas.normalize import parse_messages
+    def _parsed_input(self) -> tuple[list[Message], str | None]:
+        from schemas.normalize import parse_input_messages
 
-        return parse_messages(self)
+        return parse_input_messages(self)
+
+    @cached_property
+    def _parsed_output(self) -> list[Message]:
+        from schemas.normalize import parse_output_messages
+
+        return parse_output_messages(self)
 
     @property
     def input_messages(self) -> list[Message]:
-        return self._parsed_messages[0]
+        return self._parsed_input[0]
 
     @property
     def output_messages(self) -> list[Message]:
-        return self._parsed_messages[1]
+        return self._parsed_output
 
     @property
     def system_instructions(self) -> str | None:
-        return self._parsed_messages[2]
+        return self._parsed_input[1]
 
     @property
     def model(self) -> str | None:

@@ -33,7 +33,7 @@ from schemas.genai import (
     as_int,
     as_str,
     as_text,
-    genai_messages,
+    genai_side,
     has_message_events,
     loads,
     str_list,
@@ -45,7 +45,7 @@ from schemas.openinference import (
 )
 from schemas.openinference import (
     finish_reasons_from_output_value,
-    openinference_messages,
+    openinference_side,
     request_model_from_invocation,
 )
 
@@ -201,38 +201,40 @@ def _usage(span: Span, attrs: Attrs) -> None:
     span.usage = TokenUsage.fast(**counts)
 
 
-def parse_messages(span: Span) -> tuple[list[Message], list[Message], str | None]:
-    """Input messages, output messages and system instructions of a normalized span; never raises.
+def parse_input_messages(span: Span) -> tuple[list[Message], str | None]:
+    """A normalized span's input messages and system instructions; never raises.
 
-    Not part of :func:`normalize_span`: ``Span`` calls it lazily on first access."""
+    Not part of :func:`normalize_span`: ``Span`` calls it lazily, on first access."""
     attrs = span.attributes if isinstance(span.attributes, dict) else {}
     try:
-        return _parse_messages(span.convention, attrs, span.events)
+        inputs = _parse_side(span.convention, attrs, span.events, "input")
     except Exception:  # noqa: BLE001 - odd input: no messages rather than a crash
-        return [], [], None
-
-
-def _parse_messages(convention: str, attrs: Attrs, events: list[SpanEvent]) -> tuple[list[Message], list[Message], str | None]:
-    if convention == "openinference":
-        inputs, outputs = openinference_messages(attrs)
-        if not inputs or not outputs:
-            g_in, g_out = genai_messages(attrs, events)
-            inputs, outputs = inputs or g_in, outputs or g_out
-    else:
-        inputs, outputs = genai_messages(attrs, events)
-        if not inputs or not outputs:
-            o_in, o_out = openinference_messages(attrs)
-            inputs, outputs = inputs or o_in, outputs or o_out
+        return [], None
     system = system_text(attrs["gen_ai.system_instructions"]) if "gen_ai.system_instructions" in attrs else None
     if system is None:
         system = "\n".join(m.content for m in inputs if m.role in ("system", "developer") and m.content) or None
-    return inputs, outputs, system
+    return inputs, system
+
+
+def parse_output_messages(span: Span) -> list[Message]:
+    """A normalized span's output messages (parsed lazily, separately from the inputs)."""
+    attrs = span.attributes if isinstance(span.attributes, dict) else {}
+    try:
+        return _parse_side(span.convention, attrs, span.events, "output")
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def _parse_side(convention: str, attrs: Attrs, events: list[SpanEvent], side: str) -> list[Message]:
+    if convention == "openinference":
+        return openinference_side(attrs, side) or genai_side(attrs, events, side)
+    return genai_side(attrs, events, side) or openinference_side(attrs, side)
 
 
 def _finish_reasons(span: Span, attrs: Attrs) -> None:
     reasons = str_list(attrs.get("gen_ai.response.finish_reasons"))
     if not reasons:  # only now pay for parsing the output messages
-        _, outputs, _ = _parse_messages(span.convention, attrs, span.events)
+        outputs = _parse_side(span.convention, attrs, span.events, "output")
         reasons = [m.finish_reason for m in outputs if m.finish_reason]
     if not reasons and span.convention == "openinference":
         reasons = str_list(attrs.get("llm.finish_reason"))
@@ -334,7 +336,8 @@ def normalize_span(span: Span) -> Span:
     values.update(_DEFAULTS)
     values["usage"] = TokenUsage.fast(input=0, output=0, total=0, cache_read=0, cache_creation=0, reasoning=0)
     values["finish_reasons"], values["exceptions"] = [], []
-    values.pop("_parsed_messages", None)  # raw layer may have changed: parse messages anew
+    values.pop("_parsed_input", None)  # raw layer may have changed: parse messages anew
+    values.pop("_parsed_output", None)
     attrs = span.attributes if isinstance(span.attributes, dict) else {}
     for section in _SECTIONS:
         try:

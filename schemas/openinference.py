@@ -65,11 +65,10 @@ def _messages(attrs: Attrs, prefix: str, default_role: str) -> list[Message]:
     return [_message(fields, default_role) for fields in indexed(attrs, prefix).values()]
 
 
-def openinference_messages(attrs: Attrs) -> tuple[list[Message], list[Message]]:
-    return (
-        _messages(attrs, "llm.input_messages.", "user"),
-        _messages(attrs, "llm.output_messages.", "assistant"),
-    )
+def openinference_side(attrs: Attrs, side: str) -> list[Message]:
+    if side == "input":
+        return _messages(attrs, "llm.input_messages.", "user")
+    return _messages(attrs, "llm.output_messages.", "assistant")
 
 
 def finish_reasons_from_output_value(attrs: Attrs) -> list[str]:

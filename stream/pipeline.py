@@ -135,6 +135,7 @@ class Pipeline:
         )
         self.counters = Counters()
         self.lock = asyncio.Lock()
+        self._inserts: set[asyncio.Future[Any]] = set()
         self.owned: set[TP] = set()
         self.rebalancing = False
 
@@ -187,10 +188,24 @@ class Pipeline:
                 c.replayed_spans += res.replayed
                 c.spans_not_held += res.not_held
             tok = token("spans", (f"{m.topic}/{m.partition}/{m.offset}" for m, _ in items))
-            await self._retry(lambda: self.sink.write_spans(rows, tok), "insert spans", "write_retries")
-            self.counters.spans_stored += len(rows)
-            if evicted:
-                await self._write_completed(evicted)
+            # The insert runs without the lock, so completed traces can be decided meanwhile;
+            # trace rows wait for every insert that was in flight (see _spans_stored).
+            insert = asyncio.ensure_future(
+                self._retry(lambda: self.sink.write_spans(rows, tok), "insert spans", "write_retries")
+            )
+            self._inserts.add(insert)
+            insert.add_done_callback(self._inserts.discard)
+        await insert
+        self.counters.spans_stored += len(rows)
+        if evicted:
+            await self._write_completed(evicted)
+
+    async def _spans_stored(self) -> None:
+        """Wait until every span insert started so far is acknowledged: a trace row must never be
+        visible before the spans it counts."""
+        pending = list(self._inserts)
+        if pending:
+            await asyncio.gather(*pending)
 
     async def handle_events(self, msgs: Sequence[InMessage]) -> None:
         """A batch from the product-events topic: dead-letter the bad, store (and link) the rest."""
@@ -213,9 +228,9 @@ class Pipeline:
             return 0
         async with self.lock:
             done = self.assembler.expire(self.clock())
-            if done:
-                await self._write_completed(done)
-            return len(done)
+        if done:
+            await self._write_completed(done)
+        return len(done)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         # Eager rebalancing revokes everything and usually hands most of it back, so state is
@@ -287,6 +302,7 @@ class Pipeline:
             (c, self.decider.decide(c.trace, actions.get(c.trace.trace_id, ())) if self.decider else None)
             for c in done
         ]
+        await self._spans_stored()
         to_judge = [
             OutRecord(self.settings.judge_topic, c.trace.trace_id.encode(), encode_for_judges(c.trace, d))
             for c, d in decided

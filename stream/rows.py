@@ -79,11 +79,17 @@ def encode_attrs(attrs: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     out: dict[str, str] = {}
     typed: list[str] = []
     for k, v in attrs.items():
-        if isinstance(v, str):
+        t = type(v)
+        if t is str:
             out[k] = v
-        else:
+            continue
+        typed.append(k)
+        if t is int:  # the common non-string values, without json.dumps's per-call overhead
+            out[k] = str(v)
+        elif t is bool:
+            out[k] = "true" if v else "false"
+        else:  # floats (nan/inf need json's spelling), lists, dicts, bytes
             out[k] = _json(v)
-            typed.append(k)
     return out, typed
 
 
@@ -99,7 +105,11 @@ def span_row(span: Span, topic: str, partition: int, offset: int, ingested_ms: i
     attrs, typed = encode_attrs(span.attributes)
     res, res_typed = encode_attrs(span.resource_attributes)
     u = span.usage
-    events = _json([{"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in span.events])
+    events = (
+        _json([{"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in span.events])
+        if span.events
+        else "[]"
+    )
     return (
         span.trace_id, span.span_id, span.parent_span_id or "", span.name, span.otel_kind,
         span.kind.value, span.operation or "", span.convention, span.service_name, span.scope_name,

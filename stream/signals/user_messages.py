@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from schemas.genai import loads, messages_from_json
+from schemas.genai import loads, messages_from_json, user_texts_from_json
 from schemas.model import Span, SpanKind, Trace
 
 _TEXT_KEYS = ("input", "query", "question", "message", "prompt", "user_input", "content", "text")
@@ -109,6 +109,11 @@ def _history_length(known: list[str], new: list[str]) -> int:
 
 
 def _message_texts(span: Span) -> list[str]:
+    raw = span.attributes.get("gen_ai.input.messages")
+    if raw is not None and span.convention != "openinference" and "_parsed_input" not in span.__dict__:
+        texts = user_texts_from_json(raw)
+        if texts is not None:
+            return [t for t in texts if t.strip()]
     return [m.content for m in span.input_messages if m.role == "user" and m.content.strip()]
 
 
