@@ -33,6 +33,7 @@ _QUOTES = str.maketrans({"’": "'", "‘": "'", "ʼ": "'", "`": "'"})  # 1:1, s
 _CLAUSE_END = re.compile(r"[,.;:!?…]")
 _NEGATION_WINDOW_CHARS = 60
 _NEGATION_WINDOW_WORDS = 4
+_HIT_CACHE_SIZE = 4096  # distinct user-message texts whose lexicon hits are remembered
 _LETTER_WORD = re.compile(r"[^\W\d_]{2,}")
 
 
@@ -60,6 +61,7 @@ class SemanticMiner:
         self.lexicons = tuple(lexicons)
         self.shouting = shouting
         self.max_chars = max_chars
+        self._hits: dict[str, tuple[tuple[str, int, int, str | None], ...]] = {}
 
     def mine(self, trace: Trace) -> list[Signal]:
         return self.mine_messages(user_messages(trace))
@@ -72,20 +74,28 @@ class SemanticMiner:
 
     def _mine_one(self, msg: UserMessage) -> list[Signal]:
         text = msg.text[: self.max_chars].translate(_QUOTES)
-        found: dict[str, Signal] = {}
+        hits = self._hits.get(text)
+        if hits is None:
+            hits = self._find(text)
+            if len(self._hits) >= _HIT_CACHE_SIZE:  # FIFO: a conversation's history repeats in
+                self._hits.pop(next(iter(self._hits)))  # every later trace of that conversation
+            self._hits[text] = hits
+        return [self._signal(type_, msg, start, end, language) for type_, start, end, language in hits]
+
+    def _find(self, text: str) -> tuple[tuple[str, int, int, str | None], ...]:
+        found: dict[str, tuple[str, int, int, str | None]] = {}
         for lex in self.lexicons:
             for rules in lex.types:
                 if rules.type in found:
                     continue
                 hit = first_hit(text, rules, lex.negation)
                 if hit is not None:
-                    found[rules.type] = self._signal(rules.type, msg, hit, lex.language)
+                    found[rules.type] = (rules.type, hit.start(), hit.end(), lex.language)
         if self.shouting and "frustration" not in found and is_shouting(text):
-            found["frustration"] = self._signal("frustration", msg, None, None)
-        return list(found.values())
+            found["frustration"] = ("frustration", 0, 0, None)
+        return tuple(found.values())
 
-    def _signal(self, type_: str, msg: UserMessage, hit: re.Match[str] | None, language: str | None) -> Signal:
-        start, end = (hit.start(), hit.end()) if hit is not None else (0, 0)
+    def _signal(self, type_: str, msg: UserMessage, start: int, end: int, language: str | None) -> Signal:
         return Signal(
             type=type_,
             polarity=SEMANTIC_TYPES[type_],
