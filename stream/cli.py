@@ -91,6 +91,35 @@ def sql(
     print_rows(columns, rows, fmt)
 
 
+@app.command()
+def estimate(
+    labels: Path = typer.Option(..., "--labels", help='JSONL: {"trace_id": "...", "passed": true|false} per labeled trace'),
+    method: str = typer.Option("poststratified", help="poststratified | hajek | ht"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Pass rate over ALL traffic from labeled samples, weighted by the recorded inclusion probabilities."""
+    from stream.estimate_cli import LabelError, estimate_from_labels, read_labels
+
+    settings = _settings(config)
+    try:
+        result, naive, missing = estimate_from_labels(
+            lambda q: run_sql(settings, q), settings.clickhouse_database, read_labels(labels), method  # type: ignore[arg-type]
+        )
+    except (LabelError, ValueError, OSError) as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    table = Table(title=f"Pass rate over all traffic ({result.method}, 95 % CI)")
+    for col in ("stratum", "judged", "population", "pass rate", "CI low", "CI high"):
+        table.add_column(col)
+    def row(name: str, e: Any, pop: Any) -> None:
+        table.add_row(Text(name), str(e.n_judged), str(pop if pop is not None else ""), f"{e.rate:.4f}", f"{e.ci_low:.4f}", f"{e.ci_high:.4f}")
+    for name, e in sorted(result.per_stratum.items()):
+        row(name, e, e.n_population)
+    row("ALL", result, result.n_population)
+    console.print(table)
+    console.print(f"naive (unweighted) rate of the labeled sample: {naive:.4f}; labels without a decided trace: {missing}")
+
+
 def run_sql(settings: Settings, query: str) -> tuple[list[str], list[Any]]:
     from stream.store import ClickHouseStore, StoreLockedError, is_read_only_sql
     from stream.worker import read_worker_file

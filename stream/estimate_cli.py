@@ -1,0 +1,68 @@
+"""``tracejudge estimate``: the pass rate over ALL traffic from labeled samples.
+
+Labels come from a JSONL file of ``{"trace_id": ..., "passed": true|false}`` (from judges, or from
+humans labeling the sampled traces). Each label is joined with its trace's recorded decision
+(inclusion probability ``p`` and sampling stratum), and the population of every stratum is counted
+in ``traces`` — so the estimate is inverse-probability weighted (post-stratified by default), not
+the naive rate of a failure-biased sample, which is printed next to it for contrast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from stream.estimate import Estimate, Judged, Method, estimate_pass_rate, naive_rate
+
+Query = Callable[[str], tuple[list[str], list[Any]]]
+
+
+class LabelError(ValueError):
+    pass
+
+
+def read_labels(path: Path) -> dict[str, bool]:
+    labels: dict[str, bool] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+            tid, passed = str(doc["trace_id"]).lower(), doc["passed"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LabelError(f"{path}:{n}: expected {{\"trace_id\": ..., \"passed\": true|false}}: {exc}") from None
+        if not isinstance(passed, bool):
+            raise LabelError(f"{path}:{n}: passed must be true or false")
+        labels[tid] = passed
+    return labels
+
+
+def _id_list(ids: list[str]) -> str:
+    for t in ids:
+        if len(t) != 32 or any(c not in "0123456789abcdef" for c in t):
+            raise LabelError(f"not a 32-hex trace id: {t[:64]!r}")
+    return ", ".join(f"'{t}'" for t in ids)  # validated hex only: nothing to escape
+
+
+def estimate_from_labels(
+    query: Query, db: str, labels: dict[str, bool], method: Method = "poststratified", where: str = ""
+) -> tuple[Estimate, float, int]:
+    """(estimate, naive rate, labels without a decided trace)."""
+    _, pop_rows = query(
+        f"SELECT sample_stratum, count() FROM {db}.traces FINAL WHERE sample_stratum != '' "
+        f"{'AND ' + where if where else ''} GROUP BY sample_stratum"
+    )
+    population = {str(k): int(v) for k, v in pop_rows}
+    samples: list[Judged] = []
+    ids = sorted(labels)
+    for i in range(0, len(ids), 5000):
+        chunk = ids[i : i + 5000]
+        _, rows = query(
+            f"SELECT trace_id, inclusion_p, sample_stratum FROM {db}.traces FINAL "
+            f"WHERE trace_id IN ({_id_list(chunk)}) AND sample_stratum != '' AND inclusion_p > 0"
+        )
+        samples += [Judged(labels[tid], float(p), str(stratum)) for tid, p, stratum in rows]
+    missing = len(labels) - len(samples)
+    return estimate_pass_rate(samples, method=method, population=population), naive_rate(samples), missing

@@ -1,0 +1,47 @@
+"""`tracejudge estimate`: labels joined with recorded decisions in real ClickHouse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stream.estimate_cli import LabelError, estimate_from_labels, read_labels
+from stream.store import ClickHouseStore
+
+COLS = ["trace_id", "sample_class", "sample_stratum", "inclusion_p", "sampled", "start_time", "end_time", "first_seen", "last_seen", "completed_at"]
+
+
+def test_weighted_estimate_from_labels(store: ClickHouseStore, tmp_path: Path) -> None:
+    # 100 suspected failures (all judged: 40 pass) and 900 successes (p = 0.1: 90 judged, all pass)
+    rows, labels = [], {}
+    for i in range(1000):
+        tid = f"{i:032x}"
+        failure = i < 100
+        p = 1.0 if failure else 0.1
+        sampled = failure or i % 10 == 0
+        stratum = "suspected_failure" if failure else "success:base"
+        rows.append([tid, stratum.split(":")[0], stratum, p, int(sampled), 1, 2, 0, 0, 0])
+        if sampled:
+            labels[tid] = (i % 10 < 4) if failure else True
+    store.insert("traces", rows, COLS)
+    path = tmp_path / "labels.jsonl"
+    path.write_text("\n".join(json.dumps({"trace_id": t, "passed": v}) for t, v in labels.items()) + "\n")
+    est, naive, missing = estimate_from_labels(store.query, store.database, read_labels(path))
+    assert missing == 0 and est.n_judged == 190 and est.n_population == 1000
+    assert est.rate == pytest.approx((40 + 900) / 1000)  # truth: 94 %; the sample alone says 68 %
+    assert naive == pytest.approx((40 + 90) / 190)
+    assert est.ci_low < est.rate <= est.ci_high <= 1.0  # every judged success passed: no room above
+
+
+@pytest.mark.parametrize(
+    "line",
+    ['{"trace_id": "x"}', '{"passed": true}', '{"trace_id": "a", "passed": "yes"}', "nope"],
+    ids=["no-passed", "no-id", "string-bool", "not-json"],
+)
+def test_bad_label_lines_name_the_line(tmp_path: Path, line: str) -> None:
+    path = tmp_path / "l.jsonl"
+    path.write_text('{"trace_id": "%s", "passed": true}\n%s\n' % ("a" * 32, line))
+    with pytest.raises(LabelError, match=":2:"):
+        read_labels(path)
