@@ -146,15 +146,15 @@ class TraceAssembler:
             self._idle.pop(tid, None)
         return len(gone)
 
-    def expire(self, now_ns: int) -> list[CompletedTrace]:
-        """Complete every trace that is due at ``now_ns``."""
+    def expire(self, now_ns: int, limit: int | None = None) -> list[CompletedTrace]:
+        """Complete the traces that are due at ``now_ns`` (at most ``limit``, oldest first)."""
         done: list[CompletedTrace] = []
-        while self._idle:
+        while self._idle and (limit is None or len(done) < limit):
             tid = next(iter(self._idle))
             if self._open[tid].last_seen_ns + self.decision_wait_ns > now_ns:
                 break
             done.append(self._complete(tid, CompletionReason.ROOT_ENDED_IDLE, now_ns))
-        while self._open:
+        while self._open and (limit is None or len(done) < limit):
             tid, ot = next(iter(self._open.items()))
             if ot.first_seen_ns + self.max_age_ns > now_ns:
                 break

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     max_spans_per_trace: int = Field(10_000, ge=1, description="spans held in memory per open trace")
     decided_cache_size: int = Field(200_000, ge=1, description="recently completed trace ids kept for late spans")
     tick_interval: float = Field(1.0, gt=0, description="how often open traces are checked for completion")
+    completion_chunk: int = Field(200, ge=1, description="traces decided and written per step of a tick")
 
     # --- input limits ----------------------------------------------------------------------
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)

@@ -146,7 +146,9 @@ class Pipeline:
         self.counters.messages_in += len(msgs)
         local: list[tuple[InMessage, list[Span]]] = []
         out: list[OutRecord] = []
-        for msg in msgs:
+        for i, msg in enumerate(msgs):
+            if i and i % 50 == 0:
+                await asyncio.sleep(0)  # long batches must not starve heartbeats and timers
             try:
                 req = parse_message(msg.value, self.settings.input_encoding, self.limits)
                 spans = decode_request(req, self.limits)
@@ -226,11 +228,16 @@ class Pipeline:
         """Complete due traces; returns how many. Called periodically by the worker."""
         if self.rebalancing:
             return 0
-        async with self.lock:
-            done = self.assembler.expire(self.clock())
-        if done:
-            await self._write_completed(done)
-        return len(done)
+        total = 0
+        while True:  # in chunks, yielding between them: the event loop (heartbeats, fetches) keeps running
+            async with self.lock:
+                done = self.assembler.expire(self.clock(), limit=self.settings.completion_chunk)
+            if done:
+                await self._write_completed(done)
+            total += len(done)
+            if len(done) < self.settings.completion_chunk or self.rebalancing:
+                return total
+            await asyncio.sleep(0)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         # Eager rebalancing revokes everything and usually hands most of it back, so state is
