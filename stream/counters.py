@@ -1,0 +1,52 @@
+"""What the worker counts: exposed on ``/api/status`` and printed by the demo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream.assembly import CompletedTrace
+from stream.decide import TraceDecision
+
+
+@dataclass
+class Counters:
+    messages_in: int = 0
+    spans_in: int = 0
+    spans_stored: int = 0
+    dead_lettered: int = 0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    repartitioned_messages: int = 0
+    late_spans: int = 0
+    replayed_spans: int = 0
+    spans_not_held: int = 0
+    traces_completed: dict[str, int] = field(default_factory=dict)
+    traces_recovered: int = 0
+    write_retries: int = 0
+    send_retries: int = 0
+    action_events: int = 0
+    sample_classes: dict[str, int] = field(default_factory=dict)
+    sampled: int = 0
+    gate_failures: dict[str, int] = field(default_factory=dict)
+    gate_errors: dict[str, int] = field(default_factory=dict)
+    signals: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def count_completed(self, c: CompletedTrace, d: TraceDecision | None) -> None:
+        _inc(self.traces_completed, c.trace.completion_reason.value)
+        if d is None:
+            return
+        _inc(self.sample_classes, d.decision.sample_class)
+        self.sampled += d.decision.sampled
+        for g in d.failed_gates:
+            _inc(self.gate_failures, g)
+        for g in d.gate_errors + d.miner_errors:
+            _inc(self.gate_errors, g)
+        for sig in d.signals:
+            _inc(self.signals, sig.type)
+
+
+def _inc(counts: dict[str, int], key: str) -> None:
+    counts[key] = counts.get(key, 0) + 1
