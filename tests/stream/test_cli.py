@@ -58,3 +58,19 @@ def test_invalid_configuration_exits_2_naming_the_field(tmp_path: Path) -> None:
     assert "max_open_traces (TRACEJUDGE_MAX_OPEN_TRACES)" in run.stderr
     missing = tracejudge("worker", cwd=tmp_path)
     assert missing.returncode == 2 and "TRACEJUDGE_KAFKA_BOOTSTRAP" in missing.stderr
+
+
+def test_invalid_policy_stops_the_worker_naming_the_entry(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "gates:\n"
+        "  - {type: span_error, name: errors}\n"
+        "  - {type: cel, name: broken_rule, fail_when: 'trace.tool_calls.exists(t, '}\n"
+    )
+    env = {"TRACEJUDGE_KAFKA_BOOTSTRAP": "127.0.0.1:1", "TRACEJUDGE_POLICY_FILE": str(policy)}
+    run = tracejudge("worker", cwd=tmp_path, env=env, timeout=60)
+    assert run.returncode == 2, run.stderr
+    assert "broken_rule" in run.stderr and "fail_when" in run.stderr
+    policy.write_text("sampling:\n  success: {rate: 1.5}\n")
+    run = tracejudge("worker", cwd=tmp_path, env=env, timeout=60)
+    assert run.returncode == 2 and "rate" in run.stderr
