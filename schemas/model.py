@@ -283,13 +283,14 @@ class Trace(_Model):
 
     @property
     def usage(self) -> TokenUsage:
-        total = TokenUsage()
+        sums = dict.fromkeys(("input", "output", "total", "cache_read", "cache_creation", "reasoning"), 0)
         for s in self.llm_spans or self.spans:
-            for f in ("input", "output", "total", "cache_read", "cache_creation", "reasoning"):
-                setattr(total, f, getattr(total, f) + getattr(s.usage, f))
-        if not total.total:
-            total.total = total.input + total.output
-        return total
+            u = s.usage.__dict__
+            for f in sums:
+                sums[f] += u[f]
+        if not sums["total"]:
+            sums["total"] = sums["input"] + sums["output"]
+        return TokenUsage.fast(**sums)
 
     @property
     def models(self) -> list[str]:

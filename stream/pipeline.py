@@ -134,11 +134,13 @@ class Pipeline:
             rows: list[tuple[Any, ...]] = []
             evicted: list[CompletedTrace] = []
             now_ms = now // 1_000_000
+            resources: dict[int, Any] = {}  # spans of one ResourceSpans share their resource dict
             for msg, spans in items:
                 res = self.assembler.add(spans, (msg.topic, msg.partition), msg.offset, now)
                 late = {id(s) for s in res.late}
                 rows.extend(
-                    span_row(s, msg.topic, msg.partition, msg.offset, now_ms, id(s) in late) for s in spans
+                    span_row(s, msg.topic, msg.partition, msg.offset, now_ms, id(s) in late, resources)
+                    for s in spans
                 )
                 evicted.extend(res.evicted)
                 c = self.counters

@@ -101,9 +101,20 @@ def decode_attrs(values: dict[str, str], typed: list[str]) -> dict[str, Any]:
     return out
 
 
-def span_row(span: Span, topic: str, partition: int, offset: int, ingested_ms: int, late: bool) -> tuple[Any, ...]:
+def span_row(
+    span: Span, topic: str, partition: int, offset: int, ingested_ms: int, late: bool,
+    resource_cache: dict[int, Any] | None = None,
+) -> tuple[Any, ...]:
+    """One ``spans`` row. ``resource_cache`` (keyed by the resource dict's id, so only valid while
+    those spans are alive) encodes a resource shared by many spans once."""
     attrs, typed = encode_attrs(span.attributes)
-    res, res_typed = encode_attrs(span.resource_attributes)
+    if resource_cache is None:
+        res, res_typed = encode_attrs(span.resource_attributes)
+    else:
+        key = id(span.resource_attributes)
+        if key not in resource_cache:
+            resource_cache[key] = encode_attrs(span.resource_attributes)
+        res, res_typed = resource_cache[key]
     u = span.usage
     events = (
         _json([{"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in span.events])
