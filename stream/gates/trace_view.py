@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.model import Span, SpanKind, Trace
+from stream.signals.user_messages import user_messages as extract_user_messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,15 +67,9 @@ def _requested_tool_uses(trace: Trace) -> list[ToolUse]:
 
 
 def user_messages(trace: Trace) -> list[tuple[str, str]]:
-    """``(span_id, text)`` of each distinct user message, in order of first appearance."""
-    seen: set[str] = set()
-    out: list[tuple[str, str]] = []
-    for s in sorted(trace.llm_spans, key=lambda s: s.start_ns):
-        for m in s.input_messages:
-            if m.role == "user" and m.content and m.content not in seen:
-                seen.add(m.content)
-                out.append((s.span_id, m.content))
-    return out
+    """``(span_id, text)`` of each user message, in order, history repeated across LLM spans
+    counted once — the same extraction (and per-trace cache) the semantic signal miner uses."""
+    return [(m.span_id, m.text) for m in extract_user_messages(trace)]
 
 
 def last_llm_span(trace: Trace) -> Span | None:
