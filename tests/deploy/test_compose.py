@@ -109,7 +109,7 @@ def test_worker_scales_by_replicas_within_partition_count(services, worker, work
 
 def test_topic_init_creates_settings_topics(services, worker_env):
     topics = created_topics(services)
-    for field in ("input_topic", "dlq_topic", "repartition_topic"):
+    for field in ("input_topic", "dlq_topic", "repartition_topic", "events_topic", "events_dlq_topic", "judge_topic"):
         default = settings_default(field)
         assert default in topics, f"{field} default {default!r} is not created (created: {sorted(topics)})"
         # If the worker overrides the name, it must still be a created topic.
