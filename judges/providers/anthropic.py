@@ -1,0 +1,51 @@
+"""Anthropic Messages API: ``POST {base_url}/v1/messages`` with ``x-api-key`` and
+``anthropic-version: 2023-06-01``; ``base_url`` is the host (``https://api.anthropic.com``).
+
+Structured output uses the GA ``output_config.format`` JSON-schema field when the spec enables
+it. HTTP 529 (overloaded) is retried like 503 (see ``retry.classify_status``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from judges.providers.base import ChatRequest
+from judges.providers.http import HttpProvider, Parsed, as_token_count, require
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+class AnthropicProvider(HttpProvider):
+    def _request(self, req: ChatRequest) -> tuple[str, dict[str, str], dict[str, Any]]:
+        body: dict[str, Any] = {
+            "model": req.model,
+            "max_tokens": req.max_tokens,
+            "messages": [{"role": role, "content": content} for role, content in req.messages],
+            "temperature": req.temperature,
+        }
+        if req.system:
+            body["system"] = req.system
+        if req.json_schema is not None and self.structured_output:
+            body["output_config"] = {"format": {"type": "json_schema", "schema": req.json_schema}}
+        headers = {"x-api-key": self._api_key, "anthropic-version": ANTHROPIC_VERSION,
+                   "Accept": "application/json"}
+        return f"{self.base_url}/v1/messages", headers, body
+
+    def _parse(self, body: Any) -> Parsed:
+        require(isinstance(body, dict), "body is not a JSON object")
+        content = body.get("content")
+        require(isinstance(content, list), "content missing")
+        texts: list[str] = []
+        for block in content:
+            require(isinstance(block, dict), "content block is not an object")
+            if block.get("type") == "text":
+                require(isinstance(block.get("text"), str), "text block without text")
+                texts.append(block["text"])
+        require(len(texts) > 0, f"no text block (stop_reason={body.get('stop_reason')!r})")
+        usage = body.get("usage")
+        require(isinstance(usage, dict), "usage missing")
+        model = body.get("model")
+        require(isinstance(model, str) and model != "", "model missing")
+        return Parsed(text="".join(texts), model=model,
+                      input_tokens=as_token_count(usage.get("input_tokens"), "usage.input_tokens"),
+                      output_tokens=as_token_count(usage.get("output_tokens"),
+                                                   "usage.output_tokens"))

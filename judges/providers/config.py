@@ -1,0 +1,57 @@
+"""``ProviderSpec`` (one configured provider) and ``build_provider``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from judges.providers.anthropic import AnthropicProvider
+from judges.providers.base import ProviderError
+from judges.providers.breaker import CircuitBreaker
+from judges.providers.http import HttpProvider
+from judges.providers.openai_compat import OpenAICompatProvider
+from judges.providers.retry import Clock, RetryPolicy, Sleep
+
+
+class ProviderSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["openai", "anthropic"]
+    name: str = Field(min_length=1)
+    base_url: str = Field(min_length=1)
+    api_key_env: str = Field(min_length=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    deadline_s: float = Field(default=180.0, gt=0)
+    backoff_base_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=30.0, ge=0)
+    price_in_per_1m: float = Field(default=0.0, ge=0)
+    price_out_per_1m: float = Field(default=0.0, ge=0)
+    structured_output: bool = False
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_s: float = Field(default=30.0, ge=0)
+
+
+def build_provider(spec: ProviderSpec, *, sleep: Sleep = asyncio.sleep,
+                   clock: Clock = time.monotonic, env: Mapping[str, str] = os.environ,
+                   rng: random.Random | None = None) -> HttpProvider:
+    """The provider for ``spec``; raises ``ProviderError("config")`` naming a missing key variable."""
+    api_key = env.get(spec.api_key_env, "")
+    if not api_key:
+        raise ProviderError("config", f"provider {spec.name!r}: environment variable "
+                            f"{spec.api_key_env} is not set")
+    policy = RetryPolicy(max_attempts=spec.max_attempts, deadline_s=spec.deadline_s,
+                         base_delay_s=spec.backoff_base_s, max_delay_s=spec.backoff_max_s,
+                         rng=rng or random.Random())
+    breaker = CircuitBreaker(spec.breaker_failures, spec.breaker_cooldown_s, clock)
+    cls = OpenAICompatProvider if spec.type == "openai" else AnthropicProvider
+    return cls(name=spec.name, base_url=spec.base_url, api_key=api_key, timeout_s=spec.timeout_s,
+               price_in_per_1m=spec.price_in_per_1m, price_out_per_1m=spec.price_out_per_1m,
+               structured_output=spec.structured_output, policy=policy, breaker=breaker,
+               sleep=sleep, clock=clock)

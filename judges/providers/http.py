@@ -1,0 +1,175 @@
+"""Shared machinery of the HTTP providers: one pooled ``httpx.AsyncClient``, the retry loop, the
+circuit breaker and the mapping of transport and HTTP failures onto ``AttemptError`` kinds.
+
+A concrete provider only says how to build the request (``_request``) and how to read a 2xx body
+(``_parse``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from abc import ABC, abstractmethod
+from typing import Any, Self
+
+import httpx
+
+from judges.providers.base import ChatRequest, ChatResponse, ProviderError
+from judges.providers.breaker import CircuitBreaker
+from judges.providers.retry import (
+    RETRY_AFTER_STATUSES,
+    AttemptError,
+    Clock,
+    RetryPolicy,
+    Sleep,
+    classify_status,
+    parse_retry_after,
+    run_with_retry,
+)
+
+#: Attempt failures that count against the breaker (the provider itself is unhealthy).
+BREAKER_KINDS = frozenset({"rate_limited", "server", "timeout", "network", "invalid_response"})
+
+
+class Parsed:
+    """What a provider reads out of a 2xx body."""
+
+    __slots__ = ("input_tokens", "model", "output_tokens", "text")
+
+    def __init__(self, text: str, model: str, input_tokens: int, output_tokens: int):
+        self.text = text
+        self.model = model
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+
+
+def make_client(timeout_s: float, max_connections: int = 32) -> httpx.AsyncClient:
+    """The provider's one pooled client; connect and pool waits are capped at 10 s."""
+    timeout = httpx.Timeout(connect=min(timeout_s, 10.0), read=timeout_s, write=timeout_s,
+                            pool=min(timeout_s, 10.0))
+    limits = httpx.Limits(max_connections=max_connections,
+                          max_keepalive_connections=max_connections, keepalive_expiry=30.0)
+    return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+
+
+def require(cond: bool, what: str) -> None:
+    if not cond:
+        raise AttemptError("invalid_response", what)
+
+
+def as_token_count(value: Any, what: str) -> int:
+    require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+            f"{what} is not a non-negative integer")
+    return int(value)
+
+
+class HttpProvider(ABC):
+    def __init__(self, *, name: str, base_url: str, api_key: str, timeout_s: float,
+                 price_in_per_1m: float, price_out_per_1m: float, structured_output: bool,
+                 policy: RetryPolicy, breaker: CircuitBreaker, sleep: Sleep, clock: Clock):
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.price_in_per_1m = price_in_per_1m
+        self.price_out_per_1m = price_out_per_1m
+        self.structured_output = structured_output
+        self.policy = policy
+        self.breaker = breaker
+        self._api_key = api_key
+        self._timeout_s = timeout_s
+        self._sleep = sleep
+        self._clock = clock
+        self._client = make_client(timeout_s)
+
+    # -- what a concrete provider supplies ------------------------------------------------------
+    @abstractmethod
+    def _request(self, req: ChatRequest) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """(url, headers, JSON body) of one attempt."""
+
+    @abstractmethod
+    def _parse(self, body: Any) -> Parsed:
+        """Read a 2xx JSON body; raise ``AttemptError("invalid_response")`` when unusable."""
+
+    @staticmethod
+    def _error_detail(body: Any) -> str:
+        """Human-readable message from an error body (both APIs use ``{"error": {"message"}}``)."""
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            err = body["error"]
+            return str(err.get("message") or err.get("type") or err)
+        return ""
+
+    # -- Provider --------------------------------------------------------------------------------
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.price_in_per_1m + output_tokens * self.price_out_per_1m) / 1e6
+
+    async def complete(self, req: ChatRequest) -> ChatResponse:
+        if not self.breaker.allow():
+            raise ProviderError("circuit_open", f"{self.name}: circuit open, retry in "
+                                f"{self.breaker.retry_in():.1f}s")
+        start = self._clock()
+        url, headers, body = self._request(req)
+        sent = 0
+
+        async def attempt(remaining_s: float) -> Parsed:
+            nonlocal sent
+            if sent and not self.breaker.allow():  # the first attempt holds the slot taken above
+                raise ProviderError("circuit_open", f"{self.name}: circuit opened during retries",
+                                    attempts=sent)
+            sent += 1
+            return await self._attempt(url, headers, body, remaining_s)
+
+        parsed, attempts = await run_with_retry(attempt, self.policy, sleep=self._sleep,
+                                                clock=self._clock)
+        return ChatResponse(text=parsed.text, model=parsed.model, input_tokens=parsed.input_tokens,
+                            output_tokens=parsed.output_tokens,
+                            latency_s=self._clock() - start, attempts=attempts)
+
+    async def _attempt(self, url: str, headers: dict[str, str], body: dict[str, Any],
+                       remaining_s: float) -> Parsed:
+        """One request, its outcome reported to the breaker (which has already let it through)."""
+        try:
+            parsed = await self._send(url, headers, body, remaining_s)
+        except AttemptError as err:
+            if err.kind in BREAKER_KINDS:
+                self.breaker.record_failure()
+            else:
+                self.breaker.release()
+            raise
+        except BaseException:
+            self.breaker.release()  # cancelled: no verdict on the provider's health
+            raise
+        self.breaker.record_success()
+        return parsed
+
+    async def _send(self, url: str, headers: dict[str, str], body: dict[str, Any],
+                    remaining_s: float) -> Parsed:
+        t = min(self._timeout_s, remaining_s)
+        try:
+            async with asyncio.timeout(remaining_s):
+                resp = await self._client.post(url, headers=headers, json=body,
+                                               timeout=httpx.Timeout(t, connect=min(t, 10.0)))
+        except TimeoutError as err:
+            raise AttemptError("timeout", f"{self.name}: no response within the deadline") from err
+        except httpx.TimeoutException as err:
+            raise AttemptError("timeout", f"{self.name}: {type(err).__name__} after {t:.1f}s") from err
+        except httpx.TransportError as err:
+            raise AttemptError("network", f"{self.name}: {type(err).__name__}: {err}") from err
+        try:
+            payload: Any = resp.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            payload = None
+        if not resp.is_success:
+            kind = classify_status(resp.status_code)
+            retry_after = (parse_retry_after(resp.headers)
+                           if resp.status_code in RETRY_AFTER_STATUSES else None)
+            detail = self._error_detail(payload) or resp.text[:200]
+            raise AttemptError(kind, f"{self.name}: {detail}", resp.status_code, retry_after)
+        require(payload is not None, f"{self.name}: response body is not JSON")
+        return self._parse(payload)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,55 @@
+"""OpenAI-compatible Chat Completions (OpenAI, Azure-style gateways, vLLM, Ollama, LiteLLM, …).
+
+``POST {base_url}/chat/completions`` with ``Authorization: Bearer <key>``; ``base_url`` includes
+the version prefix (``https://api.openai.com/v1``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from judges.providers.base import ChatRequest
+from judges.providers.http import HttpProvider, Parsed, as_token_count, require
+
+
+class OpenAICompatProvider(HttpProvider):
+    def _request(self, req: ChatRequest) -> tuple[str, dict[str, str], dict[str, Any]]:
+        messages: list[dict[str, str]] = []
+        if req.system:
+            messages.append({"role": "system", "content": req.system})
+        messages.extend({"role": role, "content": content} for role, content in req.messages)
+        body: dict[str, Any] = {
+            "model": req.model,
+            "messages": messages,
+            "temperature": req.temperature,
+            "max_tokens": req.max_tokens,
+        }
+        if req.seed is not None:
+            body["seed"] = req.seed
+        if req.json_schema is not None and self.structured_output:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": req.schema_name, "schema": req.json_schema, "strict": True},
+            }
+        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+        return f"{self.base_url}/chat/completions", headers, body
+
+    def _parse(self, body: Any) -> Parsed:
+        require(isinstance(body, dict), "body is not a JSON object")
+        choices = body.get("choices")
+        require(isinstance(choices, list) and len(choices) > 0, "no choices")
+        choice = choices[0]
+        require(isinstance(choice, dict) and isinstance(choice.get("message"), dict),
+                "choices[0].message missing")
+        message = choice["message"]
+        content = message.get("content")
+        if content is None and message.get("refusal"):
+            require(False, f"model refused: {str(message['refusal'])[:200]}")
+        require(isinstance(content, str), "choices[0].message.content is not a string")
+        usage = body.get("usage")
+        require(isinstance(usage, dict), "usage missing")
+        model = body.get("model")
+        require(isinstance(model, str) and model != "", "model missing")
+        return Parsed(text=content, model=model,
+                      input_tokens=as_token_count(usage.get("prompt_tokens"), "usage.prompt_tokens"),
+                      output_tokens=as_token_count(usage.get("completion_tokens"),
+                                                   "usage.completion_tokens"))
