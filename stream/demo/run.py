@@ -193,7 +193,7 @@ def _summary(worker: WorkerProcess, stats: FleetStats, started_ms: int, db: str,
     console.print(
         f"\nfleet sent {stats.traces} traces / {stats.spans} spans in {stats.messages} Kafka messages "
         f"({stats.seconds:.1f}s); worker stored {c['spans_stored']} spans, "
-        f"dead-lettered {c['dead_lettered']} messages, {c['late_spans']} late spans."
+        f"dead-lettered {c['dead_lettered']} messages (the demo sends 2 malformed product events on purpose), {c['late_spans']} late spans."
     )
     since = f"fromUnixTimestamp64Milli({started_ms})"
     rows = Table("table", "rows (this run)", "rows (all time)", title="ClickHouse rows (FINAL)")
