@@ -13,6 +13,7 @@ only to show, in tests, that the defense is what stops prompt injection.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -174,7 +175,27 @@ def build_request(
     defended: bool = True,
     max_value_chars: int = DEFAULT_MAX_VALUE_CHARS,
 ) -> ChatRequest:
-    values = {name: truncate(extract(src, trace, meta), max_value_chars) for name, src in rubric.variables.items()}
+    values = extract_values(rubric, trace, meta, max_value_chars)
+    return request_from_values(rubric, values, model=model, defended=defended)
+
+
+def extract_values(
+    rubric: Rubric, trace: Trace, meta: Mapping[str, Any], max_value_chars: int = DEFAULT_MAX_VALUE_CHARS
+) -> dict[str, str]:
+    """The rubric's variables, extracted from the trace and truncated: everything the judge sees."""
+    return {name: truncate(extract(src, trace, meta), max_value_chars) for name, src in rubric.variables.items()}
+
+
+def input_hash(values: Mapping[str, str]) -> str:
+    """Canonical hash of a judge's input (the extracted variables, not the per-call nonce): with the
+    rubric hash and the model it keys the verdict cache."""
+    canonical = json.dumps(dict(sorted(values.items())), ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def request_from_values(
+    rubric: Rubric, values: Mapping[str, str], *, model: str, defended: bool = True
+) -> ChatRequest:
     if defended:
         nonce = secrets.token_hex(8)
         system = _defended_system(rubric, nonce)

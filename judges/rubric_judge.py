@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from judges.prompt import DEFAULT_MAX_VALUE_CHARS, build_request
+from judges.prompt import DEFAULT_MAX_VALUE_CHARS, build_request, request_from_values
 from judges.providers.base import ChatResponse, Provider, ProviderError
 from judges.rubric import Rubric
 from judges.verdict import Verdict
@@ -125,13 +125,25 @@ class RubricJudge:
             "attempts": resp.attempts,
         }
 
-    async def __call__(self, trace: Trace, meta: Mapping[str, Any]) -> Verdict:
+    def estimate_usd(self, values: Mapping[str, str]) -> float:
+        """An upper estimate of one call's cost: prompt ~ chars/3 tokens plus fixed instructions,
+        output at the rubric's ``max_tokens`` (what a budget reserves before the call)."""
+        chars = len(self.rubric.template) + sum(len(v) for v in values.values())
+        return self.provider.cost_usd(chars // 3 + 600, self.rubric.params.max_tokens)
+
+    async def __call__(
+        self, trace: Trace, meta: Mapping[str, Any], values: Mapping[str, str] | None = None
+    ) -> Verdict:
+        """Judge ``trace``; ``values`` (from :func:`judges.prompt.extract_values`) skips re-extraction."""
         common = self._common(trace.trace_id)
         try:
-            req = build_request(
-                self.rubric, trace, meta, model=self.model, defended=self.defended,
-                max_value_chars=self.max_value_chars,
-            )  # fmt: skip
+            if values is not None:
+                req = request_from_values(self.rubric, values, model=self.model, defended=self.defended)
+            else:
+                req = build_request(
+                    self.rubric, trace, meta, model=self.model, defended=self.defended,
+                    max_value_chars=self.max_value_chars,
+                )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - an odd trace must not stop the judge loop
             log.warning("judge %s: prompt failed on trace %s: %r", self.name, trace.trace_id, exc)
             return Verdict.error(reason=f"prompt_error: {type(exc).__name__}: {exc}"[:500], **common)

@@ -23,6 +23,7 @@ from faust.types import TP as FaustTP
 
 from stream.config import Settings
 from stream.dlq import InMessage, OutRecord
+from stream.judging import JudgeService
 from stream.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,11 @@ def _in_message(event: Any) -> InMessage:
     return InMessage(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp and int(m.timestamp * 1000), headers)
 
 
-def create_app(settings: Settings, make_pipeline: Callable[[faust.App], Pipeline]) -> tuple[faust.App, Pipeline]:
+def create_app(
+    settings: Settings,
+    make_pipeline: Callable[[faust.App], Pipeline],
+    make_judging: Callable[[faust.App], JudgeService | None] | None = None,
+) -> tuple[faust.App, Pipeline]:
     if not settings.kafka_bootstrap:
         raise ValueError("kafka_bootstrap is not set (TRACEJUDGE_KAFKA_BOOTSTRAP)")
     app = faust.App(
@@ -124,12 +129,47 @@ def create_app(settings: Settings, make_pipeline: Callable[[faust.App], Pipeline
         except Exception:  # pragma: no cover - tick retries internally; never kill the timer
             log.exception("completing traces failed")
 
+    judging = make_judging(app) if make_judging is not None else None
+    if judging is not None:
+        add_judge_agent(app, settings, judging, shielded)
+
     async def _assigned(sender: Any, assigned: set[FaustTP], **_: Any) -> None:
         await pipeline.on_partitions_assigned({(tp.topic, tp.partition) for tp in assigned})
+        if judging is not None:
+            await judging.on_assigned(tp.partition for tp in assigned if tp.topic == settings.judge_topic)
 
     async def _revoked(sender: Any, revoked: set[FaustTP], **_: Any) -> None:
         await pipeline.on_partitions_revoked({(tp.topic, tp.partition) for tp in revoked})
+        if judging is not None:
+            await judging.on_revoked(tp.partition for tp in revoked if tp.topic == settings.judge_topic)
 
     app.on_partitions_assigned.connect(_assigned)
     app.on_partitions_revoked.connect(_revoked)
     return app, pipeline
+
+
+def add_judge_agent(app: faust.App, settings: Settings, judging: JudgeService, shielded: Any) -> None:
+    """The ``judge`` agent: batches of to_judge messages, verdicts stored before the batch is acked.
+    Judge calls are awaited HTTP requests (bounded by ``max_in_flight``): the event loop, and with it
+    the consumer's heartbeats, keeps running however slow a provider is."""
+    judge_topic = app.topic(settings.judge_topic, key_type=bytes, value_type=bytes)
+    cfg = judging.cfg
+
+    @app.agent(judge_topic, name="judge", concurrency=1)
+    async def judge(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(cfg.batch_max_messages, within=settings.batch_within):
+            await shielded(judging.handle_batch([_in_message(e) for e in batch]))
+
+    @app.timer(cfg.ledger_flush_s, name="judge_ledger")
+    async def flush_ledger() -> None:
+        try:
+            await judging.flush_calls()
+        except Exception:  # pragma: no cover - flush retries internally
+            log.exception("writing the judge ledger failed")
+
+    @app.timer(settings.tick_interval, name="judge_backlog")
+    async def judge_tick() -> None:
+        try:
+            await judging.tick()
+        except Exception:  # pragma: no cover - tick retries internally
+            log.exception("judging tick failed")

@@ -47,11 +47,12 @@ def worker(config: Optional[Path] = ConfigOpt) -> None:
         err.print("[red]TRACEJUDGE_KAFKA_BOOTSTRAP is not set (or kafka_bootstrap in the config file).[/red]")
         raise typer.Exit(2)
     _logging(settings.log_level)
+    from judges.config import JudgingConfigError
     from stream.policy import PolicyError
 
     try:
         run_worker(settings)
-    except PolicyError as exc:
+    except (PolicyError, JudgingConfigError) as exc:
         err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
 
@@ -93,18 +94,28 @@ def sql(
 
 @app.command()
 def estimate(
-    labels: Path = typer.Option(..., "--labels", help='JSONL: {"trace_id": "...", "passed": true|false} per labeled trace'),
+    judge: Optional[str] = typer.Option(None, "--judge", help="labels from this judge's verdicts (newest rubric version)"),
+    rubric_hash: Optional[str] = typer.Option(None, "--rubric-hash", help="a specific judge version"),
+    labels: Optional[Path] = typer.Option(None, "--labels", help='JSONL: {"trace_id": "...", "passed": true|false} per labeled trace'),
     method: str = typer.Option("poststratified", help="poststratified | hajek | ht"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Pass rate over ALL traffic from labeled samples, weighted by the recorded inclusion probabilities."""
-    from stream.estimate_cli import LabelError, estimate_from_labels, read_labels
+    """Pass rate over ALL traffic from judged samples, weighted by the recorded inclusion probabilities."""
+    from stream.estimate_cli import LabelError, estimate_from_labels, labels_from_verdicts, read_labels
 
     settings = _settings(config)
+    if (judge is None) == (labels is None):
+        err.print("[red]give exactly one of --judge or --labels[/red]")
+        raise typer.Exit(2)
+    query = lambda q: run_sql(settings, q)  # noqa: E731
     try:
-        result, naive, missing = estimate_from_labels(
-            lambda q: run_sql(settings, q), settings.clickhouse_database, read_labels(labels), method  # type: ignore[arg-type]
-        )
+        if judge is not None:
+            found, version, statuses = labels_from_verdicts(query, settings.clickhouse_database, judge, rubric_hash)
+            console.print(f"judge {escape(judge)} version {version[:12]}: verdicts by status {statuses}")
+        else:
+            assert labels is not None
+            found = read_labels(labels)
+        result, naive, missing = estimate_from_labels(query, settings.clickhouse_database, found, method)  # type: ignore[arg-type]
     except (LabelError, ValueError, OSError) as exc:
         err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
@@ -164,3 +175,18 @@ def print_rows(columns: list[str], rows: list[Any], fmt: str = "table") -> None:
 
 def main() -> None:
     app()
+
+
+@app.command()
+def calibrate(
+    judge: str = typer.Option(..., "--judge", help="the rubric (judge) to calibrate"),
+    golden: Path = typer.Option(..., "--golden", help='JSONL of human-labeled traces: {"id", "label", "envelope"} per line'),
+    judging: Optional[Path] = typer.Option(None, "--judging", help="judging YAML (default: judging_file of the settings)"),
+    tier: Optional[list[str]] = typer.Option(None, "--tier", help="only these tiers (repeatable; default: every configured tier)"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Measure a judge against human labels per model tier; store and print agreement (accuracy, TPR, TNR, kappa)."""
+    from stream.calibrate_cli import run_cli
+
+    settings = _settings(config)
+    raise typer.Exit(run_cli(settings, judge, golden, judging, tier or None, console, err))

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(4, ge=1, le=1024, description="partitions for topics the worker creates")
 
     policy_file: Path | None = Field(None, description="policy YAML (gates, signals, sampling); default: built-in")
+    judging_file: Path | None = Field(
+        None, description="judging YAML (providers, tiers, rubrics, budget); unset = no judging agent"
+    )
+    judge_dlq_topic: str = Field("traces.to_judge.dlq", description="to_judge messages that cannot be decoded")
 
     # --- trace assembly (seconds) ----------------------------------------------------------
     decision_wait: float = Field(30.0, gt=0)

@@ -1,6 +1,7 @@
 """``tracejudge estimate``: the pass rate over ALL traffic from labeled samples.
 
-Labels come from a JSONL file of ``{"trace_id": ..., "passed": true|false}`` (from judges, or from
+Labels come from the ``verdicts`` table (``--judge``: ok verdicts of one judge version) or from a
+JSONL file of ``{"trace_id": ..., "passed": true|false}`` (from judges, or from
 humans labeling the sampled traces). Each label is joined with its trace's recorded decision
 (inclusion probability ``p`` and sampling stratum), and the population of every stratum is counted
 in ``traces`` — so the estimate is inverse-probability weighted (post-stratified by default), not
@@ -10,6 +11,7 @@ the naive rate of a failure-biased sample, which is printed next to it for contr
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,38 @@ def read_labels(path: Path) -> dict[str, bool]:
             raise LabelError(f"{path}:{n}: passed must be true or false")
         labels[tid] = passed
     return labels
+
+
+_JUDGE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+def labels_from_verdicts(
+    query: Query, db: str, judge: str, rubric_hash: str | None = None, pass_label: str = "pass"
+) -> tuple[dict[str, bool], str, dict[str, int]]:
+    """Labels from the ``verdicts`` table: ok verdicts of one judge version (default: the newest),
+    passed = label == ``pass_label``. Returns (labels, rubric hash, verdict counts by status)."""
+    if not _JUDGE.match(judge):
+        raise LabelError(f"not a judge name: {judge[:64]!r}")
+    if rubric_hash is None:
+        _, rows = query(
+            f"SELECT rubric_hash FROM {db}.verdicts FINAL WHERE judge = '{judge}' "
+            "GROUP BY rubric_hash ORDER BY max(judged_at) DESC LIMIT 1"
+        )
+        if not rows:
+            raise LabelError(f"no verdicts of judge {judge!r}")
+        rubric_hash = str(rows[0][0])
+    if not _HASH.match(rubric_hash):
+        raise LabelError(f"not a rubric hash: {rubric_hash[:80]!r}")
+    _, rows = query(
+        f"SELECT trace_id, status, label FROM {db}.verdicts FINAL "
+        f"WHERE judge = '{judge}' AND rubric_hash = '{rubric_hash}'"
+    )  # judge and hash validated above: nothing to escape
+    labels = {str(t): str(lab) == pass_label for t, status, lab in rows if status == "ok"}
+    statuses: dict[str, int] = {}
+    for _, status, _ in rows:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    return labels, rubric_hash, statuses
 
 
 def _id_list(ids: list[str]) -> str:

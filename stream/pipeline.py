@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -36,6 +35,7 @@ from stream.decide import TraceDecider
 from stream.decision_rows import encode_for_judges, gate_rows, signal_rows
 from stream.dlq import InMessage, OutRecord, dead_letter
 from stream.events import EventJoiner
+from stream.retry import retry_forever
 from stream.rows import span_row, trace_row
 from stream.sink import Sink
 
@@ -302,21 +302,11 @@ class Pipeline:
         return dead_letter(msg, self.settings.dlq_topic, reason, detail)
 
     async def _retry(self, op: Callable[[], Awaitable[Any]], what: str, counter: str) -> Any:
-        """Run ``op`` until it succeeds, backing off exponentially with jitter."""
-        delay = self.settings.insert_retry_initial
-        attempt = 0
-        while True:
-            try:
-                return await op()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                attempt += 1
-                setattr(self.counters, counter, getattr(self.counters, counter) + 1)
-                log.warning("%s failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, exc)
-                await self.sleep(delay * (0.5 + random.random() / 2))
-                delay = min(delay * 2, self.settings.insert_retry_max)
+        def count() -> None:
+            setattr(self.counters, counter, getattr(self.counters, counter) + 1)
 
+        return await retry_forever(op, what, sleep=self.sleep, initial=self.settings.insert_retry_initial,
+                                   maximum=self.settings.insert_retry_max, on_retry=count)  # fmt: skip
 
 def _partitioned_by_trace(key: bytes | None, spans: list[Span]) -> bool:
     if not key or len(key) != 32:

@@ -21,9 +21,12 @@ from faust.web import Request, Response, View
 
 from stream.app import FaustProducer, create_app
 from stream.config import Settings
-from stream.demo.broker import ensure_topics
+from judges.config import load_judging_config
+from stream.demo.broker import ensure_topics, topic_partitions
 from stream.decide import TraceDecider
 from stream.events import EventJoiner
+from stream.judge_sink import JudgeSink
+from stream.judging import JudgeService
 from stream.pipeline import Pipeline
 from stream.policy import load_policy
 from stream.sink import ClickHouseSink
@@ -55,12 +58,13 @@ def topic_plan(settings: Settings) -> dict[str, int]:
         settings.repartition_topic: settings.topic_partitions,
         settings.dlq_topic: settings.topic_partitions,
         settings.judge_topic: settings.topic_partitions,
+        settings.judge_dlq_topic: settings.topic_partitions,
         settings.events_topic: settings.topic_partitions,
         settings.events_dlq_topic: settings.topic_partitions,
     }
 
 
-def add_web_api(app: faust.App, pipeline: Pipeline, store: ClickHouseStore) -> None:
+def add_web_api(app: faust.App, pipeline: Pipeline, store: ClickHouseStore, judging: JudgeService | None = None) -> None:
     @app.page("/api/status")
     class Status(View):
         async def get(self, request: Request) -> Response:
@@ -70,6 +74,7 @@ def add_web_api(app: faust.App, pipeline: Pipeline, store: ClickHouseStore) -> N
                     "open_traces": len(pipeline.assembler),
                     "policy_version": pipeline.decider.version if pipeline.decider else None,
                     "owned_partitions": sorted(f"{t}/{p}" for t, p in pipeline.owned),
+                    "judging": judging.status() if judging is not None else None,
                 }
             )
 
@@ -124,8 +129,29 @@ def run_worker(settings: Settings) -> None:
         events = EventJoiner(store, settings.events_dlq_topic, policy.action_signals, settings.action_join_window)
         return Pipeline(settings, ClickHouseSink(store), FaustProducer(app), decider=decider, events=events)
 
-    app, pipeline = create_app(settings, make_pipeline)
-    add_web_api(app, pipeline, store)
+    judging_cfg = None
+    if settings.judging_file is not None:
+        judging_cfg = load_judging_config(settings.judging_file)  # invalid: JudgingConfigError before start
+        log.info("judging: %d judges (%s), tiers %s", len(judging_cfg.rubrics()),
+                 ", ".join(judging_cfg.rubrics()), {t: s.model for t, s in judging_cfg.tiers.items()})  # fmt: skip
+    else:
+        log.warning("no judging_file configured: sampled traces wait in %s for a judging worker", settings.judge_topic)
+    judge_partitions = asyncio.run(topic_partitions(settings.kafka_bootstrap, settings.judge_topic))
+    holder: dict[str, JudgeService] = {}
+
+    def make_judging(app: faust.App) -> JudgeService | None:
+        if judging_cfg is None:
+            return None
+        producer = FaustProducer(app)
+        holder["judging"] = JudgeService(
+            judging_cfg, JudgeSink(store), producer.send_all, topic=settings.judge_topic,
+            dlq_topic=settings.judge_dlq_topic, partitions_total=judge_partitions,
+            retry_initial=settings.insert_retry_initial, retry_max=settings.insert_retry_max,
+        )  # fmt: skip
+        return holder["judging"]
+
+    app, pipeline = create_app(settings, make_pipeline, make_judging)
+    add_web_api(app, pipeline, store, holder.get("judging"))
     path = worker_file(settings)
     path.write_text(
         json.dumps({"pid": os.getpid(), "url": f"http://{settings.web_host}:{settings.web_port}"})

@@ -95,6 +95,20 @@ async def ensure_topics(bootstrap: str, topics: dict[str, int], *, replication_f
         await admin.close()
 
 
+async def topic_partitions(bootstrap: str, topic: str, timeout: float = 10.0) -> int:
+    """How many partitions ``topic`` has (it must exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    parts = [p for t in described if t.get("topic") == topic for p in t.get("partitions") or []]
+    if not parts:
+        raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
+    return len(parts)
+
+
 class LocalBroker:
     """Run ``tansu broker`` on a free localhost port until :meth:`stop`.
 

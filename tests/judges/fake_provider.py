@@ -53,7 +53,13 @@ class RawBody:
     content_type: str = "application/json"
 
 
-Step = Reply | Fail | Hang | RawBody
+@dataclass(frozen=True)
+class Func:
+    """Decide the step from the request body (e.g. judge by the prompt, obey injections, count)."""
+    fn: Callable[[Any], Reply | Fail | Hang | RawBody]
+
+
+Step = Reply | Fail | Hang | RawBody | Func
 
 
 @dataclass
@@ -167,6 +173,8 @@ class FakeProviderServer:
                 self._answer(protocol, server._next(), body)
 
             def _answer(self, protocol: Protocol, step: Step, body: Any) -> None:
+                if isinstance(step, Func):
+                    step = step.fn(body)
                 if isinstance(step, Hang):
                     server._closing.wait(step.seconds)
                     self.close_connection = True

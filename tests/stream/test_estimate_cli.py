@@ -45,3 +45,32 @@ def test_bad_label_lines_name_the_line(tmp_path: Path, line: str) -> None:
     path.write_text('{"trace_id": "%s", "passed": true}\n%s\n' % ("a" * 32, line))
     with pytest.raises(LabelError, match=":2:"):
         read_labels(path)
+
+
+def test_estimate_from_verdicts_uses_one_judge_version(store: ClickHouseStore) -> None:
+    from stream.estimate_cli import labels_from_verdicts
+
+    rows, verdicts = [], []
+    old, new = "a" * 64, "b" * 64
+    for i in range(200):
+        tid = f"{i:032x}"
+        failure = i < 20
+        p = 1.0 if failure else 0.1
+        sampled = failure or i % 10 == 0
+        stratum = "suspected_failure" if failure else "success:base"
+        rows.append([tid, stratum.split(":")[0], stratum, p, int(sampled), 1, 2, 0, 0, 0])
+        if sampled:
+            status = "budget_skipped" if i == 19 else "ok"
+            label = None if status != "ok" else ("fail" if failure and i % 2 == 0 else "pass")
+            verdicts.append([tid, "task_completion", new, status, label, i])
+            verdicts.append([tid, "task_completion", old, "ok", "fail", 0])  # an older version: ignored
+    store.insert("traces", rows, COLS)
+    store.insert("verdicts", verdicts, ["trace_id", "judge", "rubric_hash", "status", "label", "judged_at"])
+    labels, version, statuses = labels_from_verdicts(store.query, store.database, "task_completion")
+    assert version == new and statuses == {"ok": 37, "budget_skipped": 1}
+    est, naive, missing = estimate_from_labels(store.query, store.database, labels)
+    assert missing == 0 and est.n_judged == 37
+    # failures stratum: 9 pass of 19 judged; success stratum: all 18 judged pass
+    assert est.rate == pytest.approx((20 * 9 / 19 + 180) / 200)
+    with pytest.raises(LabelError):
+        labels_from_verdicts(store.query, store.database, "x'; DROP TABLE t --")

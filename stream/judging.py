@@ -1,0 +1,364 @@
+"""The judging runtime behind the ``judge`` agent on ``traces.to_judge``.
+
+For each batch of to_judge messages (:meth:`JudgeService.handle_batch`, which never raises):
+
+1. decode each envelope (undecodable → ``traces.to_judge.dlq`` with the reason);
+2. skip every (trace, judge, rubric version) that already has a verdict row — a batch replayed after
+   a crash is not judged (or paid) twice;
+3. look the inputs up in the verdict cache (ok calls in the ledger, keyed by rubric hash, model and
+   canonical input hash) — which also recovers answers paid for before a crash;
+4. judge the rest concurrently (at most ``max_in_flight`` HTTP calls) through :class:`JudgeRunner`;
+5. write ledger rows, backlog entries, flake pairs and alerts, and *then* the verdict rows; only
+   after that does the batch return and Faust commit its offsets.
+
+Budgets are shares per to_judge partition (:mod:`judges.budget`): on assignment the partition's spend
+in the current period is read from the ledger, so a partition that moves to another worker keeps its
+spend; no lock is shared between workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from judges.budget import BudgetBook, Level
+from judges.calibration import Agreement, golden_hash, load_golden
+from judges.config import JudgingConfig
+from judges.drift import check_drift
+from judges.flake import FlakeTracker
+from judges.prompt import extract_values, input_hash
+from judges.providers.base import Provider, ProviderError
+from judges.providers.config import build_provider
+from judges.rubric_judge import RubricJudge
+from stream import judge_envelope
+from stream.calibrate_cli import acalibrate, latest_calibrations, monitoring_only
+from stream.dlq import InMessage, OutRecord, dead_letter
+from stream.judge_rows import CallContext, verdict_row
+from stream.judge_runner import JudgeRunner, Outcome
+from stream.judge_sink import JudgeSink
+from stream.pipeline import token
+from stream.retry import retry_forever
+
+log = logging.getLogger(__name__)
+
+
+class _MissingKeyProvider:
+    """Stands in for a provider whose API key is not set: every call is a config error (pause)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        self.message = message
+        self.price_in_per_1m = 0.0
+        self.price_out_per_1m = 0.0
+
+    async def complete(self, req: Any) -> Any:
+        raise ProviderError("config", self.message)
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        return 0.0
+
+
+def build_providers(cfg: JudgingConfig, env: Mapping[str, str] | None = None) -> dict[str, Provider]:
+    out: dict[str, Provider] = {}
+    for spec in cfg.providers:
+        try:
+            out[spec.name] = build_provider(spec, **({"env": env} if env is not None else {}))
+        except ProviderError as exc:
+            log.error("JUDGE CONFIG: %s — its judges stay paused until this is fixed", exc.message)
+            out[spec.name] = _MissingKeyProvider(spec.name, exc.message)
+    return out
+
+
+def build_judges(cfg: JudgingConfig, providers: Mapping[str, Provider]) -> dict[str, dict[str, RubricJudge]]:
+    judges: dict[str, dict[str, RubricJudge]] = {}
+    for name, rubric in cfg.rubrics().items():
+        judges[name] = {
+            tier: RubricJudge(rubric, providers[cfg.tiers[tier].provider], cfg.tiers[tier].model, tier,
+                              max_value_chars=cfg.max_value_chars)  # fmt: skip
+            for tier in cfg.tier_order(rubric)
+        }
+    return judges
+
+
+class JudgeService:
+    def __init__(
+        self,
+        cfg: JudgingConfig,
+        sink: JudgeSink,
+        send: Callable[[Sequence[OutRecord]], Awaitable[None]],
+        *,
+        topic: str,
+        dlq_topic: str,
+        partitions_total: int,
+        providers: Mapping[str, Provider] | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        retry_initial: float = 0.5,
+        retry_max: float = 30.0,
+    ) -> None:
+        self.cfg = cfg
+        self.sink = sink
+        self.send = send
+        self.topic = topic
+        self.dlq_topic = dlq_topic
+        self.clock = clock
+        self.sleep = sleep
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.providers = dict(providers) if providers is not None else build_providers(cfg)
+        self.budget = BudgetBook(cfg.budget, partitions_total, clock)
+        self.flake = FlakeTracker(cfg.flake)
+        self.runner = JudgeRunner(cfg, build_judges(cfg, self.providers), self.budget, self.flake, clock=clock)
+        self.owned: set[int] = set()
+        self._pending_calls: list[tuple[Any, ...]] = []
+        self._flush_seq = 0
+        self._last_drain = 0.0
+        self._last_drift = 0.0
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self.counters: dict[str, int] = {
+            "messages": 0, "dead_lettered": 0, "verdicts": 0, "replay_skipped": 0, "backlog_added": 0,
+            "backlog_judged": 0, "write_retries": 0, "alerts": 0,
+        }  # fmt: skip
+        for provider in self.providers.values():
+            if isinstance(provider, _MissingKeyProvider):
+                self.runner.pause(provider.name, provider.message)
+                self.runner.paused[provider.name].until = float("inf")
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load trust state: flake pairs (quarantine) and calibrations (monitoring_only, tier
+        disagreement). Runs once, before the first batch is judged."""
+        async with self._start_lock:
+            if not self._started:
+                await self._load_trust_state()
+                self._started = True
+
+    async def _load_trust_state(self) -> None:
+        for judge, h, pairs, disagreements in await self._retry(self.sink.flake_stats, "load flake stats"):
+            self.flake.load(judge, h, pairs, disagreements)
+        store = self.sink.store
+        calibrations = await self._retry(lambda: store.run(latest_calibrations, store), "load calibrations")
+        for name, tiers in self.runner.judges.items():
+            rubric = next(iter(tiers.values())).rubric
+            if monitoring_only(self.cfg, name, rubric.rubric_hash, calibrations):
+                self.runner.monitoring_only.add((name, rubric.rubric_hash))
+                log.warning("judge %s (%s) is below its calibration floor: monitoring_only", name, rubric.rubric_hash[:12])
+            disagreement = [c for (j, h, _t), c in calibrations.items() if j == name and h == rubric.rubric_hash]
+            if any((getattr(c, "tier_disagreement", None) or 0.0) > self.cfg.calibration.max_tier_disagreement
+                   for c in disagreement):  # fmt: skip
+                self.runner.tiers_disagree.add((name, rubric.rubric_hash))
+
+    async def on_assigned(self, partitions: Iterable[int]) -> None:
+        new = set(partitions) - self.owned
+        if not new:
+            return
+        period = self.budget.period()
+        spend = await self._retry(lambda: self.sink.spend(new, period), "load judge spend")
+        for p in new:
+            self.budget.load(p, spend.get(p, {}), period)
+        self.owned |= new
+        log.info("judging partitions %s; spend this period: %s", sorted(new),
+                 {p: round(sum(s.values()), 6) for p, s in spend.items()})  # fmt: skip
+
+    async def on_revoked(self, partitions: Iterable[int]) -> None:
+        await self.flush_calls()
+        for p in set(partitions) & self.owned:
+            self.budget.drop(p)
+            self.owned.discard(p)
+
+    # ---- batches ----------------------------------------------------------------------------
+    async def handle_batch(self, msgs: Sequence[InMessage]) -> None:
+        await self.start()
+        self.counters["messages"] += len(msgs)
+        items, dlq = [], []
+        for m in msgs:
+            try:
+                if m.value is None:
+                    raise ValueError("empty message")
+                trace, meta = judge_envelope.decode(m.value)
+            except Exception as exc:  # noqa: BLE001 - any undecodable message is dead-lettered
+                dlq.append(dead_letter(m, self.dlq_topic, "undecodable_to_judge", f"{type(exc).__name__}: {exc}"))
+                continue
+            items.append((m, trace, meta))
+        if dlq:
+            await self._retry(lambda: self.send(dlq), "dead-letter to_judge")
+            self.counters["dead_lettered"] += len(dlq)
+        jobs = [(m, t, meta, r) for m, t, meta in items for r in self.runner.applicable(t, meta)]
+        await self._judge_jobs(jobs, "live", token("j", (f"{m.topic}/{m.partition}/{m.offset}" for m in msgs)))
+
+    async def _judge_jobs(self, jobs: list[tuple[Any, ...]], purpose: str, tok: str) -> list[Outcome]:
+        existing = await self._retry(
+            lambda: self.sink.existing_verdicts((t.trace_id, r.name, r.rubric_hash) for _, t, _, r in jobs),
+            "read verdicts")  # fmt: skip
+        todo = []
+        for m, t, meta, r in jobs:
+            status = existing.get((t.trace_id, r.name, r.rubric_hash))
+            if status is not None and (purpose == "live" or status in ("ok", "unscored")):
+                self.counters["replay_skipped"] += 1
+                continue
+            values = extract_values(r, t, meta, self.cfg.max_value_chars)
+            todo.append((m, t, meta, r, values, input_hash(values)))
+        cached = {}
+        if self.cfg.cache and todo:
+            cached = await self._retry(lambda: self.sink.cached_results(ih for *_, ih in todo), "read verdict cache")
+        outcomes = await asyncio.gather(*(
+            self.runner.run(t, meta, r, CallContext(purpose, m.partition, m.offset, self.runner.worker_run), cached, values)
+            for m, t, meta, r, values, _ in todo
+        ))  # fmt: skip
+        await self._write(todo, outcomes, tok)
+        return list(outcomes)
+
+    async def _write(self, todo: list[tuple[Any, ...]], outcomes: Sequence[Outcome], tok: str) -> None:
+        now_ms = int(self.clock() * 1000)
+        for o in outcomes:
+            self._pending_calls.extend(o.calls)
+        await self.flush_calls()
+        backlog, rejudges, alerts, verdicts = [], [], [], []
+        for (m, t, meta, r, _values, _ih), o in zip(todo, outcomes, strict=True):
+            v = o.record.verdict
+            if o.backlog_reason:
+                envelope = m.value.decode("utf-8") if isinstance(m.value, bytes) else m.value
+                backlog.append((v.trace_id, v.judge, v.rubric_hash, "pending", o.backlog_reason, envelope,
+                                m.partition, now_ms, now_ms))  # fmt: skip
+            if o.rejudge:
+                model, a, b = o.rejudge
+                rejudges.append((v.trace_id, v.judge, v.rubric_hash, model, a, b, 1 if a == b else 0, now_ms))
+            for kind, message, details in o.alerts:
+                alerts.append((uuid.uuid4().hex, kind, v.judge, v.rubric_hash, "firing", message, details or "{}", now_ms))
+            verdicts.append(verdict_row(o.record, t, meta, _ctx_of(m), now_ms))
+        if backlog:
+            await self._retry(lambda: self.sink.write_backlog(backlog, tok + ":backlog"), "write backlog")
+            self.counters["backlog_added"] += len(backlog)
+        if rejudges:
+            await self._retry(lambda: self.sink.write_rejudges(rejudges, tok + ":rejudges"), "write flake pairs")
+        if alerts:
+            await self._retry(lambda: self.sink.write_alerts(alerts, tok + ":alerts"), "write alerts")
+            self.counters["alerts"] += len(alerts)
+        if verdicts:
+            await self._retry(lambda: self.sink.write_verdicts(verdicts, tok + ":verdicts"), "write verdicts")
+            self.counters["verdicts"] += len(verdicts)
+
+    async def flush_calls(self) -> None:
+        """Write buffered ledger rows (also on a short timer, so a paid call is on record quickly)."""
+        if not self._pending_calls:
+            return
+        rows, self._pending_calls = self._pending_calls, []
+        self._flush_seq += 1
+        tok = f"calls:{self.runner.worker_run}:{self._flush_seq}"
+        await self._retry(lambda: self.sink.write_calls(rows, tok), "write judge ledger")
+
+    # ---- periodic work ----------------------------------------------------------------------
+    async def tick(self) -> None:
+        await self.flush_calls()
+        now = self.clock()
+        if now - self._last_drain >= self.cfg.backlog_drain_interval_s:
+            self._last_drain = now
+            await self.drain_backlog()
+        if self.cfg.drift.reference_sets and 0 in self.owned and now - self._last_drift >= self.cfg.drift.interval_s:
+            self._last_drift = now  # one worker (the owner of partition 0) runs the schedule
+            await self.check_drift()
+
+    async def check_drift(self) -> list[str]:
+        """Re-run each judge's frozen reference set; alert when agreement with the human labels fell
+        more than ``drift.max_drop`` below the baseline (a pinned model that silently changed).
+        Returns the alert messages raised. Calls are on the ledger (purpose ``drift``)."""
+        raised: list[str] = []
+        for name, path in self.cfg.drift.reference_sets.items():
+            tiers = self.runner.judges.get(name)
+            if not tiers:
+                continue
+            rubric = next(iter(tiers.values())).rubric
+            try:
+                cases = load_golden(path)
+            except (OSError, ValueError) as exc:
+                log.error("drift: reference set of %s unusable: %s", name, exc)
+                continue
+            gh = golden_hash(cases)
+            baselines = {t: await self.sink.latest_baseline(name, rubric.rubric_hash, t, gh) for t in tiers}
+            try:
+                results = await acalibrate(self.cfg, name, cases, self.sink.store, providers=self.providers,
+                                           clock=self.clock, kind="drift")  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - a failed drift run must not stop judging
+                log.error("drift run of %s failed: %s", name, exc)
+                continue
+            alerts = []
+            for r in results:
+                base = baselines.get(r.tier)
+                if base is None:
+                    continue  # this run is the baseline
+                reference = Agreement(n=base["n_scored"], n_scored=base["n_scored"], accuracy=base["accuracy"],
+                                      tpr=None, tnr=None, kappa=base["kappa"], confusion={})  # fmt: skip
+                result = check_drift(reference, r.agreement, self.cfg.drift.max_drop)
+                if result.drifted:
+                    msg = f"judge {name} ({rubric.rubric_hash[:12]}) tier {r.tier} drifted: {result.message}"
+                    log.error("JUDGE DRIFT: %s", msg)
+                    raised.append(msg)
+                    alerts.append((uuid.uuid4().hex, "drift", name, rubric.rubric_hash, "firing", msg,
+                                   json.dumps({"tier": r.tier, "drop": result.drop, "model": r.model}),
+                                   int(self.clock() * 1000)))  # fmt: skip
+            if alerts:
+                await self._retry(lambda: self.sink.write_alerts(alerts, f"drift:{uuid.uuid4().hex}"), "write alerts")
+                self.counters["alerts"] += len(alerts)
+        return raised
+
+    async def drain_backlog(self, limit: int | None = None) -> int:
+        """Judge deferred traces of owned partitions whose budget share is back to normal."""
+        ready = [p for p in self.owned if all(
+            self.budget.level(p, name) == Level.NORMAL for name in self.runner.judges)]  # fmt: skip
+        if not ready:
+            return 0
+        items = await self._retry(
+            lambda: self.sink.pending_backlog(ready, limit or self.cfg.batch_max_messages), "read backlog")
+        jobs, done = [], []
+        now_ms = int(self.clock() * 1000)
+        for it in items:
+            tiers = self.runner.judges.get(it.judge)
+            rubric = next(iter(tiers.values())).rubric if tiers else None
+            try:
+                trace, meta = judge_envelope.decode(it.envelope)
+            except Exception:  # noqa: BLE001 - it decoded once; never block the backlog on it
+                trace = None
+            if rubric is None or rubric.rubric_hash != it.rubric_hash or trace is None:
+                reason = "judge version no longer configured" if trace is not None else "undecodable"
+                done.append((it.trace_id, it.judge, it.rubric_hash, "done", reason, "", it.partition, now_ms, now_ms))
+                continue
+            msg = InMessage(self.topic, it.partition, -1, trace.trace_id.encode(), it.envelope)
+            jobs.append((msg, trace, meta, rubric))
+        outcomes = await self._judge_jobs(jobs, "backlog", f"backlog:{uuid.uuid4().hex}") if jobs else []
+        judged = 0
+        for (m, _t, _meta, r), o in zip(jobs, outcomes, strict=False):
+            if o.backlog_reason is None:
+                judged += 1
+                done.append((o.record.verdict.trace_id, r.name, r.rubric_hash, "done", "judged", "",
+                             m.partition, now_ms, now_ms))  # fmt: skip
+        if done:
+            await self._retry(lambda: self.sink.write_backlog(done, f"backlog-done:{uuid.uuid4().hex}"), "mark backlog")
+        self.counters["backlog_judged"] += judged
+        return judged
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "counters": dict(self.counters),
+            "runner": dict(self.runner.stats),
+            "budget": self.budget.snapshot(),
+            "paused": {p: x.message for p, x in self.runner.paused.items() if x.until > self.clock()},
+            "monitoring_only": sorted(j for j, _ in self.runner.monitoring_only),
+            "owned_partitions": sorted(self.owned),
+        }
+
+    async def _retry(self, op: Callable[[], Awaitable[Any]], what: str) -> Any:
+        def count() -> None:
+            self.counters["write_retries"] += 1
+
+        return await retry_forever(op, what, sleep=self.sleep, initial=self.retry_initial,
+                                   maximum=self.retry_max, on_retry=count)  # fmt: skip
+
+def _ctx_of(m: InMessage) -> CallContext:
+    return CallContext("live" if m.offset >= 0 else "backlog", m.partition, m.offset)
+
