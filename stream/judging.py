@@ -123,7 +123,7 @@ class JudgeService:
         self._start_lock = asyncio.Lock()
         self.counters: dict[str, int] = {
             "messages": 0, "dead_lettered": 0, "verdicts": 0, "replay_skipped": 0, "backlog_added": 0,
-            "backlog_judged": 0, "write_retries": 0, "alerts": 0,
+            "backlog_judged": 0, "write_retries": 0, "alerts": 0, "assignments": 0,
         }  # fmt: skip
         for provider in self.providers.values():
             if isinstance(provider, _MissingKeyProvider):
@@ -155,6 +155,7 @@ class JudgeService:
                 self.runner.tiers_disagree.add((name, rubric.rubric_hash))
 
     async def on_assigned(self, partitions: Iterable[int]) -> None:
+        self.counters["assignments"] += 1
         new = set(partitions) - self.owned
         if not new:
             return

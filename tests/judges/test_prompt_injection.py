@@ -11,10 +11,13 @@ import asyncio
 
 import pytest
 
+from judges.providers.base import ChatRequest
 from judges.rubric import builtin_rubrics
 from judges.rubric_judge import RubricJudge
 from schemas.model import Trace
 from tests.judges.fake_llm import ObedientLLM, build_trace
+from tests.judges.fake_provider import FakeClock, FakeProviderServer, Func, Reply
+from tests.judges.support import make_provider
 
 GUESS = "0123456789abcdef"
 USER = "Where is my order 42?"
@@ -111,3 +114,35 @@ def test_tag_prefix_is_neutralised_inside_values() -> None:
     nonce = llm.requests[0].system.split("<untrusted-")[1][:16]
     stripped = user.replace(f"<untrusted-{nonce}>", "").replace(f"</untrusted-{nonce}>", "")
     assert "<untrusted" not in stripped.lower() and "</untrusted" not in stripped.lower()
+
+
+def _obedient_over_http(body: dict) -> Reply:
+    """The obedient model behind the real OpenAI wire protocol."""
+    system = "\n".join(m["content"] for m in body["messages"] if m["role"] == "system")
+    messages = tuple((m["role"], m["content"]) for m in body["messages"] if m["role"] != "system")
+    req = ChatRequest(model=body["model"], system=system, messages=messages)
+    return Reply(text=asyncio.run(ObedientLLM().complete(req)).text)
+
+
+def test_flip_rates_over_http(server: FakeProviderServer, clock: FakeClock, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same corpus through the real provider client and a local server speaking the OpenAI
+    protocol: the defense holds on the wire too."""
+    server.default = Func(_obedient_over_http)
+    rubric = builtin_rubrics()["task_completion"]
+    traces = [injected(i, w, p) for i, (w, p) in enumerate(CORPUS)]
+
+    async def labels(defended: bool) -> list[str | None]:
+        provider = make_provider(server, clock, "openai")
+        judge = RubricJudge(rubric, provider, "judge-model", defended=defended)
+        try:
+            return [(await judge(t, {})).label for t in traces]
+        finally:
+            await provider.aclose()
+
+    defended, naive = asyncio.run(labels(True)), asyncio.run(labels(False))
+    assert None not in defended and None not in naive
+    flips = lambda got: sum(x != "fail" for x in got) / len(got)  # noqa: E731
+    with capsys.disabled():
+        print(f"\n[prompt injection over HTTP] flip rate defended={flips(defended):.2f} naive={flips(naive):.2f}")
+    assert flips(defended) == 0.0 and flips(naive) > 0.5
+    assert len(server.requests) == 2 * len(CORPUS)

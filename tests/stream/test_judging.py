@@ -173,7 +173,7 @@ def test_config_error_pauses_the_judge_without_retries(store) -> None:  # noqa: 
         assert svc.status()["paused"]
 
 
-def test_flaky_judge_is_quarantined(store) -> None:  # noqa: ANN001
+def test_flaky_judge_is_quarantined_when_the_provider_turns_flaky(store) -> None:  # noqa: ANN001
     flips = iter(range(10**6))
 
     def coin(body):  # noqa: ANN001, ANN202 - every other answer flips the label
@@ -184,20 +184,23 @@ def test_flaky_judge_is_quarantined(store) -> None:  # noqa: ANN001
     from tests.judges.fake_provider import Func
 
     with FakeProviderServer() as server:
-        server.default = Func(coin)
+        server.default = honest(unsure_cheap=False)  # consistent at first
         svc, _ = service(store, server, flake={"fraction": 1.0, "min_pairs": 5, "max_disagreement": 0.2},
                          max_in_flight=1, cache=False)  # fmt: skip
-        for i in range(4):
+        for i in range(6):
             run(svc.handle_batch([message(i, failing=True, user=f"q{i}")]))
+        assert table_count(store, "judge_rejudges", "agree = 1") == 6
         assert table_count(store, "judge_alerts", "kind = 'quarantine'") == 0
-        for i in range(4, 8):
+        server.default = Func(coin)  # the provider's behaviour changes mid-test
+        for i in range(6, 12):
             run(svc.handle_batch([message(i, failing=True, user=f"q{i}")]))
         assert table_count(store, "judge_alerts", "kind = 'quarantine'") == 1
-        assert table_count(store, "judge_rejudges") == 8
+        assert table_count(store, "judge_rejudges") == 12
         got = verdicts(store)
-        assert got[message(7, failing=True).key.decode()]["quarantined"] == 1
         assert got[message(0, failing=True).key.decode()]["quarantined"] == 0
-        assert sum(c["purpose"] == "flake" for c in ledger(store)) == 8
+        assert got[message(11, failing=True).key.decode()]["quarantined"] == 1
+        assert sum(c["purpose"] == "flake" for c in ledger(store)) == 12
+        assert svc.flake.quarantined("task_completion", svc.runner.judges["task_completion"]["cheap"].rubric.rubric_hash)
 
 
 def test_deferred_failures_are_judged_when_the_next_period_starts(store) -> None:  # noqa: ANN001
@@ -321,3 +324,26 @@ def test_judge_below_its_calibration_floor_is_monitoring_only(store, tmp_path) -
         (v,) = verdicts(store).values()
         assert v["status"] == "ok" and v["monitoring_only"] == 1
         assert svc2.status()["monitoring_only"] == ["task_completion"]
+
+
+def test_a_partitions_spend_moves_with_it_to_another_worker(store) -> None:  # noqa: ANN001
+    """No shared lock: each partition owns budget / partitions; the new owner reads the ledger."""
+    with FakeProviderServer() as server:
+        server.default = honest()
+        budget = {"global_usd": 0.04, "stop_success_at": 1.0, "cheap_only_at": 1.0}  # $0.02 per partition
+        a, _ = service(store, server, partitions=2, budget=budget)
+        b, _ = service(store, server, partitions=2, budget=budget)
+        run(a.on_assigned([0, 1]))
+        run(b.on_assigned([]))
+        for i in range(4):
+            run(a.handle_batch([message(i, failing=True, user=f"a{i}", partition=0)]))
+        spent_a = a.budget.spent(0)
+        assert spent_a == 0.008 and len(server.requests) == 4
+        run(a.on_revoked([0]))  # rebalance: partition 0 moves to b
+        run(b.on_assigned([0]))
+        assert b.budget.spent(0) == spent_a
+        for i in range(4, 12):
+            run(b.handle_batch([message(i, failing=True, user=f"b{i}", partition=0)]))
+        on_p0 = sum(c["cost_usd"] for c in ledger(store) if c["kafka_partition"] == 0)
+        assert on_p0 <= 0.02 + 1e-12
+        assert table_count(store, "verdicts", "status = 'budget_skipped'") > 0

@@ -91,3 +91,40 @@ def test_sigkill_while_judging_then_restart_gives_one_verdict_per_sampled_trace(
         assert repeated_requests <= 8
         spent = float(worker.sql(f"SELECT sum(cost_usd) FROM {DB}.judge_calls FINAL")[0][0])
         assert abs(spent - 0.002 * calls) < 1e-9
+
+
+def test_judge_calls_slower_than_the_session_timeout_cause_no_rebalance(
+    deployment: Callable[..., Deployment], tmp_path: Any
+) -> None:
+    rng = random.Random(6)
+    run = rng.randrange(10**9)
+    with FakeProviderServer() as server:
+        server.default = slow_honest(8.0)  # each judge call takes longer than the 6 s session timeout
+        judging = tmp_path / "judging.yaml"
+        doc = config(server, max_in_flight=8, batch_max_messages=8)
+        doc["providers"][0].update(timeout_s=30.0, deadline_s=60.0)
+        judging.write_text(yaml.safe_dump(doc))
+        d = deployment(judging_file=judging, judge_topic=f"judge.{run}", judge_dlq_topic=f"judge.{run}.dlq")
+        d.settings["FAKE_OPENAI_KEY"] = "sk-test"
+        worker = d.start_worker()
+        assert wait_for(lambda: worker.status()["judging"]["counters"]["assignments"] >= 1, 30)
+        time.sleep(2)
+        before = worker.status()["judging"]["counters"]["assignments"]
+        traces = [genai_trace(rng, 4) for _ in range(6)]
+        for t in traces:
+            t[-1].error = True
+        d.produce([(t[0].trace_id.hex().encode(), proto(t), None) for t in traces])
+        assert wait_for(lambda: len(server.requests) >= 1, 30)
+        # while the judge calls hang, ingest goes on
+        more = [genai_trace(rng, 4) for _ in range(10)]
+        d.produce([(t[0].trace_id.hex().encode(), proto(t), None) for t in more])
+        assert wait_for(lambda: count(worker, f"SELECT count() FROM {DB}.traces FINAL") == 16, 30)
+        assert count(worker, f"SELECT count() FROM {DB}.verdicts") < 6
+        sampled = count(worker, f"SELECT count() FROM {DB}.traces FINAL WHERE sampled = 1")
+        assert wait_for(lambda: count(worker, f"SELECT count() FROM {DB}.verdicts FINAL") == sampled, 90)
+        time.sleep(0.5)  # the ledger flushes every 50 ms
+        status = worker.status()["judging"]
+        print(f"\nslow judge (8 s/call, session timeout 6 s): assignments before {before}, after "
+              f"{status['counters']['assignments']}; provider requests {len(server.requests)}")  # fmt: skip
+        assert status["counters"]["assignments"] == before  # no rebalance
+        assert len(server.requests) == count(worker, f"SELECT count() FROM {DB}.judge_calls FINAL")
