@@ -35,10 +35,11 @@ from judges.prompt import extract_values, input_hash
 from judges.providers.base import Provider, ProviderError
 from judges.providers.config import build_provider
 from judges.rubric_judge import RubricJudge
+from schemas.model import Trace
 from stream import judge_envelope
 from stream.calibrate_cli import acalibrate, latest_calibrations, monitoring_only
 from stream.dlq import InMessage, OutRecord, dead_letter
-from stream.judge_rows import CallContext, verdict_row
+from stream.judge_rows import CallContext, VerdictRecord, verdict_row
 from stream.judge_runner import JudgeRunner, Outcome
 from stream.judge_sink import JudgeSink
 from stream.pipeline import token
@@ -100,8 +101,12 @@ class JudgeService:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
+        on_verdicts: Callable[[Sequence[tuple[VerdictRecord, Trace]]], Awaitable[None]] | None = None,
     ) -> None:
         self.cfg = cfg
+        #: called after verdict rows are stored (e.g. to emit gen_ai.evaluation.result events);
+        #: an exception there is logged, never lets the batch fail
+        self.on_verdicts = on_verdicts
         self.sink = sink
         self.send = send
         self.topic = topic
@@ -244,6 +249,11 @@ class JudgeService:
         if verdicts:
             await self._retry(lambda: self.sink.write_verdicts(verdicts, tok + ":verdicts"), "write verdicts")
             self.counters["verdicts"] += len(verdicts)
+            if self.on_verdicts is not None:
+                try:
+                    await self.on_verdicts([(o.record, t) for (_m, t, *_), o in zip(todo, outcomes, strict=True)])
+                except Exception:  # noqa: BLE001 - listeners are best effort; the verdicts are stored
+                    log.exception("verdict listener failed")
 
     async def flush_calls(self) -> None:
         """Write buffered ledger rows (also on a short timer, so a paid call is on record quickly)."""
