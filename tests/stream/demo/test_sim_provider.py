@@ -386,7 +386,7 @@ def _summary_text(worker: _FakeWorker) -> str:
     from rich.console import Console
 
     from stream.demo.fleet import FleetStats
-    from stream.demo.run import DemoJudging, _judges_summary, _wait_for_judging
+    from stream.demo.judging import DemoJudging, _judges_summary, _wait_for_judging
 
     console = Console(record=True, width=200)
     judging = DemoJudging("simulated", Path("judging.yaml"), None, ("task_completion",), 0.5)
