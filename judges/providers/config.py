@@ -36,6 +36,7 @@ class ProviderSpec(BaseModel):
     structured_output: bool = False
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=30.0, ge=0)
+    max_connections: int = Field(default=32, ge=1, le=4096, description="pooled HTTP connections to this provider")
 
 
 def build_provider(spec: ProviderSpec, *, sleep: Sleep = asyncio.sleep,
@@ -54,4 +55,4 @@ def build_provider(spec: ProviderSpec, *, sleep: Sleep = asyncio.sleep,
     return cls(name=spec.name, base_url=spec.base_url, api_key=api_key, timeout_s=spec.timeout_s,
                price_in_per_1m=spec.price_in_per_1m, price_out_per_1m=spec.price_out_per_1m,
                structured_output=spec.structured_output, policy=policy, breaker=breaker,
-               sleep=sleep, clock=clock)
+               sleep=sleep, clock=clock, max_connections=spec.max_connections)
