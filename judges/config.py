@@ -20,7 +20,7 @@ Invalid configuration raises :class:`JudgingConfigError` naming the field.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -90,6 +90,42 @@ class CalibrationSpec(_Strict):
     positive_label: str = Field("fail", description="the label counted as positive for TPR/TNR")
 
 
+class AlertsSpec(_Strict):
+    """On-call alerts (``stream.alerts.AlertEngine``): a judge's estimated pass rate dropping
+    significantly against its trailing baseline, spend crossing budget thresholds, and judge trust
+    alerts (drift, quarantine, paused), posted as Slack-compatible webhooks."""
+
+    enabled: bool = True
+    webhook_url: str | None = Field(None, description="Slack-compatible incoming webhook (http or https)")
+    webhook_url_env: str | None = Field(None, description="env var holding the webhook URL (preferred: it is a secret)")
+    dashboard_base_url: str | None = Field(None, description="e.g. https://tracejudge.example.com; links /dashboard")
+    interval_s: float = Field(60.0, ge=0, description="tick() evaluates at most this often")
+    current_window_s: float = Field(3600.0, gt=0, description="pass rate now: traces completed in the last ...")
+    baseline_window_s: float = Field(86400.0, gt=0, description="trailing baseline: the window before the current one")
+    min_samples: int = Field(30, ge=1, description="ok verdicts needed in each window before comparing")
+    confidence: float = Field(0.95, gt=0.0, lt=1.0, description="confidence level of both intervals")
+    method: Literal["poststratified", "hajek", "ht"] = "poststratified"
+    min_drop: float = Field(0.0, ge=0.0, le=1.0, description="also require baseline rate - current rate >= this")
+    budget_thresholds: list[float] = Field(default_factory=lambda: [0.8, 1.0], description="fractions of a budget")
+    judge_alert_lookback_s: float = Field(86400.0, gt=0, description="judge_alerts rows older than this are ignored")
+    cooldown_s: float = Field(3600.0, ge=0, description="a firing alert is re-posted at most this often")
+    webhook_timeout_s: float = Field(5.0, gt=0)
+    webhook_max_attempts: int = Field(3, ge=1, le=10)
+    webhook_backoff_s: float = Field(0.5, ge=0)
+    max_examples: int = Field(5, ge=0, le=20, description="failing traces listed in a pass-rate alert")
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        for name in ("webhook_url", "dashboard_base_url"):
+            url = getattr(self, name)
+            if url is not None and (not url.startswith(("http://", "https://")) or any(c in url for c in "|<> \n")):
+                raise ValueError(f"{name}: must be an http(s) URL without spaces, '|', '<' or '>'")
+        t = self.budget_thresholds
+        if any(not 0.0 < x <= 10.0 for x in t) or sorted(set(t)) != t:
+            raise ValueError("budget_thresholds: increasing fractions in (0, 10], e.g. [0.8, 1.0]")
+        return self
+
+
 class JudgingConfig(_Strict):
     providers: list[ProviderSpec] = Field(min_length=1)
     tiers: dict[str, TierSpec] = Field(min_length=1, description="tier name -> provider + pinned model; order = escalation order")
@@ -107,6 +143,7 @@ class JudgingConfig(_Strict):
     drift: DriftSpec = Field(default_factory=DriftSpec)
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     max_value_chars: int = Field(8000, ge=200)
+    alerts: AlertsSpec = Field(default_factory=AlertsSpec)
 
     @model_validator(mode="after")
     def _references(self) -> Self:

@@ -25,6 +25,7 @@ from stream.config import Settings
 from stream.dlq import InMessage, OutRecord
 from stream.judging import JudgeService
 from stream.pipeline import Pipeline
+from stream.telemetry import batch_span
 
 log = logging.getLogger(__name__)
 
@@ -108,19 +109,22 @@ def create_app(
     @app.agent(input_topic, name="ingest", concurrency=1)
     async def ingest(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within):
-            await shielded(pipeline.handle_batch([_in_message(e) for e in events], repartition=True))
+            with batch_span("tracejudge.ingest_batch", len(events), settings.input_topic):
+                await shielded(pipeline.handle_batch([_in_message(e) for e in events], repartition=True))
 
     @app.agent(repartition_topic, name="assemble", concurrency=1)
     async def assemble(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within):
-            await shielded(pipeline.handle_batch([_in_message(e) for e in events], repartition=False))
+            with batch_span("tracejudge.assemble_batch", len(events), settings.repartition_topic):
+                await shielded(pipeline.handle_batch([_in_message(e) for e in events], repartition=False))
 
     events_topic = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
 
     @app.agent(events_topic, name="events", concurrency=1)
     async def events(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.batch_max_messages, within=settings.batch_within):
-            await shielded(pipeline.handle_events([_in_message(e) for e in batch]))
+            with batch_span("tracejudge.events_batch", len(batch), settings.events_topic):
+                await shielded(pipeline.handle_events([_in_message(e) for e in batch]))
 
     @app.timer(settings.tick_interval, name="complete_traces")
     async def complete_traces() -> None:
@@ -158,7 +162,8 @@ def add_judge_agent(app: faust.App, settings: Settings, judging: JudgeService, s
     @app.agent(judge_topic, name="judge", concurrency=1)
     async def judge(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(cfg.batch_max_messages, within=settings.batch_within):
-            await shielded(judging.handle_batch([_in_message(e) for e in batch]))
+            with batch_span("tracejudge.judge_batch", len(batch), settings.judge_topic):
+                await shielded(judging.handle_batch([_in_message(e) for e in batch]))
 
     @app.timer(cfg.ledger_flush_s, name="judge_ledger")
     async def flush_ledger() -> None:

@@ -190,3 +190,7 @@ def calibrate(
 
     settings = _settings(config)
     raise typer.Exit(run_cli(settings, judge, golden, judging, tier or None, console, err))
+from stream import cli_export  # noqa: E402,F401 - registers commands
+from stream import cli_backfill  # noqa: E402,F401 - registers commands
+from stream import cli_costs  # noqa: E402,F401 - registers commands
+from stream import cli_dashboard  # noqa: E402,F401 - registers commands

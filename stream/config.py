@@ -86,6 +86,19 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # --- OpenTelemetry (stream/telemetry.py, stream/evaluation_events.py); /metrics is always on
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP base URL for the worker's own metrics and spans; unset: "
+        "OTEL_EXPORTER_OTLP_ENDPOINT, else off"
+    )
+    emit_evaluation_events: bool = Field(
+        False, description="emit gen_ai.evaluation.result events into the judged traces (ok verdicts)"
+    )
+    evaluation_events_endpoint: str | None = Field(
+        None, description="OTLP/HTTP base URL for evaluation events; default: otel_exporter_otlp_endpoint, "
+        "then the standard OTEL_EXPORTER_OTLP_* variables"
+    )
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _check_bootstrap(cls, v: str | None) -> str | None:
@@ -105,6 +118,15 @@ class Settings(BaseSettings):
             return None
         if not v.startswith(("chdb://", "http://", "https://")):
             raise ValueError("must start with chdb://, http:// or https://")
+        return v
+
+    @field_validator("otel_exporter_otlp_endpoint", "evaluation_events_endpoint")
+    @classmethod
+    def _check_otlp_endpoint(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (OTLP/HTTP)")
         return v
 
     @model_validator(mode="after")

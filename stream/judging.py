@@ -353,6 +353,16 @@ class JudgeService:
         self.counters["backlog_judged"] += judged
         return judged
 
+    async def judge_stored(self, items: Sequence[tuple[Trace, Mapping[str, Any], Any]], purpose: str = "backfill") -> list[Outcome]:
+        """Judge traces rebuilt from ClickHouse rather than read from Kafka (``stream.backfill``):
+        each (trace, meta, rubric) takes the to_judge path — existing-verdict skip, verdict cache,
+        budget, cascade — with ``purpose`` on the ledger. The jobs carry no Kafka partition or
+        offset (-1), so the budget book the caller gave this service must accept partition -1."""
+        await self.start()
+        jobs = [(InMessage(self.topic, -1, -1, t.trace_id.encode(), judge_envelope.encode(t, dict(meta))), t, meta, r)
+                for t, meta, r in items]  # fmt: skip
+        return await self._judge_jobs(jobs, purpose, f"{purpose}:{uuid.uuid4().hex}") if jobs else []
+
     def status(self) -> dict[str, Any]:
         return {
             "counters": dict(self.counters),

@@ -21,16 +21,21 @@ from faust.web import Request, Response, View
 
 from stream.app import FaustProducer, create_app
 from stream.config import Settings
+from stream.dashboard import add_dashboard
 from judges.config import load_judging_config
 from stream.demo.broker import ensure_topics, topic_partitions
 from stream.decide import TraceDecider
+from stream.evaluation_events import build_evaluation_emitter
 from stream.events import EventJoiner
 from stream.judge_sink import JudgeSink
+from stream.alerts import AlertEngine
 from stream.judging import JudgeService
+from stream.metrics import MetricSources, VerdictStats, add_metrics_page, chain_listeners, consumer_offsets
 from stream.pipeline import Pipeline
 from stream.policy import load_policy
 from stream.sink import ClickHouseSink
 from stream.store import ClickHouseStore
+from stream.telemetry import setup_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +108,16 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
+def add_alerts(app: faust.App, engine: AlertEngine, judging: JudgeService) -> None:
+    """Alerts are evaluated by one worker: the owner of partition 0 of the to_judge topic (alert
+    state is deduplicated in ClickHouse, so a handover posts nothing twice)."""
+
+    @app.timer(10.0, name="alerts")
+    async def alerts() -> None:
+        if 0 in judging.owned:
+            await engine.tick()  # never raises
+
+
 def tune_gc() -> None:
     """Open traces keep many long-lived objects; the default GC thresholds rescan them every few
     hundred allocations (measured: ~35 % of worker throughput). Freeze what start-up allocated and
@@ -138,6 +153,7 @@ def run_worker(settings: Settings) -> None:
         log.warning("no judging_file configured: sampled traces wait in %s for a judging worker", settings.judge_topic)
     judge_partitions = asyncio.run(topic_partitions(settings.kafka_bootstrap, settings.judge_topic))
     holder: dict[str, JudgeService] = {}
+    verdict_stats, emitter = VerdictStats(), build_evaluation_emitter(settings) if judging_cfg else None
 
     def make_judging(app: faust.App) -> JudgeService | None:
         if judging_cfg is None:
@@ -147,11 +163,19 @@ def run_worker(settings: Settings) -> None:
             judging_cfg, JudgeSink(store), producer.send_all, topic=settings.judge_topic,
             dlq_topic=settings.judge_dlq_topic, partitions_total=judge_partitions,
             retry_initial=settings.insert_retry_initial, retry_max=settings.insert_retry_max,
+            on_verdicts=chain_listeners(verdict_stats, emitter),
         )  # fmt: skip
         return holder["judging"]
 
     app, pipeline = create_app(settings, make_pipeline, make_judging)
     add_web_api(app, pipeline, store, holder.get("judging"))
+    add_dashboard(app, store, judging_cfg.budget if judging_cfg is not None else None)
+    if judging_cfg is not None:
+        add_alerts(app, AlertEngine(store, judging_cfg), holder["judging"])
+    sources = MetricSources(pipeline, holder.get("judging"), verdict_stats, lambda: consumer_offsets(app))
+    add_metrics_page(app, sources)
+    telemetry = setup_telemetry(settings)
+    telemetry.observe_sources(sources, app)
     path = worker_file(settings)
     path.write_text(
         json.dumps({"pid": os.getpid(), "url": f"http://{settings.web_host}:{settings.web_port}"})
@@ -162,4 +186,7 @@ def run_worker(settings: Settings) -> None:
         worker.execute_from_commandline()
     finally:
         path.unlink(missing_ok=True)
+        telemetry.shutdown()
+        if emitter is not None:
+            emitter.shutdown()
         store.close()

@@ -121,6 +121,7 @@ def run_demo(settings: Settings, traces: int, rate: float, console: Console) -> 
             worker = WorkerProcess(env, logs / "worker.log")
             stack.callback(worker.stop)
             worker.wait_ready()
+            console.print(f"dashboard (while the demo runs): {worker.url}/dashboard", markup=False)
             started_ms = int(time.time() * 1000)
             settle = settings.decision_wait + 3 * settings.tick_interval + 30
             stats = _run_fleet(
@@ -272,3 +273,4 @@ def _summary(worker: WorkerProcess, stats: FleetStats, started_ms: int, db: str,
         f'Explore: {prog} sql "SELECT * FROM {db}.traces FINAL ORDER BY completed_at DESC LIMIT 5"',
         markup=False,
     )
+    console.print(f"Dashboard: {prog} dashboard  (then open http://127.0.0.1:6067/dashboard)", markup=False)
