@@ -38,12 +38,11 @@ never written to ``judge_backlog`` (no live partition would drain them).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +53,7 @@ from judges.providers.base import Provider
 from schemas.model import CompletionReason, Trace
 from stream.dlq import OutRecord
 from stream.judge_rows import VERDICT_COLUMNS
-from stream.judge_sink import CacheKey, JudgeSink
+from stream.judge_sink import JudgeSink
 from stream.judging import JudgeService
 from stream.rows import RAW_SPAN_SELECT, from_json, span_from_row
 from stream.store import ClickHouseStore
@@ -92,8 +91,7 @@ class BackfillResult:
 
 
 class BackfillSink(JudgeSink):
-    """The judging sink of a backfill: verdict rows say ``purpose = backfill``; backfill calls
-    count as verdict-cache entries; deferrals are not written to ``judge_backlog`` (a re-run picks
+    """The judging sink of a backfill: verdict rows say ``purpose = backfill``; deferrals are not written to ``judge_backlog`` (a re-run picks
     them up instead)."""
 
     async def write_verdicts(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
@@ -103,23 +101,6 @@ class BackfillSink(JudgeSink):
     async def write_backlog(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
         if rows:
             log.info("backfill: %d trace(s) deferred (budget / paused / transient); a re-run judges them", len(rows))
-
-    async def cached_results(self, input_hashes: Iterable[str]) -> dict[CacheKey, dict[str, Any]]:
-        hashes = sorted(set(input_hashes))
-        if not hashes:
-            return {}
-        _, rows = await self.store.aquery(
-            f"SELECT rubric_hash, model, input_hash, any(result), any(model_reported) FROM {self.db}.judge_calls "
-            "WHERE input_hash IN {h:Array(String)} AND status = 'ok' AND result != '' "
-            "AND purpose IN ('live', 'backlog', 'backfill') GROUP BY rubric_hash, model, input_hash",
-            {"h": hashes},
-        )
-        out = {}
-        for rubric_hash, model, ih, result, reported in rows:
-            doc = json.loads(result)
-            doc["model_reported"] = reported
-            out[(rubric_hash, model, ih)] = doc
-        return out
 
 
 class BackfillBudget(BudgetBook):

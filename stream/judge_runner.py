@@ -225,7 +225,7 @@ class JudgeRunner:
         self.stats["calls"] += 1
         now = self.clock()
         out.calls.append(call_row(uuid.uuid4().hex, int(now * 1000), reservation.period, tier, ih, ctx, v))
-        if v.status == "ok" and ctx.purpose in ("live", "backlog"):
+        if v.status == "ok" and ctx.purpose in ("live", "backlog", "backfill"):
             self.remember(key, {"label": v.label, "score": v.score, "explanation": v.explanation,
                                 "evidence": v.evidence, "model_reported": v.model_reported})  # fmt: skip
         return v, False

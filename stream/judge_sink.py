@@ -77,7 +77,7 @@ class JudgeSink:
         _, rows = await self.store.aquery(
             f"SELECT rubric_hash, model, input_hash, any(result), any(model_reported) FROM {self.db}.judge_calls "
             "WHERE input_hash IN {h:Array(String)} AND status = 'ok' AND result != '' "
-            "AND purpose IN ('live', 'backlog') GROUP BY rubric_hash, model, input_hash",
+            "AND purpose IN ('live', 'backlog', 'backfill') GROUP BY rubric_hash, model, input_hash",
             {"h": hashes},
         )
         out = {}
