@@ -22,12 +22,11 @@ from rich.text import Text
 
 from stream.config import Settings
 from stream.demo.fleet import FleetStats
+from stream.demo.judging_config import demo_judging_config, judging_mode
 from stream.demo.sim_provider import (
     SIM_API_KEY,
     SIM_API_KEY_ENV,
     SimulatedProvider,
-    demo_judging_config,
-    judging_mode,
 )
 
 if TYPE_CHECKING:

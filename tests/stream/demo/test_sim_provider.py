@@ -30,12 +30,11 @@ from judges.verdict import Verdict
 from schemas.decode import decode_message
 from schemas.model import CompletionReason, Trace
 from stream.demo.scenarios import APPS, SCENARIO_WEIGHTS, Conversation, plan_turn
+from stream.demo.judging_config import demo_judging_config, judging_mode
 from stream.demo.sim_provider import (
     SIM_API_KEY_ENV,
     SimulatedProvider,
-    demo_judging_config,
     judge_request,
-    judging_mode,
 )
 from stream.demo.spans import emit_turn
 from tests.judges.fake_llm import build_trace
