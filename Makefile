@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean chromium
+.PHONY: demo test bench reliability reliability-long install clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -c 'import sys; sys.exit("tracejudge needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -26,6 +26,14 @@ test: $(STAMP) chromium
 # it is installed when missing; otherwise that test is skipped with the reason.
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the dashboard browser test will be skipped"; }
+
+# The fault suite's figures table (README "Reliability"): the short versions of the scenarios (also
+# part of `make test`), or the long ones (pytest marker `reliability`, ~1 hour).
+reliability: $(STAMP)
+	$(PY) -m tests.reliability.report
+
+reliability-long: $(STAMP)
+	$(PY) -m tests.reliability.report --long
 
 bench: $(STAMP)
 	$(PY) bench/ingest.py

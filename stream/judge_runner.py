@@ -66,8 +66,12 @@ class JudgeRunner:
         *,
         clock: Callable[[], float] = time.time,
         worker_run: str = "",
+        on_call: Callable[[tuple[Any, ...]], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        #: called with each paid call's ledger row as soon as the call returns, so the runtime can
+        #: put it on the ledger without waiting for the rest of the batch (``Outcome.calls`` keeps it too)
+        self.on_call = on_call
         self.judges = judges
         self.budget = budget
         self.flake = flake
@@ -224,7 +228,10 @@ class JudgeRunner:
         self.budget.settle(reservation, v.cost_usd)
         self.stats["calls"] += 1
         now = self.clock()
-        out.calls.append(call_row(uuid.uuid4().hex, int(now * 1000), reservation.period, tier, ih, ctx, v))
+        row = call_row(uuid.uuid4().hex, int(now * 1000), reservation.period, tier, ih, ctx, v)
+        out.calls.append(row)
+        if self.on_call is not None:
+            self.on_call(row)
         if v.status == "ok" and ctx.purpose in ("live", "backlog", "backfill"):
             self.remember(key, {"label": v.label, "score": v.score, "explanation": v.explanation,
                                 "evidence": v.evidence, "model_reported": v.model_reported})  # fmt: skip

@@ -118,9 +118,14 @@ class JudgeService:
         self.providers = dict(providers) if providers is not None else build_providers(cfg)
         self.budget = BudgetBook(cfg.budget, partitions_total, clock)
         self.flake = FlakeTracker(cfg.flake)
-        self.runner = JudgeRunner(cfg, build_judges(cfg, self.providers), self.budget, self.flake, clock=clock)
+        # a paid call's ledger row is queued the moment the call returns and written by the next
+        # flush (``ledger_flush_s`` timer, tick, or the batch's own write), not when its whole batch
+        # is done: a crash while other calls of the batch are still in flight must not lose it
+        self.runner = JudgeRunner(cfg, build_judges(cfg, self.providers), self.budget, self.flake, clock=clock,
+                                  on_call=self._queue_call)  # fmt: skip
         self.owned: set[int] = set()
         self._pending_calls: list[tuple[Any, ...]] = []
+        self._flush_lock = asyncio.Lock()  # flush_calls returns only when every row queued before it is stored
         self._flush_seq = 0
         self._last_drain = 0.0
         self._last_drift = 0.0
@@ -222,9 +227,7 @@ class JudgeService:
 
     async def _write(self, todo: list[tuple[Any, ...]], outcomes: Sequence[Outcome], tok: str) -> None:
         now_ms = int(self.clock() * 1000)
-        for o in outcomes:
-            self._pending_calls.extend(o.calls)
-        await self.flush_calls()
+        await self.flush_calls()  # every call of these outcomes was queued when it returned
         backlog, rejudges, alerts, verdicts = [], [], [], []
         for (m, t, meta, r, _values, _ih), o in zip(todo, outcomes, strict=True):
             v = o.record.verdict
@@ -255,14 +258,20 @@ class JudgeService:
                 except Exception:  # noqa: BLE001 - listeners are best effort; the verdicts are stored
                     log.exception("verdict listener failed")
 
+    def _queue_call(self, row: tuple[Any, ...]) -> None:
+        self._pending_calls.append(row)
+
     async def flush_calls(self) -> None:
-        """Write buffered ledger rows (also on a short timer, so a paid call is on record quickly)."""
-        if not self._pending_calls:
-            return
-        rows, self._pending_calls = self._pending_calls, []
-        self._flush_seq += 1
-        tok = f"calls:{self.runner.worker_run}:{self._flush_seq}"
-        await self._retry(lambda: self.sink.write_calls(rows, tok), "write judge ledger")
+        """Write buffered ledger rows (also on a short timer, so a paid call is on record quickly).
+        Serialized: when it returns, every row queued before the call is stored, including rows a
+        concurrent flush (the timer's) took first — verdicts are never written ahead of their calls."""
+        async with self._flush_lock:
+            if not self._pending_calls:
+                return
+            rows, self._pending_calls = self._pending_calls, []
+            self._flush_seq += 1
+            tok = f"calls:{self.runner.worker_run}:{self._flush_seq}"
+            await self._retry(lambda: self.sink.write_calls(rows, tok), "write judge ledger")
 
     # ---- periodic work ----------------------------------------------------------------------
     async def tick(self) -> None:
@@ -314,7 +323,8 @@ class JudgeService:
                                    json.dumps({"tier": r.tier, "drop": result.drop, "model": r.model}),
                                    int(self.clock() * 1000)))  # fmt: skip
             if alerts:
-                await self._retry(lambda: self.sink.write_alerts(alerts, f"drift:{uuid.uuid4().hex}"), "write alerts")
+                tok = f"drift:{uuid.uuid4().hex}"  # once, outside the retried call: a retry must reuse it
+                await self._retry(lambda: self.sink.write_alerts(alerts, tok), "write alerts")
                 self.counters["alerts"] += len(alerts)
         return raised
 
@@ -349,7 +359,8 @@ class JudgeService:
                 done.append((o.record.verdict.trace_id, r.name, r.rubric_hash, "done", "judged", "",
                              m.partition, now_ms, now_ms))  # fmt: skip
         if done:
-            await self._retry(lambda: self.sink.write_backlog(done, f"backlog-done:{uuid.uuid4().hex}"), "mark backlog")
+            tok = f"backlog-done:{uuid.uuid4().hex}"  # once, outside the retried call: a retry must reuse it
+            await self._retry(lambda: self.sink.write_backlog(done, tok), "mark backlog")
         self.counters["backlog_judged"] += judged
         return judged
 

@@ -71,6 +71,16 @@ class RecordedRequest:
     arrived_at: float  # on the server's clock
 
 
+@dataclass(frozen=True)
+class SentResponse:
+    """A response fully written to the client: what the provider would bill (``usage`` of a 200
+    completion; ``None`` for errors and raw bodies)."""
+    request: RecordedRequest
+    status: int
+    usage: tuple[int, int] | None  # (input tokens, output tokens)
+    sent_at: float  # on the server's clock, after the last byte was written
+
+
 _OPENAI_ERRORS = {400: "invalid_request_error", 401: "invalid_request_error",
                   403: "permission_denied", 404: "invalid_request_error", 429: "rate_limit_exceeded",
                   500: "server_error", 503: "server_error"}
@@ -112,6 +122,10 @@ class FakeProviderServer:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self.requests: list[RecordedRequest] = []
+        #: every response fully sent, in order; ``on_response`` (if set) is called with each one,
+        #: from the handler thread, right after its last byte was written
+        self.responses: list[SentResponse] = []
+        self.on_response: Callable[[SentResponse], None] | None = None
         self.default: Step = Fail(500, message="unscripted request")
         self._script: deque[Step] = deque()
         self._lock = threading.Lock()
@@ -166,13 +180,13 @@ class FakeProviderServer:
                     body: Any = json.loads(raw)
                 except ValueError:
                     body = raw
+                rec = RecordedRequest(protocol, self.path, {k.lower(): v for k, v in self.headers.items()},
+                                      body, arrived)
                 with server._lock:
-                    server.requests.append(RecordedRequest(
-                        protocol, self.path, {k.lower(): v for k, v in self.headers.items()},
-                        body, arrived))
-                self._answer(protocol, server._next(), body)
+                    server.requests.append(rec)
+                self._answer(protocol, server._next(), body, rec)
 
-            def _answer(self, protocol: Protocol, step: Step, body: Any) -> None:
+            def _answer(self, protocol: Protocol, step: Step, body: Any, rec: RecordedRequest) -> None:
                 if isinstance(step, Func):
                     step = step.fn(body)
                 if isinstance(step, Hang):
@@ -180,18 +194,20 @@ class FakeProviderServer:
                     self.close_connection = True
                     return
                 if isinstance(step, RawBody):
-                    self._send(step.status, step.body, step.content_type)
+                    self._send(step.status, step.body, step.content_type, request=rec)
                     return
                 if isinstance(step, Fail):
                     headers = {"retry-after": step.retry_after} if step.retry_after else {}
                     self._send(step.status, json.dumps(error_body(protocol, step)).encode(),
-                               extra=headers)
+                               extra=headers, request=rec)
                     return
                 model = body.get("model", "unknown") if isinstance(body, dict) else "unknown"
-                self._send(200, json.dumps(success_body(protocol, step, model)).encode())
+                self._send(200, json.dumps(success_body(protocol, step, model)).encode(), request=rec,
+                           usage=(step.input_tokens, step.output_tokens))
 
             def _send(self, status: int, payload: bytes, content_type: str = "application/json",
-                      extra: dict[str, str] | None = None) -> None:
+                      extra: dict[str, str] | None = None, request: RecordedRequest | None = None,
+                      usage: tuple[int, int] | None = None) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(payload)))
@@ -200,6 +216,14 @@ class FakeProviderServer:
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
+                if request is None:
+                    return
+                self.wfile.flush()
+                sent = SentResponse(request, status, usage, server.clock())
+                with server._lock:
+                    server.responses.append(sent)
+                if server.on_response is not None:
+                    server.on_response(sent)
 
         return Handler
 
