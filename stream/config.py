@@ -22,6 +22,9 @@ from pydantic_settings import (
 ENV_PREFIX = "TRACEJUDGE_"
 
 
+REJOIN_ALLOWANCE_S = 10.0  # a group rejoin after a member's session expired, with margin
+
+
 class ConfigError(Exception):
     """Configuration is invalid; the message names the offending field(s)."""
 
@@ -74,7 +77,10 @@ class Settings(BaseSettings):
     # --- batching / performance ------------------------------------------------------------
     batch_max_messages: int = Field(500, ge=1)
     batch_within: float = Field(0.2, gt=0)
-    kafka_session_timeout: float = Field(30.0, ge=3, description="consumer group session timeout, seconds")
+    kafka_session_timeout: float = Field(
+        10.0, ge=3, description="consumer group session timeout, seconds: how long the partitions of a "
+        "crashed worker stall before another takes them over (keep it well below decision_wait)"
+    )
     shutdown_batch_timeout: float = Field(
         20.0, gt=0, description="at shutdown, how long a batch in progress may take to be stored"
     )
@@ -85,6 +91,9 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    faults_file: Path | None = Field(
+        None, description="fault tests only: JSON file that injects ClickHouse faults (stream/faults.py)"
+    )
 
     # --- OpenTelemetry (stream/telemetry.py, stream/evaluation_events.py); /metrics is always on
     otel_exporter_otlp_endpoint: str | None = Field(
@@ -134,6 +143,18 @@ class Settings(BaseSettings):
         if self.decision_wait > self.max_trace_age:
             raise ValueError("decision_wait must not exceed max_trace_age")
         return self
+
+    @property
+    def stall_risk(self) -> str | None:
+        """Why traces split over several input partitions may complete without some spans: after a
+        worker crash its partitions stall for the session timeout plus a rejoin (measured ~3-6 s),
+        and a part waiting there looks like quiet time to the trace's owner."""
+        stall = self.kafka_session_timeout + REJOIN_ALLOWANCE_S
+        if self.decision_wait >= stall:
+            return None
+        return (f"decision_wait {self.decision_wait:g}s < kafka_session_timeout {self.kafka_session_timeout:g}s + "
+                f"{REJOIN_ALLOWANCE_S:g}s rejoin: after a worker crash, traces split over several input "
+                "partitions may complete before all their spans arrive (they are stored as late spans)")
 
     @property
     def resolved_clickhouse_dsn(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import threading
 from collections.abc import Sequence
@@ -60,13 +61,21 @@ def is_read_only_sql(sql: str) -> bool:
 class ClickHouseStore:
     """Serialized access to one ClickHouse client; sync methods plus async wrappers."""
 
-    def __init__(self, dsn: str, database: str = "tracejudge") -> None:
+    def __init__(self, dsn: str, database: str = "tracejudge", faults_file: str | os.PathLike[str] | None = None) -> None:
         if not _IDENT.match(database):
             raise ValueError(f"invalid database name {database!r}")
         self.dsn = dsn
         self.database = database
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._client: Any = self._executor.submit(connect, dsn).result()
+        if faults_file is not None:  # fault tests only: calls obey a control file (stream/faults.py)
+            from stream.faults import FaultyClient
+
+            self._client = FaultyClient(self._client, faults_file)
+
+    def fault_counts(self) -> dict[str, int] | None:
+        """Faults injected so far (``faults_file`` set), else None."""
+        return getattr(self._client, "counts", None)
 
     # ---- client calls: these run on the ClickHouse thread only ------------------------------
     def _command(self, sql: str, parameters: dict[str, Any] | None, settings: dict[str, Any] | None) -> Any:
@@ -81,7 +90,12 @@ class ClickHouseStore:
     def _insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str | None) -> None:
         if not rows:
             return
-        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        # Spans are partitioned by their (client-supplied) start day: one batch may legitimately
+        # span many days (replays, backfill, skewed clocks), and ClickHouse's default cap of 100
+        # partitions per insert block would fail that insert on every retry (a stalled worker).
+        settings: dict[str, Any] = {"max_partitions_per_insert_block": 0}
+        if dedup_token:
+            settings["insert_deduplication_token"] = dedup_token
         self._client.insert(f"{self.database}.{table}", rows, column_names=list(columns), settings=settings)
 
     # ---- sync API: blocks the caller; never call from the event loop -----------------------

@@ -80,6 +80,7 @@ def add_web_api(app: faust.App, pipeline: Pipeline, store: ClickHouseStore, judg
                     "policy_version": pipeline.decider.version if pipeline.decider else None,
                     "owned_partitions": sorted(f"{t}/{p}" for t, p in pipeline.owned),
                     "judging": judging.status() if judging is not None else None,
+                    "faults": store.fault_counts(),
                 }
             )
 
@@ -132,8 +133,10 @@ def run_worker(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     policy = load_policy(settings.policy_file)  # invalid policy: PolicyError before anything starts
     decider = TraceDecider(policy)
+    if settings.stall_risk:
+        log.warning("%s", settings.stall_risk)
     log.info("policy version %s: %d gates, %d signal rules", policy.version, len(policy.gates), len(policy.signals))
-    store = ClickHouseStore(settings.resolved_clickhouse_dsn, settings.clickhouse_database)
+    store = ClickHouseStore(settings.resolved_clickhouse_dsn, settings.clickhouse_database, settings.faults_file)
     applied = store.migrate()
     if applied:
         log.info("ClickHouse migrations applied: %s", ", ".join(applied))

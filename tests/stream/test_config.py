@@ -61,3 +61,9 @@ def test_unknown_yaml_key_is_an_error(tmp_path: Path) -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(tmp_path / "nope.yaml")
+
+
+def test_a_decision_wait_shorter_than_a_crash_stall_is_flagged() -> None:
+    assert load_settings().stall_risk is None  # defaults: 30 s wait vs 10 s session + rejoin
+    risk = load_settings(decision_wait=5.0, kafka_session_timeout=10.0).stall_risk
+    assert risk is not None and "decision_wait 5s < kafka_session_timeout 10s" in risk

@@ -1,0 +1,141 @@
+"""Fault injection at the ClickHouse client layer — for the reliability (fault) tests only.
+
+The embedded store (chDB) runs in the worker's process, so an outage cannot be staged by cutting a
+network link. Instead, with the setting ``faults_file`` (``TRACEJUDGE_FAULTS_FILE``) the worker's
+clickhouse-connect client is wrapped in :class:`FaultyClient`, which, before each call, consults a
+JSON control file that the test (or an operator running a drill) rewrites while the worker runs:
+
+* ``{"clickhouse": "down"}`` — every call (query / command / insert / …) raises
+  :class:`~clickhouse_connect.driver.exceptions.OperationalError`, the error clickhouse-connect
+  raises when the server is unreachable, without touching the engine;
+* ``{"ambiguous_inserts": N}`` — the next N inserts are executed for real and *then* raise a
+  connection-reset ``OperationalError``: ClickHouse stored the data, the client never heard;
+* missing file, ``{}`` or ``{"clickhouse": "up"}`` — every call passes through.
+
+"down" wins over "ambiguous_inserts" when both are set. The file is re-read only when its identity
+changes (inode, mtime, size: one ``stat`` per call), so write it atomically (:func:`write_faults`:
+a temporary file renamed over it — always a new inode, so two writes within one timestamp tick are
+still seen). An unreadable or half-written file leaves the previous state in force.
+
+**Countdown**: the ambiguous-insert count lives in memory, keyed by the file's identity. Each write
+of the file arms a new count (N from the file); the file itself is never modified by the worker, so
+the test is its only writer. A restarted worker re-reads the file and arms the count again — remove
+or rewrite the file when the faults are meant to be over.
+
+Faults injected are counted in :attr:`FaultyClient.counts` (shown as ``faults`` on the worker's
+``/api/status``) and each one is logged at WARNING with the prefix ``fault injected:``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from clickhouse_connect.driver.exceptions import OperationalError
+
+log = logging.getLogger(__name__)
+
+# what clickhouse-connect reports for a refused connection / a reset after the request was sent
+DOWN_MESSAGE = (
+    "Error HTTPConnectionPool: Max retries exceeded (Caused by NewConnectionError: "
+    "[Errno 111] Connection refused) executing HTTP request attempt 1 (fault injected: clickhouse down)"
+)
+RESET_MESSAGE = (
+    "Error ('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer')) executing "
+    "HTTP request attempt 1 (fault injected: ambiguous insert, the data was stored)"
+)
+
+CALLS = frozenset({"query", "command", "raw_query", "raw_stream", "query_df", "query_np", "query_arrow",
+                   "query_rows_stream", "query_row_block_stream", "query_column_block_stream"})  # fmt: skip
+INSERTS = frozenset({"insert", "raw_insert", "insert_df", "insert_arrow", "insert_df_arrow"})
+
+
+def write_faults(path: str | os.PathLike[str], **control: Any) -> None:
+    """Atomically replace the control file with ``control`` (e.g. ``clickhouse="down"``)."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(control, f)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class FaultControl:
+    """The control file's current instruction; cheap to consult on every call."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._identity: tuple[int, int, int] | None = None
+        self.down = False
+        self.ambiguous_left = 0
+
+    def refresh(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if self._identity is not None:
+                log.warning("fault control %s removed: ClickHouse calls pass through", self.path)
+            self._identity, self.down, self.ambiguous_left = None, False, 0
+            return
+        identity = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if identity == self._identity:
+            return
+        try:
+            control = json.loads(self.path.read_text(encoding="utf-8") or "{}")
+            if not isinstance(control, dict):
+                raise ValueError("not a JSON object")
+            down = str(control.get("clickhouse", "up")).lower() == "down"
+            ambiguous = int(control.get("ambiguous_inserts", 0))
+        except (OSError, ValueError, TypeError) as exc:  # half-written: keep the previous state
+            log.warning("fault control %s unreadable (%s): previous state kept", self.path, exc)
+            return
+        self._identity, self.down, self.ambiguous_left = identity, down, max(ambiguous, 0)
+        log.warning("fault control %s: clickhouse %s, ambiguous inserts armed: %d",
+                    self.path, "down" if down else "up", self.ambiguous_left)  # fmt: skip
+
+
+class FaultyClient:
+    """A clickhouse-connect client whose calls obey a :class:`FaultControl` file."""
+
+    def __init__(self, client: Any, faults_file: str | os.PathLike[str]) -> None:
+        self._client = client
+        self.control = FaultControl(faults_file)
+        self.counts = {"down_errors": 0, "ambiguous_inserts": 0}
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name in INSERTS:
+            return self._guard(name, attr, insert=True)
+        if name in CALLS:
+            return self._guard(name, attr, insert=False)
+        return attr
+
+    def ping(self, *args: Any, **kwargs: Any) -> bool:
+        self.control.refresh()
+        return False if self.control.down else bool(self._client.ping(*args, **kwargs))
+
+    def _guard(self, name: str, fn: Any, insert: bool) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            control = self.control
+            control.refresh()
+            if control.down:
+                self.counts["down_errors"] += 1
+                log.warning("fault injected: clickhouse down (%s)", name)
+                raise OperationalError(DOWN_MESSAGE)
+            result = fn(*args, **kwargs)
+            if insert and control.ambiguous_left > 0:
+                control.ambiguous_left -= 1
+                self.counts["ambiguous_inserts"] += 1
+                log.warning("fault injected: ambiguous %s into %s (stored, then connection reset; %d left)",
+                            name, args[0] if args else kwargs.get("table"), control.ambiguous_left)  # fmt: skip
+                raise OperationalError(RESET_MESSAGE)
+            return result
+
+        return call

@@ -1,0 +1,310 @@
+"""One embedded ClickHouse (chDB) engine served over ClickHouse's HTTP interface.
+
+chDB allows one engine per data directory and process, so with the embedded store each worker
+would keep its own data, and a Kafka partition that moves to another worker would not find the
+spans its previous owner stored. ``tracejudge store-server`` hosts the engine once and speaks the
+part of ClickHouse's HTTP interface that clickhouse-connect's HTTP client uses, so several workers
+(and the CLI) share it through the ordinary ``http://host:port`` DSN — the same code path as
+against a ClickHouse server. It is meant for tests, the demo and single-host multi-worker
+deployments; production uses a real ClickHouse server (``docker-compose.yml``).
+
+What it speaks:
+
+* the statement in the ``query`` URL argument and/or the body (``text/plain``, or
+  ``multipart/form-data`` fields when the client form-encodes large bind parameters), optionally
+  compressed (``Content-Encoding``: lz4 frames, zstd, gzip, deflate), chunked or not;
+* server-side parameters ``param_<name>`` (``{name:Type}`` in the SQL), the ``database``
+  argument, settings as URL arguments (HTTP-transport ones are dropped);
+* ``INSERT INTO t (cols) FORMAT F`` followed by data (the client's Native inserts), written with
+  the engine's own ``INSERT ... FROM INFILE`` (clickhouse-connect's chDB backend), so
+  ``insert_deduplication_token`` and every other insert setting apply as in the embedded mode;
+* ``readonly``: such requests run on a second handle of the same engine that is itself in
+  ``readonly = 2`` mode, so the engine refuses writes (error 164) while other settings still apply;
+* errors as ClickHouse sends them: an HTTP error status, ``X-ClickHouse-Exception-Code`` and a
+  ``Code: N. DB::Exception: ...`` body, so the client raises its usual ``DatabaseError``;
+* ``GET /ping`` and ``GET /`` (``Ok.``).
+
+The engine is driven through clickhouse-connect's chDB backend (its raw ``execute_command`` /
+``execute_raw_insert`` operations); every engine call holds one lock. Results are returned
+whole, not streamed. An empty result in ``Native`` is an empty body (chDB emits no header block),
+as in the embedded mode.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import re
+import sys
+import threading
+import zlib
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from clickhouse_connect.driver._backend.models import QueryRuntime
+from clickhouse_connect.driver.exceptions import Error as ClickHouseClientError
+
+from stream.store import connect
+
+log = logging.getLogger(__name__)
+
+# URL arguments that belong to the HTTP interface, not to the query's settings.
+_TRANSPORT_ARGS = frozenset({
+    "query", "database", "default_format", "user", "password", "query_id", "session_id", "session_timeout",
+    "session_check", "quota_key", "compress", "decompress", "buffer_size", "wait_end_of_query", "role",
+    "client_protocol_version", "enable_http_compression", "send_progress_in_http_headers",
+    "http_headers_progress_interval_ms", "cancel_http_readonly_queries_on_client_close",
+})  # fmt: skip
+_INSERT_WITH_DATA = re.compile(r"^\s*INSERT\s+INTO\s+(?P<target>.+?)\s+FORMAT\s+(?P<fmt>\w+)\s*;?\s*$", re.I | re.S)
+_MAX_STATEMENT_LINE = 1 << 20  # the INSERT statement heading a data body is on its first line
+
+# ClickHouse error codes used for requests the engine never saw, and the HTTP status of some codes
+BAD_ARGUMENTS, UNKNOWN_TABLE, UNKNOWN_DATABASE, SYNTAX_ERROR, READONLY = 36, 60, 81, 62, 164
+_STATUS = {SYNTAX_ERROR: 400, BAD_ARGUMENTS: 400, UNKNOWN_TABLE: 404, UNKNOWN_DATABASE: 404, READONLY: 403}
+
+
+class RequestError(Exception):
+    """A malformed request: answered like a ClickHouse exception, with ``code``."""
+
+    def __init__(self, message: str, code: int = BAD_ARGUMENTS) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class StoreRequest:
+    """One HTTP request, decoded: the statement, its data (inserts), parameters and settings."""
+
+    sql: str | bytes
+    data: bytes | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)
+    database: str = "default"
+
+
+@dataclass
+class StoreResult:
+    body: bytes
+    fmt: str | None  # the result set's format (None: the statement has no result set)
+    summary: dict[str, Any]
+
+
+def decompress(body: bytes, encoding: str) -> bytes:
+    """Undo a request's ``Content-Encoding`` (the client compresses each insert block separately)."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding == "lz4":  # a concatenation of LZ4 frames, one per block
+        import lz4.frame
+
+        out, rest = bytearray(), body
+        while rest:
+            d = lz4.frame.LZ4FrameDecompressor()
+            out += d.decompress(rest)
+            if not d.eof:
+                raise RequestError("truncated lz4 frame in the request body")
+            rest = d.unused_data
+        return bytes(out)
+    if encoding == "zstd":
+        from clickhouse_connect.driver.compression import _zstd_decompress
+
+        return _zstd_decompress(body)  # handles concatenated frames
+    if encoding == "gzip":
+        return gzip.decompress(body)
+    if encoding == "deflate":
+        return zlib.decompress(body)
+    raise RequestError(f"Unknown Content-Encoding {encoding!r}")
+
+
+def parse_request(url: str, headers: Any, body: bytes) -> StoreRequest:
+    """Build a :class:`StoreRequest` from the URL, the headers and the (raw) body."""
+    args = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    body = decompress(body, headers.get("Content-Encoding", ""))
+    content_type = headers.get("Content-Type", "")
+    if content_type.startswith("multipart/form-data"):  # large bind parameters: fields query, param_*
+        message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if name is not None and part.get_filename() is None:
+                args[str(name)] = part.get_payload(decode=True).decode("utf-8")
+        body = b""
+    query = args.pop("query", "")
+    req = StoreRequest(sql="", database=args.pop("database", "") or "default")
+    for key, value in args.items():
+        if key.startswith("param_"):
+            req.params[key] = value
+        elif key not in _TRANSPORT_ARGS:
+            req.settings[key] = value
+    insert = _INSERT_WITH_DATA.match(query) if query else None
+    if insert:  # statement in the URL, data in the body
+        req.sql, req.data = query, body
+    elif not query and body.lstrip()[:6].upper() == b"INSERT":
+        line_end = body.find(b"\n", 0, _MAX_STATEMENT_LINE)
+        head = body[: line_end if line_end >= 0 else len(body)].decode("utf-8", "replace")
+        if _INSERT_WITH_DATA.match(head) and line_end >= 0:
+            req.sql, req.data = head, body[line_end + 1 :]
+    if req.data is None:  # a query or command: ClickHouse runs the URL query followed by the body
+        text = query + ("\n" if query and body else "")
+        req.sql = _text(text.encode() + body)
+    if not req.sql.strip():
+        raise RequestError("Empty query", SYNTAX_ERROR)
+    return req
+
+
+def _text(sql: bytes) -> str | bytes:
+    try:
+        return sql.decode("utf-8")
+    except UnicodeDecodeError:  # binary literals bound into the statement: hand the bytes on
+        return sql
+
+
+class Engine:
+    """The one chDB engine of a data directory, behind one lock."""
+
+    def __init__(self, data_dir: Path) -> None:
+        dsn = f"chdb://{Path(data_dir).resolve()}"
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        self.lock = threading.Lock()
+        self._rw = connect(dsn)  # StoreLockedError if another process holds the directory
+        self._ro = connect(dsn)  # a second handle on the same engine
+        self._ro.command("SET readonly = 2")  # no writes; settings may still change per query
+        version, tz = self._rw.command("SELECT version(), timezone()")  # type: ignore[misc]
+        self.version, self.timezone = str(version), str(tz)
+        # settings a handle already has (clickhouse-connect's session defaults): HTTP clients send
+        # them with every request, and applying one costs a snapshot, a SET and a restore
+        self._session = {id(c): self._changed(c) for c in (self._rw, self._ro)}
+
+    @staticmethod
+    def _changed(client: Any) -> dict[str, str]:
+        return dict(client.query("SELECT name, value FROM system.settings WHERE changed").result_rows)
+
+    def run(self, req: StoreRequest) -> StoreResult:
+        settings = dict(req.settings)
+        readonly = settings.pop("readonly", "0")
+        client = self._ro if readonly not in ("", "0") else self._rw
+        session = self._session[id(client)]
+        settings = {k: v for k, v in settings.items() if session.get(k) != v}
+        backend = client._backend  # noqa: SLF001 - clickhouse-connect's chDB backend: its raw operations
+        runtime = QueryRuntime(database=req.database, settings=settings)
+        with self.lock:
+            if req.data is not None:
+                m = _INSERT_WITH_DATA.match(req.sql if isinstance(req.sql, str) else req.sql.decode("utf-8", "replace"))
+                assert m is not None
+                summary = backend.execute_raw_insert(m["target"], None, req.data, m["fmt"], None, runtime, None)
+                return StoreResult(b"", None, summary)
+            done = backend.execute_command(req.sql, req.params, None, None, runtime, None)
+        return StoreResult(done.body, done.result_format, done.summary)
+
+    def close(self) -> None:
+        with self.lock:
+            self._ro.close()
+            self._rw.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
+    server: StoreServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                        pass
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        parts = urlsplit(self.path)
+        if parts.path == "/ping" or (parts.path == "/" and "query=" not in parts.query):
+            self._reply(200, b"Ok.\n", {"Content-Type": "text/plain; charset=UTF-8"})
+            return
+        self._execute(b"")
+
+    def do_POST(self) -> None:  # noqa: N802
+        try:
+            body = self._read_body()
+        except (ValueError, OSError) as exc:
+            self.close_connection = True
+            self._error(RequestError(f"Cannot read the request body: {exc}"))
+            return
+        self._execute(body)
+
+    def _execute(self, body: bytes) -> None:
+        engine = self.server.engine
+        try:
+            req = parse_request(self.path, self.headers, body)
+            result = engine.run(req)
+        except (RequestError, ClickHouseClientError) as exc:
+            self._error(exc)
+            return
+        except Exception as exc:  # the engine's own failure: still answer like ClickHouse
+            log.exception("store server: request failed")
+            self._error(RequestError(f"{type(exc).__name__}: {exc}", code=1001))
+            return
+        headers = {"Content-Type": "application/octet-stream", "X-ClickHouse-Timezone": engine.timezone,
+                   "X-ClickHouse-Summary": json.dumps({k: str(v) for k, v in result.summary.items()})}  # fmt: skip
+        if result.fmt:
+            headers["X-ClickHouse-Format"] = result.fmt
+        self._reply(200, result.body, headers)
+
+    def _error(self, exc: Exception) -> None:
+        code = getattr(exc, "code", None) or 1001  # 1001 = STD_EXCEPTION
+        message = str(exc).strip()
+        if not message.startswith("Code: "):
+            message = f"Code: {code}. DB::Exception: {message}"
+        body = f"{message} (version {self.server.engine.version})\n".encode()
+        self._reply(_STATUS.get(code, 500), body, {"Content-Type": "text/plain; charset=UTF-8",
+                                                   "X-ClickHouse-Exception-Code": str(code)})  # fmt: skip
+
+
+class StoreServer(ThreadingHTTPServer):
+    """``StoreServer(data_dir, host, port)``; ``.dsn`` is what clients use; ``serve_forever()``."""
+
+    daemon_threads = True
+
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = 8124) -> None:
+        self.engine = Engine(data_dir)
+        try:
+            super().__init__((host, port), _Handler)
+        except OSError:
+            self.engine.close()
+            raise
+
+    @property
+    def dsn(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):  # a client went away mid-request (a killed worker)
+            log.debug("store server: client %s went away: %r", client_address, exc)
+        else:
+            log.exception("store server: error serving %s", client_address)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.engine.close()

@@ -1,0 +1,202 @@
+"""``tracejudge store-server``: one chDB engine shared over ClickHouse's HTTP interface.
+
+The server runs as a real ``tracejudge store-server`` process (as in a deployment), and the
+product's own :class:`stream.store.ClickHouseStore` talks to it with an ``http://`` DSN, i.e.
+through clickhouse-connect's HTTP client, exactly as against a ClickHouse server.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import clickhouse_connect
+import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
+
+from stream.store import ClickHouseStore, load_migrations
+from tests.store_server import ServerProcess
+
+# store-level tests of other modules, collected here again with this module's `store` fixture (below),
+# i.e. run against the server: the store itself, the finance views, and the judge sink and ledger
+from tests.stream.test_costs import test_budget_burn_and_projection, test_daily_views_sum_the_ledger  # noqa: F401
+from tests.stream.test_judging import (  # noqa: F401
+    test_a_partitions_spend_moves_with_it_to_another_worker,
+    test_replayed_batch_is_not_judged_or_paid_again,
+    test_verdicts_and_ledger_rows_for_a_batch,
+)
+from tests.stream.test_store import (  # noqa: F401
+    test_insert_with_same_dedup_token_is_stored_once,
+    test_migrations_apply_once_in_order,
+    test_read_only_is_enforced_by_clickhouse_too,
+)
+
+SPAN_COLS = ["trace_id", "span_id", "name", "start_time", "end_time", "ingested_at", "attributes", "exception_types"]
+T0 = 1_700_000_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    s = ServerProcess(tmp_path_factory.mktemp("store-server"))
+    yield s
+    assert s.stop() == 0
+
+
+@pytest.fixture
+def store(server: ServerProcess) -> Iterator[ClickHouseStore]:
+    """A migrated database of its own on the server (overrides the embedded ``store`` fixture)."""
+    s = ClickHouseStore(server.dsn, database=f"t_{uuid.uuid4().hex[:12]}")
+    s.migrate()
+    yield s
+    s.command(f"DROP DATABASE IF EXISTS {s.database}")
+    s.close()
+
+
+def span_row(trace: str, span: str, name: str = "llm call", attrs: dict[str, str] | None = None) -> list[object]:
+    return [trace, span, name, T0, T0 + 10**8, 1_700_000_000_000, attrs or {}, ["ValueError"]]
+
+
+def test_migrate_applies_every_migration_on_a_fresh_database(server: ServerProcess) -> None:
+    s = ClickHouseStore(server.dsn, database=f"m_{uuid.uuid4().hex[:12]}")
+    try:
+        assert s.migrate() == [name for _, name, _ in load_migrations()]
+        assert s.migrate() == []
+        _, rows = s.query("SELECT name FROM system.tables WHERE database = {db:String}", {"db": s.database})
+        assert {"spans", "traces", "gate_results", "verdicts", "schema_migrations"} <= {r[0] for r in rows}
+    finally:
+        s.command(f"DROP DATABASE IF EXISTS {s.database}")
+        s.close()
+
+
+def test_rows_round_trip_and_final_collapses_replays(store: ClickHouseStore) -> None:
+    tricky = "NUL\x00 tab\t quote' backslash\\ é 🙂 <b>'; DROP TABLE x; --"
+    store.insert("spans", [span_row("a" * 32, "1" * 16, tricky, {"k": tricky}), span_row("a" * 32, "2" * 16)],
+                 SPAN_COLS, dedup_token="batch-1")  # fmt: skip
+    store.insert("spans", [span_row("a" * 32, "1" * 16, tricky, {"k": tricky})], SPAN_COLS, dedup_token="batch-2")
+    db = store.database
+    _, raw = store.query(f"SELECT count() FROM {db}.spans")
+    _, final = store.query(f"SELECT span_id, name, attributes, exception_types FROM {db}.spans FINAL ORDER BY span_id")
+    assert raw == [(3,)]
+    assert final == [("1" * 16, tricky, {"k": tricky}, ["ValueError"]), ("2" * 16, "llm call", {}, ["ValueError"])]
+
+
+def test_server_side_parameters(store: ClickHouseStore) -> None:
+    traces = [uuid.uuid4().hex for _ in range(3000)]  # enough ids to make the client form-encode them
+    store.insert("spans", [span_row(t, "1" * 16) for t in traces], SPAN_COLS)
+    db = store.database
+    _, rows = store.query(
+        f"SELECT count() FROM {db}.spans FINAL WHERE trace_id IN {{ids:Array(String)}} AND name = {{n:String}} "
+        f"AND toUnixTimestamp64Nano(start_time) >= {{since:Int64}}",
+        {"ids": traces[:2500] + ["not-there"], "n": "llm call", "since": T0},
+    )
+    assert rows == [(2500,)]
+    odd = ["tab\there", "quote'd", "back\\slash", "new\nline", ""]
+    _, rows = store.query("SELECT {xs:Array(String)}, {s:String}, {i:Int64}", {"xs": odd, "s": odd[0], "i": -(2**40)})
+    assert rows == [(odd, odd[0], -(2**40))]
+
+
+def test_dedup_token_twice_stores_one_copy(store: ClickHouseStore) -> None:
+    rows = [span_row("c" * 32, f"{i:016x}") for i in range(50)]
+    for token in ("p0:o0-49", "p0:o0-49", "p0:o0-49"):  # a retried ambiguous insert
+        store.insert("spans", rows, SPAN_COLS, dedup_token=token)
+    _, raw = store.query(f"SELECT count() FROM {store.database}.spans")
+    assert raw == [(50,)]
+
+
+def test_read_only_requests_cannot_write_and_do_not_stick(store: ClickHouseStore) -> None:
+    db = store.database
+    with pytest.raises(PermissionError):  # refused by the client-side filter
+        store.read_only_query(f"DROP TABLE {db}.spans")
+    with pytest.raises(DatabaseError) as refused:  # refused by the engine: the filter is bypassed here
+        store.command(f"INSERT INTO {db}.action_events (event_id) VALUES ('x')", settings={"readonly": 1})
+    assert refused.value.code == 164 and "readonly" in str(refused.value)
+    _, rows = store.read_only_query(f"SELECT count() FROM {db}.action_events")
+    assert rows == [(0,)]
+    store.command(f"INSERT INTO {db}.action_events (event_id) VALUES ('y')")  # a normal request may still write
+    assert store.query(f"SELECT event_id FROM {db}.action_events")[1] == [("y",)]
+
+
+def test_sql_errors_surface_with_clickhouse_message(store: ClickHouseStore) -> None:
+    with pytest.raises(DatabaseError) as missing:
+        store.query(f"SELECT * FROM {store.database}.no_such_table")
+    assert missing.value.code == 60 and "UNKNOWN_TABLE" in str(missing.value) and "no_such_table" in str(missing.value)
+    with pytest.raises(DatabaseError) as syntax:
+        store.command("SELEC 1")
+    assert syntax.value.code == 62 and "Syntax error" in str(syntax.value)
+    assert store.query("SELECT 1")[1] == [(1,)]  # the connection is usable afterwards
+
+
+def test_inserts_in_every_client_compression(server: ServerProcess, store: ClickHouseStore) -> None:
+    for n, compress in enumerate(["lz4", "zstd", "gzip", False]):  # lz4 is what ClickHouseStore uses
+        rows = [span_row(f"{n}" * 32, f"{i:016x}", "x" * 200) for i in range(2000)]
+        client = clickhouse_connect.get_client(dsn=server.dsn, compress=compress, autogenerate_session_id=False)
+        try:
+            client.insert(f"{store.database}.spans", rows, column_names=SPAN_COLS)
+            result = client.query(f"SELECT count(), sum(length(name)) FROM {store.database}.spans")
+            assert result.result_rows == [((n + 1) * 2000, (n + 1) * 400_000)], compress
+        finally:
+            client.close()
+
+
+def test_concurrent_writers_lose_nothing(server: ServerProcess, store: ClickHouseStore) -> None:
+    """Two writer threads (each its own client, as two workers would be) and a writer process."""
+    per_writer, batches = 400, 10
+    errors: list[BaseException] = []
+
+    def write(writer: int) -> None:
+        s = ClickHouseStore(server.dsn, database=store.database)
+        try:
+            for b in range(batches):
+                rows = [span_row(f"{writer:02d}{b:030d}", f"{i:016x}") for i in range(per_writer // batches)]
+                s.insert("spans", rows, SPAN_COLS, dedup_token=f"w{writer}:b{b}")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            s.close()
+
+    code = (f"from tests.stream.test_store_server import write_batches; "
+            f"write_batches({server.dsn!r}, {store.database!r}, 2, {batches}, {per_writer // batches})")  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", code])
+    threads = [threading.Thread(target=write, args=(w,)) for w in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert child.wait(timeout=120) == 0 and not errors
+    _, rows = store.query(f"SELECT count(), uniqExact(trace_id, span_id) FROM {store.database}.spans")
+    assert rows == [(3 * per_writer, 3 * per_writer)]
+
+
+def write_batches(dsn: str, database: str, writer: int, batches: int, size: int) -> None:
+    s = ClickHouseStore(dsn, database=database)
+    try:
+        for b in range(batches):
+            rows = [span_row(f"{writer:02d}{b:030d}", f"{i:016x}") for i in range(size)]
+            s.insert("spans", rows, SPAN_COLS, dedup_token=f"w{writer}:b{b}")
+    finally:
+        s.close()
+
+
+def test_one_server_per_data_dir_and_data_survives_a_restart(tmp_path: Path) -> None:
+    first = ServerProcess(tmp_path)
+    try:
+        s = ClickHouseStore(first.dsn, database="kept")
+        s.migrate()
+        s.insert("spans", [span_row("e" * 32, "1" * 16)], SPAN_COLS)
+        s.close()
+        with pytest.raises(RuntimeError, match="cannot start the store server: .* is held by another process"):
+            ServerProcess(tmp_path)  # the engine of this directory is held
+    finally:
+        assert first.stop() == 0  # SIGTERM: a clean shutdown
+    second = ServerProcess(tmp_path)
+    try:
+        s = ClickHouseStore(second.dsn, database="kept")
+        assert s.migrate() == []
+        assert s.query("SELECT trace_id FROM kept.spans FINAL")[1] == [("e" * 32,)]
+        s.close()
+    finally:
+        assert second.stop() == 0
