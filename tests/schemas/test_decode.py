@@ -87,11 +87,20 @@ def test_message_size_limit() -> None:
         decode_message(value, limits=Limits(max_message_bytes=len(value) - 1))
 
 
-def test_invalid_utf8_in_a_string_field_is_rejected() -> None:
+def test_invalid_utf8_in_a_string_field_is_repaired_with_the_original_kept() -> None:
+    rng = random.Random(6)
+    value = proto([SpanSpec(rng.randbytes(16), rng.randbytes(8), name="MARKERMARKER")])
+    (span,) = decode_message(value.replace(b"MARKERMARKER", b"MARKER\xc3\x28RKER"))  # same length
+    assert span.name == "MARKER\ufffd(RKER"
+    # the original bytes, kept as a bytes value (stored as {"$bytes": base64} like any OTLP bytes value)
+    assert span.attributes["tracejudge.invalid_utf8"] == {"name": b"MARKER\xc3\x28RKER"}
+
+
+def test_a_string_length_prefix_past_the_message_end_is_undecodable() -> None:
     rng = random.Random(6)
     value = proto([SpanSpec(rng.randbytes(16), rng.randbytes(8), name="MARKERMARKER")])
     with pytest.raises(DecodeError, match="undecodable"):
-        decode_message(value.replace(b"MARKERMARKER", b"MARKER\xc3\x28KER"))
+        decode_message(value.replace(b"MARKERMARKER", b"MARKERMARKE"))
 
 
 def test_split_by_trace_keeps_resource_and_scope() -> None:

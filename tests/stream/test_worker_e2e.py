@@ -27,8 +27,8 @@ def bad_messages(rng: random.Random) -> dict[str, bytes]:
     zero_id[1].trace_id = bytes(16)
     backwards = genai_trace(rng, 2)
     backwards[1].end = backwards[1].start - 1
-    bad_utf8 = proto([SpanSpec(rng.randbytes(16), rng.randbytes(8), name="MARKERMARKER")])
-    bad_utf8 = bad_utf8.replace(b"MARKERMARKER", b"\xff\xfe\xfdMARKERMA")
+    bad_length = proto([SpanSpec(rng.randbytes(16), rng.randbytes(8), name="MARKERMARKER")])
+    bad_length = bad_length.replace(b"MARKERMARKER", b"MARKERMARKE")  # length prefix past the end
     return {
         "undecodable:garbage": b"\x00\x01garbage\xff" * 10,
         # a metrics request parses as a trace request whose "trace id" is the metric name
@@ -36,7 +36,7 @@ def bad_messages(rng: random.Random) -> dict[str, bytes]:
         "no_spans:empty-request": b"\x0a\x00",
         "invalid_trace_id:zero": proto(zero_id),
         "span_end_before_start:backwards": proto(backwards),
-        "undecodable:utf8": bad_utf8,
+        "undecodable:length": bad_length,
         "undecodable:json": b'{"resourceSpans": 5}',
         "undecodable:truncated": proto(good)[:-7],
     }
