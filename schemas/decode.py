@@ -9,6 +9,12 @@ wire type 3).
 A message is all-or-nothing: any invalid span rejects the whole message with a
 :class:`DecodeError` whose ``reason`` is a short stable code (used as the dead-letter reason) and
 ``detail`` says which span and what is wrong. Nothing is half-stored.
+
+Invalid UTF-8 in a protobuf ``string`` field (which upb refuses, but the Collector's Go code
+passes on) is not a reason to reject: on that failure path only, :mod:`schemas.utf8_repair`
+re-parses the message, puts U+FFFD for each invalid sequence and keeps the original bytes in the
+span attribute ``tracejudge.invalid_utf8`` (lossless). OTLP/JSON that is not UTF-8 is not JSON
+(RFC 8259) and is dead-lettered as ``undecodable`` with the offending byte's offset.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from schemas.model import Span, SpanEvent, StatusCode
 from schemas.normalize import normalize_span
 from schemas.otlp_json import parse_otlp_json
+from schemas.utf8_repair import repair_request
 
 Encoding = Literal["auto", "otlp_proto", "otlp_json"]
 
@@ -30,6 +37,7 @@ _OTEL_KIND = ("unspecified", "internal", "server", "client", "producer", "consum
 _STATUS = (StatusCode.UNSET, StatusCode.OK, StatusCode.ERROR)
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
+_MAX_NS = 2**63 - 1  # the latest instant ClickHouse's DateTime64(9) holds (2262-04-11)
 TRUNCATION_MARK = "…[truncated]"
 
 
@@ -72,12 +80,22 @@ def parse_request(value: bytes, encoding: Encoding = "auto") -> ExportTraceServi
         try:
             return ExportTraceServiceRequest.FromString(value)
         except ProtobufDecodeError:
+            # the failure path only: strings that are not UTF-8 are repaired losslessly
+            repaired = repair_request(value)
+            if repaired is not None:
+                return repaired[0]
             if sniffed and value.lstrip()[:1] == b"{":
                 encoding = "otlp_json"
                 return parse_otlp_json(value)
             raise
+    except UnicodeDecodeError as exc:  # OTLP/JSON bytes that are not UTF-8 are not JSON: no repair
+        raise DecodeError(
+            "undecodable",
+            f"OTLP/JSON must be UTF-8 (RFC 8259): byte 0x{exc.object[exc.start]:02x} at offset {exc.start} "
+            "is not (invalid UTF-8 is repaired in protobuf input only)",
+        ) from None
     except (ProtobufDecodeError, JsonParseError, ValueError, TypeError, RecursionError) as exc:
-        # ValueError covers json.JSONDecodeError and UnicodeDecodeError
+        # ValueError covers json.JSONDecodeError
         raise DecodeError("undecodable", f"not an OTLP {encoding} ExportTraceServiceRequest: {exc}") from None
 
 
@@ -158,6 +176,8 @@ def decode_request(req: ExportTraceServiceRequest, limits: Limits = DEFAULT_LIMI
                     raise DecodeError(
                         "span_end_before_start", f"{where} span {span_id}: end {end} < start {start}"
                     )
+                if end > _MAX_NS:  # unrepresentable in DateTime64(9): the insert would fail forever
+                    raise DecodeError("span_time_out_of_range", f"{where} span {span_id}: end {end} > {_MAX_NS}")
                 conv = _AttrConverter(limits)
                 attributes = conv.attrs(ps.attributes)
                 events = [

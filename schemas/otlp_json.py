@@ -66,7 +66,10 @@ def parse_otlp_json(data: bytes | str) -> ExportTraceServiceRequest:
         raise OtlpJsonError("top level must be a JSON object")
     _walk_spans(doc, _hex_to_b64)
     req = ExportTraceServiceRequest()
-    json_format.ParseDict(doc, req, ignore_unknown_fields=True)
+    try:
+        json_format.ParseDict(doc, req, ignore_unknown_fields=True)
+    except ArithmeticError as exc:  # e.g. Infinity / 1e400 for an integer field: OverflowError
+        raise OtlpJsonError(f"number out of range: {exc}") from None
     return req
 
 

@@ -29,6 +29,7 @@ from stream.telemetry import batch_span
 
 log = logging.getLogger(__name__)
 
+PRODUCER_MAX_REQUEST_BYTES = 1 << 30  # the client-side size check only (aiokafka allocates per record)
 EXIT_UNFINISHED_BATCH = 75  # EX_TEMPFAIL: stopped without committing a batch that was not stored
 
 
@@ -77,7 +78,10 @@ def create_app(
         web_port=settings.web_port,
         web_in_thread=False,
         producer_acks=-1,
-        producer_max_request_size=max(settings.max_message_bytes + 1024 * 1024, 1_048_576),
+        # A dead letter carries the original value, and a message over max_message_bytes must be
+        # dead-lettered too: a client-side cap near max_message_bytes made that produce fail on
+        # every retry (a stalled partition). Only the broker's own limit applies.
+        producer_max_request_size=PRODUCER_MAX_REQUEST_BYTES,
         consumer_max_fetch_size=max(settings.max_message_bytes + 1024 * 1024, 4 * 1_048_576),
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4 * settings.batch_max_messages, 1000),

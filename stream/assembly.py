@@ -33,6 +33,7 @@ class OpenTrace:
     root_seen: bool = False
     max_offset: int = -1
     spans_not_held: int = 0
+    resumed_ns: int = 0  # when this owner restored it from the store (0: never restored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +74,9 @@ class TraceAssembler:
         self.max_spans = max_spans_per_trace
         self.decided_size = decided_cache_size
         self._open: dict[str, OpenTrace] = {}  # insertion order == first seen
-        self._idle: OrderedDict[str, None] = OrderedDict()  # root seen; ordered by last_seen
+        self._idle: OrderedDict[str, None] = OrderedDict()  # root seen; by max(last_seen, resumed)
         self._decided: OrderedDict[str, Decided] = OrderedDict()  # ordered by completion
+        self._restored: dict[str, OpenTrace] = {}  # restored, not yet resumed (see resume)
         self.late_total = 0
 
     # ---- queries ---------------------------------------------------------------------------
@@ -123,14 +125,33 @@ class TraceAssembler:
         """Re-open traces from stored spans: (span, source offset, ingested_at ns) tuples.
         Returns traces evicted to stay within ``max_open_traces``."""
         result = AddResult()
+        restored: dict[str, OpenTrace] = {}
         for span, offset, ingested_ns in sorted(spans, key=lambda x: x[2]):
             ot = self._open.get(span.trace_id)
             if ot is None:
                 ot = OpenTrace(span.trace_id, tp, ingested_ns, ingested_ns)
                 self._open[span.trace_id] = ot
+            restored[span.trace_id] = ot
             self._hold(ot, span, offset, ingested_ns, result)
+        for tid, ot in restored.items():  # quiet from now at the earliest (see resume)
+            ot.resumed_ns = now_ns
+            if tid in self._idle:
+                self._idle.move_to_end(tid)
+        self._restored.update(restored)
         self._evict_over_limit(now_ns, result)
         return result.evicted
+
+    def resume(self, now_ns: int) -> None:
+        """The time no consumer read a partition (a crash, a restart, a handover) is not quiet time:
+        the rest of a trace may be waiting in the log right after the committed offset. So the
+        traces restored since the last call wait ``decision_wait`` from ``now_ns`` (call it when
+        consumption resumes, after every assigned partition is restored) before completing as idle."""
+        for tid, ot in self._restored.items():
+            if self._open.get(tid) is ot:
+                ot.resumed_ns = max(ot.resumed_ns, now_ns)
+                if tid in self._idle:
+                    self._idle.move_to_end(tid)
+        self._restored.clear()
 
     def remember_decided(self, trace_id: str, decided: Decided) -> None:
         self._decided[trace_id] = decided
@@ -151,7 +172,8 @@ class TraceAssembler:
         done: list[CompletedTrace] = []
         while self._idle and (limit is None or len(done) < limit):
             tid = next(iter(self._idle))
-            if self._open[tid].last_seen_ns + self.decision_wait_ns > now_ns:
+            ot = self._open[tid]
+            if max(ot.last_seen_ns, ot.resumed_ns) + self.decision_wait_ns > now_ns:
                 break
             done.append(self._complete(tid, CompletionReason.ROOT_ENDED_IDLE, now_ns))
         while self._open and (limit is None or len(done) < limit):
@@ -168,7 +190,9 @@ class TraceAssembler:
         if span.span_id in ot.spans:
             result.replayed += 1
             ot.spans[span.span_id] = span
-        elif len(ot.spans) >= self.max_spans:
+        elif len(ot.spans) >= self.max_spans and not (span.is_root and not ot.root_seen):
+            # past the cap, spans are stored but not held — except the first root (one span more
+            # at most): without it the trace row would name a child as the root
             ot.spans_not_held += 1
             result.not_held += 1
         else:

@@ -41,6 +41,12 @@ from stream.sink import Sink
 
 log = logging.getLogger(__name__)
 
+# Spans decoded, turned into rows and inserted per ingest step. Batches are counted in messages,
+# and a message may hold thousands of spans (the Collector's batch processor sends up to 8192), so
+# a batch is stored in steps of this many spans (~5 KB of peak memory each); the batch is still
+# acked only when all of it is stored.
+INGEST_CHUNK_SPANS = 20_000
+
 Clock = Callable[[], int]  # nanoseconds
 Sleep = Callable[[float], Awaitable[None]]
 OnComplete = Callable[[list[CompletedTrace]], Awaitable[None]]
@@ -102,6 +108,7 @@ class Pipeline:
         dead-lettered or repartitioned (and so may be acked)."""
         self.counters.messages_in += len(msgs)
         local: list[tuple[InMessage, list[Span]]] = []
+        held = 0  # spans decoded and not yet ingested
         out: list[OutRecord] = []
         for i, msg in enumerate(msgs):
             if i and i % 50 == 0:
@@ -118,6 +125,10 @@ class Pipeline:
                 continue
             if not repartition or _partitioned_by_trace(msg.key, spans):
                 local.append((msg, spans))
+                held += len(spans)
+                if held >= INGEST_CHUNK_SPANS:  # store in steps: memory per batch stays bounded
+                    await self.ingest(local)
+                    local, held = [], 0
             else:
                 self.counters.repartitioned_messages += 1
                 for tid, part in split_by_trace(req).items():
@@ -213,6 +224,7 @@ class Pipeline:
                 log.info("partitions moved away: %s (%d open traces handed over)", sorted(lost), dropped)
             for tp in sorted(mine - self.owned):
                 await self._recover(tp)
+            self.assembler.resume(self.clock())  # restored traces wait decision_wait from here
             self.owned = mine
             self.rebalancing = False
 

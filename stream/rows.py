@@ -101,6 +101,15 @@ def decode_attrs(values: dict[str, str], typed: list[str]) -> dict[str, Any]:
     return out
 
 
+_U64_MAX = 2**64 - 1
+
+
+def _u64(n: int) -> int:
+    """Token counts are UInt64 columns: saturate (a sum of absurd counts must not make the insert
+    fail on every retry)."""
+    return n if n <= _U64_MAX else _U64_MAX
+
+
 def span_row(
     span: Span, topic: str, partition: int, offset: int, ingested_ms: int, late: bool,
     resource_cache: dict[int, Any] | None = None,
@@ -128,7 +137,8 @@ def span_row(
         span.status_code.value, span.status_message, span.error_type or "",
         [e.type or "" for e in span.exceptions], [e.message or "" for e in span.exceptions],
         span.provider or "", span.request_model or "", span.response_model or "",
-        u.input, u.output, u.total, u.cache_read, u.cache_creation, u.reasoning,
+        _u64(u.input), _u64(u.output), _u64(u.total), _u64(u.cache_read), _u64(u.cache_creation),
+        _u64(u.reasoning),
         span.finish_reasons, span.tool_name or "", span.tool_call_id or "",
         span.tool_arguments or "", span.tool_result or "", span.conversation_id or "",
         span.user_id or "", span.agent_name or "", span.agent_id or "", span.agent_version or "",
@@ -168,7 +178,7 @@ def trace_row(
         trace.conversation_id or "", trace.user_id or "", root.span_id if root else "",
         root.name if root else "", trace.start_ns, trace.end_ns, trace.duration_ns / 1e6,
         len(trace.spans) + spans_not_held, trace.error_count, len(trace.llm_spans),
-        len(trace.tool_calls), usage.input, usage.output, usage.total, trace.models,
+        len(trace.tool_calls), _u64(usage.input), _u64(usage.output), _u64(usage.total), trace.models,
         sorted({s.provider for s in trace.spans if s.provider}), trace.completion_reason.value,
         spans_not_held, trace.first_seen_ns // 1_000_000, trace.last_seen_ns // 1_000_000,
         trace.completed_ns // 1_000_000, topic, partition, max_offset,

@@ -104,6 +104,15 @@ def test_spans_past_the_per_trace_limit_are_counted_not_held() -> None:
     assert len(done.trace.spans) == 3 and done.spans_not_held == 3
 
 
+def test_a_root_arriving_past_the_limit_is_still_held_so_the_trace_names_its_real_root() -> None:
+    a = assembler(max_spans_per_trace=3)
+    res = a.add([span(1, i, parent=1) for i in range(2, 7)] + [span(1, 1)], TP, 0, now_ns=0)
+    assert res.not_held == 2  # children 5 and 6; the root is the one span held past the limit
+    (done,) = a.expire(31 * S)
+    assert [s.span_id for s in done.trace.spans if s.is_root] == [f"{1:016x}"]
+    assert len(done.trace.spans) == 4 and done.spans_not_held == 2
+
+
 def test_restore_and_revoke() -> None:
     a = assembler()
     other = ("otlp_spans", 1)
@@ -111,8 +120,24 @@ def test_restore_and_revoke() -> None:
     a.add([span(2, 1)], other, 0, now_ns=12 * S)
     assert a.is_open(f"{1:032x}") and len(a) == 2
     assert a.revoke({other}) == 1 and len(a) == 1
-    (done,) = a.expire(41 * S)  # restored last_seen = 11 s, root seen
-    assert done.max_offset == 8 and done.trace.first_seen_ns == 10 * S
+    assert a.expire(41 * S) == []  # last span stored at 11 s, but restored at 12 s: quiet since 12 s
+    (done,) = a.expire(42 * S)
+    assert done.max_offset == 8 and done.trace.first_seen_ns == 10 * S and done.trace.last_seen_ns == 11 * S
+
+
+def test_a_restored_trace_waits_decision_wait_from_the_resume_so_its_other_parts_join() -> None:
+    """Downtime is not quiet time: a trace restored long after its last stored span still waits
+    decision_wait, so the rest of it (redelivered from the log after a crash) joins it."""
+    a = assembler()
+    a.add([span(3, 1)], ("otlp_spans", 1), 0, now_ns=99 * S)  # open elsewhere, idle since 99 s
+    a.restore([(span(1, 1), 7, 10 * S)], TP, now_ns=100 * S)  # root stored at 10 s, restored at 100 s
+    (first,) = a.expire(129 * S)
+    assert first.trace.trace_id == f"{3:032x}"  # the restored trace is not due yet
+    a.resume(now_ns=102 * S)  # every assigned partition restored: consumption resumes
+    a.add([span(1, 2, parent=1)], TP, 9, now_ns=101 * S)
+    assert a.expire(131 * S) == []
+    (done,) = a.expire(132 * S)
+    assert len(done.trace.spans) == 2 and done.max_offset == 9
 
 
 @pytest.mark.parametrize("size,expected", [(2, None), (1, 5)], ids=["not-full", "full"])
