@@ -59,6 +59,10 @@ class Settings(BaseSettings):
         None, description="judging YAML (providers, tiers, rubrics, budget); unset = no judging agent"
     )
     judge_dlq_topic: str = Field("traces.to_judge.dlq", description="to_judge messages that cannot be decoded")
+    max_judge_message_bytes: int = Field(
+        900_000, ge=10_000, description="a to_judge message larger than this carries its spans by reference "
+        "(the judge loads them from ClickHouse); keep it below the broker's message.max.bytes"
+    )
 
     # --- trace assembly (seconds) ----------------------------------------------------------
     decision_wait: float = Field(30.0, gt=0)

@@ -70,7 +70,9 @@ DECISION_COLUMNS = (
 )  # fmt: skip
 
 
-def encode_for_judges(trace: Trace, d: TraceDecision | None) -> bytes:
+def encode_for_judges(trace: Trace, d: TraceDecision | None, max_bytes: int | None = None) -> bytes:
+    """The to_judge envelope; larger than ``max_bytes`` (``max_judge_message_bytes``), its spans go
+    by reference (:mod:`stream.judge_envelope`) — they are in ClickHouse before it is produced."""
     meta: dict[str, Any] = {}
     if d is not None:
         x = d.decision
@@ -89,4 +91,4 @@ def encode_for_judges(trace: Trace, d: TraceDecision | None) -> bytes:
                 for s in d.signals
             ],
         }
-    return judge_envelope.encode(trace, meta)
+    return judge_envelope.encode(trace, meta, max_bytes)

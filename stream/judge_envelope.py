@@ -3,15 +3,36 @@
 JSON, keyed by trace id. Spans travel as their raw OTLP layer (attributes with bytes as
 ``{"$bytes": …}``); :func:`decode` re-normalizes them, so a judge sees exactly the spans the
 worker assembled, and the decision (class, rule, p, policy version), failed gates and signals.
+
+**Spans by reference.** A trace with many or large spans would make a message larger than the
+broker accepts (Kafka's ``message.max.bytes``, ~1 MB by default), and a produce that can never
+succeed would stall the input partition forever. So :func:`encode` with ``max_bytes`` (the worker's
+``max_judge_message_bytes``) writes the full envelope when it fits, and otherwise the same envelope
+with ``"spans_ref": {"count": N, "span_ids": [...]}`` in place of ``"spans"``: the spans are
+already in ClickHouse (the pipeline produces to_judge only after its span inserts are
+acknowledged). ``span_ids`` — the ids of exactly the spans the assembler held — are left out too
+when even they do not fit; the judge then takes the trace's non-late stored spans and keeps the
+first ``count`` by (start time, span id) (:func:`select_referenced`): spans past
+``max_spans_per_trace`` were stored but not held, in arrival order, which the store does not keep
+exactly, so that fallback is deterministic but may differ from the held set for such traces.
+
+:func:`decode` refuses a by-reference envelope (a caller that cannot load spans must not judge an
+empty trace); :func:`decode_partial` returns it with its :class:`SpansRef` and no spans, and
+:func:`with_spans` completes it once the judge loaded them (``stream.judging``).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from schemas.model import CompletionReason, Span, SpanEvent, StatusCode, Trace
 from schemas.normalize import normalize_span
 from stream.rows import from_json, to_json
+
+log = logging.getLogger(__name__)
 
 FORMAT = "tracejudge.to_judge.v1"
 _RAW_FIELDS = (
@@ -21,6 +42,14 @@ _RAW_FIELDS = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class SpansRef:
+    """The spans of a by-reference envelope: how many, and (when they fit) exactly which."""
+
+    count: int
+    span_ids: tuple[str, ...] | None = None
+
+
 def _span_raw(span: Span) -> dict[str, Any]:
     out = {f: getattr(span, f) for f in _RAW_FIELDS}
     out["status_code"] = span.status_code.value
@@ -28,8 +57,9 @@ def _span_raw(span: Span) -> dict[str, Any]:
     return out
 
 
-def encode(trace: Trace, meta: dict[str, Any]) -> bytes:
-    doc = {
+def encode(trace: Trace, meta: dict[str, Any], max_bytes: int | None = None) -> bytes:
+    """The envelope; with ``max_bytes``, by reference (see the module doc) when the full one is larger."""
+    head = {
         "format": FORMAT,
         "trace_id": trace.trace_id,
         "completion_reason": trace.completion_reason.value,
@@ -37,20 +67,43 @@ def encode(trace: Trace, meta: dict[str, Any]) -> bytes:
         "last_seen_ns": trace.last_seen_ns,
         "completed_ns": trace.completed_ns,
         **meta,
-        "spans": [_span_raw(s) for s in trace.spans],
     }
-    return to_json(doc).encode("utf-8")
+    full = to_json({**head, "spans": [_span_raw(s) for s in trace.spans]}).encode("utf-8")
+    if max_bytes is None or len(full) <= max_bytes:
+        return full
+    ids = [s.span_id for s in trace.spans]
+    ref = to_json({**head, "spans_ref": {"count": len(ids), "span_ids": ids}}).encode("utf-8")
+    if len(ref) <= max_bytes:
+        return ref
+    ref = to_json({**head, "spans_ref": {"count": len(ids)}}).encode("utf-8")
+    if len(ref) > max_bytes:
+        log.warning("to_judge envelope of %s is %d bytes by reference (cap %d): its decision meta alone is too "
+                    "large", trace.trace_id, len(ref), max_bytes)  # fmt: skip
+    return ref
 
 
-def decode(value: bytes) -> tuple[Trace, dict[str, Any]]:
+def decode_partial(value: bytes) -> tuple[Trace, dict[str, Any], SpansRef | None]:
+    """(trace, meta, ref): for a by-reference envelope the trace has no spans yet and ``ref`` says
+    which to load; for a full one ``ref`` is None."""
     doc = from_json(value.decode("utf-8"))
     if doc.get("format") != FORMAT:
         raise ValueError(f"not a {FORMAT} message")
+    ref = None
     spans = []
-    for raw in doc.pop("spans"):
-        raw["status_code"] = StatusCode(raw["status_code"])
-        raw["events"] = [SpanEvent.fast(**e) for e in raw["events"]]
-        spans.append(normalize_span(Span.fast(**raw)))
+    if "spans_ref" in doc:
+        r = doc.pop("spans_ref")
+        count = r["count"]
+        if not isinstance(count, int) or count < 0:
+            raise ValueError(f"spans_ref.count is not a count: {count!r}")
+        ids = r.get("span_ids")
+        ref = SpansRef(count, tuple(ids) if ids is not None else None)
+        if ref.span_ids is not None and len(ref.span_ids) != count:
+            raise ValueError(f"spans_ref holds {len(ref.span_ids)} span ids for a count of {count}")
+    else:
+        for raw in doc.pop("spans"):
+            raw["status_code"] = StatusCode(raw["status_code"])
+            raw["events"] = [SpanEvent.fast(**e) for e in raw["events"]]
+            spans.append(normalize_span(Span.fast(**raw)))
     trace = Trace.fast(
         trace_id=doc.pop("trace_id"),
         spans=spans,
@@ -60,4 +113,39 @@ def decode(value: bytes) -> tuple[Trace, dict[str, Any]]:
         completed_ns=doc.pop("completed_ns"),
     )
     doc.pop("format")
-    return trace, doc
+    return trace, doc, ref
+
+
+def decode(value: bytes) -> tuple[Trace, dict[str, Any]]:
+    """A full envelope; raises ValueError for one whose spans are by reference (use
+    :func:`decode_partial` and load them)."""
+    trace, meta, ref = decode_partial(value)
+    if ref is not None:
+        raise ValueError("spans are by reference (spans_ref): load them from ClickHouse")
+    return trace, meta
+
+
+def select_referenced(ref: SpansRef, stored: Sequence[tuple[Span, bool]]) -> list[Span] | None:
+    """The trace's spans out of its stored ones ((span, is_late) pairs, one per span id): exactly
+    the listed ``span_ids`` in their order (the envelope's trace order), or else the first ``count``
+    non-late spans by (start time, span id), the assembler's order; None when some are missing."""
+    if ref.span_ids is not None:
+        by_id = {s.span_id: s for s, _late in stored}
+        if any(i not in by_id for i in ref.span_ids):
+            return None
+        return [by_id[i] for i in ref.span_ids]
+    held = [s for s, late in stored if not late]
+    if len(held) < ref.count:
+        return None
+    return sorted(held, key=lambda s: (s.start_ns, s.span_id))[: ref.count]
+
+
+def with_spans(trace: Trace, spans: list[Span]) -> Trace:
+    return Trace.fast(
+        trace_id=trace.trace_id,
+        spans=spans,
+        completion_reason=trace.completion_reason,
+        first_seen_ns=trace.first_seen_ns,
+        last_seen_ns=trace.last_seen_ns,
+        completed_ns=trace.completed_ns,
+    )

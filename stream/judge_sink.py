@@ -18,6 +18,8 @@ from stream.judge_rows import (
     REJUDGE_COLUMNS,
     VERDICT_COLUMNS,
 )
+from schemas.model import Span
+from stream.rows import RAW_SPAN_SELECT, span_from_row
 from stream.store import ClickHouseStore
 
 VerdictKey = tuple[str, str, str]  # trace_id, judge, rubric_hash
@@ -38,6 +40,18 @@ class JudgeSink:
     def __init__(self, store: ClickHouseStore) -> None:
         self.store = store
         self.db = store.database
+
+    # ---- spans of traces sent by reference (stream.judge_envelope) ----------------------------
+    async def load_spans(self, trace_ids: Sequence[str]) -> dict[str, list[tuple[Span, bool]]]:
+        """Stored spans of these traces, with their ``is_late`` flag, per trace id."""
+        sql = (f"SELECT {RAW_SPAN_SELECT}, is_late FROM {self.db}.spans FINAL "
+               "WHERE trace_id IN {ids:Array(String)}")  # fmt: skip
+        _, rows = await self.store.aquery(sql, {"ids": list(trace_ids)})
+        stored: dict[str, list[tuple[Span, bool]]] = {}
+        for row in rows:
+            span, _offset = span_from_row(tuple(row[:-1]))
+            stored.setdefault(span.trace_id, []).append((span, bool(row[-1])))
+        return stored
 
     # ---- writes -----------------------------------------------------------------------------
     async def write_calls(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:

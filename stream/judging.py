@@ -2,7 +2,11 @@
 
 For each batch of to_judge messages (:meth:`JudgeService.handle_batch`, which never raises):
 
-1. decode each envelope (undecodable → ``traces.to_judge.dlq`` with the reason);
+1. decode each envelope (undecodable → ``traces.to_judge.dlq`` with the reason); an envelope whose
+   spans are by reference (too large for a Kafka message, :mod:`stream.judge_envelope`) gets them
+   from ClickHouse — one query per batch, retried like every read, none for full envelopes; if some
+   referenced span is not stored (it should not happen: the worker produces to_judge only after its
+   spans are stored) the envelope is dead-lettered (``spans_ref_not_found``), never judged partial;
 2. skip every (trace, judge, rubric version) that already has a verdict row — a batch replayed after
    a crash is not judged (or paid) twice;
 3. look the inputs up in the verdict cache (ok calls in the ledger, keyed by rubric hash, model and
@@ -27,14 +31,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from judges.budget import BudgetBook, Level
+from judges.build import MissingKeyProvider, build_judges, build_providers
 from judges.calibration import Agreement, golden_hash, load_golden
 from judges.config import JudgingConfig
 from judges.drift import check_drift
 from judges.flake import FlakeTracker
 from judges.prompt import extract_values, input_hash
-from judges.providers.base import Provider, ProviderError
-from judges.providers.config import build_provider
-from judges.rubric_judge import RubricJudge
+from judges.providers.base import Provider
 from schemas.model import Trace
 from stream import judge_envelope
 from stream.calibrate_cli import acalibrate, latest_calibrations, monitoring_only
@@ -46,44 +49,6 @@ from stream.pipeline import token
 from stream.retry import retry_forever
 
 log = logging.getLogger(__name__)
-
-
-class _MissingKeyProvider:
-    """Stands in for a provider whose API key is not set: every call is a config error (pause)."""
-
-    def __init__(self, name: str, message: str) -> None:
-        self.name = name
-        self.message = message
-        self.price_in_per_1m = 0.0
-        self.price_out_per_1m = 0.0
-
-    async def complete(self, req: Any) -> Any:
-        raise ProviderError("config", self.message)
-
-    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
-        return 0.0
-
-
-def build_providers(cfg: JudgingConfig, env: Mapping[str, str] | None = None) -> dict[str, Provider]:
-    out: dict[str, Provider] = {}
-    for spec in cfg.providers:
-        try:
-            out[spec.name] = build_provider(spec, **({"env": env} if env is not None else {}))
-        except ProviderError as exc:
-            log.error("JUDGE CONFIG: %s — its judges stay paused until this is fixed", exc.message)
-            out[spec.name] = _MissingKeyProvider(spec.name, exc.message)
-    return out
-
-
-def build_judges(cfg: JudgingConfig, providers: Mapping[str, Provider]) -> dict[str, dict[str, RubricJudge]]:
-    judges: dict[str, dict[str, RubricJudge]] = {}
-    for name, rubric in cfg.rubrics().items():
-        judges[name] = {
-            tier: RubricJudge(rubric, providers[cfg.tiers[tier].provider], cfg.tiers[tier].model, tier,
-                              max_value_chars=cfg.max_value_chars)  # fmt: skip
-            for tier in cfg.tier_order(rubric)
-        }
-    return judges
 
 
 class JudgeService:
@@ -133,10 +98,11 @@ class JudgeService:
         self._start_lock = asyncio.Lock()
         self.counters: dict[str, int] = {
             "messages": 0, "dead_lettered": 0, "verdicts": 0, "replay_skipped": 0, "backlog_added": 0,
-            "backlog_judged": 0, "write_retries": 0, "alerts": 0, "assignments": 0,
+            "backlog_judged": 0, "write_retries": 0, "alerts": 0, "assignments": 0, "spans_by_reference": 0,
+            "spans_ref_not_found": 0,
         }  # fmt: skip
         for provider in self.providers.values():
-            if isinstance(provider, _MissingKeyProvider):
+            if isinstance(provider, MissingKeyProvider):
                 self.runner.pause(provider.name, provider.message)
                 self.runner.paused[provider.name].until = float("inf")
 
@@ -187,16 +153,20 @@ class JudgeService:
     async def handle_batch(self, msgs: Sequence[InMessage]) -> None:
         await self.start()
         self.counters["messages"] += len(msgs)
-        items, dlq = [], []
+        decoded, dlq = [], []
         for m in msgs:
             try:
                 if m.value is None:
                     raise ValueError("empty message")
-                trace, meta = judge_envelope.decode(m.value)
+                trace, meta, ref = judge_envelope.decode_partial(m.value)
             except Exception as exc:  # noqa: BLE001 - any undecodable message is dead-lettered
                 dlq.append(dead_letter(m, self.dlq_topic, "undecodable_to_judge", f"{type(exc).__name__}: {exc}"))
                 continue
-            items.append((m, trace, meta))
+            decoded.append((m, trace, meta, ref))
+        items, missing = await self._load_referenced(decoded)
+        for m, reason in missing:
+            log.error("to_judge %s/%d@%d: %s: dead-lettered", m.topic, m.partition, m.offset, reason)
+            dlq.append(dead_letter(m, self.dlq_topic, "spans_ref_not_found", reason))
         if dlq:
             await self._retry(lambda: self.send(dlq), "dead-letter to_judge")
             self.counters["dead_lettered"] += len(dlq)
@@ -336,19 +306,24 @@ class JudgeService:
             return 0
         items = await self._retry(
             lambda: self.sink.pending_backlog(ready, limit or self.cfg.batch_max_messages), "read backlog")
-        jobs, done = [], []
+        jobs, done, decoded = [], [], []
         now_ms = int(self.clock() * 1000)
         for it in items:
             tiers = self.runner.judges.get(it.judge)
             rubric = next(iter(tiers.values())).rubric if tiers else None
             try:
-                trace, meta = judge_envelope.decode(it.envelope)
+                trace, meta, ref = judge_envelope.decode_partial(it.envelope)
             except Exception:  # noqa: BLE001 - it decoded once; never block the backlog on it
                 trace = None
             if rubric is None or rubric.rubric_hash != it.rubric_hash or trace is None:
                 reason = "judge version no longer configured" if trace is not None else "undecodable"
                 done.append((it.trace_id, it.judge, it.rubric_hash, "done", reason, "", it.partition, now_ms, now_ms))
                 continue
+            decoded.append(((it, rubric), trace, meta, ref))
+        loaded, missing = await self._load_referenced(decoded)
+        for (it, _rubric), reason in missing:
+            done.append((it.trace_id, it.judge, it.rubric_hash, "done", reason, "", it.partition, now_ms, now_ms))
+        for (it, rubric), trace, meta in loaded:
             msg = InMessage(self.topic, it.partition, -1, trace.trace_id.encode(), it.envelope)
             jobs.append((msg, trace, meta, rubric))
         outcomes = await self._judge_jobs(jobs, "backlog", f"backlog:{uuid.uuid4().hex}") if jobs else []
@@ -373,6 +348,33 @@ class JudgeService:
         jobs = [(InMessage(self.topic, -1, -1, t.trace_id.encode(), judge_envelope.encode(t, dict(meta))), t, meta, r)
                 for t, meta, r in items]  # fmt: skip
         return await self._judge_jobs(jobs, purpose, f"{purpose}:{uuid.uuid4().hex}") if jobs else []
+
+    async def _load_referenced(
+        self, decoded: Sequence[tuple[Any, Trace, dict[str, Any], judge_envelope.SpansRef | None]]
+    ) -> tuple[list[tuple[Any, Trace, dict[str, Any]]], list[tuple[Any, str]]]:
+        """Give by-reference envelopes their spans: (item, trace, meta) for each envelope whose spans
+        are complete, (item, reason) for each whose referenced spans are not all stored. One
+        ClickHouse query for the batch, only when some envelope is by reference."""
+        ids = sorted({t.trace_id for _, t, _, ref in decoded if ref is not None})
+        if not ids:
+            return [(x, t, meta) for x, t, meta, _ in decoded], []
+        stored = await self._retry(lambda: self.sink.load_spans(ids), "load referenced spans")
+        ok, missing = [], []
+        for x, t, meta, ref in decoded:
+            if ref is None:
+                ok.append((x, t, meta))
+                continue
+            spans = judge_envelope.select_referenced(ref, stored.get(t.trace_id, []))
+            if spans is None:
+                self.counters["spans_ref_not_found"] += 1
+                have = len(stored.get(t.trace_id, []))
+                which = "its held span ids" if ref.span_ids is not None else "non-late spans"
+                missing.append((x, f"trace {t.trace_id}: envelope references {ref.count} spans by reference, "
+                                   f"ClickHouse does not hold all of {which} ({have} stored spans found)"))  # fmt: skip
+                continue
+            self.counters["spans_by_reference"] += 1
+            ok.append((x, judge_envelope.with_spans(t, spans), meta))
+        return ok, missing
 
     def status(self) -> dict[str, Any]:
         return {

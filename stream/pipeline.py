@@ -282,7 +282,8 @@ class Pipeline:
         ]
         await self._spans_stored()
         to_judge = [
-            OutRecord(self.settings.judge_topic, c.trace.trace_id.encode(), encode_for_judges(c.trace, d))
+            OutRecord(self.settings.judge_topic, c.trace.trace_id.encode(),
+                      encode_for_judges(c.trace, d, self.settings.max_judge_message_bytes))
             for c, d in decided
             if d is not None and d.decision.sampled
         ]

@@ -1,0 +1,86 @@
+"""The to_judge envelope: full when it fits under ``max_bytes``, spans by reference otherwise."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from stream import judge_envelope
+from stream.judge_envelope import SpansRef, decode, decode_partial, encode, select_referenced
+from tests.factories import T0, SpanSpec
+from tests.judges.fake_llm import build_trace, trace_from
+
+META = {"decision": {"class": "suspected_failure", "rule": "r", "stratum": "s", "p": 1.0, "policy_version": "pv1"},
+        "failed_gates": [{"gate": "g", "type": "t", "reason": "why", "evidence": []}],
+        "signals": [{"type": "x", "polarity": "neg", "source": "s", "evidence": "e", "message_index": None}]}  # fmt: skip
+
+
+def big_trace(n: int, pad: int, seed: int = 1):  # noqa: ANN201
+    rng = random.Random(seed)
+    tid, root = rng.randbytes(16), rng.randbytes(8)
+    specs = [SpanSpec(tid, root, name="invoke_agent support", end=T0 + 10**10,
+                      attrs={"gen_ai.operation.name": "invoke_agent", "service.name": "support-bot"})]  # fmt: skip
+    for i in range(n):
+        specs.append(SpanSpec(tid, rng.randbytes(8), root, f"step {i}", T0 + (n - i) * 1000, T0 + 10**9,
+                              {"note": f"span {i} " + "x" * pad}))  # fmt: skip
+    return trace_from(specs)
+
+
+def test_a_small_trace_is_inline_and_unchanged_by_the_cap() -> None:
+    trace = build_trace("where is my order?", "It ships tomorrow.", '{"status": "shipped"}', seed=3)
+    value = encode(trace, META, 900_000)
+    assert value == encode(trace, META)  # no cap: the old envelope, byte for byte
+    doc = json.loads(value)
+    assert "spans" in doc and "spans_ref" not in doc
+    got, meta = decode(value)
+    assert got == trace and meta == META
+    assert decode_partial(value) == (got, meta, None)
+
+
+def test_a_big_trace_goes_by_reference_with_its_held_span_ids_under_the_cap() -> None:
+    trace = big_trace(100, 1000)
+    assert len(encode(trace, META)) > 100_000
+    value = encode(trace, META, 20_000)
+    assert len(value) <= 20_000
+    doc = json.loads(value)
+    assert "spans" not in doc
+    assert doc["spans_ref"] == {"count": 101, "span_ids": [s.span_id for s in trace.spans]}
+    got, meta, ref = decode_partial(value)
+    assert meta == META and got.spans == []
+    assert (got.trace_id, got.completion_reason, got.first_seen_ns, got.last_seen_ns, got.completed_ns) == (
+        trace.trace_id, trace.completion_reason, trace.first_seen_ns, trace.last_seen_ns, trace.completed_ns)
+    assert ref == SpansRef(101, tuple(s.span_id for s in trace.spans))
+    with pytest.raises(ValueError, match="by reference"):
+        decode(value)  # a caller that cannot load spans never sees an empty trace
+
+
+def test_span_ids_are_left_out_when_even_they_do_not_fit() -> None:
+    trace = big_trace(1000, 10)
+    value = encode(trace, META, 10_000)
+    assert len(value) <= 10_000
+    assert json.loads(value)["spans_ref"] == {"count": 1001}
+    assert decode_partial(value)[2] == SpansRef(1001, None)
+
+
+def test_referenced_spans_rebuild_the_trace_the_worker_assembled() -> None:
+    trace = big_trace(30, 1000)
+    _, _, ref = decode_partial(encode(trace, META, 10_000))
+    assert ref is not None and ref.span_ids is not None
+    extra = big_trace(3, 10, seed=9).spans  # e.g. stored late spans, or spans past max_spans_per_trace
+    stored = [(s, False) for s in reversed(trace.spans)] + [(s, True) for s in extra]
+    spans = select_referenced(ref, stored)
+    assert spans == trace.spans
+    assert judge_envelope.with_spans(decode_partial(encode(trace, META, 10_000))[0], spans) == trace
+    assert select_referenced(ref, stored[1:]) is None  # one held span missing: never a partial trace
+
+
+def test_count_only_reference_keeps_the_first_non_late_spans_by_start_time() -> None:
+    trace = big_trace(10, 10)
+    first = sorted(trace.spans, key=lambda s: (s.start_ns, s.span_id))
+    later = big_trace(2, 10, seed=5).spans  # start later than every span of trace (T0 + 10**10 root excluded)
+    stored = [(s, False) for s in trace.spans] + [(s, True) for s in later]
+    assert select_referenced(SpansRef(len(trace.spans)), stored) == first
+    assert select_referenced(SpansRef(5), stored) == first[:5]
+    assert select_referenced(SpansRef(len(trace.spans) + 1), stored) is None  # late spans never count
