@@ -29,7 +29,8 @@ def export_cases_command(
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Write judged failures (and gate-only failures) as eval cases: input, observed output, grader, evidence."""
-    from stream.export_cases import ExportError, ExportOptions, export_cases, load_rules
+    from stream.case_rules import load_rules
+    from stream.export_cases import ExportError, ExportOptions, export_cases
 
     settings = _settings(config)
     try:

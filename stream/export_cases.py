@@ -35,17 +35,15 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.model import CompletionReason, Message, Trace
 from stream.gates import trace_view
 from stream.rows import RAW_SPAN_SELECT, span_from_row
 from stream.signals.user_messages import user_messages
+from stream.case_rules import DEFAULT_SET, SEVERITY_RANK, SetRule, assign_set
 from stream.export_dataset import (  # noqa: F401 - re-exported for callers of this module
     CASE_FORMAT_VERSION,
     SETS,
@@ -56,93 +54,13 @@ from stream.export_dataset import (  # noqa: F401 - re-exported for callers of t
 )
 
 Query = Callable[[str], tuple[list[str], list[Any]]]
-CaseSet = Literal["blocking", "monitoring", "backlog"]
 
-DEFAULT_SET = "backlog"
-SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2}
 HUMAN_FIELDS = ("expected_output", "owner")  # kept from the existing case when set
 _CHUNK = 200  # traces per round of span / gate / signal queries
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\- ]{0,63}$")
 _DB = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # as stream.store accepts
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
-
-
-# ---- set rules -------------------------------------------------------------------------------
-
-
-class When(BaseModel):
-    """Conditions of a set rule; every condition given must hold (none given: always)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    gate_severity_at_least: Literal["info", "warning", "error"] | None = None
-    min_confidence: float | None = Field(None, ge=0.0, le=1.0)
-    signals_any: list[str] | None = None  # signal types (globs), e.g. [frustration, thumbs_down]
-    judges: list[str] | None = None  # judge names (globs); a gate-only case has no judge
-
-    def matches(self, case: Mapping[str, Any]) -> bool:
-        evidence = case.get("evidence") or {}
-        if self.gate_severity_at_least is not None:
-            need = SEVERITY_RANK[self.gate_severity_at_least]
-            if not any(SEVERITY_RANK.get(g.get("severity"), -1) >= need for g in evidence.get("gates") or []):
-                return False
-        if self.min_confidence is not None:
-            conf = (case.get("verdict") or {}).get("confidence")
-            if conf is None or conf < self.min_confidence:
-                return False
-        if self.signals_any is not None:
-            types = [s.get("type", "") for s in evidence.get("signals") or []]
-            if not any(fnmatchcase(t, p) for t in types for p in self.signals_any):
-                return False
-        if self.judges is not None:
-            judge = (case.get("grader") or {}).get("judge")
-            if judge is None or not any(fnmatchcase(judge, p) for p in self.judges):
-                return False
-        return True
-
-
-class SetRule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    set: CaseSet
-    when: When = Field(default_factory=When)
-
-
-def parse_rules(data: Any, source: str = "<rules>") -> list[SetRule]:
-    """Rules from YAML data: a list (or ``{rules: [...]}``) of ``{set, when: {...}}``, in order::
-
-        - set: blocking
-          when: {gate_severity_at_least: error, min_confidence: 0.8}
-        - set: monitoring
-          when: {signals_any: [frustration, thumbs_down], judges: [task_completion]}
-    """
-    if isinstance(data, dict) and set(data) == {"rules"}:
-        data = data["rules"]
-    if data is None:
-        return []
-    if not isinstance(data, list):
-        raise ExportError(f"{source}: expected a list of rules, got {type(data).__name__}")
-    rules = []
-    for i, item in enumerate(data):
-        try:
-            rules.append(SetRule.model_validate(item))
-        except ValidationError as exc:
-            msgs = [f"{source}: rules.{i}.{'.'.join(map(str, e['loc'])) or '(rule)'}: {e['msg']}" for e in exc.errors()]
-            raise ExportError("; ".join(msgs)) from None
-    return rules
-
-
-def load_rules(path: Path) -> list[SetRule]:
-    try:
-        return parse_rules(yaml.safe_load(path.read_text(encoding="utf-8")), path.name)
-    except yaml.YAMLError as exc:
-        raise ExportError(f"{path.name}: (yaml): {exc}") from None
-
-
-def assign_set(case: Mapping[str, Any], rules: Iterable[SetRule]) -> str:
-    """The set of the first rule whose conditions the case meets; ``backlog`` when none does."""
-    return next((r.set for r in rules if r.when.matches(case)), DEFAULT_SET)
 
 
 # ---- validated SQL values ---------------------------------------------------------------------

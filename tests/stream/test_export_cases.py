@@ -21,7 +21,8 @@ from judges.rubric import builtin_rubrics
 from schemas.decode import decode_message
 from schemas.model import CompletionReason, Trace
 from stream.decision_rows import GATE_COLUMNS, SIGNAL_COLUMNS
-from stream.export_cases import ExportError, ExportOptions, export_cases, parse_rules
+from stream.case_rules import parse_rules
+from stream.export_cases import ExportError, ExportOptions, export_cases
 from stream.export_dataset import render
 from stream.judge_rows import STATUS_RANK
 from stream.rows import SPAN_COLUMNS, TRACE_COLUMNS, span_row, trace_row
