@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.judges.fake_provider import FakeProviderServer
-from tests.reliability.soak import DB, TraceLoad, judging_settings, scalar, settled, slow_honest, stored, with_key
+from tests.reliability.load import DB, TraceLoad, judging_settings, scalar, settled, slow_honest, stored, with_key
 from tests.reliability.support import SIZES, pick
 from tests.stream.conftest import Deployment, wait_for
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.soak import DB, TraceLoad, stored
+from tests.reliability.load import DB, TraceLoad, stored
 from tests.reliability.support import SIZES, committed_offsets, pick
 from tests.stream.conftest import Deployment, wait_for
 
