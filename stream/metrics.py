@@ -102,6 +102,8 @@ SPECS: tuple[Spec, ...] = (
     _c("judge_backlog_judged", "backlog entries judged", unit="{entry}"),
     _c("judge_alerts", "judge alerts raised (paused, drift, quarantine)", unit="{alert}"),
     _c("judge_partition_assignments", "to_judge partition assignments seen", unit="{rebalance}"),
+    _c("judge_spans_by_reference", "to_judge messages whose spans were loaded from ClickHouse", unit="{message}"),
+    _c("judge_spans_ref_not_found", "by-reference to_judge messages dead-lettered: spans not stored", unit="{message}"),
     _g("judge_spend_usd", "spend in the current budget period of this worker's to_judge partitions",
        ("judge",), "USD"),  # fmt: skip
     _g("judge_in_flight_usd", "budget reserved by judge calls in flight", unit="USD"),
@@ -139,7 +141,8 @@ PIPELINE_FIELDS: dict[str, tuple[str, str | None]] = {
 JUDGE_COUNTER_FIELDS = {
     "messages": "judge_messages", "replay_skipped": "judge_replay_skipped", "backlog_added": "judge_backlog_added",
     "backlog_judged": "judge_backlog_judged", "alerts": "judge_alerts",
-    "assignments": "judge_partition_assignments",
+    "assignments": "judge_partition_assignments", "spans_by_reference": "judge_spans_by_reference",
+    "spans_ref_not_found": "judge_spans_ref_not_found",
     "dead_lettered": None, "verdicts": None, "write_retries": None,  # dead_letters / judge_verdicts / store_write_retries
 }  # fmt: skip
 RUNNER_STAT_FIELDS = {

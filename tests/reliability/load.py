@@ -128,12 +128,12 @@ def slow_honest(delay: float) -> Func:
     return Func(answer)
 
 
-def judging_settings(server: FakeProviderServer, path: Path, run: str, **overrides: Any) -> dict[str, Any]:
+def judging_settings(server: FakeProviderServer, path: Path, **overrides: Any) -> dict[str, Any]:
     """Write a judging config for ``server`` to ``path``; the deployment settings that use it."""
     defaults = {"max_in_flight": 4, "batch_max_messages": 16, "budget": {"global_usd": 1000.0}}
     doc = config(server, **{**defaults, **overrides})
     path.write_text(yaml.safe_dump(doc))
-    return {"judging_file": path, "judge_topic": f"judge.{run}", "judge_dlq_topic": f"judge.{run}.dlq"}
+    return {"judging_file": path}
 
 
 def with_key(d: Deployment) -> Deployment:

@@ -153,7 +153,7 @@ def run_soak(make: Callable[..., Deployment], work: Path, *, minutes: float, rat
     faults_file = work / "faults.json"
     with FakeProviderServer() as server:
         server.default = slow_honest(0.05)
-        settings = judging_settings(server, work / "judging.yaml", f"soak{seed}")
+        settings = judging_settings(server, work / "judging.yaml")
         if outage:
             settings["faults_file"] = faults_file  # missing file: no fault
         d = with_key(make(kafka_session_timeout=3, decision_wait=3.0, **settings))

@@ -359,8 +359,7 @@ def test_hostile_strings_stored_byte_for_byte_and_rendered_safely(
     msgs, cases, n_repair, n_json_bad, texts = messages(size)
     judging = tmp_path / "judging.yaml"
     judging.write_text(yaml.safe_dump(config(server, max_in_flight=8, budget={"global_usd": 1000.0})))
-    run = random.Random().randrange(10**9)
-    d = deployment(judging_file=judging, judge_topic=f"judge.{run}", judge_dlq_topic=f"judge.{run}.dlq")
+    d = deployment(judging_file=judging)
     d.settings["FAKE_OPENAI_KEY"] = "sk-test"
     worker = d.start_worker()
     d.produce(msgs)

@@ -163,7 +163,7 @@ def test_provider_faults_end_to_end(
     n_traces = int(pick(size, 48, 192))
     budget = float(pick(size, 0.10, 0.40))  # about 2/3 of what judging everything would cost: binds
     rng = random.Random(6)
-    run = rng.randrange(10**9)
+    rng.randrange(10**9)  # (drawn as before: the data below stays that of this seed)
     with FakeProviderServer(clock=time.time) as server:
         provider = FaultyProvider()
         server.default = Func(provider.step)
@@ -172,7 +172,7 @@ def test_provider_faults_end_to_end(
                      budget={"global_usd": budget, "period_s": 1e9})  # one budget period for the whole test
         doc["providers"][0].update(timeout_s=TIMEOUT_S, deadline_s=10.0)
         judging.write_text(yaml.safe_dump(doc))
-        d = deployment(judging_file=judging, judge_topic=f"judge.{run}", judge_dlq_topic=f"judge.{run}.dlq")
+        d = deployment(judging_file=judging)
         d.settings["FAKE_OPENAI_KEY"] = "sk-test"
         worker = d.start_worker()
         assert wait_for(lambda: worker.status()["judging"]["counters"]["assignments"] >= 1, 30)

@@ -211,7 +211,7 @@ def test_sigkill_between_judge_response_and_verdict_write(
     n_traces = int(pick(size, 24, 60))
     kinds = ["before_ledger" if k % 2 == 0 else "after_ledger" for k in range(n_kills)]
     rng = random.Random(11)
-    run = rng.randrange(10**9)
+    rng.randrange(10**9)  # (drawn as before: the data below stays that of this seed)
     with FakeProviderServer(clock=time.time) as server:
         gate, killer = Gate(), Killer(server)
         server.default = gate.step()
@@ -220,7 +220,7 @@ def test_sigkill_between_judge_response_and_verdict_write(
                      budget={"global_usd": 100.0})
         doc["providers"][0].update(timeout_s=60.0, deadline_s=120.0)  # held calls stay in flight
         judging.write_text(yaml.safe_dump(doc))
-        d = deployment(judging_file=judging, judge_topic=f"judge.{run}", judge_dlq_topic=f"judge.{run}.dlq")
+        d = deployment(judging_file=judging)
         d.settings["FAKE_OPENAI_KEY"] = "sk-test"
         traces, failing = make_traces(rng, n_traces)
         d.produce([(t[0].trace_id.hex().encode(), proto(t), None) for t in traces])
@@ -304,7 +304,7 @@ def test_budget_with_kills_mid_call_spend_within_budget_plus_in_flight(
     n_kills = int(pick(size, 1, 3))
     n_traces = 32
     rng = random.Random(12)
-    run = rng.randrange(10**9)
+    rng.randrange(10**9)  # (drawn as before: the data below stays that of this seed)
     with FakeProviderServer(clock=time.time) as server:
         gate, killer = Gate(lambda body: honest(body, COSTLY)), Killer(server)
         server.default = gate.step()
@@ -314,7 +314,7 @@ def test_budget_with_kills_mid_call_spend_within_budget_plus_in_flight(
                      budget={"global_usd": BUDGET_USD, "period_s": 1e9})  # fmt: skip
         doc["providers"][0].update(timeout_s=60.0, deadline_s=120.0)
         judging.write_text(yaml.safe_dump(doc))
-        d = deployment(judging_file=judging, judge_topic=f"judge.{run}", judge_dlq_topic=f"judge.{run}.dlq")
+        d = deployment(judging_file=judging)
         d.settings["FAKE_OPENAI_KEY"] = "sk-test"
         traces, failing = make_traces(rng, n_traces)
         d.produce([(t[0].trace_id.hex().encode(), proto(t), None) for t in traces])

@@ -42,7 +42,7 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
     started = time.monotonic()
     with FakeProviderServer() as server:
         server.default = slow_honest(0.1)
-        settings = judging_settings(server, tmp_path / "judging.yaml", f"kill{rng.randrange(10**9)}",
+        settings = judging_settings(server, tmp_path / "judging.yaml",
                                     max_in_flight=MAX_IN_FLIGHT)  # fmt: skip
         # session timeout 3 s (the minimum): a killed member leaves the group in 3 s, so a restart
         # takes ~5 s instead of ~13 s. decision_wait 2 s: after a restart, the replay of what was

@@ -36,6 +36,12 @@ class Deployment:
             "TRACEJUDGE_INPUT_TOPIC": input_topic,
             "TRACEJUDGE_DLQ_TOPIC": self.dlq_topic,
             "TRACEJUDGE_REPARTITION_TOPIC": input_topic + ".by_trace",
+            # every topic a worker writes or reads is unique to the deployment (a shared name would
+            # feed one test's messages into another's worker)
+            "TRACEJUDGE_JUDGE_TOPIC": input_topic + ".to_judge",
+            "TRACEJUDGE_JUDGE_DLQ_TOPIC": input_topic + ".to_judge.dlq",
+            "TRACEJUDGE_EVENTS_TOPIC": input_topic + ".events",
+            "TRACEJUDGE_EVENTS_DLQ_TOPIC": input_topic + ".events.dlq",
             "TRACEJUDGE_CONSUMER_GROUP": "tj-" + input_topic,
             "TRACEJUDGE_DECISION_WAIT": "1.0",
             "TRACEJUDGE_TICK_INTERVAL": "0.2",

@@ -156,12 +156,12 @@ def test_a_real_worker_sends_evaluation_events_into_the_judged_traces(
     deployment: Callable[..., Deployment], tmp_path: Any
 ) -> None:
     rng = random.Random(31)
-    run = rng.randrange(10**9)
+    rng.randrange(10**9)  # (drawn as before: the data below stays that of this seed)
     with FakeProviderServer() as server, OtlpReceiver() as receiver:
         server.default = honest()
         judging = tmp_path / "judging.yaml"
         judging.write_text(yaml.safe_dump(config(server, budget={"global_usd": 10.0})))
-        d = deployment(judging_file=judging, judge_topic=f"judge.{run}", judge_dlq_topic=f"judge.{run}.dlq",
+        d = deployment(judging_file=judging,
                        emit_evaluation_events="true", evaluation_events_endpoint=receiver.url)  # fmt: skip
         d.settings.update(FAKE_OPENAI_KEY="sk-test", OTEL_BSP_SCHEDULE_DELAY="100")
         worker = d.start_worker()

@@ -36,13 +36,13 @@ def test_sigkill_while_judging_then_restart_gives_one_verdict_per_sampled_trace(
     deployment: Callable[..., Deployment], tmp_path: Any
 ) -> None:
     rng = random.Random(5)
-    run = rng.randrange(10**9)
+    rng.randrange(10**9)  # (drawn as before: the data below stays that of this seed)
     with FakeProviderServer() as server:
         server.default = slow_honest(0.25)
         judging = tmp_path / "judging.yaml"
         judging.write_text(yaml.safe_dump(config(server, max_in_flight=4, batch_max_messages=8,
                                                  budget={"global_usd": 100.0})))  # fmt: skip
-        d = deployment(judging_file=judging, judge_topic=f"judge.{run}", judge_dlq_topic=f"judge.{run}.dlq")
+        d = deployment(judging_file=judging)
         d.settings["FAKE_OPENAI_KEY"] = "sk-test"
         worker = d.start_worker()
         traces = [genai_trace(rng, rng.randrange(3, 8)) for _ in range(60)]
@@ -97,14 +97,14 @@ def test_judge_calls_slower_than_the_session_timeout_cause_no_rebalance(
     deployment: Callable[..., Deployment], tmp_path: Any
 ) -> None:
     rng = random.Random(6)
-    run = rng.randrange(10**9)
+    rng.randrange(10**9)  # (drawn as before: the data below stays that of this seed)
     with FakeProviderServer() as server:
         server.default = slow_honest(8.0)  # each judge call takes longer than the 6 s session timeout
         judging = tmp_path / "judging.yaml"
         doc = config(server, max_in_flight=8, batch_max_messages=8)
         doc["providers"][0].update(timeout_s=30.0, deadline_s=60.0)
         judging.write_text(yaml.safe_dump(doc))
-        d = deployment(judging_file=judging, judge_topic=f"judge.{run}", judge_dlq_topic=f"judge.{run}.dlq")
+        d = deployment(judging_file=judging)
         d.settings["FAKE_OPENAI_KEY"] = "sk-test"
         worker = d.start_worker()
         assert wait_for(lambda: worker.status()["judging"]["counters"]["assignments"] >= 1, 30)

@@ -27,12 +27,12 @@ def test_a_sampled_trace_over_max_judge_message_bytes_is_judged_by_reference(
     deployment: Callable[..., Deployment], tmp_path: Any
 ) -> None:
     rng = random.Random(11)
-    run = rng.randrange(10**9)
+    rng.randrange(10**9)  # (drawn as before: the data below stays that of this seed)
     with FakeProviderServer() as server:
         server.default = honest()
         judging = tmp_path / "judging.yaml"
         judging.write_text(yaml.safe_dump(config(server, budget={"global_usd": 100.0})))
-        d = deployment(judging_file=judging, judge_topic=f"judge.{run}", judge_dlq_topic=f"judge.{run}.dlq",
+        d = deployment(judging_file=judging,
                        max_judge_message_bytes=20_000)  # fmt: skip
         d.settings["FAKE_OPENAI_KEY"] = "sk-test"
         worker = d.start_worker()

@@ -125,12 +125,12 @@ def _quiet_status_and_metrics(worker: Any) -> tuple[dict[str, Any], Samples, str
 
 def test_scrape_of_a_real_worker_equals_api_status(deployment: Callable[..., Deployment], tmp_path: Any) -> None:
     rng = random.Random(11)
-    run = rng.randrange(10**9)
+    rng.randrange(10**9)  # (drawn as before: the data below stays that of this seed)
     with FakeProviderServer() as server:
         server.default = honest()
         judging = tmp_path / "judging.yaml"
         judging.write_text(yaml.safe_dump(config(server, budget={"global_usd": 10.0})))
-        d = deployment(judging_file=judging, judge_topic=f"judge.{run}", judge_dlq_topic=f"judge.{run}.dlq")
+        d = deployment(judging_file=judging)
         d.settings["FAKE_OPENAI_KEY"] = "sk-test"
         worker = d.start_worker()
         traces = [genai_trace(rng, rng.randrange(3, 7)) for _ in range(12)]
@@ -200,5 +200,5 @@ def test_scrape_of_a_real_worker_equals_api_status(deployment: Callable[..., Dep
     assert math.isclose(sum(spend.values()), j["budget"]["spent"])
     assert math.isclose(j["budget"]["spent"], 0.002 * j["runner"]["calls"])
     assert value(samples, "tracejudge_judge_budget_period_start_seconds") == j["budget"]["period_start"]
-    assert value(samples, "tracejudge_dead_letters_total", topic=f"judge.{run}.dlq") == 0
+    assert value(samples, "tracejudge_dead_letters_total", topic=d.settings["TRACEJUDGE_JUDGE_DLQ_TOPIC"]) == 0
     assert (value(samples, "tracejudge_process_resident_memory_bytes") or 0) > 0
