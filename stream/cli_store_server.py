@@ -22,7 +22,7 @@ from stream.cli import _logging, app, err
 @app.command("store-server")
 def store_server(
     data_dir: Path = typer.Option(..., "--data-dir", help="chDB data directory (created if missing; one server per directory)"),
-    host: str = typer.Option("127.0.0.1", "--host", help="address to bind"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind (no authentication: keep it on localhost or a private network)"),
     port: int = typer.Option(8124, "--port", help="port to serve on (0: any free port)"),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG logs every request"),
 ) -> None:
