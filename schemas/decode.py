@@ -19,6 +19,8 @@ span attribute ``tracejudge.invalid_utf8`` (lossless). OTLP/JSON that is not UTF
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -138,7 +140,18 @@ class _AttrConverter:
         return None
 
     def attrs(self, kvs: Any) -> dict[str, Any]:
-        return {kv.key: self.value(kv.key, kv.value) for kv in kvs}
+        out: dict[str, Any] = {}
+        limit4 = self.limits.max_attribute_bytes // 4
+        keys = _KEYS
+        for kv in kvs:
+            key = kv.key
+            key = keys.get(key) or _intern_key(key)
+            v = kv.value
+            if v.WhichOneof("value") == "string_value" and len(s := v.string_value) <= limit4:
+                out[key] = s  # the common case, inline: at most 4 bytes per character fits the limit
+            else:
+                out[key] = self.value(key, v)
+        return out
 
     def _oversize(self, key: str, size: int) -> None:
         if self.limits.oversize_attribute_policy == "dead_letter":
@@ -150,11 +163,30 @@ class _AttrConverter:
             self.truncated.append(key)
 
 
-def _hex_id(raw: bytes, size: int, what: str, where: str) -> str:
-    if len(raw) != size or raw == bytes(size):
+# Attribute keys repeat on every span: one shared string per key keeps open traces smaller (50k open
+# traces hold millions of keys) and makes dict lookups hit on identity. Bounded: keys are untrusted.
+_KEYS: dict[str, str] = {}
+_MAX_KEYS = 20_000
+
+
+def _intern_key(key: str) -> str:
+    if len(_KEYS) < _MAX_KEYS and len(key) <= 256:
+        _KEYS[key] = key
+    return key
+
+
+_ZERO = {8: bytes(8), 16: bytes(16)}
+
+
+def _hex_id(raw: bytes, size: int, what: str, where: Callable[[], str]) -> str:
+    if len(raw) != size or raw == _ZERO[size]:
         shown = raw.hex() if len(raw) <= 64 else raw[:32].hex() + "…"
-        raise DecodeError(f"invalid_{what}", f"{where}: {what} must be {size} non-zero bytes, got {shown!r}")
+        raise DecodeError(f"invalid_{what}", f"{where()}: {what} must be {size} non-zero bytes, got {shown!r}")
     return raw.hex()
+
+
+def _where(ri: int, si: int, pi: int) -> str:
+    return f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
 
 
 def decode_request(req: ExportTraceServiceRequest, limits: Limits = DEFAULT_LIMITS) -> list[Span]:
@@ -165,19 +197,19 @@ def decode_request(req: ExportTraceServiceRequest, limits: Limits = DEFAULT_LIMI
         for si, ss in enumerate(rs.scope_spans):
             scope_name, scope_version = ss.scope.name, ss.scope.version
             for pi, ps in enumerate(ss.spans):
-                where = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
+                where = functools.partial(_where, ri, si, pi)  # formatted only for an error
                 trace_id = _hex_id(ps.trace_id, 16, "trace_id", where)
                 span_id = _hex_id(ps.span_id, 8, "span_id", where)
                 parent = _hex_id(ps.parent_span_id, 8, "parent_span_id", where) if ps.parent_span_id else None
                 start, end = ps.start_time_unix_nano, ps.end_time_unix_nano
                 if start == 0:
-                    raise DecodeError("missing_start_time", f"{where} span {span_id}: start time is 0")
+                    raise DecodeError("missing_start_time", f"{where()} span {span_id}: start time is 0")
                 if end < start:
                     raise DecodeError(
-                        "span_end_before_start", f"{where} span {span_id}: end {end} < start {start}"
+                        "span_end_before_start", f"{where()} span {span_id}: end {end} < start {start}"
                     )
                 if end > _MAX_NS:  # unrepresentable in DateTime64(9): the insert would fail forever
-                    raise DecodeError("span_time_out_of_range", f"{where} span {span_id}: end {end} > {_MAX_NS}")
+                    raise DecodeError("span_time_out_of_range", f"{where()} span {span_id}: end {end} > {_MAX_NS}")
                 conv = _AttrConverter(limits)
                 attributes = conv.attrs(ps.attributes)
                 events = [
@@ -203,7 +235,9 @@ def decode_request(req: ExportTraceServiceRequest, limits: Limits = DEFAULT_LIMI
                     resource_attributes=resource,
                     scope_name=scope_name,
                     scope_version=scope_version,
-                    truncated_attributes=conv.truncated + [f"resource.{k}" for k in res_conv.truncated],
+                    truncated_attributes=conv.truncated + [f"resource.{k}" for k in res_conv.truncated]
+                    if res_conv.truncated else conv.truncated,
+                    usage=None, finish_reasons=None, exceptions=None,  # set by normalize_span
                 )
                 spans.append(normalize_span(span))
     if not spans:

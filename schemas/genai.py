@@ -20,6 +20,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from schemas.model import Message, SpanEvent, ToolCall
 
 Attrs = Mapping[str, Any]
@@ -70,9 +72,12 @@ def loads(value: Any) -> Any:
         if not text or text[0] not in "[{\"":
             return None
         try:
-            return json.loads(text)
-        except ValueError:
-            return None
+            return orjson.loads(text)  # ~2.5x faster than json on message lists
+        except orjson.JSONDecodeError:  # NaN, integers past 64 bits, lone surrogates: json's rules
+            try:
+                return json.loads(text)
+            except ValueError:
+                return None
     return None
 
 

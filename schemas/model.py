@@ -13,6 +13,7 @@ Raw attribute values keep their OTLP type: ``str | bool | int | float | bytes | 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from functools import cached_property
 from typing import Any, Self
@@ -209,7 +210,7 @@ class Span(_Model):
         """Tool calls this span requested (LLM output) or executed (tool span)."""
         calls = [c for m in self.output_messages for c in m.tool_calls]
         if self.kind == SpanKind.TOOL and self.tool_name:
-            calls.append(ToolCall(id=self.tool_call_id, name=self.tool_name, arguments=self.tool_arguments))
+            calls.append(ToolCall.fast(id=self.tool_call_id, name=self.tool_name, arguments=self.tool_arguments))
         return calls
 
 
@@ -223,20 +224,40 @@ class Trace(_Model):
     last_seen_ns: int = 0
     completed_ns: int = 0
 
+    def _memo(self, name: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per trace: gates, miners and the row builder all ask for the root,
+        the LLM spans, ... (each used to rescan the spans, several times per trace). The entry
+        is keyed by the span list and its length, so a trace whose spans change recomputes."""
+        key = "_memo_" + name
+        hit = self.__dict__.get(key)
+        spans = self.spans
+        if hit is not None and hit[0] is spans and hit[1] == len(spans):
+            return hit[2]
+        value = compute()
+        self.__dict__[key] = (spans, len(spans), value)
+        return value
+
     @property
     def root(self) -> Span | None:
-        roots = [s for s in self.spans if s.is_root]
+        return self._memo("root", self._find_root)
+
+    def _find_root(self) -> Span | None:
+        roots = [s for s in self.spans if not s.parent_span_id]
         if roots:
             return min(roots, key=lambda s: s.start_ns)
         ids = {s.span_id for s in self.spans}
         orphans = [s for s in self.spans if s.parent_span_id not in ids]
         return min(orphans, key=lambda s: s.start_ns) if orphans else None
 
+    @property
+    def spans_by_start(self) -> list[Span]:
+        return self._memo("by_start", lambda: sorted(self.spans, key=lambda s: s.start_ns))
+
     def _first(self, attr: str) -> Any:
         root = self.root
         if root is not None and getattr(root, attr):
             return getattr(root, attr)
-        for s in sorted(self.spans, key=lambda s: s.start_ns):
+        for s in self.spans_by_start:
             if getattr(s, attr):
                 return getattr(s, attr)
         return None
@@ -279,7 +300,7 @@ class Trace(_Model):
 
     @property
     def llm_spans(self) -> list[Span]:
-        return [s for s in self.spans if s.kind == SpanKind.LLM]
+        return list(self._memo("llm", lambda: [s for s in self.spans if s.kind == SpanKind.LLM]))
 
     @property
     def usage(self) -> TokenUsage:

@@ -25,7 +25,6 @@ else ``llm`` when a provider or request model is present.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 from schemas.genai import (
@@ -325,25 +324,28 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
+class _Work:
+    """The span's own field dict behind a plain object: pydantic's ``__setattr__`` costs ~1 µs per
+    assignment, and there are ~50 per span."""
+
+
 def normalize_span(span: Span) -> Span:
     """Fill ``span``'s normalized layer from its raw layer, in place; return ``span``.
 
-    The sections work on a plain namespace copy of the span's fields (pydantic's ``__setattr__``
-    costs ~1 µs per assignment, and there are ~50 per span); the result is copied back at once.
-    """
-    work = SimpleNamespace(**span.__dict__)
-    values = work.__dict__
+    The sections write straight into the span's field dict through :class:`_Work`."""
+    values = span.__dict__
     values.update(_DEFAULTS)
-    values["usage"] = TokenUsage.fast(input=0, output=0, total=0, cache_read=0, cache_creation=0, reasoning=0)
     values["finish_reasons"], values["exceptions"] = [], []
     values.pop("_parsed_input", None)  # raw layer may have changed: parse messages anew
     values.pop("_parsed_output", None)
+    work = _Work()
+    work.__dict__ = values
     attrs = span.attributes if isinstance(span.attributes, dict) else {}
     for section in _SECTIONS:
         try:
             section(work, attrs)  # type: ignore[arg-type]  # duck-typed: same field names as Span
         except Exception:  # noqa: BLE001 - odd input must never break ingestion; leave defaults
+            if section is _usage:
+                values["usage"] = TokenUsage.fast(input=0, output=0, total=0, cache_read=0, cache_creation=0, reasoning=0)
             continue
-    span.__dict__.update(values)
     return span
-

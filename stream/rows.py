@@ -10,6 +10,7 @@ recovered span is the same object the decoder produced.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from typing import Any
 
@@ -88,9 +89,18 @@ def encode_attrs(attrs: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
             out[k] = str(v)
         elif t is bool:
             out[k] = "true" if v else "false"
-        else:  # floats (nan/inf need json's spelling), lists, dicts, bytes
+        elif t is float and v - v == 0.0:  # finite: json writes float.__repr__ (nan/inf need json's spelling)
+            out[k] = repr(v)
+        elif t is list and len(v) <= 8 and all(type(x) is str and len(x) <= 64 for x in v):
+            out[k] = _str_list_json(tuple(v))  # finish reasons, stop sequences: few distinct values
+        else:  # lists, dicts, bytes, nan/inf
             out[k] = _json(v)
     return out, typed
+
+
+@functools.lru_cache(maxsize=4096)
+def _str_list_json(values: tuple[str, ...]) -> str:
+    return _json(list(values))
 
 
 def decode_attrs(values: dict[str, str], typed: list[str]) -> dict[str, Any]:

@@ -84,11 +84,12 @@ class SemanticMiner:
 
     def _find(self, text: str) -> tuple[tuple[str, int, int, str | None], ...]:
         found: dict[str, tuple[str, int, int, str | None]] = {}
+        lower = text.lower() if text.isascii() else None  # same offsets: ASCII lower-casing is 1:1
         for lex in self.lexicons:
             for rules in lex.types:
                 if rules.type in found:
                     continue
-                hit = first_hit(text, rules, lex.negation)
+                hit = first_hit(text, rules, lex.negation, lower)
                 if hit is not None:
                     found[rules.type] = (rules.type, hit.start(), hit.end(), lex.language)
         if self.shouting and "frustration" not in found and is_shouting(text):
@@ -109,9 +110,16 @@ class SemanticMiner:
         )
 
 
-def first_hit(text: str, rules: TypeRules, negation: re.Pattern[str] | None) -> re.Match[str] | None:
-    """The first match of ``rules`` in ``text`` not cancelled by an exclude pattern or a negation."""
-    for m in rules.pattern.finditer(text):
+def first_hit(
+    text: str, rules: TypeRules, negation: re.Pattern[str] | None, lower: str | None = None
+) -> re.Match[str] | None:
+    """The first match of ``rules`` in ``text`` not cancelled by an exclude pattern or a negation.
+    ``lower``: ``text.lower()`` if ``text`` is ASCII (then the faster case-sensitive variant runs)."""
+    if lower is not None and rules.ascii_lower is not None:
+        matches = rules.ascii_lower.finditer(lower)
+    else:
+        matches = rules.pattern.finditer(text)
+    for m in matches:
         if rules.exclude is not None and _overlapped(text, m, rules.exclude):
             continue
         if rules.negatable and negation is not None and is_negated(text, m.start(), negation):

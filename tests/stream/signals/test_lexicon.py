@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pydantic
 import pytest
 
-from stream.signals.lexicon import builtin_lexicons, phrase_regex
+from stream.signals.lexicon import builtin_lexicons, compile_phrases, lower_case_variant, phrase_regex
 from stream.signals.semantic import SemanticMiner, SemanticSignalSpec, build_miner
 from stream.signals.user_messages import UserMessage
 
@@ -121,3 +122,32 @@ def test_bad_lexicon_files(tmp_path: Path, body: str, message: str) -> None:
 def test_spec_validation(fields: dict[str, object]) -> None:
     with pytest.raises(pydantic.ValidationError):
         SemanticSignalSpec.model_validate({"name": "r", **fields})
+
+
+# ---- compiled forms: faster, same matches ---------------------------------------------------
+@pytest.mark.parametrize(
+    "phrases",
+    [
+        ["thank you", "re:\\bthanks?\\b", "re:\\bugh+|argh", "!!!", "re:wtf\\b", "many thanks"],
+        ["re:\\b(?:a|b)c", "re:\\b[|]x", "re:\\b(a)|b", "talk to a human"],
+    ],
+)
+def test_boundary_runs_match_exactly_like_one_group_per_phrase(phrases: list[str]) -> None:
+    grouped = compile_phrases(phrases, "test")
+    naive = re.compile("|".join(f"(?:{phrase_regex(p)})" for p in phrases), re.IGNORECASE)
+    assert grouped.pattern != naive.pattern  # the rewrite happened
+    texts = ["Thank you!", "ugh", "xargh", "bc ac", "|x", "a b", "TALK TO A HUMAN", "!!! wtf", "nothanks", "x|x"]
+    for text in texts:
+        assert [m.span() for m in grouped.finditer(text)] == [m.span() for m in naive.finditer(text)], text
+
+
+@pytest.mark.parametrize(
+    ("source", "has_variant"),
+    [("\\bthanks\\b", True), ("\\W+\\S\\B\\D", True), ("\\bWTF\\b", False), ("\\x41", False), ("(?-i:x)", False),
+     ("\\N{LATIN SMALL LETTER A}", False), ("[a-z]+", True)],
+)
+def test_lower_case_variant_only_where_it_is_equivalent(source: str, has_variant: bool) -> None:
+    variant = lower_case_variant(re.compile(source, re.IGNORECASE))
+    assert (variant is not None) == has_variant
+    if variant is not None:
+        assert not variant.flags & re.IGNORECASE

@@ -164,3 +164,19 @@ def test_languages_are_tried_in_order_first_match_wins() -> None:
     both = build_miner(SemanticSignalSpec(name="r", languages=["de", "en"]))
     sigs = both.mine_messages([UserMessage(0, "Danke! Thank you!", "s", 0), UserMessage(1, "Thank you!", "s", 0)])
     assert [(s.message_index, s.type, s.language) for s in sigs] == [(0, "gratitude", "de"), (1, "gratitude", "en")]
+
+
+def test_ascii_fast_path_finds_what_the_case_insensitive_pattern_finds() -> None:
+    miner = build_miner(SemanticSignalSpec(name="m", languages=["en", "de"]))
+    texts = ["THAT'S WRONG. Let me talk to a HUMAN", "Thanks a lot!", "Das ist falsch", "ugh, it doesn't even work",
+             "I don't want to talk to a human", "You NAILED it", "Ça ne marche pas, that's wrong"]  # fmt: skip
+    slow = SemanticMiner("slow", [replace_lower(lex) for lex in miner.lexicons], shouting=miner.shouting)
+    for text in texts:
+        assert miner._find(text) == slow._find(text), text
+    assert any(miner._find(t) for t in texts)
+
+
+def replace_lower(lex):  # the lexicon without its case-sensitive variants
+    import dataclasses
+
+    return dataclasses.replace(lex, types=tuple(dataclasses.replace(t, ascii_lower=None) for t in lex.types))
