@@ -9,6 +9,7 @@ reported separately. With ``profile`` the worker is sampled with py-spy for the 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -71,7 +72,7 @@ def run_full(bootstrap: str, topic: str, expected_spans: int, expected_traces: i
         profile.parent.mkdir(parents=True, exist_ok=True)
         spy = subprocess.Popen(
             ["py-spy", "record", "--pid", str(worker.proc.pid), "--rate", "50", "--format", "raw",
-             "--output", str(profile)],
+             "--output", str(profile), *os.environ.get("BENCH_PY_SPY_ARGS", "").split()],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
     samples: list[tuple[float, int, int]] = []  # (t, spans_stored, traces completed)

@@ -68,7 +68,7 @@ def _fail(span: PbSpan, rng: random.Random, at: int) -> None:
 
 
 def build_trace(
-    rng: random.Random, start_ns: int, min_spans: int = 20, max_spans: int = 50
+    rng: random.Random, start_ns: int, min_spans: int = 5, max_spans: int = 50
 ) -> tuple[str, bytes, int]:
     """One agent turn; returns (trace id hex, serialized ExportTraceServiceRequest, span count)."""
     app = rng.choice(APPS)

@@ -81,6 +81,9 @@ def loads(value: Any) -> Any:
     return None
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)  # json.dumps builds one per call
+
+
 def as_text(value: Any) -> str | None:
     """Text as-is; other JSON-able values serialized (tool arguments, tool results)."""
     if value is None:
@@ -90,7 +93,7 @@ def as_text(value: Any) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     try:
-        return json.dumps(value, ensure_ascii=False, default=str)
+        return _ENCODER.encode(value)  # = json.dumps(value, ensure_ascii=False, default=str)
     except (TypeError, ValueError):
         return str(value)
 

@@ -193,11 +193,18 @@ def _identity(span: Span, attrs: Attrs) -> None:
     span.agent_version = as_str(attrs.get("gen_ai.agent.version"))
 
 
+_NO_USAGE = TokenUsage.fast()  # frozen: shared by every span without token counts
+_ANY_USAGE_KEY = frozenset(k for keys in _USAGE_KEYS.values() for k in keys)
+
+
 def _usage(span: Span, attrs: Attrs) -> None:
+    if attrs.keys().isdisjoint(_ANY_USAGE_KEY):
+        span.usage = _NO_USAGE
+        return
     counts = {field: _first_count(attrs, keys) for field, keys in _USAGE_KEYS.items()}
     if not counts["total"]:
         counts["total"] = counts["input"] + counts["output"]
-    span.usage = TokenUsage.fast(**counts)
+    span.usage = TokenUsage.fast(**counts) if any(counts.values()) else _NO_USAGE
 
 
 def parse_input_messages(span: Span) -> tuple[list[Message], str | None]:
@@ -346,6 +353,6 @@ def normalize_span(span: Span) -> Span:
             section(work, attrs)  # type: ignore[arg-type]  # duck-typed: same field names as Span
         except Exception:  # noqa: BLE001 - odd input must never break ingestion; leave defaults
             if section is _usage:
-                values["usage"] = TokenUsage.fast(input=0, output=0, total=0, cache_read=0, cache_creation=0, reasoning=0)
+                values["usage"] = _NO_USAGE
             continue
     return span
