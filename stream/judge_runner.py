@@ -120,14 +120,16 @@ class JudgeRunner:
     # ---- one (trace, rubric) ----------------------------------------------------------------
     async def run(self, trace: Trace, meta: Mapping[str, Any], rubric: Rubric, ctx: CallContext,
                   cached: Mapping[tuple[str, str, str], Mapping[str, Any]] | None = None,
-                  values: Mapping[str, str] | None = None) -> Outcome:  # fmt: skip
-        """Never raises for a bad trace or a failing provider (see the module docstring)."""
+                  values: Mapping[str, str] | None = None, ih: str | None = None) -> Outcome:  # fmt: skip
+        """Never raises for a bad trace or a failing provider (see the module docstring). ``ih`` is
+        ``input_hash(values)`` when the caller has it already."""
         tiers = self.judges[rubric.name]
         order = [t for t in self.cfg.tier_order(rubric) if t in tiers]
         first = tiers[order[0]]
         if values is None:
             values = extract_values(rubric, trace, meta, self.cfg.max_value_chars)
-        ih = input_hash(values)
+        if ih is None:
+            ih = input_hash(values)
         common = {"trace_id": trace.trace_id, "judge": rubric.name, "judge_version": rubric.version,
                   "rubric_hash": rubric.rubric_hash, "provider": first.provider.name, "model": first.model,
                   "temperature": rubric.params.temperature, "seed": rubric.params.seed}  # fmt: skip

@@ -50,6 +50,9 @@ from stream.retry import retry_forever
 
 log = logging.getLogger(__name__)
 
+#: to_judge messages decoded before their calls are started (see ``JudgeService.handle_batch``)
+LAUNCH_CHUNK = 32
+
 
 class JudgeService:
     def __init__(
@@ -153,6 +156,28 @@ class JudgeService:
     async def handle_batch(self, msgs: Sequence[InMessage]) -> None:
         await self.start()
         self.counters["messages"] += len(msgs)
+        todo: list[tuple[Any, ...]] = []
+        tasks: list[asyncio.Future[Outcome]] = []
+        try:
+            # chunk by chunk, so the calls of a chunk are in flight while the next one is decoded
+            # (decoding and prompt extraction are most of the stage's CPU: without this, no call of
+            # a batch started before the whole batch was decoded, and the loop idled at its end)
+            for i in range(0, len(msgs), LAUNCH_CHUNK):
+                chunk = msgs[i : i + LAUNCH_CHUNK]
+                items = await self._decode(chunk)
+                jobs = [(m, t, meta, r) for m, t, meta in items for r in self.runner.applicable(t, meta)]
+                await self._start_jobs(jobs, "live", todo, tasks)
+                await asyncio.sleep(0)  # let the calls just started go out before the next chunk
+            tok = token("j", (f"{m.topic}/{m.partition}/{m.offset}" for m in msgs))
+            await self._finish_jobs(todo, tasks, tok)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+
+    async def _decode(self, msgs: Sequence[InMessage]) -> list[tuple[InMessage, Trace, dict[str, Any]]]:
+        """Decoded (message, trace, meta); undecodable ones and those whose referenced spans are
+        missing are dead-lettered."""
         decoded, dlq = [], []
         for m in msgs:
             try:
@@ -170,28 +195,48 @@ class JudgeService:
         if dlq:
             await self._retry(lambda: self.send(dlq), "dead-letter to_judge")
             self.counters["dead_lettered"] += len(dlq)
-        jobs = [(m, t, meta, r) for m, t, meta in items for r in self.runner.applicable(t, meta)]
-        await self._judge_jobs(jobs, "live", token("j", (f"{m.topic}/{m.partition}/{m.offset}" for m in msgs)))
+        return items
 
     async def _judge_jobs(self, jobs: list[tuple[Any, ...]], purpose: str, tok: str) -> list[Outcome]:
+        todo: list[tuple[Any, ...]] = []
+        tasks: list[asyncio.Future[Outcome]] = []
+        try:
+            await self._start_jobs(jobs, purpose, todo, tasks)
+            return await self._finish_jobs(todo, tasks, tok)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+
+    async def _start_jobs(self, jobs: list[tuple[Any, ...]], purpose: str, todo: list[tuple[Any, ...]],
+                          tasks: list[asyncio.Future[Outcome]]) -> None:  # fmt: skip
+        """Skip jobs that already have a verdict, extract the prompt values, look them up in the
+        verdict cache and start judging the rest (appended to ``todo`` and ``tasks``)."""
+        if not jobs:
+            return
         existing = await self._retry(
             lambda: self.sink.existing_verdicts((t.trace_id, r.name, r.rubric_hash) for _, t, _, r in jobs),
             "read verdicts")  # fmt: skip
-        todo = []
+        new = []
         for m, t, meta, r in jobs:
             status = existing.get((t.trace_id, r.name, r.rubric_hash))
             if status is not None and (purpose == "live" or status in ("ok", "unscored")):
                 self.counters["replay_skipped"] += 1
                 continue
             values = extract_values(r, t, meta, self.cfg.max_value_chars)
-            todo.append((m, t, meta, r, values, input_hash(values)))
+            new.append((m, t, meta, r, values, input_hash(values)))
         cached = {}
-        if self.cfg.cache and todo:
-            cached = await self._retry(lambda: self.sink.cached_results(ih for *_, ih in todo), "read verdict cache")
-        outcomes = await asyncio.gather(*(
-            self.runner.run(t, meta, r, CallContext(purpose, m.partition, m.offset, self.runner.worker_run), cached, values)
-            for m, t, meta, r, values, _ in todo
-        ))  # fmt: skip
+        if self.cfg.cache and new:
+            cached = await self._retry(lambda: self.sink.cached_results(ih for *_, ih in new), "read verdict cache")
+        worker_run = self.runner.worker_run
+        for m, t, meta, r, values, ih in new:
+            ctx = CallContext(purpose, m.partition, m.offset, worker_run)
+            tasks.append(asyncio.ensure_future(self.runner.run(t, meta, r, ctx, cached, values, ih)))
+        todo.extend(new)
+
+    async def _finish_jobs(self, todo: list[tuple[Any, ...]], tasks: list[asyncio.Future[Outcome]],
+                           tok: str) -> list[Outcome]:  # fmt: skip
+        outcomes = await asyncio.gather(*tasks)
         await self._write(todo, outcomes, tok)
         return list(outcomes)
 

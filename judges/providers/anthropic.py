@@ -26,9 +26,10 @@ class AnthropicProvider(HttpProvider):
             body["system"] = req.system
         if req.json_schema is not None and self.structured_output:
             body["output_config"] = {"format": {"type": "json_schema", "schema": req.json_schema}}
-        headers = {"x-api-key": self._api_key, "anthropic-version": ANTHROPIC_VERSION,
-                   "Accept": "application/json"}
-        return f"{self.base_url}/v1/messages", headers, body
+        return f"{self.base_url}/v1/messages", self._headers, body
+
+    def _fixed_headers(self) -> dict[str, str]:
+        return {"x-api-key": self._api_key, "anthropic-version": ANTHROPIC_VERSION, "Accept": "application/json"}
 
     def _parse(self, body: Any) -> Parsed:
         require(isinstance(body, dict), "body is not a JSON object")

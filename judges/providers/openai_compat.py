@@ -30,8 +30,10 @@ class OpenAICompatProvider(HttpProvider):
                 "type": "json_schema",
                 "json_schema": {"name": req.schema_name, "schema": req.json_schema, "strict": True},
             }
-        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
-        return f"{self.base_url}/chat/completions", headers, body
+        return f"{self.base_url}/chat/completions", self._headers, body
+
+    def _fixed_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
 
     def _parse(self, body: Any) -> Parsed:
         require(isinstance(body, dict), "body is not a JSON object")
