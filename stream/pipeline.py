@@ -23,6 +23,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from schemas.decode import DecodeError, Limits, decode_request, parse_message
@@ -45,7 +46,17 @@ log = logging.getLogger(__name__)
 # and a message may hold thousands of spans (the Collector's batch processor sends up to 8192), so
 # a batch is stored in steps of this many spans (~5 KB of peak memory each); the batch is still
 # acked only when all of it is stored.
-INGEST_CHUNK_SPANS = 20_000
+INGEST_CHUNK_SPANS = 5_000  # spans per insert within a batch
+INGEST_CHUNKS_IN_FLIGHT = 2  # inserts running while the next chunk is decoded (bounds memory too)
+
+
+@dataclass(slots=True)
+class Stored:
+    """A chunk of a batch whose span insert has started."""
+
+    insert: asyncio.Future[Any]
+    rows: int
+    evicted: list[CompletedTrace]
 
 Clock = Callable[[], int]  # nanoseconds
 Sleep = Callable[[float], Awaitable[None]]
@@ -110,6 +121,7 @@ class Pipeline:
         local: list[tuple[InMessage, list[Span]]] = []
         held = 0  # spans decoded and not yet ingested
         out: list[OutRecord] = []
+        stored: list[Stored] = []  # chunks whose insert runs while the next chunk is decoded
         for i, msg in enumerate(msgs):
             if i and i % 50 == 0:
                 await asyncio.sleep(0)  # long batches must not starve heartbeats and timers
@@ -127,18 +139,28 @@ class Pipeline:
                 local.append((msg, spans))
                 held += len(spans)
                 if held >= INGEST_CHUNK_SPANS:  # store in steps: memory per batch stays bounded
-                    await self.ingest(local)
+                    if len(stored) >= INGEST_CHUNKS_IN_FLIGHT:
+                        await self._stored(stored.pop(0))
+                    stored.append(await self._begin_ingest(local))
                     local, held = [], 0
             else:
                 self.counters.repartitioned_messages += 1
                 for tid, part in split_by_trace(req).items():
                     out.append(OutRecord(self.settings.repartition_topic, tid.encode(), part))
+        if local:
+            stored.append(await self._begin_ingest(local))
         if out:
             await self._retry(lambda: self.producer.send_all(out), "produce", "send_retries")
-        if local:
-            await self.ingest(local)
+        for chunk in stored:
+            await self._stored(chunk)
 
     async def ingest(self, items: Sequence[tuple[InMessage, list[Span]]]) -> None:
+        """Assemble and store the spans of ``items``; returns once they are stored."""
+        await self._stored(await self._begin_ingest(items))
+
+    async def _begin_ingest(self, items: Sequence[tuple[InMessage, list[Span]]]) -> Stored:
+        """Assemble ``items`` and start their insert; the caller awaits :meth:`_stored` (the insert
+        runs on the store's thread while the event loop decodes the next chunk)."""
         async with self.lock:
             now = self.clock()
             await self._resolve_unknown(items, now)
@@ -167,10 +189,13 @@ class Pipeline:
             )
             self._inserts.add(insert)
             insert.add_done_callback(self._inserts.discard)
-        await insert
-        self.counters.spans_stored += len(rows)
-        if evicted:
-            await self._write_completed(evicted)
+        return Stored(insert, len(rows), evicted)
+
+    async def _stored(self, chunk: Stored) -> None:
+        await chunk.insert
+        self.counters.spans_stored += chunk.rows
+        if chunk.evicted:
+            await self._write_completed(chunk.evicted)
 
     async def _spans_stored(self) -> None:
         """Wait until every span insert started so far is acknowledged: a trace row must never be
