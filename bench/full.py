@@ -20,7 +20,7 @@ POLL_INTERVAL = 0.1
 # Worker settings used for the full path (override / add with --worker-env KEY=VALUE).
 DEFAULT_WORKER_ENV = {
     "TRACEJUDGE_DECISION_WAIT": "2",
-    "TRACEJUDGE_TICK_INTERVAL": "0.5",
+    "TRACEJUDGE_TICK_INTERVAL": "0.25",
     "TRACEJUDGE_KAFKA_SESSION_TIMEOUT": "10",
     "TRACEJUDGE_LOG_LEVEL": "info",
 }

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -215,7 +216,22 @@ def main() -> None:
     ap.add_argument("--kafka", action="store_true", help="measure inside a real worker consuming tansu")
     ap.add_argument("--profile", help="--kafka: write py-spy folded stacks of the worker to this file")
     ap.add_argument("--timeout", type=float, default=600.0, help="--kafka: give up after this many seconds")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here (JSON)")
     args = ap.parse_args()
+    r, provider_cpu = measure(args)
+    report(args, r, provider_cpu)
+    if args.json is not None:
+        args.json.write_text(json.dumps({
+            "mode": "kafka" if args.kafka else "in_process", "traces": args.traces, "latency_s": args.latency,
+            "max_in_flight": args.max_in_flight, "batch": args.batch, "provider": args.provider,
+            "calls_per_s": r["calls"] / r["elapsed_s"], "verdicts_per_s": r["verdicts"] / r["elapsed_s"],
+            "judge_cpu_ms_per_call": r["judge_cpu_s"] / max(r["calls"], 1) * 1000,
+            "provider_cpu_ms_per_call": provider_cpu / max(r["calls"], 1) * 1000,
+            "rebalances": r.get("rebalances"), **{k: v for k, v in r.items() if isinstance(v, (int, float))},
+        }, indent=1))  # fmt: skip
+
+
+def measure(args: argparse.Namespace) -> tuple[dict[str, Any], float]:
     prov, base_url = start_provider(args)
     try:
         with tempfile.TemporaryDirectory() as d:
@@ -233,6 +249,10 @@ def main() -> None:
             provider_cpu = cpu_s(prov.pid) - p0
     finally:
         prov.kill()
+    return r, provider_cpu
+
+
+def report(args: argparse.Namespace, r: dict[str, Any], provider_cpu: float) -> None:
     where = "in a tansu-fed worker" if args.kafka else "in process"
     print(f"judge stage ({where}): {args.traces} traces, {args.provider} provider at {args.latency * 1000:.0f} ms, "
           f"max_in_flight {args.max_in_flight}, batch {args.batch}")  # fmt: skip

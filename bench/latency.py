@@ -68,7 +68,7 @@ RESULTS_DIR = ROOT / "bench" / "results"
 DB = "tracejudge"
 TARGET_S = 2.0
 DEFAULT_WORKER_ENV = {  # product defaults except decision_wait (shorter, for a short run)
-    "TRACEJUDGE_DECISION_WAIT": "5", "TRACEJUDGE_TICK_INTERVAL": "1.0", "TRACEJUDGE_BATCH_WITHIN": "0.2",
+    "TRACEJUDGE_DECISION_WAIT": "5", "TRACEJUDGE_TICK_INTERVAL": "0.25", "TRACEJUDGE_BATCH_WITHIN": "0.2",
     "TRACEJUDGE_BATCH_MAX_MESSAGES": "500", "TRACEJUDGE_KAFKA_SESSION_TIMEOUT": "10", "TRACEJUDGE_LOG_LEVEL": "info",
 }  # fmt: skip
 
@@ -435,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--keep", action="store_true")
     p.add_argument("--work-dir", type=Path, default=None)
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
     worker_env = parse_worker_env(args.worker_env, DEFAULT_WORKER_ENV)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="tracejudge-latency-"))
@@ -467,8 +468,11 @@ def main(argv: list[str] | None = None) -> int:
     print(uptime())
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / f"latency-{stamp}.json"
-    out.write_text(json.dumps({"timestamp": stamp, "args": {k: str(v) for k, v in vars(args).items()},
-                               "worker_env": worker_env, **r}, indent=1, default=str))  # fmt: skip
+    text = json.dumps({"timestamp": stamp, "args": {k: str(v) for k, v in vars(args).items()},
+                       "worker_env": worker_env, **r}, indent=1, default=str)  # fmt: skip
+    for path in (out, args.json):
+        if path is not None:
+            path.write_text(text)
     print(f"results: {out.relative_to(ROOT)}")
     return 0
 

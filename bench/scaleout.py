@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=300.0, help="per run, seconds")
     p.add_argument("--keep", action="store_true", help="keep the work dir (data dirs, logs)")
     p.add_argument("--work-dir", type=Path, default=None)
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
 
     from bench.generate import generate
@@ -253,8 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     print(uptime())
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / f"scaleout-{stamp}.json"
-    out.write_text(json.dumps({"timestamp": stamp, "cpus": os.cpu_count(), "spans": spans, "partitions": args.partitions,
-                               "worker_env": worker_env, "runs": runs, "median": med, "ratio": ratio}, indent=1))  # fmt: skip
+    text = json.dumps({"timestamp": stamp, "cpus": os.cpu_count(), "spans": spans, "partitions": args.partitions,
+                       "worker_env": worker_env, "runs": runs, "median": med, "ratio": ratio}, indent=1)  # fmt: skip
+    for path in (out, args.json):
+        if path is not None:
+            path.write_text(text)
     print(f"results: {out.relative_to(ROOT)}")
     return 0
 

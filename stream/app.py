@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import faust
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP as FaustTP
 
 from stream.config import Settings
@@ -90,6 +91,7 @@ def create_app(
         broker_rebalance_timeout=60.0,
         logging_config=None,
     )
+    set_fetch_max_wait(app, settings.kafka_fetch_max_wait)
     pipeline = make_pipeline(app)
     input_topic = app.topic(settings.input_topic, key_type=bytes, value_type=bytes)
     repartition_topic = app.topic(settings.repartition_topic, key_type=bytes, value_type=bytes)
@@ -154,6 +156,29 @@ def create_app(
     app.on_partitions_assigned.connect(_assigned)
     app.on_partitions_revoked.connect(_revoked)
     return app, pipeline
+
+
+def set_fetch_max_wait(app: faust.App, seconds: float) -> None:
+    """Faust builds its aiokafka consumer with ``fetch_max_wait_ms=1500`` and no setting for it.
+    Apache Kafka answers a waiting fetch as soon as data arrives, but a broker that holds it for
+    the full wait (tansu does) adds up to 1.5 s to every hop (input, to_judge): measured with a bare
+    aiokafka consumer on tansu, produce → consume p50 0.72 s at 1500 ms, 0.016 s at 100 ms. The
+    consumer is patched after construction (the value is read when it starts)."""
+    app._tracejudge_fetch_max_wait_ms = int(seconds * 1000)  # type: ignore[attr-defined]
+    cls = AIOKafkaConsumerThread
+    if getattr(cls, "_tracejudge_patched", False):
+        return
+    original = cls._create_worker_consumer
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        wait = getattr(self.app, "_tracejudge_fetch_max_wait_ms", None)
+        if wait is not None:
+            consumer._fetch_max_wait_ms = wait
+        return consumer
+
+    cls._create_worker_consumer = create  # type: ignore[method-assign]
+    cls._tracejudge_patched = True  # type: ignore[attr-defined]
 
 
 def add_judge_agent(app: faust.App, settings: Settings, judging: JudgeService, shielded: Any) -> None:

@@ -70,7 +70,9 @@ class Settings(BaseSettings):
     max_open_traces: int = Field(50_000, ge=1)
     max_spans_per_trace: int = Field(10_000, ge=1, description="spans held in memory per open trace")
     decided_cache_size: int = Field(200_000, ge=1, description="recently completed trace ids kept for late spans")
-    tick_interval: float = Field(1.0, gt=0, description="how often open traces are checked for completion")
+    tick_interval: float = Field(
+        0.25, gt=0, description="how often open traces are checked for completion (a due trace waits up to this long)"
+    )
     completion_chunk: int = Field(200, ge=1, description="traces decided and written per step of a tick")
 
     # --- input limits ----------------------------------------------------------------------
@@ -81,6 +83,10 @@ class Settings(BaseSettings):
     # --- batching / performance ------------------------------------------------------------
     batch_max_messages: int = Field(500, ge=1)
     batch_within: float = Field(0.2, gt=0)
+    kafka_fetch_max_wait: float = Field(
+        0.1, gt=0, le=10, description="longest a fetch waits at the broker for data (Faust hard-codes 1.5 s; "
+        "brokers that hold a fetch until then, such as tansu, added that to every hop)"
+    )
     kafka_session_timeout: float = Field(
         10.0, ge=3, description="consumer group session timeout, seconds: how long the partitions of a "
         "crashed worker stall before another takes them over (keep it well below decision_wait)"

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 # acked only when all of it is stored.
 INGEST_CHUNK_SPANS = 5_000  # spans per insert within a batch
 INGEST_CHUNKS_IN_FLIGHT = 2  # inserts running while the next chunk is decoded (bounds memory too)
+DECIDE_SLICE = 10  # traces decided between yields to the event loop
 
 
 @dataclass(slots=True)
@@ -301,10 +302,11 @@ class Pipeline:
             actions = await self._retry(
                 lambda: self.events.store.run(self.events.signals_for, traces), "join action events", "write_retries"
             )
-        decided = [
-            (c, self.decider.decide(c.trace, actions.get(c.trace.trace_id, ())) if self.decider else None)
-            for c in done
-        ]
+        decided: list[tuple[CompletedTrace, Any]] = []
+        for i, c in enumerate(done):
+            if i and i % DECIDE_SLICE == 0:
+                await asyncio.sleep(0)  # ~5 ms per trace: judge calls, heartbeats and fetches go on
+            decided.append((c, self.decider.decide(c.trace, actions.get(c.trace.trace_id, ())) if self.decider else None))
         await self._spans_stored()
         to_judge = [
             OutRecord(self.settings.judge_topic, c.trace.trace_id.encode(),
