@@ -102,7 +102,7 @@ def judge_rows(r: dict[str, Any]) -> list[Row]:
     rebalances = r.get("rebalances")
     met = None if rate is None else rate >= 200 and (rebalances in (None, 0))
     return [(
-        "5. Judge stage: provider calls/s per worker, 200 ms provider",
+        f"5. Judge stage: provider calls/s per worker, 200 ms provider ({r.get('mode', '?').replace('_', ' ')})",
         f"**{_f(rate)} calls/s**" + (f", rebalances {rebalances}" if rebalances is not None else ""),
         "≥ 200, no rebalances", met,
     )]  # fmt: skip
@@ -129,7 +129,8 @@ BENCHES: list[Bench] = [
                                "2" if q else "10", "--json", str(out)], memory_rows),
     ("latency", lambda q, out: ["bench/latency.py", "--seconds", "30" if q else "60", "--json", str(out)],
      latency_rows),
-    ("judge", lambda q, out: ["bench/judge.py", "--json", str(out)], judge_rows),
+    ("judge", lambda q, out: ["bench/judge.py", "--kafka", "--traces", "2000" if q else "3000", "--json", str(out)],
+     judge_rows),
     ("economics", lambda q, out: ["bench/economics.py", "--traces", "1000000", "--json", str(out)],
      economics_rows),
 ]  # fmt: skip

@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from schemas.model import CompletionReason, Span, SpanEvent, StatusCode, Trace
 from schemas.normalize import normalize_span
 from stream.rows import from_json, to_json
@@ -83,6 +85,13 @@ def encode(trace: Trace, meta: dict[str, Any], max_bytes: int | None = None) -> 
     return ref
 
 
+def _loads(text: str) -> Any:
+    try:
+        return orjson.loads(text)  # ~2.5x faster on envelopes of ~100 KB
+    except orjson.JSONDecodeError:  # NaN attribute values, integers past 64 bits: json's rules
+        return json.loads(text)
+
+
 def decode_partial(value: bytes) -> tuple[Trace, dict[str, Any], SpansRef | None]:
     """(trace, meta, ref): for a by-reference envelope the trace has no spans yet and ``ref`` says
     which to load; for a full one ``ref`` is None."""
@@ -90,7 +99,7 @@ def decode_partial(value: bytes) -> tuple[Trace, dict[str, Any], SpansRef | None
     # ``from_json`` walks the whole document for ``{"$bytes": …}`` objects (a fifth of decoding);
     # such a key can only be spelled ``$bytes`` or with a \u00XX escape, so without either the walk
     # would change nothing
-    doc = from_json(text) if "$bytes" in text or "\\u00" in text else json.loads(text)
+    doc = from_json(text) if "$bytes" in text or "\\u00" in text else _loads(text)
     if doc.get("format") != FORMAT:
         raise ValueError(f"not a {FORMAT} message")
     ref = None
