@@ -36,7 +36,7 @@ reliability-long: $(STAMP)
 	$(PY) -m tests.reliability.report --long
 
 bench: $(STAMP)
-	$(PY) bench/ingest.py
+	$(PY) -m bench.run
 
 clean:
 	rm -rf $(VENV) tracejudge-data

@@ -102,7 +102,7 @@ def judge_rows(r: dict[str, Any]) -> list[Row]:
     rebalances = r.get("rebalances")
     met = None if rate is None else rate >= 200 and (rebalances in (None, 0))
     return [(
-        f"5. Judge stage: provider calls/s per worker, 200 ms provider ({r.get('mode', '?').replace('_', ' ')})",
+        f"5. Judge stage: provider calls/s per worker, 200 ms provider ({'a worker fed by Kafka' if r.get('mode') == 'kafka' else 'in process'})",
         f"**{_f(rate)} calls/s**" + (f", rebalances {rebalances}" if rebalances is not None else ""),
         "≥ 200, no rebalances", met,
     )]  # fmt: skip
