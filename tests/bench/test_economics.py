@@ -1,4 +1,4 @@
-"""Invariants of the judge-economics benchmark (bench/economics.py) on a small population.
+"""Invariants of the judge-economics benchmark (bench/economics.py, bench/population.py) on a small population.
 
 The benchmark asserts nothing about its targets; these tests check that its bookkeeping is right:
 calls and spend add up, the real sampler gave every flagged trace p = 1, the real estimator's
@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from bench import economics as eco
+from bench import population as eco
 from judges.config import CascadeSpec
 from stream.policy import load_policy
 from stream.sampling.hashing import unit_hash
