@@ -1,7 +1,6 @@
 """Shared pieces of the multi-process benchmarks (`bench/scaleout.py`, `bench/latency.py`).
 
-* :class:`StoreServer` — a ``tracejudge store-server`` child process (one chDB engine behind
-  ClickHouse's HTTP interface) on a free port, for several workers to share;
+* (the shared store is :class:`stream.demo.store_server_process.StoreServerProcess`);
 * :func:`start_workers` — N ``tracejudge worker`` processes (:class:`stream.demo.run.WorkerProcess`)
   with their own data dir and web port, in one consumer group;
 * :class:`CpuMeter` — CPU seconds (utime + stime from ``/proc/<pid>/stat``, descendants included)
@@ -12,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,38 +26,6 @@ _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 # ---- processes -------------------------------------------------------------------------------
-class StoreServer:
-    """``tracejudge store-server --data-dir D --port 0``; ``dsn`` is what it printed."""
-
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stream", "store-server", "--data-dir", str(data_dir), "--port", "0",
-                 "--log-level", "WARNING"],
-                stdout=subprocess.PIPE, stderr=log, text=True, cwd=str(ROOT),
-            )  # fmt: skip
-        assert self.proc.stdout is not None
-        self.dsn = self.proc.stdout.readline().strip()
-        if not self.dsn.startswith("http://"):
-            self.proc.kill()
-            self.proc.wait()
-            raise RuntimeError(f"store server did not start: {self.log_path.read_text()[-2000:]}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return code
-
-
 def start_workers(n: int, env: dict[str, str], work: Path, name: str = "worker") -> list[Any]:
     """``n`` workers with ``env`` (one consumer group), each with its own data dir and web port."""
     from stream.demo.broker import free_port

@@ -60,8 +60,9 @@ if str(ROOT) not in sys.path:
 
 import yaml  # noqa: E402
 
+from stream.demo.store_server_process import StoreServerProcess  # noqa: E402
 from bench.harness import (  # noqa: E402
-    CpuMeter, StoreServer, parse_worker_env, percentile, scan_log, start_workers, status_or_none, uptime,
+    CpuMeter, parse_worker_env, percentile, scan_log, start_workers, status_or_none, uptime,
 )  # fmt: skip
 from bench.latency_figures import figures, print_figures  # noqa: E402
 
@@ -272,7 +273,7 @@ def run(args: argparse.Namespace, work: Path, worker_env: dict[str, str]) -> dic
                 "TRACEJUDGE_POLICY_FILE": str(pp), "TRACEJUDGE_SIM_API_KEY": "simulated", **worker_env,
             }  # fmt: skip
             if args.store == "server":
-                server = StoreServer(work / "store")
+                server = StoreServerProcess(work / "store", log_level="WARNING")
                 env["TRACEJUDGE_CLICKHOUSE_DSN"] = server.dsn
             (worker,) = start_workers(1, env, work)
             _wait_judging_ready(worker)

@@ -46,8 +46,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.full import DEFAULT_WORKER_ENV  # noqa: E402
+from stream.demo.store_server_process import StoreServerProcess  # noqa: E402
 from bench.harness import (  # noqa: E402
-    CpuMeter, StoreServer, parse_worker_env, scan_log, start_workers, status_or_none, system_busy_cores, uptime,
+    CpuMeter, parse_worker_env, scan_log, start_workers, status_or_none, system_busy_cores, uptime,
 )  # fmt: skip
 from bench.ingest import produce  # noqa: E402
 
@@ -78,7 +79,7 @@ def run_once(n: int, bootstrap: str, topic: str, partitions: int, spans: int, wo
     server = None
     database = "tracejudge"
     if dsn is None:
-        server = StoreServer(work / "store")
+        server = StoreServerProcess(work / "store", log_level="WARNING")
         store_dsn = server.dsn
     else:
         store_dsn, database = dsn, f"bench_scaleout_{run_id}"

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from stream.faults import write_faults
 from tests.reliability.tcp_proxy import TcpProxy
-from tests.store_server import ServerProcess
+from stream.demo.store_server_process import StoreServerProcess
 
 MODES = ["embedded", "server"]
 
@@ -77,7 +77,7 @@ class ProxyFaults(Faults):
 @contextmanager
 def store_server(data_dir: Path) -> Iterator[str]:
     """A ``tracejudge store-server`` process on a free port; yields its DSN."""
-    server = ServerProcess(data_dir)
+    server = StoreServerProcess(data_dir)
     try:
         yield server.dsn
     finally:

@@ -28,7 +28,7 @@ from stream.store import ClickHouseStore
 from tests.factories import genai_trace, proto
 from tests.reliability.support import SIZES, pick
 from tests.stream.conftest import Deployment, wait_for
-from tests.store_server import ServerProcess
+from stream.demo.store_server_process import StoreServerProcess
 
 DB = "tracejudge"
 # Quiet time after the root before a trace is decided. A rebalance stalls partitions: a clean leave
@@ -40,8 +40,8 @@ DECISION_WAIT = {"short": 15.0, "long": 20.0}  # the long run has 5 kills: more 
 
 
 @pytest.fixture
-def store_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path / "store")
+def store_server(tmp_path: Path) -> Iterator[StoreServerProcess]:
+    s = StoreServerProcess(tmp_path / "store")
     yield s
     assert s.stop() == 0
 
@@ -106,7 +106,7 @@ def generations(logs: list[Path]) -> set[int]:
 @pytest.mark.timeout(1200)  # the long version runs ~5 min
 @pytest.mark.parametrize("size", SIZES)
 def test_workers_join_and_leave_repeatedly(
-    size: str, deployment: Callable[..., Deployment], store_server: ServerProcess, figures: Callable[..., None]
+    size: str, deployment: Callable[..., Deployment], store_server: StoreServerProcess, figures: Callable[..., None]
 ) -> None:
     rounds = int(pick(size, 3, 15))
     d = deployment(partitions=4, clickhouse_dsn=store_server.dsn, decision_wait=DECISION_WAIT[size])

@@ -19,7 +19,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from stream.store import ClickHouseStore, load_migrations
-from tests.store_server import ServerProcess
+from stream.demo.store_server_process import StoreServerProcess
 
 # store-level tests of other modules, collected here again with this module's `store` fixture (below),
 # i.e. run against the server: the store itself, the finance views, and the judge sink and ledger
@@ -40,14 +40,14 @@ T0 = 1_700_000_000_000_000_000
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path_factory.mktemp("store-server"))
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreServerProcess]:
+    s = StoreServerProcess(tmp_path_factory.mktemp("store-server"))
     yield s
     assert s.stop() == 0
 
 
 @pytest.fixture
-def store(server: ServerProcess) -> Iterator[ClickHouseStore]:
+def store(server: StoreServerProcess) -> Iterator[ClickHouseStore]:
     """A migrated database of its own on the server (overrides the embedded ``store`` fixture)."""
     s = ClickHouseStore(server.dsn, database=f"t_{uuid.uuid4().hex[:12]}")
     s.migrate()
@@ -60,7 +60,7 @@ def span_row(trace: str, span: str, name: str = "llm call", attrs: dict[str, str
     return [trace, span, name, T0, T0 + 10**8, 1_700_000_000_000, attrs or {}, ["ValueError"]]
 
 
-def test_migrate_applies_every_migration_on_a_fresh_database(server: ServerProcess) -> None:
+def test_migrate_applies_every_migration_on_a_fresh_database(server: StoreServerProcess) -> None:
     s = ClickHouseStore(server.dsn, database=f"m_{uuid.uuid4().hex[:12]}")
     try:
         assert s.migrate() == [name for _, name, _ in load_migrations()]
@@ -130,7 +130,7 @@ def test_sql_errors_surface_with_clickhouse_message(store: ClickHouseStore) -> N
     assert store.query("SELECT 1")[1] == [(1,)]  # the connection is usable afterwards
 
 
-def test_inserts_in_every_client_compression(server: ServerProcess, store: ClickHouseStore) -> None:
+def test_inserts_in_every_client_compression(server: StoreServerProcess, store: ClickHouseStore) -> None:
     for n, compress in enumerate(["lz4", "zstd", "gzip", False]):  # lz4 is what ClickHouseStore uses
         rows = [span_row(f"{n}" * 32, f"{i:016x}", "x" * 200) for i in range(2000)]
         client = clickhouse_connect.get_client(dsn=server.dsn, compress=compress, autogenerate_session_id=False)
@@ -142,7 +142,7 @@ def test_inserts_in_every_client_compression(server: ServerProcess, store: Click
             client.close()
 
 
-def test_concurrent_writers_lose_nothing(server: ServerProcess, store: ClickHouseStore) -> None:
+def test_concurrent_writers_lose_nothing(server: StoreServerProcess, store: ClickHouseStore) -> None:
     """Two writer threads (each its own client, as two workers would be) and a writer process."""
     per_writer, batches = 400, 10
     errors: list[BaseException] = []
@@ -182,17 +182,17 @@ def write_batches(dsn: str, database: str, writer: int, batches: int, size: int)
 
 
 def test_one_server_per_data_dir_and_data_survives_a_restart(tmp_path: Path) -> None:
-    first = ServerProcess(tmp_path)
+    first = StoreServerProcess(tmp_path)
     try:
         s = ClickHouseStore(first.dsn, database="kept")
         s.migrate()
         s.insert("spans", [span_row("e" * 32, "1" * 16)], SPAN_COLS)
         s.close()
         with pytest.raises(RuntimeError, match="cannot start the store server: .* is held by another process"):
-            ServerProcess(tmp_path)  # the engine of this directory is held
+            StoreServerProcess(tmp_path)  # the engine of this directory is held
     finally:
         assert first.stop() == 0  # SIGTERM: a clean shutdown
-    second = ServerProcess(tmp_path)
+    second = StoreServerProcess(tmp_path)
     try:
         s = ClickHouseStore(second.dsn, database="kept")
         assert s.migrate() == []
