@@ -18,7 +18,7 @@ import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from stream.store import ClickHouseStore, load_migrations
+from stream.store import ClickHouseStore, connect, is_loopback, load_migrations
 from stream.demo.store_server_process import StoreServerProcess
 
 # store-level tests of other modules, collected here again with this module's `store` fixture (below),
@@ -140,6 +140,20 @@ def test_inserts_in_every_client_compression(server: StoreServerProcess, store: 
             assert result.result_rows == [((n + 1) * 2000, (n + 1) * 400_000)], compress
         finally:
             client.close()
+
+
+def test_loopback_dsn_inserts_uncompressed_unless_the_dsn_asks(server: StoreServerProcess) -> None:
+    host_port = server.dsn.removeprefix("http://")
+    for dsn, expected in [(server.dsn, None), (f"http://localhost:{host_port.split(':')[1]}", None),
+                          (f"{server.dsn}/?compress=lz4", "lz4"), (f"{server.dsn}/?compression=zstd", "zstd")]:
+        client = connect(dsn)
+        try:
+            assert client.write_compression == expected, dsn
+            client.command("SELECT 1")  # and the server accepts what it sends
+        finally:
+            client.close()
+    assert is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("LocalHost")
+    assert not is_loopback("10.0.0.1") and not is_loopback("clickhouse") and not is_loopback("localhost.example")
 
 
 def test_concurrent_writers_lose_nothing(server: StoreServerProcess, store: ClickHouseStore) -> None:
