@@ -85,6 +85,7 @@ class ClickHouseStore:
         self.database = database
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._client: Any = self._executor.submit(connect, dsn).result()
+        self._column_types: dict[tuple[str, tuple[str, ...]], Any] = {}  # (table, columns) -> ClickHouse types
         if faults_file is not None:  # fault tests only: calls obey a control file (stream/faults.py)
             from stream.faults import FaultyClient
 
@@ -113,7 +114,16 @@ class ClickHouseStore:
         settings: dict[str, Any] = {"max_partitions_per_insert_block": 0}
         if dedup_token:
             settings["insert_deduplication_token"] = dedup_token
-        self._client.insert(f"{self.database}.{table}", rows, column_names=list(columns), settings=settings)
+        key = (table, tuple(columns))
+        if (types := self._column_types.get(key)) is None:  # one DESCRIBE per table, not per insert
+            types = self._client.create_insert_context(f"{self.database}.{table}", list(columns)).column_types
+            self._column_types[key] = types
+        try:
+            self._client.insert(f"{self.database}.{table}", rows, column_names=list(columns), column_types=types,
+                                settings=settings)  # fmt: skip
+        except Exception:
+            self._column_types.pop(key, None)  # a changed table: look its types up again next time
+            raise
 
     # ---- sync API: blocks the caller; never call from the event loop -----------------------
     def _on_thread(self) -> bool:

@@ -30,6 +30,40 @@ def test_insert_with_same_dedup_token_is_stored_once(store: ClickHouseStore) -> 
     assert raw == [(2,)] and final == [(1,)]
 
 
+class _CountingClient:
+    """The real client, counting the column-type lookups (a DESCRIBE TABLE round trip each)."""
+
+    def __init__(self, client: object) -> None:
+        self._client, self.lookups = client, 0
+
+    def create_insert_context(self, *args: object, **kwargs: object) -> object:
+        self.lookups += 1
+        return self._client.create_insert_context(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+
+def test_insert_looks_up_column_types_once_per_table_and_again_after_a_failure(store: ClickHouseStore) -> None:
+    counting = _CountingClient(store._client)
+    store._client = counting
+    store._column_types.clear()
+    cols = ["trace_id", "span_id", "start_time", "end_time", "ingested_at"]
+    for i in range(3):
+        store.insert("spans", [[f"{i:032x}", "b" * 16, 1_700_000_000_000_000_000, 1_700_000_000_100_000_000,
+                                1_700_000_000_000]], cols)  # fmt: skip
+    assert counting.lookups == 1
+    _, rows = store.query(f"SELECT trace_id FROM {store.database}.spans ORDER BY trace_id")
+    assert [r[0] for r in rows] == [f"{i:032x}" for i in range(3)]
+    with pytest.raises(Exception):  # a value its cached type cannot take
+        store.insert("spans", [["c" * 32, "d" * 16, "not a time", 0, 0]], cols)
+    store.insert("spans", [["e" * 32, "f" * 16, 1_700_000_000_000_000_000, 1_700_000_000_100_000_000,
+                            1_700_000_000_000]], cols)  # fmt: skip
+    assert counting.lookups == 2  # the failed insert dropped the cached types
+    _, n = store.query(f"SELECT count() FROM {store.database}.spans")
+    assert n == [(4,)]
+
+
 @pytest.mark.parametrize(
     "sql,ok",
     [
