@@ -5,9 +5,11 @@
 * ``assemble`` reads the repartition topic (unkeyed input split per trace by ``ingest``);
 * a timer completes due traces; rebalance signals restore / hand over open-trace state.
 
-Acks: ``take_events`` acks a batch only after the loop body returns, and the pipeline returns only
-once everything is stored, repartitioned or dead-lettered; the pipeline never raises (an agent
-exception would ack the batch). Concurrency is 1 per agent (faust#606).
+Acks: the ingest agents take batches with ``noack_take`` and ack them through a
+:class:`stream.batch_chain.BatchChain` once everything is stored, repartitioned or dead-lettered:
+the agent starts the next batch while the previous one's last inserts finish. Other agents use
+``take_events``, which acks a batch only after the loop body returns; the pipeline never raises
+(an agent exception would ack the batch). Concurrency is 1 per agent (faust#606).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import faust
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP as FaustTP
 
+from stream.batch_chain import BatchChain
 from stream.config import Settings
 from stream.dlq import InMessage, OutRecord
 from stream.judging import JudgeService
@@ -96,13 +99,13 @@ def create_app(
     input_topic = app.topic(settings.input_topic, key_type=bytes, value_type=bytes)
     repartition_topic = app.topic(settings.repartition_topic, key_type=bytes, value_type=bytes)
 
-    async def shielded(work: Any) -> None:
+    async def shielded(work: Any) -> Any:
         # take_events acks a batch in a `finally`, even when the agent is cancelled mid-batch (at
         # shutdown). So a batch is never abandoned half-way: it runs shielded, and if it cannot
         # finish in time the process exits without committing (as after a crash: replayed later).
         task = asyncio.ensure_future(work)
         try:
-            await asyncio.shield(task)
+            return await asyncio.shield(task)
         except asyncio.CancelledError:
             log.info("stopping: finishing the batch in progress before it is acknowledged")
             try:
@@ -112,17 +115,27 @@ def create_app(
                 os._exit(EXIT_UNFINISHED_BATCH)
             raise
 
+    async def consume(stream: faust.StreamT, span_name: str, topic: str, repartition: bool) -> None:
+        chain = BatchChain(stream.ack)
+        try:
+            async for events in stream.noack_take(settings.batch_max_messages, within=settings.batch_within):
+                with batch_span(span_name, len(events), topic):  # the decode/assemble half of the batch
+                    msgs = [_in_message(e) for e in events]
+                    started = await shielded(pipeline.start_batch(msgs, repartition=repartition))
+                await chain.add(shielded(pipeline.finish_batch(started)), events)
+        finally:  # stopping: ack what finishes in time; the rest is not acked (replayed, idempotently)
+            try:
+                await asyncio.wait_for(chain.drain(), settings.shutdown_batch_timeout)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                log.error("stopping: a stored batch did not finish in %.0fs; it is not acked", settings.shutdown_batch_timeout)
+
     @app.agent(input_topic, name="ingest", concurrency=1)
     async def ingest(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within):
-            with batch_span("tracejudge.ingest_batch", len(events), settings.input_topic):
-                await shielded(pipeline.handle_batch([_in_message(e) for e in events], repartition=True))
+        await consume(stream, "tracejudge.ingest_batch", settings.input_topic, repartition=True)
 
     @app.agent(repartition_topic, name="assemble", concurrency=1)
     async def assemble(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within):
-            with batch_span("tracejudge.assemble_batch", len(events), settings.repartition_topic):
-                await shielded(pipeline.handle_batch([_in_message(e) for e in events], repartition=False))
+        await consume(stream, "tracejudge.assemble_batch", settings.repartition_topic, repartition=False)
 
     events_topic = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
 

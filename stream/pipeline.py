@@ -118,6 +118,13 @@ class Pipeline:
     async def handle_batch(self, msgs: Sequence[InMessage], repartition: bool = True) -> None:
         """Process one batch of input messages. Returns only when every message is stored,
         dead-lettered or repartitioned (and so may be acked)."""
+        await self.finish_batch(await self.start_batch(msgs, repartition))
+
+    async def start_batch(self, msgs: Sequence[InMessage], repartition: bool = True) -> list[Stored]:
+        """The first half of :meth:`handle_batch`: decode and assemble ``msgs``, start their span
+        inserts, deliver dead letters and repartitioned records. Returns the inserts still running;
+        the batch may be acked once :meth:`finish_batch` has returned for them. The worker starts
+        the next batch in between, so the event loop decodes while the store thread inserts."""
         self.counters.messages_in += len(msgs)
         local: list[tuple[InMessage, list[Span]]] = []
         held = 0  # spans decoded and not yet ingested
@@ -152,6 +159,11 @@ class Pipeline:
             stored.append(await self._begin_ingest(local))
         if out:
             await self._retry(lambda: self.producer.send_all(out), "produce", "send_retries")
+        return stored
+
+    async def finish_batch(self, stored: Sequence[Stored]) -> None:
+        """Wait until the inserts :meth:`start_batch` returned are stored (and write the traces
+        they evicted)."""
         for chunk in stored:
             await self._stored(chunk)
 
