@@ -19,10 +19,8 @@ span attribute ``tracejudge.invalid_utf8`` (lossless). OTLP/JSON that is not UTF
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from google.protobuf.json_format import ParseError as JsonParseError
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -147,8 +145,10 @@ class _AttrConverter:
             key = kv.key
             key = keys.get(key) or _intern_key(key)
             v = kv.value
-            if v.WhichOneof("value") == "string_value" and len(s := v.string_value) <= limit4:
-                out[key] = s  # the common case, inline: at most 4 bytes per character fits the limit
+            # The common case, inline: a non-empty string_value can only be the set member (an unset
+            # one reads ""), so no WhichOneof call; at most 4 bytes per character fits the limit.
+            if (s := v.string_value) and len(s) <= limit4:
+                out[key] = s
             else:
                 out[key] = self.value(key, v)
         return out
@@ -175,70 +175,108 @@ def _intern_key(key: str) -> str:
     return key
 
 
-_ZERO = {8: bytes(8), 16: bytes(16)}
-
-
-def _hex_id(raw: bytes, size: int, what: str, where: Callable[[], str]) -> str:
-    if len(raw) != size or raw == _ZERO[size]:
-        shown = raw.hex() if len(raw) <= 64 else raw[:32].hex() + "…"
-        raise DecodeError(f"invalid_{what}", f"{where()}: {what} must be {size} non-zero bytes, got {shown!r}")
-    return raw.hex()
+def _bad_id(raw: bytes, size: int, what: str, ri: int, si: int, pi: int) -> NoReturn:
+    """The error path of the id checks inlined in :func:`decode_request`: always raises."""
+    shown = raw.hex() if len(raw) <= 64 else raw[:32].hex() + "…"
+    raise DecodeError(f"invalid_{what}", f"{_where(ri, si, pi)}: {what} must be {size} non-zero bytes, got {shown!r}")
 
 
 def _where(ri: int, si: int, pi: int) -> str:
     return f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
 
 
+# decode_request builds each span's complete field dict itself (``Span.wrap``, ~2 µs/span less
+# than ``Span.fast`` with keywords), keeping the key order ``Span.fast`` gave (``model_dump`` follows
+# it): fields with a static default first, in declaration order (the raw layer's, then the
+# normalized layer's as placeholders), then the fields with a default factory. normalize_span
+# overwrites every placeholder; usage / finish_reasons / exceptions are None until then.
+_RAW_STATIC = (
+    "trace_id", "span_id", "parent_span_id", "name", "otel_kind", "start_ns", "end_ns", "status_code",
+    "status_message", "scope_name", "scope_version",
+)  # fmt: skip
+_FACTORY_FIELDS = (
+    "attributes", "events", "resource_attributes", "truncated_attributes", "usage", "finish_reasons", "exceptions"
+)  # fmt: skip
+_NORMALIZED_PLACEHOLDERS = {
+    name: f.default
+    for name, f in Span.model_fields.items()
+    if f.default_factory is None and name not in _RAW_STATIC
+}
+if (
+    [n for n, f in Span.model_fields.items() if f.default_factory is None][: len(_RAW_STATIC)] != list(_RAW_STATIC)
+    or {n for n, f in Span.model_fields.items() if f.default_factory is not None} != set(_FACTORY_FIELDS)
+):  # a changed Span must not silently decode into a different shape
+    raise ImportError("schemas.decode: Span's fields changed; update _RAW_STATIC / _FACTORY_FIELDS and decode_request")
+
+
 def decode_request(req: ExportTraceServiceRequest, limits: Limits = DEFAULT_LIMITS) -> list[Span]:
     spans: list[Span] = []
+    conv = _AttrConverter(limits)  # one per request; ``truncated`` is reset per resource and span
+    placeholders = _NORMALIZED_PLACEHOLDERS
     for ri, rs in enumerate(req.resource_spans):
-        res_conv = _AttrConverter(limits)
-        resource = res_conv.attrs(rs.resource.attributes)
+        conv.truncated = []
+        resource = conv.attrs(rs.resource.attributes)
+        res_truncated = [f"resource.{k}" for k in conv.truncated]
         for si, ss in enumerate(rs.scope_spans):
             scope_name, scope_version = ss.scope.name, ss.scope.version
             for pi, ps in enumerate(ss.spans):
-                where = functools.partial(_where, ri, si, pi)  # formatted only for an error
-                trace_id = _hex_id(ps.trace_id, 16, "trace_id", where)
-                span_id = _hex_id(ps.span_id, 8, "span_id", where)
-                parent = _hex_id(ps.parent_span_id, 8, "parent_span_id", where) if ps.parent_span_id else None
+                # ids: the valid case inline, _bad_id raises (same checks as before, per field)
+                raw = ps.trace_id
+                trace_id = raw.hex() if len(raw) == 16 and raw != _ZERO_TRACE else _bad_id(raw, 16, "trace_id", ri, si, pi)
+                raw = ps.span_id
+                span_id = raw.hex() if len(raw) == 8 and raw != _ZERO_SPAN else _bad_id(raw, 8, "span_id", ri, si, pi)
+                raw = ps.parent_span_id
+                parent = (
+                    (raw.hex() if len(raw) == 8 and raw != _ZERO_SPAN else _bad_id(raw, 8, "parent_span_id", ri, si, pi))
+                    if raw
+                    else None
+                )
                 start, end = ps.start_time_unix_nano, ps.end_time_unix_nano
                 if start == 0:
-                    raise DecodeError("missing_start_time", f"{where()} span {span_id}: start time is 0")
+                    raise DecodeError("missing_start_time", f"{_where(ri, si, pi)} span {span_id}: start time is 0")
                 if end < start:
                     raise DecodeError(
-                        "span_end_before_start", f"{where()} span {span_id}: end {end} < start {start}"
+                        "span_end_before_start", f"{_where(ri, si, pi)} span {span_id}: end {end} < start {start}"
                     )
                 if end > _MAX_NS:  # unrepresentable in DateTime64(9): the insert would fail forever
-                    raise DecodeError("span_time_out_of_range", f"{where()} span {span_id}: end {end} > {_MAX_NS}")
-                conv = _AttrConverter(limits)
-                attributes = conv.attrs(ps.attributes)
-                events = [
-                    SpanEvent.fast(
-                        name=e.name, time_ns=e.time_unix_nano, attributes=conv.attrs(e.attributes)
+                    raise DecodeError(
+                        "span_time_out_of_range", f"{_where(ri, si, pi)} span {span_id}: end {end} > {_MAX_NS}"
                     )
-                    for e in ps.events
-                ]
-                kind = ps.kind
-                status = ps.status.code
-                span = Span.fast(
-                    trace_id=trace_id,
-                    span_id=span_id,
-                    parent_span_id=parent,
-                    name=ps.name,
-                    otel_kind=_OTEL_KIND[kind] if 0 <= kind < len(_OTEL_KIND) else "unspecified",
-                    start_ns=start,
-                    end_ns=end,
-                    status_code=_STATUS[status] if 0 <= status < 3 else StatusCode.UNSET,
-                    status_message=ps.status.message,
-                    attributes=attributes,
-                    events=events,
-                    resource_attributes=resource,
-                    scope_name=scope_name,
-                    scope_version=scope_version,
-                    truncated_attributes=conv.truncated + [f"resource.{k}" for k in res_conv.truncated]
-                    if res_conv.truncated else conv.truncated,
-                    usage=None, finish_reasons=None, exceptions=None,  # set by normalize_span
+                conv.truncated = truncated = []
+                attributes = conv.attrs(ps.attributes)
+                pe = ps.events
+                events = (
+                    [
+                        SpanEvent.fast(name=e.name, time_ns=e.time_unix_nano, attributes=conv.attrs(e.attributes))
+                        for e in pe
+                    ]
+                    if pe
+                    else []
                 )
+                kind = ps.kind
+                status = ps.status
+                code = status.code
+                span = Span.wrap({
+                    "trace_id": trace_id,
+                    "span_id": span_id,
+                    "parent_span_id": parent,
+                    "name": ps.name,
+                    "otel_kind": _OTEL_KIND[kind] if 0 <= kind < len(_OTEL_KIND) else "unspecified",
+                    "start_ns": start,
+                    "end_ns": end,
+                    "status_code": _STATUS[code] if 0 <= code < 3 else StatusCode.UNSET,
+                    "status_message": status.message,
+                    "scope_name": scope_name,
+                    "scope_version": scope_version,
+                    **placeholders,
+                    "attributes": attributes,
+                    "events": events,
+                    "resource_attributes": resource,
+                    "truncated_attributes": truncated + res_truncated if res_truncated else truncated,
+                    "usage": None,  # usage, finish_reasons, exceptions: set by normalize_span
+                    "finish_reasons": None,
+                    "exceptions": None,
+                })
                 spans.append(normalize_span(span))
     if not spans:
         raise DecodeError("no_spans", "the message holds no spans (wrong message type or empty request)")

@@ -1,4 +1,4 @@
-"""GenAI message parsing: value coercion helpers and the ``gen_ai.*`` message shapes.
+"""GenAI message parsing: the ``gen_ai.*`` message shapes (value coercion is in :mod:`schemas.coerce`).
 
 Everything here is defensive: odd input (wrong types, invalid JSON) yields ``None`` or an empty
 list, never an exception. Models are built with ``Model.fast`` (no validation) because this
@@ -16,105 +16,20 @@ Message shapes understood (first non-empty source wins, see :func:`genai_side`):
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
-import orjson
-
+from schemas.coerce import Attrs, as_int, as_str, as_text, loads
 from schemas.model import Message, SpanEvent, ToolCall
 
-Attrs = Mapping[str, Any]
-
-# ---- value helpers ------------------------------------------------------------------------------
-
-
-def as_str(value: Any) -> str | None:
-    """A non-empty string from a str/int/float attribute; None for anything else."""
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
-def as_int(value: Any) -> int | None:
-    """An int from an int, integral float or numeric string; None otherwise."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value) if value == value and abs(value) != float("inf") else None
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return int(text)
-        except ValueError:
-            try:
-                return as_int(float(text))
-            except ValueError:
-                return None
-    return None
-
-
-def loads(value: Any) -> Any:
-    """Decode a JSON string; pass through already-decoded lists/dicts; None on failure."""
-    if isinstance(value, (list, dict)):
-        return value
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    if isinstance(value, str):
-        text = value.strip()
-        if not text or text[0] not in "[{\"":
-            return None
-        try:
-            return orjson.loads(text)  # ~2.5x faster than json on message lists
-        except orjson.JSONDecodeError:  # NaN, integers past 64 bits, lone surrogates: json's rules
-            try:
-                return json.loads(text)
-            except ValueError:
-                return None
-    return None
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)  # json.dumps builds one per call
-
-
-def as_text(value: Any) -> str | None:
-    """Text as-is; other JSON-able values serialized (tool arguments, tool results)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    try:
-        return _ENCODER.encode(value)  # = json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def str_list(value: Any) -> list[str]:
-    """A list of strings from a list attribute, a JSON array string or a single string."""
-    if isinstance(value, str):
-        decoded = loads(value) if value.startswith("[") else None
-        if decoded is None:
-            return [value] if value else []
-        value = decoded
-    if isinstance(value, (list, tuple)):
-        return [s for v in value if (s := as_str(v))]
-    return []
+# ---- model builders -----------------------------------------------------------------------------
 
 
 def tool_call(id_: Any, name: Any, arguments: Any) -> ToolCall | None:
     name_s = as_str(name)
     if name_s is None:
         return None
-    return ToolCall.fast(id=as_str(id_), name=name_s, arguments=as_text(arguments))
+    return ToolCall.wrap({"id": as_str(id_), "name": name_s, "arguments": as_text(arguments)})  # every field, in order
 
 
 def new_message(
@@ -295,9 +210,12 @@ def indexed(attrs: Attrs, prefix: str) -> dict[int, dict[str, Any]]:
     return dict(sorted(groups.items()))
 
 
+_FLAT_FIELDS = ("role", "content", "tool_calls.0.name", "tool_call_id")
+
+
 def _has_flat(attrs: Attrs, first: str) -> bool:
     """Cheap guard before a full key scan: does message 0 of a flattened list exist?"""
-    return any(first + field in attrs for field in ("role", "content", "tool_calls.0.name", "tool_call_id"))
+    return any(first + field in attrs for field in _FLAT_FIELDS)
 
 
 def _flat_messages(attrs: Attrs, prefix: str, default_role: str) -> list[Message]:
@@ -387,6 +305,12 @@ def has_message_events(events: Iterable[SpanEvent]) -> bool:
 _SIDES = {
     "input": ("gen_ai.input.messages", "gen_ai.prompt", "gen_ai.prompt.", "user", 0),
     "output": ("gen_ai.output.messages", "gen_ai.completion", "gen_ai.completion.", "assistant", 1),
+}
+# Every attribute key genai_side reads a side's messages from (besides message events): lets a
+# caller skip spans that carry no messages (tools, agents) with one set check.
+SOURCE_KEYS = {
+    side: frozenset((current, deprecated, *(flat + "0." + f for f in _FLAT_FIELDS)))
+    for side, (current, deprecated, flat, _, _) in _SIDES.items()
 }
 
 

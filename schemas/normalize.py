@@ -27,18 +27,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from schemas.genai import (
-    Attrs,
-    as_int,
-    as_str,
-    as_text,
-    genai_side,
-    has_message_events,
-    loads,
-    str_list,
-    system_text,
-)
+from schemas.coerce import Attrs, as_int, as_str, as_text, loads, str_list
+from schemas.genai import SOURCE_KEYS as genai_source_keys
+from schemas.genai import genai_side, has_message_events, system_text
 from schemas.model import ExceptionEvent, Message, Span, SpanEvent, SpanKind, StatusCode, TokenUsage
+from schemas.openinference import SOURCE_KEYS as oi_source_keys
 from schemas.openinference import (
     SPAN_KINDS as _OI_KINDS,
 )
@@ -194,6 +187,8 @@ def _identity(span: Span, attrs: Attrs) -> None:
 
 
 _NO_USAGE = TokenUsage.fast()  # frozen: shared by every span without token counts
+if tuple(_USAGE_KEYS) != tuple(TokenUsage.model_fields):  # _usage builds TokenUsage's whole field dict
+    raise ImportError("schemas.normalize: _USAGE_KEYS must list TokenUsage's fields, in order")
 _ANY_USAGE_KEY = frozenset(k for keys in _USAGE_KEYS.values() for k in keys)
 
 
@@ -204,7 +199,7 @@ def _usage(span: Span, attrs: Attrs) -> None:
     counts = {field: _first_count(attrs, keys) for field, keys in _USAGE_KEYS.items()}
     if not counts["total"]:
         counts["total"] = counts["input"] + counts["output"]
-    span.usage = TokenUsage.fast(**counts) if any(counts.values()) else _NO_USAGE
+    span.usage = TokenUsage.wrap(counts) if any(counts.values()) else _NO_USAGE  # counts: every field, in order
 
 
 def parse_input_messages(span: Span) -> tuple[list[Message], str | None]:
@@ -231,7 +226,12 @@ def parse_output_messages(span: Span) -> list[Message]:
         return []
 
 
+_SOURCE_KEYS = {side: genai_source_keys[side] | oi_source_keys[side] for side in ("input", "output")}
+
+
 def _parse_side(convention: str, attrs: Attrs, events: list[SpanEvent], side: str) -> list[Message]:
+    if attrs.keys().isdisjoint(_SOURCE_KEYS[side]) and not (events and has_message_events(events)):
+        return []  # most tool and agent spans: no source either parser reads (the same answer, faster)
     if convention == "openinference":
         return openinference_side(attrs, side) or genai_side(attrs, events, side)
     return genai_side(attrs, events, side) or openinference_side(attrs, side)

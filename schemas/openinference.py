@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.genai import Attrs, as_str, indexed, loads, new_message, tool_call
+from schemas.coerce import Attrs, as_str, loads
+from schemas.genai import indexed, new_message, tool_call
 from schemas.model import Message
 
 # OpenInference span kind → (SpanKind value, gen_ai.operation.name). CHAIN, GUARDRAIL, EVALUATOR,
@@ -59,16 +60,20 @@ def _message(fields: dict[str, Any], default_role: str) -> Message:
     )
 
 
+_FIRST_FIELDS = ("role", "content", "contents.0.message_content.text")
+_PREFIXES = {"input": "llm.input_messages.", "output": "llm.output_messages."}
+# The keys whose presence openinference_side requires (see genai.SOURCE_KEYS).
+SOURCE_KEYS = {side: frozenset(p + "0.message." + f for f in _FIRST_FIELDS) for side, p in _PREFIXES.items()}
+
+
 def _messages(attrs: Attrs, prefix: str, default_role: str) -> list[Message]:
-    if not any(prefix + "0.message." + f in attrs for f in ("role", "content", "contents.0.message_content.text")):
+    if not any(prefix + "0.message." + f in attrs for f in _FIRST_FIELDS):
         return []
     return [_message(fields, default_role) for fields in indexed(attrs, prefix).values()]
 
 
 def openinference_side(attrs: Attrs, side: str) -> list[Message]:
-    if side == "input":
-        return _messages(attrs, "llm.input_messages.", "user")
-    return _messages(attrs, "llm.output_messages.", "assistant")
+    return _messages(attrs, _PREFIXES[side], "user" if side == "input" else "assistant")
 
 
 def finish_reasons_from_output_value(attrs: Attrs) -> list[str]:

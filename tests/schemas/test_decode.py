@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.decode import DecodeError, Limits, decode_message, sniff_encoding
+from schemas.model import Span
+from schemas.normalize import normalize_span
 from schemas.otlp_json import parse_otlp_json, to_otlp_json
 from schemas.split import split_by_trace
 from tests.factories import SpanSpec, genai_trace, otlp_json, proto, request
@@ -141,3 +143,21 @@ def test_fuzz_mutated_valid_messages_never_crash(data: st.DataObject) -> None:
             decode_message(value)
         except DecodeError:
             pass
+
+
+def test_decoded_field_dict_matches_span_fast() -> None:
+    """decode_request builds each span's field dict itself (``Span.wrap``); ``model_dump`` and
+    ``repr`` follow the dict's key order, so it must be the order ``Span.fast`` gave."""
+    rng = random.Random(4)
+    specs = genai_trace(rng, 3)
+    specs[1].error = True
+    for span in decode_message(proto(specs)):
+        d = span.__dict__
+        raw = [
+            "trace_id", "span_id", "parent_span_id", "name", "otel_kind", "start_ns", "end_ns", "status_code",
+            "status_message", "attributes", "events", "resource_attributes", "scope_name", "scope_version",
+            "truncated_attributes",
+        ]  # fmt: skip
+        via_fast = normalize_span(Span.fast(**{k: d[k] for k in raw}, usage=None, finish_reasons=None, exceptions=None))
+        assert list(d) == list(via_fast.__dict__)
+        assert span.model_dump() == via_fast.model_dump() and repr(span) == repr(via_fast)
