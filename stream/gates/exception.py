@@ -43,13 +43,14 @@ class ExceptionGate(BaseGate):
         return self.only is None or any(type_matches(exc_type, p) for p in self.only)
 
     def evaluate(self, trace: Trace) -> GateResult:
-        spans = [s for s in trace.spans if self.kinds is None or s.kind in self.kinds]
+        spans = trace.spans if self.kinds is None else [s for s in trace.spans if s.kind in self.kinds]
         if not spans:
             kinds = ", ".join(sorted(k.value for k in self.kinds or ()))
             return self.not_applicable(f"no spans of kind {kinds}")
         evidence: list[Evidence] = []
         types: dict[str, None] = {}
-        for s in sorted(spans, key=lambda s: s.start_ns):
+        with_exceptions = [s for s in spans if s.exceptions]  # usually none: no sort then
+        for s in sorted(with_exceptions, key=lambda s: s.start_ns):
             for e in s.exceptions:
                 exc_type = e.type or ""
                 if self._counts(exc_type):

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from schemas.model import Trace
 from stream.gates.base import BaseGate, Evidence, GateResult, GateSpecBase, Regex, Severity
-from stream.gates.text import clip_around
+from stream.gates.text import any_match_regex, clip_around
 from stream.gates.trace_view import final_output
 
 _APOS = r"[’']"  # models write both apostrophes
@@ -41,12 +41,15 @@ class RefusalGate(BaseGate):
         super().__init__(spec)
         self.patterns = [re.compile(p, re.IGNORECASE) for p in spec.patterns]
         self.scan_chars = spec.scan_chars
+        self.any_pattern = any_match_regex(self.patterns)  # most answers are no refusal: one scan
 
     def evaluate(self, trace: Trace) -> GateResult:
         span_id, answer = final_output(trace)
         if not answer.strip():
             return self.not_applicable("no final answer text")
         scanned = answer[: self.scan_chars] if self.scan_chars else answer
+        if self.any_pattern is not None and self.any_pattern.search(scanned) is None:
+            return self.passed("no refusal pattern in the final answer")
         for p in self.patterns:
             if m := p.search(scanned):
                 ev = Evidence(span_id, clip_around(answer, m.start(), m.end()), f"matches {p.pattern!r}")

@@ -24,7 +24,7 @@ class SpanErrorGate(BaseGate):
         self.kinds = frozenset(spec.kinds) if spec.kinds else None
 
     def evaluate(self, trace: Trace) -> GateResult:
-        spans = [s for s in trace.spans if self.kinds is None or s.kind in self.kinds]
+        spans = trace.spans if self.kinds is None else [s for s in trace.spans if s.kind in self.kinds]
         if not spans:
             kinds = ", ".join(sorted(k.value for k in self.kinds or ()))
             return self.not_applicable(f"no spans of kind {kinds}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 EVIDENCE_MAX_CHARS = 300
 
@@ -43,3 +44,22 @@ def redact(text: str) -> str:
 def keyword_regex(keywords: list[str]) -> re.Pattern[str]:
     alternatives = "|".join(re.escape(k) for k in sorted(keywords, key=len, reverse=True))
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+def any_match_regex(patterns: Sequence[re.Pattern[str]]) -> re.Pattern[str] | None:
+    """One regex that matches somewhere iff one of ``patterns`` does, for a cheap "does anything
+    match at all?" precheck before trying the patterns one by one: the text is scanned once, with
+    one alternation per position, instead of once per pattern (~2.5x faster on the default refusal
+    patterns). ``None`` when combining could change what a pattern means: fewer than two patterns,
+    different flags, verbose mode (a ``#`` comment would swallow the closing parenthesis), any
+    group (backreferences would be renumbered), or sources that do not compile together (global
+    inline flags such as ``(?i)`` must start the whole expression)."""
+    if len(patterns) < 2 or len({p.flags for p in patterns}) != 1:
+        return None
+    flags = patterns[0].flags
+    if flags & re.VERBOSE or any(p.groups for p in patterns):
+        return None
+    try:
+        return re.compile("|".join(f"(?:{p.pattern})" for p in patterns), flags)
+    except re.error:
+        return None

@@ -9,6 +9,9 @@
 * :func:`final_output` — :attr:`Trace.final_output` with the span it came from.
 * :func:`output_texts` — assistant output text of every LLM span.
 * :func:`token_totals` — the trace's token usage, cheaply.
+
+:func:`tool_uses` is computed once per trace (several gates ask for it); :func:`output_texts` reads
+the texts straight from ``gen_ai.output.messages`` when it can, without building the messages.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.genai import _content_text, as_text, loads
 from schemas.model import Span, SpanKind, Trace
 from stream.signals.user_messages import user_messages as extract_user_messages
 
@@ -36,6 +40,12 @@ def tool_spans(trace: Trace) -> list[Span]:
 
 
 def tool_uses(trace: Trace) -> list[ToolUse]:
+    """The trace's tool calls (memoized on the trace: the loop, tool_error, pattern, ... gates all
+    ask; a copy of the list is returned, the :class:`ToolUse` items are frozen)."""
+    return list(trace._memo("tool_uses", lambda: _tool_uses(trace)))
+
+
+def _tool_uses(trace: Trace) -> list[ToolUse]:
     spans = tool_spans(trace)
     if spans:
         return [
@@ -89,20 +99,84 @@ def final_output(trace: Trace) -> tuple[str | None, str]:
 def output_texts(trace: Trace) -> list[tuple[str, str]]:
     """``(span_id, text)`` of every assistant output message with text."""
     return [
-        (s.span_id, m.content)
+        (s.span_id, text)
         for s in sorted(trace.llm_spans, key=lambda s: s.start_ns)
-        for m in s.output_messages
-        if m.content
+        for text in span_output_texts(s)
     ]
+
+
+def span_output_texts(span: Span) -> list[str]:
+    """``[m.content for m in span.output_messages if m.content]``, read straight from the raw
+    ``gen_ai.output.messages`` list when the span has one and its messages are not parsed yet:
+    parsing builds every tool call, re-serializing its arguments as JSON, for nothing here
+    (~60 % of the ``pattern`` gate's time on agent traces). Other shapes take the full parser."""
+    attrs = span.attributes
+    raw = attrs.get("gen_ai.output.messages") if isinstance(attrs, dict) else None
+    # OpenInference spans are parsed from their own attributes first (schemas.normalize._parse_side)
+    if raw is not None and span.convention != "openinference" and "_parsed_output" not in span.__dict__:
+        texts = _raw_output_texts(raw)
+        if texts is not None:
+            return texts
+    return [m.content for m in span.output_messages if m.content]
+
+
+def _raw_output_texts(value: Any) -> list[str] | None:
+    """Contents of the messages :func:`schemas.genai.messages_from_json` would build from a list of
+    message dicts, empty ones left out; ``None`` for any other shape (the full parser decides).
+
+    Mirrors ``messages_from_dict``: per item, one ``role=tool`` message per tool-call response part
+    (content ``as_text(response) or ""``), then the item's message with its text parts joined by
+    ``"\n"``. A non-empty list of dicts always yields messages, so the full parser would not have
+    fallen back to another attribute either."""
+    decoded = loads(value)
+    if not isinstance(decoded, list) or not decoded:
+        return None
+    out: list[str] = []
+    for item in decoded:
+        if not isinstance(item, dict) or ("message" in item and "role" not in item):
+            return None  # an OpenAI choice: the full parser unwraps it
+        content = item.get("parts", item.get("content"))
+        if isinstance(content, list):
+            texts, responses = _list_texts(content)
+        else:  # plain string / one part (rare): the parser's own helper
+            texts, _, pairs = _content_text(content)
+            responses = [r for _, r in pairs]
+        out.extend(r for r in responses if r)
+        if text := "\n".join(texts):
+            out.append(text)
+    return out
+
+
+def _list_texts(parts: list[Any]) -> tuple[list[str], list[str]]:
+    """Texts and tool-response texts of a list of parts: ``schemas.genai._content_text`` without
+    building the tool calls (keep the two in step)."""
+    texts: list[str] = []
+    responses: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            texts.append(part)
+            continue
+        if not isinstance(part, dict):
+            continue
+        ptype = part.get("type")
+        if ptype in ("text", "input_text", "output_text", None):
+            text = part.get("content", part.get("text"))
+            if isinstance(text, str):
+                texts.append(text)
+        elif ptype in ("tool_call_response", "tool_result", "function_call_output"):
+            responses.append(as_text(part.get("response", part.get("content", part.get("output")))) or "")
+    return texts, responses
 
 
 def token_totals(trace: Trace) -> tuple[int, int, int]:
     """``(input, output, total)`` tokens with :attr:`Trace.usage`'s rule, without building a model
     (``Trace.usage`` assigns pydantic fields in a loop: ~10 µs per span)."""
-    spans = trace.llm_spans or trace.spans
-    inp = sum(s.usage.input for s in spans)
-    out = sum(s.usage.output for s in spans)
-    total = sum(s.usage.total for s in spans)
+    inp = out = total = 0
+    for s in trace.llm_spans or trace.spans:  # one pass, not three
+        usage = s.usage
+        inp += usage.input
+        out += usage.output
+        total += usage.total
     return inp, out, total or inp + out
 
 
@@ -114,4 +188,9 @@ def canonical_json(text: str | None) -> str:
         value: Any = json.loads(text)
     except (ValueError, TypeError):
         return text.strip()
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
+
+
+# = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False), which builds an
+# encoder per call (about half of canonical_json's time on tool arguments)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)

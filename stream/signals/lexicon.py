@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from stream.signals.base import SEMANTIC_TYPES
+from stream.signals.prefilter import Precheck, precheck
 
 NEGATABLE_BY_DEFAULT = frozenset({"escalation", "abandonment", "gratitude", "win"})
 _NAME = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z0-9]+)?$")
@@ -50,6 +51,9 @@ class TypeRules:
     # phrase on its first literal only when case is exact (~1.8x faster). None if the source
     # could match differently that way (upper-case literals, escapes naming characters, flags).
     ascii_lower: re.Pattern[str] | None = None
+    # words / substrings ``ascii_lower`` cannot match without (stream.signals.prefilter): most
+    # messages hold none, and then the search is skipped. None: always search.
+    precheck: Precheck | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +131,12 @@ def parse_lexicon(data: Any, source: str, rule: str, language: str | None = None
         if not isinstance(negatable, bool):
             raise LexiconError(f"{where}, {type_name}: 'negatable' must be true or false")
         pattern = compile_phrases(phrases, f"{where}, {type_name}")
+        ascii_lower = lower_case_variant(pattern)
         types.append(TypeRules(
             type=type_name,
             pattern=pattern,
-            ascii_lower=lower_case_variant(pattern),
+            ascii_lower=ascii_lower,
+            precheck=precheck(ascii_lower) if ascii_lower is not None else None,
             exclude=compile_phrases(exclude, f"{where}, {type_name} exclude") if exclude else None,
             negatable=negatable,
         ))  # fmt: skip

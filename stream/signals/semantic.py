@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.model import Trace
 from stream.signals.base import SEMANTIC_TYPES, Signal, clip_evidence
 from stream.signals.lexicon import Lexicon, TypeRules, load_lexicon, parse_lexicon
+from stream.signals.prefilter import ascii_words
 from stream.signals.user_messages import UserMessage, user_messages
 
 SemanticType = Literal["frustration", "correction", "escalation", "abandonment", "gratitude", "win"]
@@ -35,6 +36,7 @@ _NEGATION_WINDOW_CHARS = 60
 _NEGATION_WINDOW_WORDS = 4
 _HIT_CACHE_SIZE = 4096  # distinct user-message texts whose lexicon hits are remembered
 _LETTER_WORD = re.compile(r"[^\W\d_]{2,}")
+_ASCII_UPPER = bytes(range(ord("A"), ord("Z") + 1))
 
 
 class SemanticSignalSpec(BaseModel):
@@ -85,11 +87,12 @@ class SemanticMiner:
     def _find(self, text: str) -> tuple[tuple[str, int, int, str | None], ...]:
         found: dict[str, tuple[str, int, int, str | None]] = {}
         lower = text.lower() if text.isascii() else None  # same offsets: ASCII lower-casing is 1:1
+        words = ascii_words(lower) if lower is not None else None  # for the prechecks
         for lex in self.lexicons:
             for rules in lex.types:
                 if rules.type in found:
                     continue
-                hit = first_hit(text, rules, lex.negation, lower)
+                hit = first_hit(text, rules, lex.negation, lower, words)
                 if hit is not None:
                     found[rules.type] = (rules.type, hit.start(), hit.end(), lex.language)
         if self.shouting and "frustration" not in found and is_shouting(text):
@@ -111,11 +114,18 @@ class SemanticMiner:
 
 
 def first_hit(
-    text: str, rules: TypeRules, negation: re.Pattern[str] | None, lower: str | None = None
+    text: str,
+    rules: TypeRules,
+    negation: re.Pattern[str] | None,
+    lower: str | None = None,
+    words: set[bytes] | None = None,
 ) -> re.Match[str] | None:
     """The first match of ``rules`` in ``text`` not cancelled by an exclude pattern or a negation.
-    ``lower``: ``text.lower()`` if ``text`` is ASCII (then the faster case-sensitive variant runs)."""
+    ``lower``: ``text.lower()`` if ``text`` is ASCII (then the faster case-sensitive variant runs);
+    ``words``: ``ascii_words(lower)``, to skip a search that cannot match (``rules.precheck``)."""
     if lower is not None and rules.ascii_lower is not None:
+        if words is not None and rules.precheck is not None and not rules.precheck.may_match(lower, words):
+            return None
         matches = rules.ascii_lower.finditer(lower)
     else:
         matches = rules.pattern.finditer(text)
@@ -143,6 +153,8 @@ def is_negated(text: str, start: int, negation: re.Pattern[str]) -> bool:
 def is_shouting(text: str) -> bool:
     """At least 3 upper-case words, 12 upper-case letters, and 70 % of the words upper-case
     (so a few acronyms such as "AWS IAM" do not count)."""
+    if text.isascii() and len(text) - len(text.encode().translate(None, _ASCII_UPPER)) < 12:
+        return False  # fewer than 12 upper-case letters in all (the usual case): no word split
     words = _LETTER_WORD.findall(text)
     caps = [w for w in words if w.isupper()]
     return len(caps) >= 3 and sum(map(len, caps)) >= 12 and len(caps) >= 0.7 * len(words)
