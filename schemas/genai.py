@@ -53,8 +53,11 @@ def new_message(
 # ---- generic message dicts (GenAI parts and OpenAI-style) -------------------------------------
 
 
-def _content_text(content: Any) -> tuple[list[str], list[ToolCall], list[tuple[str | None, str]]]:
-    """Split a ``parts`` / ``content`` value into texts, tool calls and tool responses."""
+def _content_text(
+    content: Any, with_calls: bool = True
+) -> tuple[list[str], list[ToolCall], list[tuple[str | None, str]]]:
+    """Split a ``parts`` / ``content`` value into texts, tool calls (unless not ``with_calls``:
+    building one re-serializes its arguments) and tool responses."""
     texts: list[str] = []
     calls: list[ToolCall] = []
     responses: list[tuple[str | None, str]] = []
@@ -79,6 +82,8 @@ def _content_text(content: Any) -> tuple[list[str], list[ToolCall], list[tuple[s
             if isinstance(text, str):
                 texts.append(text)
         elif ptype in ("tool_call", "function_call", "tool_use"):
+            if not with_calls:
+                continue
             call = tool_call(part.get("id"), part.get("name"), part.get("arguments", part.get("input")))
             if call is not None:
                 calls.append(call)
@@ -182,6 +187,27 @@ def user_texts_from_json(value: Any) -> list[str] | None:
         texts, _, _ = _content_text(item.get("parts", item.get("content")))
         if texts:
             out.append("\n".join(texts))
+    return out
+
+
+def output_texts_from_json(value: Any) -> list[str] | None:
+    """``[m.content for m in messages_from_json(value) if m.content]`` without building the tool
+    calls; ``None`` for a shape other than a non-empty list of message dicts (the full parser
+    decides). Per item, as ``messages_from_dict`` builds them: one ``role=tool`` message per
+    tool-call response part, then the item's message with its text parts joined by ``"\n"``. A
+    non-empty list of dicts always yields messages, so the full parser would not have fallen back
+    to another attribute either."""
+    decoded = loads(value)
+    if not isinstance(decoded, list) or not decoded:
+        return None
+    out: list[str] = []
+    for item in decoded:
+        if not isinstance(item, dict) or ("message" in item and "role" not in item):
+            return None  # an OpenAI choice: the full parser unwraps it
+        texts, _, responses = _content_text(item.get("parts", item.get("content")), with_calls=False)
+        out.extend(r for _, r in responses if r)
+        if text := "\n".join(texts):
+            out.append(text)
     return out
 
 

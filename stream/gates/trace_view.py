@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.genai import _content_text, as_text, loads
+from schemas.genai import output_texts_from_json
 from schemas.model import Span, SpanKind, Trace
 from stream.signals.user_messages import user_messages as extract_user_messages
 
@@ -114,58 +114,10 @@ def span_output_texts(span: Span) -> list[str]:
     raw = attrs.get("gen_ai.output.messages") if isinstance(attrs, dict) else None
     # OpenInference spans are parsed from their own attributes first (schemas.normalize._parse_side)
     if raw is not None and span.convention != "openinference" and "_parsed_output" not in span.__dict__:
-        texts = _raw_output_texts(raw)
+        texts = output_texts_from_json(raw)
         if texts is not None:
             return texts
     return [m.content for m in span.output_messages if m.content]
-
-
-def _raw_output_texts(value: Any) -> list[str] | None:
-    """Contents of the messages :func:`schemas.genai.messages_from_json` would build from a list of
-    message dicts, empty ones left out; ``None`` for any other shape (the full parser decides).
-
-    Mirrors ``messages_from_dict``: per item, one ``role=tool`` message per tool-call response part
-    (content ``as_text(response) or ""``), then the item's message with its text parts joined by
-    ``"\n"``. A non-empty list of dicts always yields messages, so the full parser would not have
-    fallen back to another attribute either."""
-    decoded = loads(value)
-    if not isinstance(decoded, list) or not decoded:
-        return None
-    out: list[str] = []
-    for item in decoded:
-        if not isinstance(item, dict) or ("message" in item and "role" not in item):
-            return None  # an OpenAI choice: the full parser unwraps it
-        content = item.get("parts", item.get("content"))
-        if isinstance(content, list):
-            texts, responses = _list_texts(content)
-        else:  # plain string / one part (rare): the parser's own helper
-            texts, _, pairs = _content_text(content)
-            responses = [r for _, r in pairs]
-        out.extend(r for r in responses if r)
-        if text := "\n".join(texts):
-            out.append(text)
-    return out
-
-
-def _list_texts(parts: list[Any]) -> tuple[list[str], list[str]]:
-    """Texts and tool-response texts of a list of parts: ``schemas.genai._content_text`` without
-    building the tool calls (keep the two in step)."""
-    texts: list[str] = []
-    responses: list[str] = []
-    for part in parts:
-        if isinstance(part, str):
-            texts.append(part)
-            continue
-        if not isinstance(part, dict):
-            continue
-        ptype = part.get("type")
-        if ptype in ("text", "input_text", "output_text", None):
-            text = part.get("content", part.get("text"))
-            if isinstance(text, str):
-                texts.append(text)
-        elif ptype in ("tool_call_response", "tool_result", "function_call_output"):
-            responses.append(as_text(part.get("response", part.get("content", part.get("output")))) or "")
-    return texts, responses
 
 
 def token_totals(trace: Trace) -> tuple[int, int, int]:
