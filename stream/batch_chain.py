@@ -38,11 +38,14 @@ class BatchChain:
 
     async def add(self, finish: Awaitable[None], events: Sequence[Any]) -> None:
         """Finish ``finish`` in the background, then ack ``events``. Waits for the previous batch."""
-        await self.drain()
-        if self.failed is not None:
+        try:
+            await self.drain()
+            if self.failed is not None:
+                raise RuntimeError("an earlier batch failed to finish; its events were not acked") from self.failed
+        except BaseException:  # also a cancellation while waiting: this batch is never started
             if inspect.iscoroutine(finish):
-                finish.close()  # never started: not a "never awaited" warning
-            raise RuntimeError("an earlier batch failed to finish; its events were not acked") from self.failed
+                finish.close()  # so no "never awaited" warning; its events stay unacked
+            raise
         self._tail = asyncio.ensure_future(self._finish(finish, events))
 
     async def drain(self) -> None:
