@@ -33,7 +33,7 @@ import orjson
 
 from schemas.model import CompletionReason, Span, SpanEvent, StatusCode, Trace
 from schemas.normalize import normalize_span
-from stream.rows import from_json, to_json
+from stream.rows import from_json, json_default, to_json
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,35 @@ def _span_raw(span: Span) -> dict[str, Any]:
     return out
 
 
+def _finite(o: Any) -> bool:
+    """No NaN or infinity anywhere in ``o`` (orjson would write them as null). Recurses only into
+    containers: most values of an envelope are strings."""
+    t = type(o)
+    if t is float:
+        return o - o == 0.0
+    if t is dict:
+        o = o.values()
+    elif t is not list and t is not tuple:
+        return True
+    for v in o:
+        t = type(v)
+        if t is not str and t is not int and v is not None and not _finite(v):
+            return False
+    return True
+
+
+def _dumps(o: Any) -> bytes:
+    """The envelope's JSON. orjson (~6x faster than json on ~100 KB envelopes, a few % of the
+    worker's CPU) unless it would differ from :func:`to_json` in more than spelling: it writes NaN
+    and infinities as null, and refuses integers past 64 bits (both legal attribute values)."""
+    if _finite(o):
+        try:
+            return orjson.dumps(o, default=json_default)
+        except orjson.JSONEncodeError:
+            pass
+    return to_json(o).encode("utf-8")
+
+
 def encode(trace: Trace, meta: dict[str, Any], max_bytes: int | None = None) -> bytes:
     """The envelope; with ``max_bytes``, by reference (see the module doc) when the full one is larger."""
     head = {
@@ -71,14 +100,14 @@ def encode(trace: Trace, meta: dict[str, Any], max_bytes: int | None = None) -> 
         "completed_ns": trace.completed_ns,
         **meta,
     }
-    full = to_json({**head, "spans": [_span_raw(s) for s in trace.spans]}).encode("utf-8")
+    full = _dumps({**head, "spans": [_span_raw(s) for s in trace.spans]})
     if max_bytes is None or len(full) <= max_bytes:
         return full
     ids = [s.span_id for s in trace.spans]
-    ref = to_json({**head, "spans_ref": {"count": len(ids), "span_ids": ids}}).encode("utf-8")
+    ref = _dumps({**head, "spans_ref": {"count": len(ids), "span_ids": ids}})
     if len(ref) <= max_bytes:
         return ref
-    ref = to_json({**head, "spans_ref": {"count": len(ids)}}).encode("utf-8")
+    ref = _dumps({**head, "spans_ref": {"count": len(ids)}})
     if len(ref) > max_bytes:
         log.warning("to_judge envelope of %s is %d bytes by reference (cap %d): its decision meta alone is too "
                     "large", trace.trace_id, len(ref), max_bytes)  # fmt: skip

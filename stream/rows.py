@@ -48,7 +48,7 @@ RAW_SPAN_SELECT = (
 )
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
     if isinstance(o, bytes):
         return {"$bytes": base64.b64encode(o).decode("ascii")}
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
@@ -56,7 +56,7 @@ def _json_default(o: Any) -> Any:
 
 def to_json(o: Any) -> str:
     """JSON with bytes as ``{"$bytes": base64}`` (lossless for OTLP attribute values)."""
-    return json.dumps(o, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    return json.dumps(o, ensure_ascii=False, separators=(",", ":"), default=json_default)
 
 
 _json = to_json

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import random
 
+import orjson
 import pytest
 
 from stream import judge_envelope
 from stream.judge_envelope import SpansRef, decode, decode_partial, encode, select_referenced
+from stream.rows import to_json
 from tests.factories import T0, SpanSpec
 from tests.judges.fake_llm import build_trace, trace_from
 
@@ -84,3 +86,28 @@ def test_count_only_reference_keeps_the_first_non_late_spans_by_start_time() -> 
     assert select_referenced(SpansRef(len(trace.spans)), stored) == first
     assert select_referenced(SpansRef(5), stored) == first[:5]
     assert select_referenced(SpansRef(len(trace.spans) + 1), stored) is None  # late spans never count
+
+
+
+@pytest.mark.parametrize(
+    "value",
+    [float("nan"), float("inf"), [1.5, -float("inf")], b"\x00\xff raw", {"k": [{"deep": float("nan")}]}, 1e-05, 2**62],
+    ids=["nan", "inf", "inf-in-list", "bytes", "nested-nan", "small-float", "big-int"],
+)
+def test_every_attribute_value_survives_the_envelope(value: object) -> None:
+    """The fast encoder (orjson) would write NaN/infinity as null: such envelopes take json's
+    spelling, so no value changes on the way to the judge."""
+    rng = random.Random(7)
+    tid, root = rng.randbytes(16), rng.randbytes(8)
+    trace = trace_from([SpanSpec(tid, root, name="invoke_agent", end=T0 + 10**9, attrs={"x": value, "s": "text"})])
+    got, meta = decode(encode(trace, META))
+    assert to_json(got.spans[0].attributes["x"]) == to_json(trace.spans[0].attributes["x"])  # NaN != NaN
+    assert to_json(got.spans[0].attributes["x"]) != "null"
+    assert meta == META
+
+
+def test_integers_past_64_bits_take_jsons_spelling() -> None:
+    """orjson refuses them (OTLP attributes cannot hold one, decision meta could)."""
+    doc = {"n": 2**70, "p": float("nan"), "s": "x"}
+    assert judge_envelope._dumps(doc) == b'{"n":1180591620717411303424,"p":NaN,"s":"x"}'
+    assert judge_envelope._dumps({"n": 2**40, "s": "x"}) == orjson.dumps({"n": 2**40, "s": "x"})
