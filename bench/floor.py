@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python bench/floor.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
+from stream.config import Settings  # noqa: E402
+
 # Columns the floor fills; every other column of `spans` keeps its default.
 FLOOR_COLUMNS = (
     "trace_id", "span_id", "parent_span_id", "name", "otel_kind", "service_name", "scope_name",
@@ -202,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partitions", type=int, required=True)
     p.add_argument("--messages", type=int, required=True, help="stop after this many")
     p.add_argument("--data-dir", required=True, help="for the floor's own chDB")
-    p.add_argument("--insert-spans", type=int, default=10_000, help="spans per insert")
+    p.add_argument("--insert-spans", type=int, default=Settings.model_fields["insert_chunk_spans"].default,
+                   help="spans per insert (default: the worker's insert_chunk_spans)")
     p.add_argument("--fetch-records", type=int, default=500, help="getmany max_records")
     args = p.parse_args(argv)
     print(json.dumps(asyncio.run(run_floor_child(args))))

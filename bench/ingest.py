@@ -41,6 +41,7 @@ if str(ROOT) not in sys.path:  # run as `python bench/ingest.py` from anywhere
 
 from bench.floor import run_floor
 from bench.full import DEFAULT_WORKER_ENV, run_full
+from stream.config import Settings
 
 RESULTS_DIR = ROOT / "bench" / "results"
 TOPIC_PARTITIONS = 4
@@ -96,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--insert-spans",
         type=int,
-        default=10_000,
-        help="floor: spans per ClickHouse insert",
+        default=Settings.model_fields["insert_chunk_spans"].default,
+        help="floor: spans per ClickHouse insert (default: the worker's insert_chunk_spans)",
     )
     p.add_argument(
         "--worker-env",

@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 # and a message may hold thousands of spans (the Collector's batch processor sends up to 8192), so
 # a batch is stored in steps of this many spans (~5 KB of peak memory each); the batch is still
 # acked only when all of it is stored.
-INGEST_CHUNK_SPANS = 5_000  # spans per insert within a batch
 INGEST_CHUNKS_IN_FLIGHT = 2  # inserts running while the next chunk is decoded (bounds memory too)
 DECIDE_SLICE = 10  # traces decided between yields to the event loop
 
@@ -146,7 +145,7 @@ class Pipeline:
             if not repartition or _partitioned_by_trace(msg.key, spans):
                 local.append((msg, spans))
                 held += len(spans)
-                if held >= INGEST_CHUNK_SPANS:  # store in steps: memory per batch stays bounded
+                if held >= self.settings.insert_chunk_spans:  # store in steps: memory per batch stays bounded
                     if len(stored) >= INGEST_CHUNKS_IN_FLIGHT:
                         await self._stored(stored.pop(0))
                     stored.append(await self._begin_ingest(local))

@@ -25,7 +25,7 @@ import pytest
 
 from stream.config import Settings
 from stream.dlq import REASON, SOURCE_OFFSET, InMessage, OutRecord
-from stream.pipeline import INGEST_CHUNK_SPANS, Pipeline
+from stream.pipeline import Pipeline
 from stream.sink import ClickHouseSink
 from stream.store import ClickHouseStore
 from tests.factories import T0, SpanSpec, genai_trace, proto
@@ -199,7 +199,7 @@ class ListProducer:
 def test_a_batch_of_big_messages_is_stored_in_bounded_steps(store: ClickHouseStore) -> None:
     """Batches count messages; a message may hold thousands of spans (the Collector's batch
     processor sends up to 8192). A batch is decoded, held and inserted in steps of at most
-    INGEST_CHUNK_SPANS spans (plus one message), not all at once."""
+    ``insert_chunk_spans`` spans (plus one message), not all at once."""
     rng = random.Random(905)
     tid = rng.randbytes(16)
     per_msg, n_msgs = 2_000, 30  # 60k spans of one trace in one batch
@@ -209,10 +209,11 @@ def test_a_batch_of_big_messages_is_stored_in_bounded_steps(store: ClickHouseSto
         for i in range(n_msgs)
     ]  # fmt: skip
     sink = CountingSink(store)
-    pipeline = Pipeline(Settings(clickhouse_database=store.database), sink, ListProducer())
+    settings = Settings(clickhouse_database=store.database)
+    pipeline = Pipeline(settings, sink, ListProducer())
     asyncio.run(pipeline.handle_batch(msgs))
     assert sum(sink.inserts) == per_msg * n_msgs
-    assert max(sink.inserts) <= INGEST_CHUNK_SPANS + per_msg and len(sink.inserts) >= 3, sink.inserts
+    assert max(sink.inserts) <= settings.insert_chunk_spans + per_msg and len(sink.inserts) >= 3, sink.inserts
     assert store.query(f"SELECT count() FROM {store.database}.spans FINAL")[1][0][0] == per_msg * n_msgs
 
 

@@ -1,0 +1,104 @@
+"""ClickHouse's CPU per stored span by insert size: what `insert_chunk_spans` buys.
+
+    python bench/store_cost.py [--spans 60000] [--chunks 1000,5000,15000] [--repeat 3] [--json FILE]
+
+The ingest benchmark's input (:mod:`bench.generate`) is decoded and turned into ``spans`` rows
+once (:func:`stream.rows.span_row`); then, for each chunk size, a fresh ``tracejudge
+store-server`` (one chDB engine, the store of the scale-out benchmark) gets the rows in inserts of
+that many spans through :class:`stream.store.ClickHouseStore` — the worker's own insert, with its
+deduplication token — and the server process's CPU (utime + stime, all threads) is read from
+``/proc``: while the inserts run, and then until ``system.merges`` has been empty for 2 s (the
+background merges those parts cause). Figures are µs of server CPU per span, medians over
+``--repeat`` rounds (chunk sizes interleaved). The client's own serialization is not in them.
+A benchmark: it asserts nothing; quote medians (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.generate import generate  # noqa: E402
+from bench.harness import tree_cpu_seconds  # noqa: E402
+from schemas.decode import decode_request, parse_message  # noqa: E402
+from stream.demo.store_server_process import StoreServerProcess  # noqa: E402
+from stream.rows import SPAN_COLUMNS, span_row  # noqa: E402
+from stream.store import ClickHouseStore  # noqa: E402
+
+
+def build_rows(spans: int) -> list[tuple[Any, ...]]:
+    corpus = generate(spans, seed=3, start_ns=1_700_000_000_000_000_000)
+    rows = []
+    for offset, (_, value) in enumerate(corpus.messages):
+        rows.extend(span_row(s, "bench", 0, offset, 0, False) for s in decode_request(parse_message(value)))
+    return rows
+
+
+def one_run(rows: list[tuple[Any, ...]], chunk: int, work: Path) -> dict[str, float]:
+    """Server CPU µs per span for storing ``rows`` in inserts of ``chunk``: inserts, then merges."""
+    server = StoreServerProcess(work, log_level="WARNING")
+    store = ClickHouseStore(server.dsn)
+    try:
+        store.migrate()
+        pid = server.proc.pid
+        cpu0, t0 = tree_cpu_seconds(pid), time.monotonic()
+        for k in range(0, len(rows), chunk):
+            store.insert("spans", rows[k : k + chunk], SPAN_COLUMNS, f"bench-{k}")
+        cpu1, t1 = tree_cpu_seconds(pid), time.monotonic()
+        quiet_since = None
+        while quiet_since is None or time.monotonic() - quiet_since < 2.0:
+            busy = store.query("SELECT count() FROM system.merges")[1][0][0]
+            quiet_since = None if busy else (quiet_since or time.monotonic())
+            time.sleep(0.2)
+        cpu2 = tree_cpu_seconds(pid)
+        parts = store.query(f"SELECT count() FROM system.parts WHERE active AND database = '{store.database}' "
+                            "AND table = 'spans'")[1][0][0]  # fmt: skip
+        stored = store.query(f"SELECT count() FROM {store.database}.spans FINAL")[1][0][0]
+        n = len(rows)
+        return {"rows_stored": stored, "insert_us": 1e6 * (cpu1 - cpu0) / n, "merge_us": 1e6 * (cpu2 - cpu1) / n,
+                "total_us": 1e6 * (cpu2 - cpu0) / n, "insert_wall_s": t1 - t0, "parts": parts}  # fmt: skip
+    finally:
+        store.close()
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--spans", type=int, default=60_000)
+    p.add_argument("--chunks", default="1000,5000,15000", help="insert sizes in spans, comma-separated")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = p.parse_args(argv)
+    chunks = [int(c) for c in args.chunks.split(",")]
+    rows = build_rows(args.spans)
+    runs: dict[int, list[dict[str, float]]] = {c: [] for c in chunks}
+    with tempfile.TemporaryDirectory(prefix="tracejudge-store-cost-") as tmp:
+        for r in range(args.repeat):
+            for c in chunks:
+                runs[c].append(one_run(rows, c, Path(tmp) / f"{c}-{r}"))
+    print(f"store-server CPU per span ({len(rows):,} spans, median of {args.repeat}): inserts + the merges they cause")
+    print(f"  {'spans/insert':>12s} {'insert µs':>10s} {'merges µs':>10s} {'total µs':>9s} {'parts left':>10s}")
+    medians = {}
+    for c in chunks:
+        m = {k: statistics.median(run[k] for run in runs[c]) for k in ("insert_us", "merge_us", "total_us", "parts")}
+        medians[c] = m
+        print(f"  {c:12,d} {m['insert_us']:10.1f} {m['merge_us']:10.1f} {m['total_us']:9.1f} {m['parts']:10.0f}")
+    out = {"spans": len(rows), "repeat": args.repeat, "medians": medians, "runs": runs}
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2), encoding="utf-8")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""bench/store_cost.py stores every row it built, once per run, and reads the server's CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.store_cost import build_rows, one_run
+
+
+def test_one_run_stores_all_rows_and_measures_the_server(tmp_path: Path) -> None:
+    rows = build_rows(600)
+    assert len(rows) >= 600 and len({(r[0], r[1]) for r in rows}) == len(rows)
+    out = one_run(rows, 250, tmp_path / "store")
+    assert out["rows_stored"] == len(rows)
+    assert out["insert_us"] > 0 and out["merge_us"] >= 0
+    assert abs(out["total_us"] - out["insert_us"] - out["merge_us"]) < 1e-6
+    assert out["parts"] >= 1
