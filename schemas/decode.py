@@ -149,6 +149,8 @@ class _AttrConverter:
             # one reads ""), so no WhichOneof call; at most 4 bytes per character fits the limit.
             if (s := v.string_value) and len(s) <= limit4:
                 out[key] = s
+            elif v.WhichOneof("value") == "int_value":  # the next most common (token counts, ports)
+                out[key] = v.int_value
             else:
                 out[key] = self.value(key, v)
         return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
-from functools import cached_property
+from operator import attrgetter
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -141,6 +141,22 @@ class TokenUsage(_Model):
     reasoning: int = 0
 
 
+_PARSERS: tuple[Callable[[Span], Any], Callable[[Span], Any]] | None = None
+
+
+def _parsers() -> tuple[Callable[[Span], Any], Callable[[Span], Any]]:
+    """schemas.normalize's message parsers (imported on first use: normalize imports this module)."""
+    global _PARSERS
+    if _PARSERS is None:
+        from schemas.normalize import parse_input_messages, parse_output_messages
+
+        _PARSERS = (parse_input_messages, parse_output_messages)
+    return _PARSERS
+
+
+_USAGE_FIELDS = tuple(TokenUsage.model_fields)  # input, output, total, cache_read, ...
+
+
 class Span(_Model):
     # ---- raw OTLP layer -------------------------------------------------------------------
     trace_id: str  # 32 lowercase hex
@@ -187,17 +203,22 @@ class Span(_Model):
 
     # Messages are parsed on first use, not at ingest: they are the most expensive part of
     # normalization and most spans are only stored, never read as messages by a gate or judge.
-    @cached_property
+    # Kept in the instance dict as "_parsed_input" / "_parsed_output" (normalize_span drops them,
+    # fast paths test for them) by hand: functools.cached_property's lock (3.11) and an import
+    # per call cost more than the parse of a span without messages (every tool span).
+    @property
     def _parsed_input(self) -> tuple[list[Message], str | None]:
-        from schemas.normalize import parse_input_messages
+        parsed = self.__dict__.get("_parsed_input")
+        if parsed is None:
+            parsed = self.__dict__["_parsed_input"] = _parsers()[0](self)
+        return parsed
 
-        return parse_input_messages(self)
-
-    @cached_property
+    @property
     def _parsed_output(self) -> list[Message]:
-        from schemas.normalize import parse_output_messages
-
-        return parse_output_messages(self)
+        parsed = self.__dict__.get("_parsed_output")
+        if parsed is None:
+            parsed = self.__dict__["_parsed_output"] = _parsers()[1](self)
+        return parsed
 
     @property
     def input_messages(self) -> list[Message]:
@@ -230,6 +251,12 @@ class Span(_Model):
         if self.kind == SpanKind.TOOL and self.tool_name:
             calls.append(ToolCall.wrap({"id": self.tool_call_id, "name": self.tool_name, "arguments": self.tool_arguments}))
         return calls
+
+    @property
+    def tool_call_count(self) -> int:
+        """``len(self.tool_calls)`` without building the calls (the trace row only counts them)."""
+        n = sum(len(m.tool_calls) for m in self.output_messages) if self.output_messages else 0
+        return n + 1 if self.kind == SpanKind.TOOL and self.tool_name else n
 
 
 class Trace(_Model):
@@ -300,46 +327,80 @@ class Trace(_Model):
     def user_id(self) -> str | None:
         return self._first("user_id")
 
+    # start, end, duration, error count and models are asked for by gates, the sampling facts and
+    # the trace row: one pass over the spans (_scan), memoized, instead of one pass per question.
     @property
     def start_ns(self) -> int:
-        return min((s.start_ns for s in self.spans), default=0)
+        return self._memo("scan", self._scan)[0]
 
     @property
     def end_ns(self) -> int:
-        return max((s.end_ns for s in self.spans), default=0)
+        return self._memo("scan", self._scan)[1]
 
     @property
     def duration_ns(self) -> int:
-        return max(0, self.end_ns - self.start_ns)
+        return self._memo("scan", self._scan)[2]
 
     @property
     def error_count(self) -> int:
-        return sum(1 for s in self.spans if s.is_error)
+        return self._memo("scan", self._scan)[3]
+
+    def _scan(self) -> tuple[int, int, int, int, tuple[str, ...]]:
+        """(start_ns, end_ns, duration_ns, error_count, models) in one pass."""
+        spans = self.spans
+        if not spans:
+            return 0, 0, 0, 0, ()
+        start, end = spans[0].start_ns, spans[0].end_ns
+        errors = 0
+        models = set()
+        error = StatusCode.ERROR
+        for s in spans:
+            if s.start_ns < start:
+                start = s.start_ns
+            if s.end_ns > end:
+                end = s.end_ns
+            # Span.is_error and Span.model, inlined (a property call per span doubled this loop)
+            if s.status_code == error or s.error_type or s.exceptions:
+                errors += 1
+            if m := s.response_model or s.request_model:
+                models.add(m)
+        return start, end, max(0, end - start), errors, tuple(sorted(models))
 
     @property
     def llm_spans(self) -> list[Span]:
-        return list(self._memo("llm", lambda: [s for s in self.spans if s.kind == SpanKind.LLM]))
+        return list(self._memo("llm", self._llm))
+
+    def _llm(self) -> list[Span]:
+        return [s for s in self.spans if s.kind == SpanKind.LLM]
 
     @property
     def usage(self) -> TokenUsage:
-        sums = dict.fromkeys(("input", "output", "total", "cache_read", "cache_creation", "reasoning"), 0)
-        for s in self.llm_spans or self.spans:
-            u = s.usage.__dict__
-            for f in sums:
-                sums[f] += u[f]
+        # memoized: the cost gate and the trace row both ask (a TokenUsage is frozen, so sharable)
+        return self._memo("usage", self._usage)  # type: ignore[no-any-return]
+
+    def _usage(self) -> TokenUsage:
+        usages = [s.usage for s in self._memo("llm", self._llm) or self.spans]
+        # one C-level sum per field (attrgetter + map), in span order as before
+        sums = {f: sum(map(attrgetter(f), usages)) for f in _USAGE_FIELDS}
         if not sums["total"]:
             sums["total"] = sums["input"] + sums["output"]
-        return TokenUsage.fast(**sums)
+        return TokenUsage.wrap(sums)  # sums: every field, in order
 
     @property
     def models(self) -> list[str]:
-        return sorted({m for s in self.spans if (m := s.model)})
+        return list(self._memo("scan", self._scan)[4])
 
     @property
     def tool_calls(self) -> list[ToolCall]:
         """Executed tool calls (tool spans), in start order."""
         spans = sorted((s for s in self.spans if s.kind == SpanKind.TOOL), key=lambda s: s.start_ns)
         return [c for s in spans for c in s.tool_calls]
+
+    @property
+    def tool_call_count(self) -> int:
+        """``len(self.tool_calls)``: counted, not built and sorted."""
+        tool = SpanKind.TOOL
+        return sum(s.tool_call_count for s in self.spans if s.kind == tool)
 
     @property
     def final_output(self) -> str:

@@ -77,12 +77,13 @@ def _unbytes(o: Any) -> Any:
 
 
 def encode_attrs(attrs: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
-    out: dict[str, str] = {}
+    # Most values are strings (every value, on most tool and agent spans): copy the dict at C speed,
+    # then overwrite only the others (same keys, same order), rather than build it key by key.
+    out: dict[str, str] = dict(attrs)
     typed: list[str] = []
     for k, v in attrs.items():
         t = type(v)
         if t is str:
-            out[k] = v
             continue
         typed.append(k)
         if t is int:  # the common non-string values, without json.dumps's per-call overhead
@@ -140,22 +141,32 @@ def span_row(
             resource_cache[key] = encode_attrs(resource)
         res, res_typed = resource_cache[key]
     u = d["usage"].__dict__
+    inp, out, total, cache_read, cache_creation, reasoning = (
+        u["input"], u["output"], u["total"], u["cache_read"], u["cache_creation"], u["reasoning"]
+    )  # fmt: skip
+    if max(inp, out, total, cache_read, cache_creation, reasoning) > _U64_MAX:  # rare: one test, not 6 calls
+        inp, out, total, cache_read, cache_creation, reasoning = map(
+            _u64, (inp, out, total, cache_read, cache_creation, reasoning)
+        )
     events = (
         _json([{"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in d["events"]])
         if d["events"]
         else "[]"
     )
     exceptions = d["exceptions"]
+    if exceptions:
+        exc_types, exc_messages = [e.type or "" for e in exceptions], [e.message or "" for e in exceptions]
+    else:  # most spans: no list comprehension calls
+        exc_types, exc_messages = [], []
     start, end = d["start_ns"], d["end_ns"]
     return (
         d["trace_id"], d["span_id"], d["parent_span_id"] or "", d["name"], d["otel_kind"],
         d["kind"]._value_, d["operation"] or "", d["convention"], d["service_name"], d["scope_name"],
         d["scope_version"], start, end, (end - start) / 1e6,
         d["status_code"]._value_, d["status_message"], d["error_type"] or "",
-        [e.type or "" for e in exceptions], [e.message or "" for e in exceptions],
+        exc_types, exc_messages,
         d["provider"] or "", d["request_model"] or "", d["response_model"] or "",
-        _u64(u["input"]), _u64(u["output"]), _u64(u["total"]), _u64(u["cache_read"]), _u64(u["cache_creation"]),
-        _u64(u["reasoning"]),
+        inp, out, total, cache_read, cache_creation, reasoning,
         d["finish_reasons"], d["tool_name"] or "", d["tool_call_id"] or "",
         d["tool_arguments"] or "", d["tool_result"] or "", d["conversation_id"] or "",
         d["user_id"] or "", d["agent_name"] or "", d["agent_id"] or "", d["agent_version"] or "",
@@ -195,8 +206,9 @@ def trace_row(
         trace.conversation_id or "", trace.user_id or "", root.span_id if root else "",
         root.name if root else "", trace.start_ns, trace.end_ns, trace.duration_ns / 1e6,
         len(trace.spans) + spans_not_held, trace.error_count, len(trace.llm_spans),
-        len(trace.tool_calls), _u64(usage.input), _u64(usage.output), _u64(usage.total), trace.models,
-        sorted({s.provider for s in trace.spans if s.provider}), trace.completion_reason.value,
+        trace.tool_call_count, _u64(usage.input), _u64(usage.output), _u64(usage.total), trace.models,
+        sorted({p for s in trace.spans if (p := s.provider)}), trace.completion_reason.value,
         spans_not_held, trace.first_seen_ns // 1_000_000, trace.last_seen_ns // 1_000_000,
         trace.completed_ns // 1_000_000, topic, partition, max_offset,
     ) + decision_columns(decision)  # fmt: skip
+

@@ -14,7 +14,7 @@ from pydantic import Field
 from schemas.model import Trace
 from stream.gates.base import BaseGate, Evidence, GateResult, GateSpecBase, Severity
 from stream.gates.text import clip, plural
-from stream.gates.trace_view import ToolUse, canonical_json, tool_uses
+from stream.gates.trace_view import ToolUse, arguments_key, canonical_json, tool_uses
 
 
 class LoopSpec(GateSpecBase):
@@ -42,11 +42,14 @@ class LoopGate(BaseGate):
         if not uses:
             return self.not_applicable("no tool calls")
         per_name = Counter(u.name for u in uses)
-        groups: dict[tuple[str, str], list[ToolUse]] = {}
+        groups: dict[tuple[str, bytes | str], list[ToolUse]] = {}
         for u in uses:  # only tools called often enough can loop: parse only their arguments
             if per_name[u.name] >= self.min_repeats:
-                groups.setdefault((u.name, canonical_json(u.arguments)), []).append(u)
-        loops = [(key, g) for key, g in groups.items() if len(g) >= self.min_repeats]
+                # grouped by a cheaper key equivalent to canonical_json; the canonical text is only
+                # needed for the evidence of a loop
+                groups.setdefault((u.name, arguments_key(u.arguments)), []).append(u)
+        loops = [((name, canonical_json(g[0].arguments)), g) for (name, _), g in groups.items()
+                 if len(g) >= self.min_repeats]  # fmt: skip
         if not loops:
             return self.passed(f"no tool call repeated {self.min_repeats} times with the same arguments")
         evidence = [

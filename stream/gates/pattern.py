@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 
 from schemas.model import Trace
 from stream.gates.base import MAX_EVIDENCE, BaseGate, Evidence, GateResult, GateSpecBase, Regex
-from stream.gates.text import clip_around, keyword_regex, plural, redact
+from stream.gates.text import clip_around, keyword_regex, plural, redact, required_chars
 from stream.gates.trace_view import output_texts, tool_uses, user_messages
 
 Target = Literal["input", "output", "both", "tool_args", "tool_results"]
@@ -63,6 +63,9 @@ class PatternGate(BaseGate):
         self.target = spec.target
         self.mode = spec.mode
         self.redact = spec.redact_evidence
+        # characters each rule cannot match without (``@`` for e-mail addresses): most texts hold
+        # no PII, and a missing character skips that rule's search of the text
+        self.checked = [(name, rx, required_chars(rx)) for name, rx in self.rules]
 
     def texts(self, trace: Trace) -> list[tuple[str, str, str]]:
         """``(span_id, where, text)`` for the target."""
@@ -87,7 +90,9 @@ class PatternGate(BaseGate):
         evidence: list[Evidence] = []
         counts: Counter[str] = Counter()
         for span_id, where, text in texts:
-            for name, rx in self.rules:
+            for name, rx, required in self.checked:
+                if required and not all(c in text for c in required):
+                    continue
                 for m in rx.finditer(text):
                     counts[name] += 1
                     if len(evidence) < MAX_EVIDENCE:
@@ -99,7 +104,11 @@ class PatternGate(BaseGate):
         return self.failed(f"{plural(sum(counts.values()), 'match')} in {self.target}: {summary}", evidence)
 
     def _missing(self, texts: list[tuple[str, str, str]]) -> GateResult:
-        missing = [name for name, rx in self.rules if not any(rx.search(text) for _, _, text in texts)]
+        missing = [
+            name
+            for name, rx, required in self.checked
+            if not any(all(c in text for c in required) and rx.search(text) for _, _, text in texts)
+        ]
         if not missing:
             return self.passed(f"every rule matched in {self.target}")
         evidence = [Evidence(None, None, f"{name} not found") for name in missing]

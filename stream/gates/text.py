@@ -63,3 +63,42 @@ def any_match_regex(patterns: Sequence[re.Pattern[str]]) -> re.Pattern[str] | No
         return re.compile("|".join(f"(?:{p.pattern})" for p in patterns), flags)
     except re.error:
         return None
+
+
+try:  # CPython's own regex parser (private, stable within a Python version)
+    from re import _constants as _sre_c
+    from re import _parser as _sre_parse
+except ImportError:  # pragma: no cover - other interpreters: no required characters
+    _sre_c = _sre_parse = None  # type: ignore[assignment]
+
+
+def required_chars(pattern: re.Pattern[str]) -> frozenset[str]:
+    """Characters every match of ``pattern`` contains (its literals outside alternations,
+    optional parts and lookarounds; ``@`` and ``.`` for an e-mail pattern): a text missing one
+    cannot match, and ``c in text`` is far cheaper than a search that finds nothing. Empty when
+    unknown (case-insensitive patterns, an unexpected parse)."""
+    if _sre_parse is None or pattern.flags & re.IGNORECASE:
+        return frozenset()
+    try:
+        return frozenset(_literals(list(_sre_parse.parse(pattern.pattern, pattern.flags).data)))
+    except Exception:  # noqa: BLE001 - an unexpected tree shape: no precheck, never a wrong one
+        return frozenset()
+
+
+def _literals(items: list[tuple[object, object]]) -> set[str]:
+    found: set[str] = set()
+    for op, av in items:
+        if op is _sre_c.LITERAL:
+            found.add(chr(av))  # type: ignore[arg-type]
+        elif op is _sre_c.SUBPATTERN:
+            _, add_flags, del_flags, sub = av  # type: ignore[misc]
+            if add_flags & re.IGNORECASE:
+                continue  # (?i:...) matches either case
+            found |= _literals(list(sub.data))
+        elif op is _sre_c.ATOMIC_GROUP:
+            found |= _literals(list(av.data))  # type: ignore[attr-defined]
+        elif op in (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT, _sre_c.POSSESSIVE_REPEAT):
+            low, _, sub = av  # type: ignore[misc]
+            if low >= 1:
+                found |= _literals(list(sub.data))
+    return found

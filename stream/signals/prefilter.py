@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 try:  # CPython 3.11+
@@ -67,12 +67,30 @@ class Precheck:
     words: frozenset[bytes]  # ASCII only: a word with other characters is never in ASCII text
     groups: tuple[frozenset[bytes], ...]
     substrings: tuple[str, ...]
+    # the groups by their key word (the one in ``words``): a group can only be all in the text if
+    # its key word is, so only those groups are tested (a type has up to 200 groups, and testing
+    # each was most of the precheck's time)
+    by_word: dict[bytes, tuple[frozenset[bytes], ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_word: dict[bytes, list[frozenset[bytes]]] = {}
+        for g in self.groups:
+            by_word.setdefault(_key_word(g), []).append(g)
+        object.__setattr__(self, "by_word", {w: tuple(gs) for w, gs in by_word.items()})
 
     def may_match(self, text: str, text_words: set[bytes]) -> bool:
         """False if the pattern cannot match the ASCII ``text`` (``text_words``: its ascii_words)."""
-        if not self.words.isdisjoint(text_words) and any(g <= text_words for g in self.groups):
-            return True
+        by_word = self.by_word
+        for w in self.words.intersection(text_words):
+            for g in by_word.get(w, ()):
+                if g <= text_words:
+                    return True
         return any(s in text for s in self.substrings)
+
+
+def _key_word(group: frozenset[bytes]) -> bytes:
+    """The word of ``group`` that :attr:`Precheck.words` holds: the longest (then the greatest)."""
+    return max(group, key=lambda w: (len(w), w))
 
 
 def ascii_words(text: str) -> set[bytes]:
@@ -101,7 +119,7 @@ def precheck(pattern: re.Pattern[str]) -> Precheck | None:
     if len(minimal) > MAX_GROUPS or len(substrings) > MAX_SUBSTRINGS:
         return None
     groups = [frozenset(w.encode() for w in g) for g in minimal]
-    words = frozenset(max(g, key=lambda w: (len(w), w)) for g in groups)
+    words = frozenset(map(_key_word, groups))
     return Precheck(words, tuple(sorted(groups, key=sorted)), substrings)
 
 

@@ -69,7 +69,7 @@ def _forget(key: int, ref: weakref.ref[Trace]) -> None:
 
 def extract_user_messages(trace: Trace) -> tuple[UserMessage, ...]:
     """Uncached extraction: LLM spans first, the agent span's raw input as a fallback."""
-    llm = sorted((s for s in trace.spans if s.kind == SpanKind.LLM), key=lambda s: (s.start_ns, s.end_ns))
+    llm = sorted(trace.llm_spans, key=lambda s: (s.start_ns, s.end_ns))  # memoized on the trace
     found = _collect((s, _message_texts(s)) for s in llm)
     if found:
         return found

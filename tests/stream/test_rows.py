@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 
 from schemas.decode import decode_message
-from stream.rows import RAW_SPAN_SELECT, SPAN_COLUMNS, span_from_row, span_row
+from schemas.model import CompletionReason, Trace
+from stream.rows import (
+    RAW_SPAN_SELECT, SPAN_COLUMNS, TRACE_COLUMNS, decode_attrs, encode_attrs, span_from_row, span_row, trace_row,
+)  # fmt: skip
 from stream.store import ClickHouseStore
 from tests.factories import genai_trace, proto
 
@@ -56,3 +60,34 @@ def test_hostile_strings_are_stored_byte_for_byte(store: ClickHouseStore, value:
     )
     assert rows[0][0] == value
     assert bytes.fromhex(rows[0][1]) == value.encode("utf-8")
+
+
+def test_encode_attrs_keeps_strings_and_spells_the_rest_as_json() -> None:
+    attrs = {"s": "x", "i": 7, "b": True, "f": 0.5, "nan": float("nan"), "by": b"\x00\xff", "l": ["stop"],
+             "d": {"a": [1]}, "e": "", "big": 2**70, "mixed": ["a", 1]}  # fmt: skip
+    values, typed = encode_attrs(attrs)
+    assert list(values) == list(attrs)  # same keys, same order
+    assert typed == ["i", "b", "f", "nan", "by", "l", "d", "big", "mixed"]
+    assert values == {"s": "x", "i": "7", "b": "true", "f": "0.5", "nan": "NaN", "by": '{"$bytes":"AP8="}',
+                      "l": '["stop"]', "d": '{"a":[1]}', "e": "", "big": str(2**70), "mixed": '["a",1]'}  # fmt: skip
+    back = decode_attrs(values, typed)
+    assert repr(back) == repr(attrs)
+    only_strings = {"a": "1", "b": "2"}
+    values, typed = encode_attrs(only_strings)
+    assert (values, typed) == (only_strings, []) and values is not only_strings  # a copy, never the span's dict
+
+
+def test_trace_row_counts_tool_calls_and_providers_like_the_trace() -> None:
+    out = [{"role": "assistant", "parts": [{"type": "tool_call", "id": "c1", "name": "t", "arguments": {}},
+                                            {"type": "tool_call", "id": "c2", "name": "u", "arguments": {}}]}]  # fmt: skip
+    rng = random.Random(9)
+    specs = genai_trace(rng, 6)
+    specs[2].attrs["gen_ai.output.messages"] = json.dumps(out)  # a tool span that also reports calls
+    specs[4].attrs.pop("gen_ai.tool.name")  # a tool span without a name: no executed call
+    specs[4].name = "execute_tool"
+    specs[1].attrs["gen_ai.provider.name"] = "anthropic"
+    spans = decode_message(proto(specs))
+    trace = Trace.fast(trace_id=spans[0].trace_id, spans=spans, completion_reason=CompletionReason.ROOT_ENDED_IDLE)
+    row = dict(zip(TRACE_COLUMNS, trace_row(trace, "t", 0, 1), strict=True))
+    assert row["tool_call_count"] == len(trace.tool_calls) == 3
+    assert row["providers"] == sorted({s.provider for s in spans if s.provider}) == ["anthropic", "openai"]

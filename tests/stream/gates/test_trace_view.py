@@ -9,8 +9,8 @@ import re
 import pytest
 
 from schemas.model import Span
-from stream.gates.text import any_match_regex
-from stream.gates.trace_view import canonical_json, span_output_texts, tool_uses
+from stream.gates.text import any_match_regex, required_chars
+from stream.gates.trace_view import arguments_key, canonical_json, span_output_texts, tool_uses
 from tests.stream.gates.conftest import FIXTURES, AgentTrace, fixture_trace
 
 OUTPUTS = [
@@ -98,3 +98,31 @@ def test_any_match_regex_matches_iff_one_pattern_does(texts: list[str]) -> None:
 ])  # fmt: skip
 def test_any_match_regex_refuses_what_it_cannot_combine(sources: list[str], flags: int) -> None:
     assert any_match_regex([re.compile(s, flags) for s in sources]) is None
+
+
+ARGUMENTS = [
+    '{"a": 1, "b": 2}', '{"b":2,"a":1}', '{"a": 1.0, "b": 2}', '{"a":"\\u0041"}', '{"a":"A"}', '{"a": 1}\n',
+    "18446744073709551616", "18446744073709551617", "1.8446744073709552e19", "9223372036854775808", "1e400",
+    "NaN", '{"a": NaN}', '{"a": Infinity}', "not json", " not json ", None, "", '["\\ud800"]', '["\\ud800", 1]',
+    "[" * 300 + "]" * 300, "[" * 300 + " " + "]" * 300, "1E2", "100.0", "100", "-0", "0", "-0.0",
+    '{"a":true,"a":false}', '{"a":false}', '"x"', ' "x" ', '{"é": "\\u00e9"}', '{"\\u00e9": "é"}',
+]  # fmt: skip
+
+
+def test_arguments_key_groups_exactly_like_canonical_json() -> None:
+    for x in ARGUMENTS:
+        for y in ARGUMENTS:
+            assert (arguments_key(x) == arguments_key(y)) == (canonical_json(x) == canonical_json(y)), (x, y)
+
+
+@pytest.mark.parametrize("source,expected", [
+    (r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b", "@."),
+    (r"\b(?:\d[ -]?){12,15}\d\b", ""),
+    (r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b", "-"),
+    (r"a|b", ""), (r"x(?=y)z", "xz"), (r"(?:ab)?c", "c"), (r"(?:ab){2}", "ab"), (r"(?i:a)b", "b"),
+    (r"(?>ab)", "ab"), (r"[a]", "a"), (r"(?i)ab", ""),
+])  # fmt: skip
+def test_required_chars(source: str, expected: str) -> None:
+    pattern = re.compile(source)
+    assert required_chars(pattern) == frozenset(expected)
+    assert required_chars(re.compile(source, re.IGNORECASE)) == frozenset()

@@ -123,3 +123,19 @@ def test_most_messages_skip_every_search() -> None:
     text = "could you check the status of my recent order and the tracking number"
     skipped = [r.type for r in rules if not r.precheck.may_match(text, ascii_words(text))]
     assert {"frustration", "abandonment", "gratitude"} <= set(skipped)
+
+
+@pytest.mark.parametrize("lang", builtin_lexicons())
+def test_may_match_tests_only_groups_of_present_words_with_the_same_outcome(lang: str) -> None:
+    rng = random.Random(lang)
+    for rules in load_lexicon(lang, "t").types:
+        check = rules.precheck
+        if check is None or not check.groups:
+            continue
+        vocab = sorted({w for g in check.groups for w in g})
+        for _ in range(500):
+            words = set(rng.sample(vocab, min(len(vocab), rng.randint(0, 4))))
+            group = sorted(rng.choice(check.groups))
+            words |= set(group if rng.random() < 0.5 else group[:-1])
+            every_group = not check.words.isdisjoint(words) and any(g <= words for g in check.groups)
+            assert check.may_match("", words) == (every_group or any(s in "" for s in check.substrings))
