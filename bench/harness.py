@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -63,6 +64,19 @@ def scan_log(path: Path, limit: int = 5) -> tuple[int, list[str]]:
     bad = [ln for ln in lines if any(w in ln for w in (" ERROR ", " WARNING ", "Traceback", "[E]", "[W]", "CRITICAL"))
            and not any(k in ln for k in _EXPECTED_WARNINGS)]
     return len(bad), bad[:limit]
+
+
+_DRIFT = re.compile(r"woke up too late, with a drift of \+([0-9.]+)")
+
+
+def max_timer_drift(path: Path) -> float:
+    """The longest event-loop stall a worker log shows: mode's timers log how late they woke
+    ("woke up too late, with a drift of +N"); 0.0 when none did."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return 0.0
+    return max((float(m) for m in _DRIFT.findall(text)), default=0.0)
 
 
 # ---- CPU -------------------------------------------------------------------------------------
