@@ -23,6 +23,7 @@ from typing import Any
 from judges.providers.base import ChatRequest
 from judges.rubric import Rubric, VariableSource
 from schemas.model import Message, SpanKind, Trace
+from schemas.user_messages import user_messages
 
 DEFAULT_MAX_VALUE_CHARS = 6000
 _TAG = re.compile(r"<(\s*/?\s*)(untrusted)", re.IGNORECASE)
@@ -102,7 +103,10 @@ def _system_instructions(trace: Trace) -> str:
 
 
 _EXTRACTORS: dict[str, Callable[[Trace, Mapping[str, Any]], str]] = {
-    "user_messages": lambda t, m: "\n".join(x.content for x in _dedup_messages(t, {"user"})),
+    # the semantic miner's user messages (repeated history kept once, a repeat in a new turn kept,
+    # the agent span's input when no LLM span records the user's text), ~8x cheaper than parsing
+    # every span's whole message history
+    "user_messages": lambda t, m: "\n".join(x.text for x in user_messages(t)),
     "final_answer": lambda t, m: t.final_output,
     "tool_calls": lambda t, m: _tool_calls(t),
     "tool_results": lambda t, m: _tool_results(t),

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 from schemas.coerce import Attrs, as_int, as_str, as_text, loads
 from schemas.model import Message, SpanEvent, ToolCall
 
@@ -153,9 +155,33 @@ def messages_from_dict(item: Any, default_role: str = "user") -> list[Message]:
     return out
 
 
+#: Messages already built from one message dict, by (its JSON, default role). Every LLM span of a
+#: conversation repeats the history before it in its input (and a span's output is the next one's
+#: input), so a judge reading a trace's conversation would otherwise build the same messages once
+#: per later span, and the system prompt once per span of every trace. Bounded; cleared when full.
+#: The cached messages are shared: nothing mutates a Message once parsing returned it.
+_BUILT: dict[tuple[bytes, str], tuple[Message, ...]] = {}
+_BUILT_MAX = 4096
+
+
+def _strict_loads(value: Any) -> Any:
+    """``value`` decoded by orjson alone, or None: what :func:`loads` returns for a value orjson
+    accepts, and re-encoding an item of it gives JSON equal exactly when the items are equal.
+    (Values only json accepts, NaN or lone surrogates, are parsed as before and never cached.)"""
+    if not isinstance(value, str):
+        return None
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+
+
 def messages_from_json(value: Any, default_role: str = "user") -> list[Message]:
     """A JSON string / decoded value holding a message list (or one message, or plain text)."""
-    decoded = loads(value)
+    decoded = _strict_loads(value)
+    cached = isinstance(decoded, list)
+    if not cached:
+        decoded = loads(value)
     if decoded is None:
         return [new_message(default_role, value)] if isinstance(value, str) and value.strip() else []
     if isinstance(decoded, dict):
@@ -166,7 +192,16 @@ def messages_from_json(value: Any, default_role: str = "user") -> list[Message]:
         return []
     out: list[Message] = []
     for item in decoded:
-        out.extend(messages_from_dict(item, default_role))
+        if not cached or type(item) is not dict:
+            out.extend(messages_from_dict(item, default_role))
+            continue
+        key = (orjson.dumps(item), default_role)
+        built = _BUILT.get(key)
+        if built is None:
+            if len(_BUILT) >= _BUILT_MAX:
+                _BUILT.clear()
+            built = _BUILT[key] = tuple(messages_from_dict(item, default_role))
+        out.extend(built)
     return out
 
 

@@ -42,7 +42,7 @@ from typing import Any, Literal
 from schemas.model import CompletionReason, Message, Trace
 from stream.gates import trace_view
 from stream.rows import RAW_SPAN_SELECT, span_from_row
-from stream.signals.user_messages import user_messages
+from schemas.user_messages import user_messages
 from stream.case_rules import DEFAULT_SET, SEVERITY_RANK, SetRule, assign_set
 from stream.export_dataset import (  # noqa: F401 - re-exported for callers of this module
     CASE_FORMAT_VERSION,
@@ -256,7 +256,7 @@ def _msg_doc(m: Message) -> dict[str, Any]:
 
 def _history_length(known: list[Any], new: list[Any]) -> int:
     """Length of the longest prefix of ``new`` found as a contiguous run of ``known`` (the
-    conversation history an LLM call repeats; see :mod:`stream.signals.user_messages`)."""
+    conversation history an LLM call repeats; see :mod:`schemas.user_messages`)."""
     for k in range(min(len(known), len(new)), 0, -1):
         head = new[:k]
         if any(known[i : i + k] == head for i in range(len(known) - k + 1)):

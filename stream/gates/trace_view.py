@@ -23,7 +23,7 @@ import orjson
 
 from schemas.genai import output_texts_from_json
 from schemas.model import Span, SpanKind, Trace
-from stream.signals.user_messages import user_messages as extract_user_messages
+from schemas.user_messages import user_messages as extract_user_messages
 
 
 class ToolUse(NamedTuple):

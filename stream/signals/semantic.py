@@ -1,6 +1,6 @@
 """First-tier semantic signals: per-language lexicons matched against the trace's user messages.
 
-For every user message (see :mod:`stream.signals.user_messages`) and every signal type, the type's
+For every user message (see :mod:`schemas.user_messages`) and every signal type, the type's
 compiled alternation is searched; the first hit that no ``exclude`` pattern overlaps and, for
 negatable types, whose clause holds no negation before it ("I don't want to talk to a human",
 "no thanks") becomes one :class:`~stream.signals.base.Signal`. At most one signal per (type,
@@ -26,7 +26,7 @@ from schemas.model import Trace
 from stream.signals.base import SEMANTIC_TYPES, Signal, clip_evidence
 from stream.signals.lexicon import Lexicon, TypeRules, load_lexicon, parse_lexicon
 from stream.signals.prefilter import ascii_words
-from stream.signals.user_messages import UserMessage, user_messages
+from schemas.user_messages import UserMessage, user_messages
 
 SemanticType = Literal["frustration", "correction", "escalation", "abandonment", "gratitude", "win"]
 

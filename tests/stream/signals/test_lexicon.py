@@ -10,7 +10,7 @@ import pytest
 
 from stream.signals.lexicon import builtin_lexicons, compile_phrases, lower_case_variant, phrase_regex
 from stream.signals.semantic import SemanticMiner, SemanticSignalSpec, build_miner
-from stream.signals.user_messages import UserMessage
+from schemas.user_messages import UserMessage
 
 
 def types(miner: SemanticMiner, text: str) -> set[str]:

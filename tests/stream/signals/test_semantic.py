@@ -6,7 +6,7 @@ import pytest
 
 from stream.signals.base import SignalMiner
 from stream.signals.semantic import SemanticMiner, SemanticSignalSpec, build_miner
-from stream.signals.user_messages import UserMessage
+from schemas.user_messages import UserMessage
 
 EN = build_miner(SemanticSignalSpec(type="semantic", name="user-text"))
 DE = build_miner(SemanticSignalSpec(type="semantic", name="user-text-de", languages=["de"]))

@@ -19,7 +19,7 @@ from stream.demo.kafka_exporter import encode_messages
 from stream.demo.scenarios import APPS, Conversation, plan_turn
 from stream.demo.spans import emit_turn
 from stream.signals.semantic import SemanticSignalSpec, build_miner
-from stream.signals.user_messages import UserMessage
+from schemas.user_messages import UserMessage
 from tests.factories import SpanSpec, proto
 from tests.stream.signals.traces import MS, chat, conversation, text
 

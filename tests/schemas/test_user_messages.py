@@ -9,11 +9,11 @@ import pytest
 
 from schemas.decode import decode_message
 from schemas.model import CompletionReason, Trace
-from stream.signals.user_messages import extract_user_messages, user_messages
+from schemas.user_messages import extract_user_messages, user_messages
 from tests.factories import T0, SpanSpec
 from tests.stream.signals.traces import MS, ROOT, TID, chat, conversation, root, sid, text, to_trace
 
-OTLP = Path(__file__).resolve().parents[2] / "fixtures" / "otlp"
+OTLP = Path(__file__).resolve().parents[1] / "fixtures" / "otlp"
 QUESTION = "What's the weather in Paris right now?"
 
 
