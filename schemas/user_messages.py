@@ -27,7 +27,7 @@ tuples of frozen dataclasses, safe to share.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -70,7 +70,7 @@ def _forget(key: int, ref: weakref.ref[Trace]) -> None:
 def extract_user_messages(trace: Trace) -> tuple[UserMessage, ...]:
     """Uncached extraction: LLM spans first, the agent span's raw input as a fallback."""
     llm = sorted(trace.llm_spans, key=lambda s: (s.start_ns, s.end_ns))  # memoized on the trace
-    found = _collect((s, _message_texts(s)) for s in llm)
+    found = _collect(_llm_span_texts(llm))
     if found:
         return found
     for span in _agent_candidates(trace):
@@ -106,6 +106,54 @@ def _history_length(known: list[str], new: list[str]) -> int:
             if known[i] == first and known[i : i + k] == head:
                 return k
     return 0
+
+
+def _llm_span_texts(spans: list[Span]) -> Iterator[tuple[Span, list[str]]]:
+    """(span, :func:`_message_texts`) per LLM span, reading only the new part of a history that
+    extends the previous span's: with complete history each span's ``gen_ai.input.messages`` is
+    the previous one's with items appended (the same text up to its closing bracket, then a
+    comma), and decoding every span's whole history made this quadratic in the conversation."""
+    prev: tuple[str, list[str]] | None = None  # (previous raw history without its "]", its user texts)
+    for span in spans:
+        raw = _fast_raw(span)
+        if raw is None:
+            prev = None
+            yield span, _message_texts(span)
+            continue
+        texts = _extended(raw, prev) if prev is not None else None
+        if texts is None:
+            texts = user_texts_from_json(raw)
+        if texts is None:
+            prev = None
+            yield span, _message_texts(span)
+            continue
+        body = raw.rstrip()[:-1]
+        prev = (body, texts) if body.strip() != "[" else None
+        yield span, [t for t in texts if t.strip()]
+
+
+def _extended(raw: str, prev: tuple[str, list[str]]) -> list[str] | None:
+    """The user texts of history ``raw`` when it is the previous span's plus more items, else None.
+    The shared text held complete items and ended outside any string (a "]" closed the list
+    right after it), so the items after the comma decode alone exactly as within ``raw``."""
+    body, texts = prev
+    if not raw.startswith(body):
+        return None
+    rest = raw[len(body) :].lstrip()
+    if rest.rstrip() == "]":  # the same history again (a retried or repeated call)
+        return texts
+    if not rest.startswith(",") or rest[1:].lstrip().startswith("]"):  # "[a,]" is not JSON: full parse
+        return None
+    more = user_texts_from_json("[" + rest[1:])
+    return None if more is None else texts + more
+
+
+def _fast_raw(span: Span) -> str | None:
+    """The span's ``gen_ai.input.messages`` text when :func:`user_texts_from_json` may read it."""
+    raw = span.attributes.get("gen_ai.input.messages")
+    if type(raw) is str and span.convention != "openinference" and "_parsed_input" not in span.__dict__:
+        return raw
+    return None
 
 
 def _message_texts(span: Span) -> list[str]:

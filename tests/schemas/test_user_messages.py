@@ -9,7 +9,7 @@ import pytest
 
 from schemas.decode import decode_message
 from schemas.model import CompletionReason, Trace
-from schemas.user_messages import extract_user_messages, user_messages
+from schemas.user_messages import _collect, _message_texts, extract_user_messages, user_messages
 from tests.factories import T0, SpanSpec
 from tests.stream.signals.traces import MS, ROOT, TID, chat, conversation, root, sid, text, to_trace
 
@@ -147,3 +147,39 @@ def test_cache_notices_spans_added_to_the_same_trace() -> None:
     extra = to_trace([chat(sid(99), T0 + 10**9, [text("user", "a"), text("assistant", "x"), text("user", "b")])])
     trace.spans.append(extra.spans[0])
     assert texts(trace) == ["a", "b"] == [m.text for m in extract_user_messages(trace)]
+
+
+def _raw_chat(span_id: bytes, start: int, raw: str) -> SpanSpec:
+    spec = chat(span_id, start, [])
+    spec.attrs["gen_ai.input.messages"] = raw
+    return spec
+
+
+U1, A1, U2 = json.dumps(text("user", "one")), json.dumps(text("assistant", "ok")), json.dumps(text("user", "two"))
+CHOICE = json.dumps({"message": {"role": "user", "content": "as a choice"}})  # a shape only the full parser reads
+
+
+@pytest.mark.parametrize(
+    "raws",
+    [
+        [f"[{U1}]", f"[{U1}, {A1}, {U2}]"],  # the usual extension
+        [f"[{U1}, {U2}]", f"[{U1}, {U2}] ", f"[{U1}, {U2}, {U1}]"],  # the same history again, then more
+        [f"[{U1} ] ", f"[{U1} ,{U2}]"],  # spacing around the shared part
+        [f"[{U1}]", f"[{U1},]"],  # a trailing comma is not JSON: the span reads as no messages
+        [f"[{U1}]", f"[{U1}, {CHOICE}]"],  # new items of a shape the fast reader refuses
+        [f"[{CHOICE}]", f"[{CHOICE}, {U2}]"],
+        ["[]", f"[{U2}]", f"[{U2}, {U1}]"],
+        [f"[{U1}]", f"[{U1}1]", f"[{U1}, {U2}]"],  # the same text followed by other than a comma
+        [f"[{U1}]", '{"role": "user", "content": "a dict"}', f"[{U1}, {U2}]"],
+        [f"[{U1}, {U2}]", f"[{U1}, {U2}, {U1}, {U2}]"],  # the user repeats both in a new turn
+    ],
+    ids=["extend", "same", "spacing", "trailing-comma", "choice-added", "choice-first", "empty-first", "no-comma",
+         "not-a-list", "repeat"],  # fmt: skip
+)
+def test_reading_only_the_new_part_of_a_history_reads_what_the_whole_history_holds(raws: list[str]) -> None:
+    specs = [root(), *(_raw_chat(sid(2 + i), T0 + (i + 1) * MS, raw) for i, raw in enumerate(raws))]
+    incremental = extract_user_messages(to_trace(specs))
+    trace = to_trace(specs)  # fresh spans: _message_texts reads a history whole, and memoizes parses
+    whole = _collect((s, _message_texts(s)) for s in sorted(trace.llm_spans, key=lambda s: (s.start_ns, s.end_ns)))
+    assert incremental == whole
+    assert whole  # some user text in every case
