@@ -96,3 +96,39 @@ def str_list(value: Any) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [s for v in value if (s := as_str(v))]
     return []
+
+
+# ---- attribute lookups (schemas.normalize runs them per span) ----------------------------------
+# The common value types (str, int) and absent keys are answered inline; as_str / as_int only see
+# the rest (same results).
+
+
+def first_str(attrs: Attrs, keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        if key in attrs:
+            value = attrs[key]
+            if type(value) is str:
+                if value:
+                    return value
+            elif (value := as_str(value)) is not None:
+                return value
+    return None
+
+
+def get_str(attrs: Attrs, key: str) -> str | None:
+    """``as_str(attrs.get(key))``."""
+    value = attrs.get(key)
+    if type(value) is str:
+        return value or None
+    return None if value is None else as_str(value)
+
+
+def first_count(attrs: Attrs, keys: tuple[str, ...]) -> int:
+    for key in keys:
+        if key in attrs:
+            value = attrs[key]
+            if type(value) is not int:
+                value = as_int(value)
+            if value is not None and value >= 0:
+                return value
+    return 0

@@ -48,6 +48,16 @@ class CompletionReason(str, Enum):
     SHUTDOWN = "shutdown"  # worker stopped with the trace still open (flush on exit)
 
 
+# _Model.wrap as prebound C calls: object.__new__ (no model defines __new__), BaseModel's slot setters
+# (~1/3 cheaper than object.__setattr__); per-class caches in module dicts (cls.__dict__ costs ~0.3 µs).
+_new_instance = object.__new__
+_set_dict, _set_fields_set, _set_extra, _set_private = (
+    BaseModel.__dict__[n].__set__ for n in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
+)
+_FAST_PLANS: dict[type, tuple[dict[str, Any], list[tuple[str, Any]]]] = {}
+_EVERY_FIELD: dict[type, set[str]] = {}
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", use_enum_values=False)
 
@@ -57,7 +67,7 @@ class _Model(BaseModel):
         pydantic 2.14 inspects every ``default_factory``'s signature on every construct, which
         made decoding ~10x slower. Defaults are resolved once per class; factories still run per
         instance, so no mutable default is shared. ``model_fields_set`` is every field."""
-        plan = cls.__dict__.get("_fast_plan")
+        plan = _FAST_PLANS.get(cls)
         if plan is None:
             static: dict[str, Any] = {}
             factories: list[tuple[str, Any]] = []
@@ -69,7 +79,7 @@ class _Model(BaseModel):
                     if isinstance(factory, type) and issubclass(factory, _Model):
                         factory = factory.fast
                     factories.append((name, factory))
-            plan = cls._fast_plan = (static, factories)  # type: ignore[attr-defined]
+            plan = _FAST_PLANS[cls] = (static, factories)
         static, factories = plan
         values = dict(static)
         for name, factory in factories:
@@ -85,18 +95,18 @@ class _Model(BaseModel):
         ``values`` must hold every field, in the order ``fast`` gives (fields with a static
         default first, in declaration order, then those with a factory): ``model_dump`` and
         ``repr`` follow the dict's order."""
-        m = cls.__new__(cls)
-        object.__setattr__(m, "__dict__", values)
+        m = _new_instance(cls)
+        _set_dict(m, values)
         # One shared set of every field name per class instead of a set per instance (~430 bytes
         # each, a quarter of an open trace's memory): "fields set" only matters to
         # ``exclude_unset``, which the project never uses, and assigning a field adds a name
         # already in the set, so it is never mutated.
-        every = cls.__dict__.get("_every_field")
+        every = _EVERY_FIELD.get(cls)
         if every is None:
-            every = cls._every_field = set(cls.model_fields)  # type: ignore[attr-defined]
-        object.__setattr__(m, "__pydantic_fields_set__", every)
-        object.__setattr__(m, "__pydantic_extra__", None)
-        object.__setattr__(m, "__pydantic_private__", None)
+            every = _EVERY_FIELD[cls] = set(cls.model_fields)
+        _set_fields_set(m, every)
+        _set_extra(m, None)
+        _set_private(m, None)
         return m
 
 

@@ -25,9 +25,10 @@ else ``llm`` when a provider or request model is present.
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import methodcaller
 from typing import Any
 
-from schemas.coerce import Attrs, as_int, as_str, as_text, loads, str_list
+from schemas.coerce import Attrs, as_str, as_text, first_count, first_str, get_str, loads, str_list
 from schemas.genai import SOURCE_KEYS as genai_source_keys
 from schemas.genai import genai_side, has_message_events, system_text
 from schemas.model import ExceptionEvent, Message, Span, SpanEvent, SpanKind, StatusCode, TokenUsage
@@ -61,6 +62,7 @@ _TRACELOOP_KINDS: dict[str, tuple[SpanKind, str | None]] = {
 # Enum members read per span, as module constants: ``SpanKind.TOOL`` goes through EnumType's
 # ``__getattr__`` hook on Python 3.11 (~160 ns a read, ~20x a global's).
 _LLM, _TOOL, _AGENT, _OTHER, _ERROR = SpanKind.LLM, SpanKind.TOOL, SpanKind.AGENT, SpanKind.OTHER, StatusCode.ERROR
+_GENAI_PREFIX = methodcaller("startswith", "gen_ai.")
 _TRACELOOP_REQUEST_TYPES = {"chat": "chat", "completion": "text_completion", "embedding": "embeddings"}
 
 _LLM_MARKERS = frozenset(("gen_ai.provider.name", "gen_ai.system", "gen_ai.request.model"))
@@ -68,25 +70,15 @@ _CURRENT_MARKERS = frozenset(
     ("gen_ai.provider.name", "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions")
 )
 _DEPRECATED_MARKERS = frozenset((
-    "gen_ai.system",
-    "gen_ai.usage.prompt_tokens",
-    "gen_ai.usage.completion_tokens",
-    "gen_ai.prompt",
-    "gen_ai.completion",
-    "gen_ai.prompt.0.role",
-    "gen_ai.prompt.0.content",
-    "gen_ai.completion.0.role",
+    "gen_ai.system", "gen_ai.usage.prompt_tokens", "gen_ai.usage.completion_tokens", "gen_ai.prompt",
+    "gen_ai.completion", "gen_ai.prompt.0.role", "gen_ai.prompt.0.content", "gen_ai.completion.0.role",
     "gen_ai.completion.0.content",
-))
+))  # fmt: skip
 
 _ASSOC = "traceloop.association.properties."
 _CONVERSATION_KEYS = (
-    "gen_ai.conversation.id",
-    "session.id",
-    _ASSOC + "session_id",
-    _ASSOC + "conversation_id",
-    _ASSOC + "thread_id",
-)
+    "gen_ai.conversation.id", "session.id", _ASSOC + "session_id", _ASSOC + "conversation_id", _ASSOC + "thread_id",
+)  # fmt: skip
 _USER_KEYS = ("user.id", "enduser.id", "gen_ai.user.id", _ASSOC + "user_id")
 
 _USAGE_KEYS: dict[str, tuple[str, ...]] = {
@@ -111,58 +103,30 @@ _USAGE_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-# _first_str, _first_count and _get_str run ~15 times per span: the common value types (str, int)
-# and absent keys are answered inline; as_str / as_int only see the rest (same results).
-
-
-def _first_str(attrs: Attrs, keys: tuple[str, ...]) -> str | None:
-    for key in keys:
-        if key in attrs:
-            value = attrs[key]
-            if type(value) is str:
-                if value:
-                    return value
-            elif (value := as_str(value)) is not None:
-                return value
-    return None
-
-
-def _get_str(attrs: Attrs, key: str) -> str | None:
-    """``as_str(attrs.get(key))``."""
-    value = attrs.get(key)
-    if type(value) is str:
-        return value or None
-    return None if value is None else as_str(value)
-
-
-def _first_count(attrs: Attrs, keys: tuple[str, ...]) -> int:
-    for key in keys:
-        if key in attrs:
-            value = attrs[key]
-            if type(value) is not int:
-                value = as_int(value)
-            if value is not None and value >= 0:
-                return value
-    return 0
-
-
 # ---- sections (each fills a group of fields; a failing one leaves its defaults) ----------------
+
+
+# The sections below spell ``get_str`` inline for the keys every span reads:
+# ``(v or None) if type(v) is str else (None if v is None else as_str(v))`` with ``v = attrs.get(key)``.
 
 
 def _classify(span: Span, attrs: Attrs) -> None:
     kind: SpanKind | None = None
-    operation = _get_str(attrs, "gen_ai.operation.name")
+    v = attrs.get("gen_ai.operation.name")
+    operation = (v or None) if type(v) is str else (None if v is None else as_str(v))
     if operation is not None:
         kind = _OPERATION_KINDS.get(operation)
-    oi_kind = _get_str(attrs, "openinference.span.kind")
+    v = attrs.get("openinference.span.kind")
+    oi_kind = (v or None) if type(v) is str else (None if v is None else as_str(v))
     if kind is None and oi_kind is not None:
         kind_name, oi_op = _OI_KINDS.get(oi_kind.upper(), ("other", None))
         kind, operation = SpanKind(kind_name), operation or oi_op
-    tl_kind = _get_str(attrs, "traceloop.span.kind")
+    v = attrs.get("traceloop.span.kind")
+    tl_kind = (v or None) if type(v) is str else (None if v is None else as_str(v))
     if kind is None and tl_kind is not None and tl_kind in _TRACELOOP_KINDS:
         kind, tl_op = _TRACELOOP_KINDS[tl_kind]
         operation = operation or tl_op
-    if kind is None and (req_type := _get_str(attrs, "llm.request.type")) in _TRACELOOP_REQUEST_TYPES:
+    if kind is None and (req_type := get_str(attrs, "llm.request.type")) in _TRACELOOP_REQUEST_TYPES:
         kind, operation = _LLM, operation or _TRACELOOP_REQUEST_TYPES[req_type or ""]
     if kind is None:
         first_word = span.name.split(" ", 1)[0]
@@ -182,45 +146,81 @@ def _convention(span: Span, attrs: Attrs, openinference: bool, traceloop: bool) 
         return "openinference"
     if not attrs.keys().isdisjoint(_DEPRECATED_MARKERS) or (span.events and has_message_events(span.events)):
         return "genai_deprecated"
-    if any(k.startswith("gen_ai.") for k in attrs):
+    if any(map(_GENAI_PREFIX, attrs)):  # = any(k.startswith("gen_ai.") for k in attrs), no generator frames
         return "genai"
     return "genai_deprecated" if traceloop else "none"
 
 
+_PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+_AGENT_NAME_KEYS = ("gen_ai.agent.name", "agent.name")
+_TOOL_NAME_KEYS = ("gen_ai.tool.name", "tool.name")
+_TOOL_CALL_ID_KEYS = ("gen_ai.tool.call.id", "tool_call.id")
+# ``first_str(attrs, keys)`` is None when no key is there: one C-level check instead of a call
+# that tests each key (most spans carry none of the conversation or user keys).
+_CONVERSATION_SET, _USER_SET = frozenset(_CONVERSATION_KEYS), frozenset(_USER_KEYS)
+_PROVIDER_SET, _AGENT_NAME_SET = frozenset(_PROVIDER_KEYS), frozenset(_AGENT_NAME_KEYS)
+_TOOL_NAME_SET, _TOOL_CALL_ID_SET = frozenset(_TOOL_NAME_KEYS), frozenset(_TOOL_CALL_ID_KEYS)
+
+
 def _identity(span: Span, attrs: Attrs) -> None:
-    span.service_name = _get_str(span.resource_attributes, "service.name") or ""
-    span.provider = _first_str(attrs, ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"))
-    span.request_model = _get_str(attrs, "gen_ai.request.model")
-    span.response_model = _get_str(attrs, "gen_ai.response.model")
+    v = span.resource_attributes.get("service.name")
+    span.service_name = ((v or None) if type(v) is str else (None if v is None else as_str(v))) or ""
+    # a non-empty string under the first key is first_str's answer
+    keys = attrs.keys()
+    v = attrs.get("gen_ai.provider.name")
+    if type(v) is not str or not v:
+        v = None if keys.isdisjoint(_PROVIDER_SET) else first_str(attrs, _PROVIDER_KEYS)
+    span.provider = v
+    v = attrs.get("gen_ai.request.model")
+    span.request_model = (v or None) if type(v) is str else (None if v is None else as_str(v))
+    v = attrs.get("gen_ai.response.model")
+    span.response_model = (v or None) if type(v) is str else (None if v is None else as_str(v))
     if "llm.model_name" in attrs:
         oi_model = as_str(attrs["llm.model_name"])
         span.response_model = span.response_model or oi_model
         span.request_model = span.request_model or request_model_from_invocation(attrs) or oi_model
     elif span.request_model is None and "llm.invocation_parameters" in attrs:
         span.request_model = request_model_from_invocation(attrs)
-    span.conversation_id = _first_str(attrs, _CONVERSATION_KEYS)
-    span.user_id = _first_str(attrs, _USER_KEYS)
-    span.agent_name = _first_str(attrs, ("gen_ai.agent.name", "agent.name"))
+    v = attrs.get("gen_ai.conversation.id")
+    if type(v) is not str or not v:
+        v = None if keys.isdisjoint(_CONVERSATION_SET) else first_str(attrs, _CONVERSATION_KEYS)
+    span.conversation_id = v
+    span.user_id = None if keys.isdisjoint(_USER_SET) else first_str(attrs, _USER_KEYS)
+    v = attrs.get("gen_ai.agent.name")
+    if type(v) is not str or not v:
+        v = None if keys.isdisjoint(_AGENT_NAME_SET) else first_str(attrs, _AGENT_NAME_KEYS)
+    span.agent_name = v
     if span.agent_name is None and span.kind == _AGENT:
         if attrs.get("traceloop.span.kind") == "agent":
-            span.agent_name = _get_str(attrs, "traceloop.entity.name")
+            span.agent_name = get_str(attrs, "traceloop.entity.name")
         elif span.name.startswith(("invoke_agent ", "create_agent ")):
             span.agent_name = span.name.split(" ", 1)[1] or None
-    span.agent_id = _get_str(attrs, "gen_ai.agent.id")
-    span.agent_version = _get_str(attrs, "gen_ai.agent.version")
+    v = attrs.get("gen_ai.agent.id")
+    span.agent_id = (v or None) if type(v) is str else (None if v is None else as_str(v))
+    v = attrs.get("gen_ai.agent.version")
+    span.agent_version = (v or None) if type(v) is str else (None if v is None else as_str(v))
 
 
 _NO_USAGE = TokenUsage.fast()  # frozen: shared by every span without token counts
 if tuple(_USAGE_KEYS) != tuple(TokenUsage.model_fields):  # _usage builds TokenUsage's whole field dict
     raise ImportError("schemas.normalize: _USAGE_KEYS must list TokenUsage's fields, in order")
 _ANY_USAGE_KEY = frozenset(k for keys in _USAGE_KEYS.values() for k in keys)
+_USAGE_ITEMS = tuple((field, keys, frozenset(keys)) for field, keys in _USAGE_KEYS.items())
 
 
 def _usage(span: Span, attrs: Attrs) -> None:
-    if attrs.keys().isdisjoint(_ANY_USAGE_KEY):
+    present = attrs.keys()
+    if present.isdisjoint(_ANY_USAGE_KEY):
         span.usage = _NO_USAGE
         return
-    counts = {field: _first_count(attrs, keys) for field, keys in _USAGE_KEYS.items()}
+    # a non-negative int under the first key is first_count's answer; none of the keys, 0
+    counts = {}
+    for field, keys, key_set in _USAGE_ITEMS:
+        v = attrs.get(keys[0])
+        if type(v) is int and v >= 0:
+            counts[field] = v
+        else:
+            counts[field] = 0 if present.isdisjoint(key_set) else first_count(attrs, keys)
     if not counts["total"]:
         counts["total"] = counts["input"] + counts["output"]
     span.usage = TokenUsage.wrap(counts) if any(counts.values()) else _NO_USAGE  # counts: every field, in order
@@ -263,10 +263,14 @@ def _parse_side(convention: str, attrs: Attrs, events: list[SpanEvent], side: st
 
 def _finish_reasons(span: Span, attrs: Attrs) -> None:
     value = attrs.get("gen_ai.response.finish_reasons")
-    reasons = str_list(value) if value is not None else []
+    if type(value) is list:  # str_list(value), inline for the common list of strings
+        reasons = [s for v in value if (s := v if type(v) is str else as_str(v))]
+    else:
+        reasons = str_list(value) if value is not None else []
     if not reasons:  # only now pay for parsing the output messages
         outputs = _parse_side(span.convention, attrs, span.events, "output")
-        reasons = [m.finish_reason for m in outputs if m.finish_reason]
+        if outputs:  # most spans have none: no comprehension call
+            reasons = [m.finish_reason for m in outputs if m.finish_reason]
     if not reasons and span.convention == "openinference":
         reasons = str_list(attrs.get("llm.finish_reason"))
         if not reasons and span.kind == _LLM:
@@ -275,16 +279,25 @@ def _finish_reasons(span: Span, attrs: Attrs) -> None:
 
 
 def _tool(span: Span, attrs: Attrs) -> None:
-    name = _first_str(attrs, ("gen_ai.tool.name", "tool.name"))
-    call_id = _first_str(attrs, ("gen_ai.tool.call.id", "tool_call.id"))
-    arguments = as_text(attrs.get("gen_ai.tool.call.arguments"))
-    result = as_text(attrs.get("gen_ai.tool.call.result"))
+    keys = attrs.keys()
+    v = attrs.get("gen_ai.tool.name")
+    if type(v) is not str or not v:
+        v = None if keys.isdisjoint(_TOOL_NAME_SET) else first_str(attrs, _TOOL_NAME_KEYS)
+    name = v
+    v = attrs.get("gen_ai.tool.call.id")
+    if type(v) is not str or not v:
+        v = None if keys.isdisjoint(_TOOL_CALL_ID_SET) else first_str(attrs, _TOOL_CALL_ID_KEYS)
+    call_id = v
+    v = attrs.get("gen_ai.tool.call.arguments")
+    arguments = v if v is None or type(v) is str else as_text(v)  # = as_text(v)
+    v = attrs.get("gen_ai.tool.call.result")
+    result = v if v is None or type(v) is str else as_text(v)
     if span.kind == _TOOL:
         if attrs.get("openinference.span.kind") == "TOOL":
             arguments = arguments or as_text(attrs.get("input.value")) or as_text(attrs.get("tool.parameters"))
             result = result or as_text(attrs.get("output.value"))
         if attrs.get("traceloop.span.kind") == "tool":
-            name = name or _get_str(attrs, "traceloop.entity.name")
+            name = name or get_str(attrs, "traceloop.entity.name")
             arguments = arguments or _traceloop_input(attrs.get("traceloop.entity.input"))
             result = result or _traceloop_output(attrs.get("traceloop.entity.output"))
         if name is None and span.name.startswith("execute_tool "):
@@ -332,7 +345,8 @@ def _errors(span: Span, attrs: Attrs) -> None:
         if events
         else []  # most spans have no events: no comprehension call
     )
-    error_type = _get_str(attrs, "error.type")
+    v = attrs.get("error.type")
+    error_type = (v or None) if type(v) is str else (None if v is None else as_str(v))
     if error_type is not None:
         error_type = _clean_error_type(error_type)
     if error_type is None and span.status_code == _ERROR:
@@ -343,24 +357,13 @@ def _errors(span: Span, attrs: Attrs) -> None:
 
 _SECTIONS: tuple[Callable[[Span, Attrs], None], ...] = (_classify, _identity, _usage, _finish_reasons, _tool, _errors)
 _DEFAULTS: dict[str, Any] = {
-    "kind": SpanKind.OTHER,
-    "operation": None,
-    "convention": "none",
-    "service_name": "",
-    "provider": None,
-    "request_model": None,
-    "response_model": None,
-    "conversation_id": None,
-    "user_id": None,
-    "agent_name": None,
-    "agent_id": None,
-    "agent_version": None,
-    "tool_name": None,
-    "tool_call_id": None,
-    "tool_arguments": None,
-    "tool_result": None,
-    "error_type": None,
-}
+    name: Span.model_fields[name].default
+    for name in (
+        "kind", "operation", "convention", "service_name", "provider", "request_model", "response_model",
+        "conversation_id", "user_id", "agent_name", "agent_id", "agent_version", "tool_name", "tool_call_id",
+        "tool_arguments", "tool_result", "error_type",
+    )
+}  # fmt: skip
 
 
 class _Work:
@@ -374,9 +377,16 @@ def normalize_span(span: Span) -> Span:
     The sections write straight into the span's field dict through :class:`_Work`."""
     values = span.__dict__
     values.update(_DEFAULTS)
-    values["finish_reasons"], values["exceptions"] = [], []
     values.pop("_parsed_input", None)  # raw layer may have changed: parse messages anew
     values.pop("_parsed_output", None)
+    return normalize_new(span)
+
+
+def normalize_new(span: Span) -> Span:
+    """:func:`normalize_span` for a span just built from its raw layer (``Span.fast`` or ``wrap``
+    with the model's defaults for the normalized fields, no parsed messages): skips resetting them."""
+    values = span.__dict__
+    values["finish_reasons"], values["exceptions"] = [], []
     work = _Work()
     work.__dict__ = values
     attrs = values["attributes"]  # the dict, not span.attributes: pydantic's attribute hook costs

@@ -351,3 +351,45 @@ def test_renormalizing_resets_fields() -> None:
     s.attributes = {}
     normalize_span(s)
     assert (s.kind, s.usage.input, s.output_messages, s.finish_reasons) == (SpanKind.OTHER, 0, [], [])
+
+
+VALUES = ["", "x", "chat", "execute_tool", 0, 7, -3, 2.5, True, None, [], ["stop", 1, ""], {"a": 1}, b"\xff", " 12 ", '["stop"]']
+KEYS = [
+    "gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.system", "llm.provider", "gen_ai.request.model",
+    "gen_ai.conversation.id", "session.id", "user.id", "gen_ai.agent.name", "agent.name", "gen_ai.tool.name",
+    "tool.name", "gen_ai.tool.call.id", "tool_call.id", "gen_ai.tool.call.arguments", "gen_ai.tool.call.result",
+    "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt", "gen_ai.usage.total_tokens",
+    "gen_ai.response.finish_reasons", "error.type", "openinference.span.kind", "traceloop.span.kind",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_inlined_lookups_answer_as_the_helpers_do(key: str) -> None:
+    """The sections answer the common value types inline; every value type gives what the helpers
+    (first_str, get_str, first_count, str_list, as_text) give, with and without a fallback key."""
+    from schemas.coerce import as_int, as_str, str_list
+
+    for value in VALUES:
+        for fallback in ({}, {"agent.name": "fb", "tool.name": "fb", "gen_ai.system": "fb", "llm.token_count.prompt": 4}):
+            s = span({**fallback, key: value}, status_code=StatusCode.ERROR)
+            if key == "gen_ai.provider.name":
+                assert s.provider == (as_str(value) or fallback.get("gen_ai.system"))
+            elif key == "gen_ai.usage.input_tokens":
+                count = as_int(value)
+                expected = count if count is not None and count >= 0 else fallback.get("llm.token_count.prompt", 0)
+                assert s.usage.input == expected
+            elif key == "gen_ai.response.finish_reasons" and isinstance(value, list):
+                assert s.finish_reasons == str_list(value)
+            elif key == "error.type":
+                assert s.error_type == as_str(value)
+
+
+def test_normalize_new_matches_normalize_span_on_a_fresh_span() -> None:
+    from schemas.normalize import normalize_new
+
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.usage.input_tokens": 3,
+             "gen_ai.output.messages": json.dumps(CURRENT_OUTPUT)}  # fmt: skip
+    a = Span.fast(trace_id="ab" * 16, span_id="cd" * 8, attributes=dict(attrs))
+    b = Span.fast(trace_id="ab" * 16, span_id="cd" * 8, attributes=dict(attrs))
+    assert list(normalize_new(a).__dict__.items()) == list(normalize_span(b).__dict__.items())
+    assert a.output_messages == b.output_messages and a.output_messages

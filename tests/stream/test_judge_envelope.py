@@ -7,8 +7,11 @@ import random
 
 import orjson
 import pytest
+from pydantic import BaseModel
 
 from stream import judge_envelope
+from schemas.model import SpanEvent
+from schemas.normalize import normalize_span
 from stream.judge_envelope import SpansRef, decode, decode_partial, encode, select_referenced
 from stream.rows import to_json
 from tests.factories import T0, SpanSpec
@@ -111,3 +114,62 @@ def test_integers_past_64_bits_take_jsons_spelling() -> None:
     doc = {"n": 2**70, "p": float("nan"), "s": "x"}
     assert judge_envelope._dumps(doc) == b'{"n":1180591620717411303424,"p":NaN,"s":"x"}'
     assert judge_envelope._dumps({"n": 2**40, "s": "x"}) == orjson.dumps({"n": 2**40, "s": "x"})
+
+
+def _model_state(o: object) -> object:
+    """A model's full field dict, key order included (model_dump and repr follow it), recursively."""
+    if isinstance(o, BaseModel):
+        return [(k, _model_state(v)) for k, v in o.__dict__.items() if not k.startswith("_")]
+    if isinstance(o, list):
+        return [_model_state(v) for v in o]
+    return o
+
+
+def test_any_span_shape_decodes_as_the_general_path_does() -> None:
+    """Spans as encode writes them take a fast path; reordered keys, extra keys or odd values take
+    the general one (``Span.fast``): both give the same span, field order included."""
+    trace = build_trace("where is my order?", "It ships tomorrow.", '{"status": "shipped"}', seed=3)
+    trace.spans[0].events = [SpanEvent.fast(name="exception", time_ns=5, attributes={"exception.type": "E"})]
+    normalize_span(trace.spans[0])
+    value = encode(trace, META)
+    fast, _ = decode(value)
+    doc = json.loads(value)
+    doc["spans"] = [  # same keys and values, another order
+        {**dict(reversed(raw.items())), "events": [dict(reversed(e.items())) for e in raw["events"]]}
+        for raw in doc["spans"]
+    ]
+    assert list(doc["spans"][0]) != judge_envelope._RAW_KEYS
+    general, _ = decode(json.dumps(doc).encode())
+    assert fast == general == trace
+    for a, b in zip(fast.spans, general.spans, strict=True):
+        assert _model_state(a)[:28] == _model_state(b)[:28]  # the static fields lead, in declaration order
+        assert sorted(map(str, _model_state(a))) == sorted(map(str, _model_state(b)))
+        assert (a.input_messages, a.output_messages, a.tool_calls) == (b.input_messages, b.output_messages, b.tool_calls)
+
+
+@pytest.mark.parametrize(
+    "mutate, error",
+    [
+        (lambda s: s.update(status_code="bogus"), ValueError),
+        (lambda s: s.update(events=None), TypeError),
+        (lambda s: s.update(events=[1]), TypeError),
+        (lambda s: s.pop("span_id"), None),  # Span.fast does not validate: decodes as before
+    ],
+)
+def test_odd_spans_fail_or_decode_as_before(mutate, error) -> None:  # noqa: ANN001
+    doc = json.loads(encode(build_trace("q", "a", "{}", seed=1), META))
+    mutate(doc["spans"][0])
+    if error is None:
+        decode(json.dumps(doc).encode())
+    else:
+        with pytest.raises(error):
+            decode(json.dumps(doc).encode())
+
+
+def test_text_the_fast_parser_refuses_takes_jsons_path() -> None:
+    value = encode(build_trace("q $5", "a", "{}", seed=2), META)  # a "$" that is not {"$bytes": …}
+    assert decode(value)[0].spans[0].attributes == json.loads(value)["spans"][0]["attributes"]
+    with pytest.raises(UnicodeDecodeError):
+        decode(value.replace(b'"q', b'"\xff', 1))
+    escaped = value.replace(b'"where', b'"\\u0077here', 1).replace(b'"trace_id":', b'"\\u0074race_id":', 1)
+    assert decode(escaped) == decode(value)
