@@ -27,7 +27,7 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from schemas.model import Span, SpanEvent, StatusCode
-from schemas.normalize import normalize_span
+from schemas.normalize import normalize_new
 from schemas.otlp_json import parse_otlp_json
 from schemas.utf8_repair import repair_request
 
@@ -190,7 +190,7 @@ def _where(ri: int, si: int, pi: int) -> str:
 # decode_request builds each span's complete field dict itself (``Span.wrap``, ~2 µs/span less
 # than ``Span.fast`` with keywords), keeping the key order ``Span.fast`` gave (``model_dump`` follows
 # it): fields with a static default first, in declaration order (the raw layer's, then the
-# normalized layer's as placeholders), then the fields with a default factory. normalize_span
+# normalized layer's as placeholders), then the fields with a default factory. normalize_new
 # overwrites every placeholder; usage / finish_reasons / exceptions are None until then.
 _RAW_STATIC = (
     "trace_id", "span_id", "parent_span_id", "name", "otel_kind", "start_ns", "end_ns", "status_code",
@@ -275,11 +275,11 @@ def decode_request(req: ExportTraceServiceRequest, limits: Limits = DEFAULT_LIMI
                     "events": events,
                     "resource_attributes": resource,
                     "truncated_attributes": truncated + res_truncated if res_truncated else truncated,
-                    "usage": None,  # usage, finish_reasons, exceptions: set by normalize_span
+                    "usage": None,  # usage, finish_reasons, exceptions: set by normalize_new
                     "finish_reasons": None,
                     "exceptions": None,
                 })
-                spans.append(normalize_span(span))
+                spans.append(normalize_new(span))
     if not spans:
         raise DecodeError("no_spans", "the message holds no spans (wrong message type or empty request)")
     return spans
