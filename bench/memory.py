@@ -173,6 +173,7 @@ def open_traces_phase(bootstrap: str, work: Path, n: int, keep: int, seed: int) 
         "ratio": per_trace / raw_per_trace, "rss_whole_traces_open_mb": whole,
         "open_traces_at_end": status["open_traces"],
         "max_loop_stall_s": max_timer_drift(work / f"open-{run_id}.log"),
+        "gc": status.get("gc"),  # collections, pause seconds and longest pause per generation
     }  # fmt: skip
 
 
@@ -272,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  bytes per open trace {o['bytes_per_open_trace']:,.0f} vs raw {o['raw_bytes_per_open_trace']:,.0f}"
                   f" = {o['ratio']:.2f}x   (target <= 3x)", flush=True)  # fmt: skip
             print(f"  longest event-loop stall in the worker's log: {o['max_loop_stall_s']:.1f} s", flush=True)
+            if o.get("gc"):
+                g = o["gc"]
+                print("  garbage collections by generation 0/1/2: " + "/".join(map(str, g["collections"]))
+                      + ", paused " + "/".join(f"{x:.2f}" for x in g["pause_seconds"]) + " s in all, longest "
+                      + "/".join(f"{x:.2f}" for x in g["longest_pause_seconds"]) + " s", flush=True)  # fmt: skip
         if args.minutes > 0:
             s = steady_phase(broker.bootstrap, work, args.rate, args.minutes, args.seed)
             result["steady"] = s

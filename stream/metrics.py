@@ -24,6 +24,8 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
+from stream.gc_pauses import PAUSES
+
 if TYPE_CHECKING:
     import faust
 
@@ -79,6 +81,10 @@ SPECS: tuple[Spec, ...] = (
     _c("store_write_retries", "ClickHouse operations retried", ("component",), "{retry}"),
     _c("kafka_send_retries", "Kafka deliveries retried", unit="{retry}"),
     _g("open_traces", "traces held in memory, waiting to complete", unit="{trace}"),
+    _c("gc_collections", "garbage collections of this process, by generation", ("generation",), "{collection}"),
+    _c("gc_pause_seconds", "time garbage collections stopped this process, by generation", ("generation",), "s"),
+    _g("gc_longest_pause_seconds", "longest garbage-collection pause of this process, by generation",
+       ("generation",), "s"),  # fmt: skip
     _g("owned_partitions", "input and repartition partitions assigned to this worker", unit="{partition}"),
     _g("policy_info", "the policy version in force (value 1)", ("policy_version",)),
     # ---- Kafka consumer ---------------------------------------------------------------------
@@ -270,6 +276,10 @@ def _pipeline(pipeline: Pipeline, out: Snapshot) -> None:
     _put(out, "dead_letters", max(0, c.get("dead_lettered", 0) - spans_dlq), topic=settings.events_dlq_topic)
     _put(out, "store_write_retries", c.get("write_retries", 0), component="ingest")
     _put(out, "open_traces", len(pipeline.assembler))
+    for g in range(3):
+        _put(out, "gc_collections", PAUSES.collections[g], generation=str(g))
+        _put(out, "gc_pause_seconds", PAUSES.seconds[g], generation=str(g))
+        _put(out, "gc_longest_pause_seconds", PAUSES.longest[g], generation=str(g))
     _put(out, "owned_partitions", len(pipeline.owned))
     if pipeline.decider is not None:
         _put(out, "policy_info", 1, policy_version=str(pipeline.decider.version))

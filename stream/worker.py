@@ -26,6 +26,7 @@ from judges.config import load_judging_config
 from stream.demo.broker import ensure_topics, topic_partitions
 from stream.decide import TraceDecider
 from stream.evaluation_events import build_evaluation_emitter
+from stream.gc_pauses import PAUSES
 from stream.events import EventJoiner
 from stream.judge_sink import JudgeSink
 from stream.alerts import AlertEngine
@@ -81,6 +82,7 @@ def add_web_api(app: faust.App, pipeline: Pipeline, store: ClickHouseStore, judg
                     "owned_partitions": sorted(f"{t}/{p}" for t, p in pipeline.owned),
                     "judging": judging.status() if judging is not None else None,
                     "faults": store.fault_counts(),
+                    "gc": PAUSES.as_dict(),
                 }
             )
 
@@ -126,6 +128,7 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
+    PAUSES.install()
 
 
 def run_worker(settings: Settings) -> None:
