@@ -16,6 +16,7 @@ from typing import Any
 
 from judges.prompt import DEFAULT_MAX_VALUE_CHARS, build_request, request_from_values
 from judges.providers.base import ChatResponse, Provider, ProviderError
+from judges.providers.jsonio import loads
 from judges.rubric import Rubric
 from judges.verdict import Verdict
 from schemas.model import Trace
@@ -47,7 +48,7 @@ def parse_output(text: str, labels: list[str]) -> ParsedOutput:
     if fenced:
         body = fenced.group(1).strip()
     try:
-        doc = json.loads(body)
+        doc = loads(body)  # json.loads, by orjson when that reads the same
     except (json.JSONDecodeError, RecursionError):
         raise InvalidOutput("not JSON") from None
     if not isinstance(doc, dict):

@@ -39,15 +39,19 @@ REJUDGE_COLUMNS = (
 
 ALERT_COLUMNS = ("alert_id", "kind", "judge", "rubric_hash", "state", "message", "details", "created_at")
 
+#: ``json.dumps(o, ensure_ascii=False)`` without building an encoder per call (same text)
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _json_list(items: list[str]) -> str:
+    return _dumps(items) if items else "[]"
+
 
 def result_json(v: Verdict) -> str:
     """What the verdict cache keeps of an ok call."""
     if v.status != "ok":
         return ""
-    return json.dumps(
-        {"label": v.label, "score": v.score, "explanation": v.explanation, "evidence": v.evidence},
-        ensure_ascii=False,
-    )
+    return _dumps({"label": v.label, "score": v.score, "explanation": v.explanation, "evidence": v.evidence})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +97,7 @@ def verdict_row(r: VerdictRecord, trace: Trace, meta: Mapping[str, Any], ctx: Ca
     d = meta.get("decision") or {}
     return (
         v.trace_id, v.judge, v.rubric_hash, v.judge_version, v.status, v.status_reason, v.label, v.score,
-        v.explanation, json.dumps(v.evidence, ensure_ascii=False), r.tier, r.tiers_called,
+        v.explanation, _json_list(v.evidence), r.tier, r.tiers_called,
         1 if len(r.tiers_called) > 1 else 0, r.escalation, v.provider, v.model, v.model_reported or "",
         v.temperature, v.seed, r.input_tokens, r.output_tokens, r.cost_usd, r.latency_s, r.attempts,
         r.input_hash, 1 if r.cache_hit else 0, 1 if r.monitoring_only else 0, 1 if r.quarantined else 0,
