@@ -27,6 +27,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -53,10 +54,17 @@ class SpansRef:
     span_ids: tuple[str, ...] | None = None
 
 
+# The raw fields read from the span's dict in one C call (getattr on a pydantic model, per field,
+# was a third of encode); the same values, in the same key order.
+_raw_values = itemgetter(*_RAW_FIELDS)
+
+
 def _span_raw(span: Span) -> dict[str, Any]:
-    out = {f: getattr(span, f) for f in _RAW_FIELDS}
-    out["status_code"] = span.status_code.value
-    out["events"] = [{"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in span.events]
+    d = span.__dict__
+    out = dict(zip(_RAW_FIELDS, _raw_values(d)))
+    out["status_code"] = d["status_code"]._value_  # what the enum's .value property returns
+    events = d["events"]
+    out["events"] = [{"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in events] if events else []
     return out
 
 
@@ -72,7 +80,12 @@ def _finite(o: Any) -> bool:
         return True
     for v in o:
         t = type(v)
-        if t is not str and t is not int and v is not None and not _finite(v):
+        if t is str or t is int or v is None:
+            continue
+        if t is float:  # checked here rather than by a call: sampling temperatures, scores
+            if v - v != 0.0:
+                return False
+        elif (t is dict or t is list or t is tuple) and v and not _finite(v):  # empty: nothing to check
             return False
     return True
 

@@ -75,13 +75,16 @@ class SemanticMiner:
         return signals
 
     def _mine_one(self, msg: UserMessage) -> list[Signal]:
-        text = msg.text[: self.max_chars].translate(_QUOTES)
-        hits = self._hits.get(text)
+        # Keyed by the head before quote folding: the hits depend only on it, and a hit (the usual
+        # case: history repeats in every later trace of a conversation) then skips the translate,
+        # a dict lookup per character.
+        head = msg.text[: self.max_chars]
+        hits = self._hits.get(head)
         if hits is None:
-            hits = self._find(text)
+            hits = self._find(head.translate(_QUOTES))
             if len(self._hits) >= _HIT_CACHE_SIZE:  # FIFO: a conversation's history repeats in
                 self._hits.pop(next(iter(self._hits)))  # every later trace of that conversation
-            self._hits[text] = hits
+            self._hits[head] = hits
         return [self._signal(type_, msg, start, end, language) for type_, start, end, language in hits]
 
     def _find(self, text: str) -> tuple[tuple[str, int, int, str | None], ...]:
