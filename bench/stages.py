@@ -34,6 +34,7 @@ from stream.assembly import TraceAssembler  # noqa: E402
 from stream.decide import TraceDecider  # noqa: E402
 from stream.policy import load_policy  # noqa: E402
 from stream.rows import span_row, trace_row  # noqa: E402
+from stream.worker import GC_THRESHOLDS  # noqa: E402
 
 STAGES = ("parse", "decode+normalize", "span_row", "assembly.add", "expire", "decide", "trace_row")
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
     gc.freeze()
-    gc.set_threshold(100_000, 50, 1000)  # as the worker runs (stream/worker.py)
+    gc.set_threshold(*GC_THRESHOLDS)  # as the worker runs (stream/worker.py)
     corpus = generate(args.spans, seed=args.seed)
     messages = [value for _, value in corpus.messages]
     rounds = []

@@ -121,13 +121,25 @@ def add_alerts(app: faust.App, engine: AlertEngine, judging: JudgeService) -> No
             await engine.tick()  # never raises
 
 
+#: GC thresholds of the worker: (young collection every 100k net allocations, middle generation
+#: every 2nd young one, old generation as CPython decides). See :func:`tune_gc`.
+GC_THRESHOLDS = (100_000, 2, 1000)
+
+
 def tune_gc() -> None:
     """Open traces keep many long-lived objects; the default GC thresholds rescan them every few
     hundred allocations (measured: ~35 % of worker throughput). Freeze what start-up allocated and
-    collect the young generation less often; reference counting still frees almost everything."""
+    collect the young generation less often; reference counting still frees almost everything.
+
+    The middle generation is collected every 2nd young collection, not every 50th: a collection
+    walks every object of its generation while nothing else runs, and the middle generation holds
+    what survived the young collections since its last one, i.e. the traces that arrived meanwhile
+    (~7.5 tracked objects per span, ~1 µs each). At 50 it walked up to 50 x 100k objects: 9.5 s
+    stalls with 50k traces open (``bench/memory.py``), past the Kafka session timeout. Each object
+    is still walked about twice before it reaches the old generation, so the total is unchanged."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(100_000, 50, 1000)
+    gc.set_threshold(*GC_THRESHOLDS)
     PAUSES.install()
 
 
