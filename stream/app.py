@@ -115,14 +115,16 @@ def create_app(
                 os._exit(EXIT_UNFINISHED_BATCH)
             raise
 
-    async def consume(stream: faust.StreamT, span_name: str, topic: str, repartition: bool) -> None:
+    async def consume(stream: faust.StreamT, span_name: str, topic: str, start: Callable[[list[InMessage]], Any],
+                      finish: Callable[[Any], Any], max_messages: int = settings.batch_max_messages) -> None:  # fmt: skip
+        """Batches of ``stream``: ``start`` each (decode, assemble / launch the judge calls), then
+        ``finish`` it in the background while the next one starts, acking in order (BatchChain)."""
         chain = BatchChain(stream.ack)
         try:
-            async for events in stream.noack_take(settings.batch_max_messages, within=settings.batch_within):
-                with batch_span(span_name, len(events), topic):  # the decode/assemble half of the batch
-                    msgs = [_in_message(e) for e in events]
-                    started = await shielded(pipeline.start_batch(msgs, repartition=repartition))
-                await chain.add(shielded(pipeline.finish_batch(started)), events)
+            async for events in stream.noack_take(max_messages, within=settings.batch_within):
+                with batch_span(span_name, len(events), topic):  # the first half of the batch
+                    started = await shielded(start([_in_message(e) for e in events]))
+                await chain.add(shielded(finish(started)), events)
         finally:  # stopping: ack what finishes in time; the rest is not acked (replayed, idempotently)
             try:
                 await asyncio.wait_for(chain.drain(), settings.shutdown_batch_timeout)
@@ -131,11 +133,13 @@ def create_app(
 
     @app.agent(input_topic, name="ingest", concurrency=1)
     async def ingest(stream: faust.StreamT) -> None:
-        await consume(stream, "tracejudge.ingest_batch", settings.input_topic, repartition=True)
+        await consume(stream, "tracejudge.ingest_batch", settings.input_topic,
+                      lambda msgs: pipeline.start_batch(msgs, repartition=True), pipeline.finish_batch)
 
     @app.agent(repartition_topic, name="assemble", concurrency=1)
     async def assemble(stream: faust.StreamT) -> None:
-        await consume(stream, "tracejudge.assemble_batch", settings.repartition_topic, repartition=False)
+        await consume(stream, "tracejudge.assemble_batch", settings.repartition_topic,
+                      lambda msgs: pipeline.start_batch(msgs, repartition=False), pipeline.finish_batch)
 
     events_topic = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
 
@@ -154,7 +158,7 @@ def create_app(
 
     judging = make_judging(app) if make_judging is not None else None
     if judging is not None:
-        add_judge_agent(app, settings, judging, shielded)
+        add_judge_agent(app, settings, judging, consume)
 
     async def _assigned(sender: Any, assigned: set[FaustTP], **_: Any) -> None:
         await pipeline.on_partitions_assigned({(tp.topic, tp.partition) for tp in assigned})
@@ -194,18 +198,18 @@ def set_fetch_max_wait(app: faust.App, seconds: float) -> None:
     cls._tracejudge_patched = True  # type: ignore[attr-defined]
 
 
-def add_judge_agent(app: faust.App, settings: Settings, judging: JudgeService, shielded: Any) -> None:
+def add_judge_agent(app: faust.App, settings: Settings, judging: JudgeService, consume: Any) -> None:
     """The ``judge`` agent: batches of to_judge messages, verdicts stored before the batch is acked.
     Judge calls are awaited HTTP requests (bounded by ``max_in_flight``): the event loop, and with it
-    the consumer's heartbeats, keeps running however slow a provider is."""
+    the consumer's heartbeats, keeps running however slow a provider is. The next batch's calls go
+    out while a batch's last calls are still running (``start_batch`` / ``finish_batch``)."""
     judge_topic = app.topic(settings.judge_topic, key_type=bytes, value_type=bytes)
     cfg = judging.cfg
 
     @app.agent(judge_topic, name="judge", concurrency=1)
     async def judge(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(cfg.batch_max_messages, within=settings.batch_within):
-            with batch_span("tracejudge.judge_batch", len(batch), settings.judge_topic):
-                await shielded(judging.handle_batch([_in_message(e) for e in batch]))
+        await consume(stream, "tracejudge.judge_batch", settings.judge_topic, judging.start_batch,
+                      judging.finish_batch, cfg.batch_max_messages)
 
     @app.timer(cfg.ledger_flush_s, name="judge_ledger")
     async def flush_ledger() -> None:

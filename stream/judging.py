@@ -1,6 +1,7 @@
 """The judging runtime behind the ``judge`` agent on ``traces.to_judge``.
 
-For each batch of to_judge messages (:meth:`JudgeService.handle_batch`, which never raises):
+For each batch of to_judge messages (:meth:`JudgeService.handle_batch`: ``start_batch`` then
+``finish_batch``):
 
 1. decode each envelope (undecodable → ``traces.to_judge.dlq`` with the reason); an envelope whose
    spans are by reference (too large for a Kafka message, :mod:`stream.judge_envelope`) gets them
@@ -23,25 +24,23 @@ spend; no lock is shared between workers.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from judges.budget import BudgetBook, Level
 from judges.build import MissingKeyProvider, build_judges, build_providers
-from judges.calibration import Agreement, golden_hash, load_golden
 from judges.config import JudgingConfig
-from judges.drift import check_drift
 from judges.flake import FlakeTracker
 from judges.prompt import extract_values, input_hash
 from judges.providers.base import Provider
 from schemas.model import Trace
 from stream import judge_envelope
-from stream.calibrate_cli import acalibrate, latest_calibrations, monitoring_only
+from stream.calibrate_cli import latest_calibrations, monitoring_only
 from stream.dlq import InMessage, OutRecord, dead_letter
+from stream.judge_drift import check_drift
 from stream.judge_rows import CallContext, VerdictRecord, verdict_row
 from stream.judge_runner import JudgeRunner, Outcome
 from stream.judge_sink import JudgeSink
@@ -50,8 +49,22 @@ from stream.retry import retry_forever
 
 log = logging.getLogger(__name__)
 
-#: to_judge messages decoded before their calls are started (see ``JudgeService.handle_batch``)
+#: to_judge messages decoded before their calls are started (see ``JudgeService.start_batch``)
 LAUNCH_CHUNK = 32
+
+
+class StartedBatch(NamedTuple):
+    """A batch whose calls are out: (message, trace, meta, judge, values, input hash) per job, the
+    call tasks, and the batch's write token."""
+
+    todo: list[tuple[Any, ...]]
+    tasks: list[asyncio.Future[Outcome]]
+    tok: str
+
+
+def _cancel(tasks: Iterable[asyncio.Future[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
 
 
 class JudgeService:
@@ -154,6 +167,14 @@ class JudgeService:
 
     # ---- batches ----------------------------------------------------------------------------
     async def handle_batch(self, msgs: Sequence[InMessage]) -> None:
+        await self.finish_batch(await self.start_batch(msgs))
+
+    async def start_batch(self, msgs: Sequence[InMessage]) -> StartedBatch:
+        """Steps 1-4 up to the calls going out; :meth:`finish_batch` awaits them and writes (step 5).
+        The ``judge`` agent starts the next batch while one finishes (:class:`stream.batch_chain.BatchChain`):
+        a message that arrives during a batch's calls no longer waits for them to end. Overlapping
+        batches share ``max_in_flight`` and the budget; a trace in both (a duplicate to_judge
+        message) may be judged twice, its verdict row written twice with the same key."""
         await self.start()
         self.counters["messages"] += len(msgs)
         todo: list[tuple[Any, ...]] = []
@@ -168,11 +189,16 @@ class JudgeService:
                 jobs = [(m, t, meta, r) for m, t, meta in items for r in self.runner.applicable(t, meta)]
                 await self._start_jobs(jobs, "live", todo, tasks)
                 await asyncio.sleep(0)  # let the calls just started go out before the next chunk
-            tok = token("j", (f"{m.topic}/{m.partition}/{m.offset}" for m in msgs))
-            await self._finish_jobs(todo, tasks, tok)
         except BaseException:
-            for task in tasks:
-                task.cancel()
+            _cancel(tasks)
+            raise
+        return StartedBatch(todo, tasks, token("j", (f"{m.topic}/{m.partition}/{m.offset}" for m in msgs)))
+
+    async def finish_batch(self, started: StartedBatch) -> None:
+        try:
+            await self._finish_jobs(started.todo, started.tasks, started.tok)
+        except BaseException:
+            _cancel(started.tasks)
             raise
 
     async def _decode(self, msgs: Sequence[InMessage]) -> list[tuple[InMessage, Trace, dict[str, Any]]]:
@@ -204,8 +230,7 @@ class JudgeService:
             await self._start_jobs(jobs, purpose, todo, tasks)
             return await self._finish_jobs(todo, tasks, tok)
         except BaseException:
-            for task in tasks:
-                task.cancel()
+            _cancel(tasks)
             raise
 
     async def _start_jobs(self, jobs: list[tuple[Any, ...]], purpose: str, todo: list[tuple[Any, ...]],
@@ -300,48 +325,8 @@ class JudgeService:
             await self.check_drift()
 
     async def check_drift(self) -> list[str]:
-        """Re-run each judge's frozen reference set; alert when agreement with the human labels fell
-        more than ``drift.max_drop`` below the baseline (a pinned model that silently changed).
-        Returns the alert messages raised. Calls are on the ledger (purpose ``drift``)."""
-        raised: list[str] = []
-        for name, path in self.cfg.drift.reference_sets.items():
-            tiers = self.runner.judges.get(name)
-            if not tiers:
-                continue
-            rubric = next(iter(tiers.values())).rubric
-            try:
-                cases = load_golden(path)
-            except (OSError, ValueError) as exc:
-                log.error("drift: reference set of %s unusable: %s", name, exc)
-                continue
-            gh = golden_hash(cases)
-            baselines = {t: await self.sink.latest_baseline(name, rubric.rubric_hash, t, gh) for t in tiers}
-            try:
-                results = await acalibrate(self.cfg, name, cases, self.sink.store, providers=self.providers,
-                                           clock=self.clock, kind="drift")  # fmt: skip
-            except Exception as exc:  # noqa: BLE001 - a failed drift run must not stop judging
-                log.error("drift run of %s failed: %s", name, exc)
-                continue
-            alerts = []
-            for r in results:
-                base = baselines.get(r.tier)
-                if base is None:
-                    continue  # this run is the baseline
-                reference = Agreement(n=base["n_scored"], n_scored=base["n_scored"], accuracy=base["accuracy"],
-                                      tpr=None, tnr=None, kappa=base["kappa"], confusion={})  # fmt: skip
-                result = check_drift(reference, r.agreement, self.cfg.drift.max_drop)
-                if result.drifted:
-                    msg = f"judge {name} ({rubric.rubric_hash[:12]}) tier {r.tier} drifted: {result.message}"
-                    log.error("JUDGE DRIFT: %s", msg)
-                    raised.append(msg)
-                    alerts.append((uuid.uuid4().hex, "drift", name, rubric.rubric_hash, "firing", msg,
-                                   json.dumps({"tier": r.tier, "drop": result.drop, "model": r.model}),
-                                   int(self.clock() * 1000)))  # fmt: skip
-            if alerts:
-                tok = f"drift:{uuid.uuid4().hex}"  # once, outside the retried call: a retry must reuse it
-                await self._retry(lambda: self.sink.write_alerts(alerts, tok), "write alerts")
-                self.counters["alerts"] += len(alerts)
-        return raised
+        """Re-run each judge's frozen reference set (:func:`stream.judge_drift.check_drift`)."""
+        return await check_drift(self)
 
     async def drain_backlog(self, limit: int | None = None) -> int:
         """Judge deferred traces of owned partitions whose budget share is back to normal."""

@@ -347,3 +347,24 @@ def test_a_partitions_spend_moves_with_it_to_another_worker(store) -> None:  # n
         on_p0 = sum(c["cost_usd"] for c in ledger(store) if c["kafka_partition"] == 0)
         assert on_p0 <= 0.02 + 1e-12
         assert table_count(store, "verdicts", "status = 'budget_skipped'") > 0
+
+
+def test_the_next_batch_is_judged_while_one_finishes_and_verdicts_wait_for_finish(store) -> None:  # noqa: ANN001
+    async def scenario(svc, server) -> list[int]:  # noqa: ANN001
+        first = await svc.start_batch([message(i, failing=i == 0, user=f"q{i}") for i in range(3)])
+        second = await svc.start_batch([message(i, failing=False, user=f"q{i}") for i in range(3, 5)])
+        for _ in range(500):  # both batches' calls reach the provider before either is finished
+            if len(server.requests) == 5:
+                break
+            await asyncio.sleep(0.01)
+        seen = [len(server.requests), verdict_rows(store)]
+        await svc.finish_batch(first)
+        seen.append(verdict_rows(store))
+        await svc.finish_batch(second)
+        return [*seen, verdict_rows(store)]
+
+    with FakeProviderServer() as server:
+        server.default = honest()
+        svc, _ = service(store, server)
+        assert run(scenario(svc, server)) == [5, 0, 3, 5]
+        assert len(ledger(store)) == 5
