@@ -131,6 +131,35 @@ def estimate(
     console.print(f"naive (unweighted) rate of the labeled sample: {naive:.4f}; labels without a decided trace: {missing}")
 
 
+@app.command()
+def gates(
+    judge: str = typer.Option(..., "--judge", help="precision against this judge's verdicts (newest rubric version)"),
+    rubric_hash: Optional[str] = typer.Option(None, "--rubric-hash", help="a specific judge version"),
+    pass_label: str = typer.Option("pass", "--pass-label", help="the judge's label for a passing trace"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Per-gate precision: of the traces each gate failed that the judge labelled, how many failed."""
+    from stream.estimate_cli import LabelError
+    from stream.gate_precision import gate_precision
+
+    settings = _settings(config)
+    try:
+        version, rows = gate_precision(lambda q: run_sql(settings, q), settings.clickhouse_database, judge,
+                                       rubric_hash, pass_label)  # fmt: skip
+    except (LabelError, ValueError) as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    table = Table(title=f"Gate precision against judge {escape(judge)} version {version[:12]} (95 % CI)")
+    for col in ("gate", "flagged", "judged", "judged failing", "precision", "CI", "judged, only this gate"):
+        table.add_column(col)
+    for g in rows:
+        low, high = g.interval
+        precision = f"{g.precision:.3f}" if g.precision is not None else "-"
+        table.add_row(Text(g.gate), str(g.flagged), str(g.judged), str(g.failing), precision,
+                      f"{low:.3f}-{high:.3f}" if g.judged else "-", str(g.alone))  # fmt: skip
+    console.print(table)
+
+
 def run_sql(settings: Settings, query: str) -> tuple[list[str], list[Any]]:
     from stream.store import ClickHouseStore, StoreLockedError, is_read_only_sql
     from stream.worker import read_worker_file

@@ -45,23 +45,38 @@ _JUDGE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
+def valid_judge(judge: str) -> None:
+    """A judge name safe to put in SQL (it is a config identifier), else LabelError."""
+    if not _JUDGE.match(judge):
+        raise LabelError(f"not a judge name: {judge[:64]!r}")
+
+
+def valid_rubric_hash(rubric_hash: str) -> str:
+    """A rubric hash (64 hex) safe to put in SQL, else LabelError."""
+    if not _HASH.match(rubric_hash):
+        raise LabelError(f"not a rubric hash: {rubric_hash[:80]!r}")
+    return rubric_hash
+
+
+def newest_rubric_hash(query: Query, db: str, judge: str) -> str:
+    """The rubric hash of the judge's most recent verdicts (its version now)."""
+    valid_judge(judge)
+    _, rows = query(
+        f"SELECT rubric_hash FROM {db}.verdicts FINAL WHERE judge = '{judge}' "
+        "GROUP BY rubric_hash ORDER BY max(judged_at) DESC LIMIT 1"
+    )
+    if not rows:
+        raise LabelError(f"no verdicts of judge {judge!r}")
+    return valid_rubric_hash(str(rows[0][0]))
+
+
 def labels_from_verdicts(
     query: Query, db: str, judge: str, rubric_hash: str | None = None, pass_label: str = "pass"
 ) -> tuple[dict[str, bool], str, dict[str, int]]:
     """Labels from the ``verdicts`` table: ok verdicts of one judge version (default: the newest),
     passed = label == ``pass_label``. Returns (labels, rubric hash, verdict counts by status)."""
-    if not _JUDGE.match(judge):
-        raise LabelError(f"not a judge name: {judge[:64]!r}")
-    if rubric_hash is None:
-        _, rows = query(
-            f"SELECT rubric_hash FROM {db}.verdicts FINAL WHERE judge = '{judge}' "
-            "GROUP BY rubric_hash ORDER BY max(judged_at) DESC LIMIT 1"
-        )
-        if not rows:
-            raise LabelError(f"no verdicts of judge {judge!r}")
-        rubric_hash = str(rows[0][0])
-    if not _HASH.match(rubric_hash):
-        raise LabelError(f"not a rubric hash: {rubric_hash[:80]!r}")
+    valid_judge(judge)
+    rubric_hash = valid_rubric_hash(rubric_hash) if rubric_hash is not None else newest_rubric_hash(query, db, judge)
     _, rows = query(
         f"SELECT trace_id, status, label FROM {db}.verdicts FINAL "
         f"WHERE judge = '{judge}' AND rubric_hash = '{rubric_hash}'"

@@ -34,6 +34,11 @@ def test_demo_runs_end_to_end_and_sql_reads_the_result(tmp_path: Path) -> None:
     assert row["n"] == 60
     spans = tracejudge("sql", "--format", "tsv", "SELECT count() FROM tracejudge.spans FINAL", cwd=tmp_path)
     assert int(spans.stdout.split()[-1]) == int(row["spans"]) > 60
+    flagged = tracejudge("sql", "--format", "tsv", "SELECT count() FROM tracejudge.gate_results FINAL WHERE outcome = 'fail'", cwd=tmp_path)
+    gates = tracejudge("gates", "--judge", "task_completion", cwd=tmp_path)
+    assert gates.returncode == 0, gates.stderr
+    assert "Gate precision against judge task_completion" in gates.stdout
+    assert int(flagged.stdout.split()[-1]) > 0 and "judged failing" in gates.stdout
 
 
 def test_sql_goes_through_the_running_worker(deployment: Callable[..., Deployment], tmp_path: Path) -> None:
