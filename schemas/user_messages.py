@@ -115,8 +115,8 @@ def _llm_span_texts(spans: list[Span]) -> Iterator[tuple[Span, list[str]]]:
     comma), and decoding every span's whole history made this quadratic in the conversation."""
     prev: tuple[str, list[str]] | None = None  # (previous raw history without its "]", its user texts)
     for span in spans:
-        raw = _fast_raw(span)
-        if raw is None:
+        raw = _fast_source(span)
+        if type(raw) is not str:
             prev = None
             yield span, _message_texts(span)
             continue
@@ -148,17 +148,18 @@ def _extended(raw: str, prev: tuple[str, list[str]]) -> list[str] | None:
     return None if more is None else texts + more
 
 
-def _fast_raw(span: Span) -> str | None:
-    """The span's ``gen_ai.input.messages`` text when :func:`user_texts_from_json` may read it."""
+def _fast_source(span: Span) -> Any:
+    """The span's ``gen_ai.input.messages`` value when :func:`user_texts_from_json` may read it
+    (the full parser has not run, and the span is not OpenInference's), else None."""
     raw = span.attributes.get("gen_ai.input.messages")
-    if type(raw) is str and span.convention != "openinference" and "_parsed_input" not in span.__dict__:
+    if raw is not None and span.convention != "openinference" and "_parsed_input" not in span.__dict__:
         return raw
     return None
 
 
 def _message_texts(span: Span) -> list[str]:
-    raw = span.attributes.get("gen_ai.input.messages")
-    if raw is not None and span.convention != "openinference" and "_parsed_input" not in span.__dict__:
+    raw = _fast_source(span)
+    if raw is not None:
         texts = user_texts_from_json(raw)
         if texts is not None:
             return [t for t in texts if t.strip()]
