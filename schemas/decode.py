@@ -199,7 +199,9 @@ _RAW_STATIC = (
 _FACTORY_FIELDS = (
     "attributes", "events", "resource_attributes", "truncated_attributes", "usage", "finish_reasons", "exceptions"
 )  # fmt: skip
-_NORMALIZED_PLACEHOLDERS = {
+#: the normalized layer's fields with their defaults, in declaration order: what a span built from
+#: its raw layer holds until normalize_new fills them (also stream.judge_envelope)
+NORMALIZED_PLACEHOLDERS = {
     name: f.default
     for name, f in Span.model_fields.items()
     if f.default_factory is None and name not in _RAW_STATIC
@@ -214,7 +216,7 @@ if (
 def decode_request(req: ExportTraceServiceRequest, limits: Limits = DEFAULT_LIMITS) -> list[Span]:
     spans: list[Span] = []
     conv = _AttrConverter(limits)  # one per request; ``truncated`` is reset per resource and span
-    placeholders = _NORMALIZED_PLACEHOLDERS
+    placeholders = NORMALIZED_PLACEHOLDERS
     for ri, rs in enumerate(req.resource_spans):
         conv.truncated = []
         resource = conv.attrs(rs.resource.attributes)

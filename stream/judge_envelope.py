@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from schemas.decode import NORMALIZED_PLACEHOLDERS
 from schemas.model import CompletionReason, Span, SpanEvent, StatusCode, Trace
 from schemas.normalize import normalize_new, normalize_span
 from stream.rows import from_json, json_default, to_json
@@ -158,12 +159,8 @@ def _parse(value: bytes) -> Any:
 _RAW_KEYS = [*_RAW_FIELDS, "status_code", "events"]
 _EVENT_KEYS = ["name", "time_ns", "attributes"]
 _STATUS = {c.value: c for c in StatusCode}
-_STATIC = [n for n, f in Span.model_fields.items() if f.default_factory is None]
-_PLACEHOLDERS = {n: Span.model_fields[n].default for n in _STATIC[11:]}
-if _STATIC[:11] != [
-    "trace_id", "span_id", "parent_span_id", "name", "otel_kind", "start_ns", "end_ns", "status_code",
-    "status_message", "scope_name", "scope_version",
-] or [n for n, f in Span.model_fields.items() if f.default_factory is not None] != [
+# schemas.decode checks the raw layer's static fields; the dict below also relies on this order
+if [n for n, f in Span.model_fields.items() if f.default_factory is not None] != [
     "attributes", "events", "resource_attributes", "truncated_attributes", "usage", "finish_reasons", "exceptions",
 ]:  # fmt: skip  # a changed Span must not silently decode into a different shape
     raise ImportError("stream.judge_envelope: Span's fields changed; update _span")
@@ -203,7 +200,7 @@ def _span(raw: Any) -> Span:
         "status_message": status_message,
         "scope_name": scope_name,
         "scope_version": scope_version,
-        **_PLACEHOLDERS,  # the normalized layer's defaults, as normalize_new expects
+        **NORMALIZED_PLACEHOLDERS,  # the normalized layer's defaults, as normalize_new expects
         "usage": None,  # usage, finish_reasons, exceptions: set by normalize_new
         "finish_reasons": None,
         "exceptions": None,
