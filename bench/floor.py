@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:  # run as `python bench/floor.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
 from stream.config import Settings  # noqa: E402
+from stream.event_loop import CHOICES, use_event_loop  # noqa: E402
 
 # Columns the floor fills; every other column of `spans` keeps its default.
 FLOOR_COLUMNS = (
@@ -178,13 +179,14 @@ async def run_floor_child(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_floor(
     bootstrap: str, topic: str, partitions: int, n_messages: int, data_dir: Path,
-    insert_spans: int,
+    insert_spans: int, event_loop: str = Settings.model_fields["event_loop"].default,
 ) -> dict[str, Any]:  # fmt: skip
-    """Run the floor in a child process (this module as a script); returns its result dict."""
+    """Run the floor in a child process (this module as a script); returns its result dict.
+    ``event_loop``: the worker's (the floor runs on the same loop as the full path)."""
     cmd = [
         sys.executable, str(Path(__file__).resolve()), "--bootstrap", bootstrap,
         "--topic", topic, "--partitions", str(partitions), "--messages", str(n_messages),
-        "--data-dir", str(data_dir), "--insert-spans", str(insert_spans),
+        "--data-dir", str(data_dir), "--insert-spans", str(insert_spans), "--event-loop", event_loop,
     ]  # fmt: skip
     data_dir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
@@ -207,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--insert-spans", type=int, default=Settings.model_fields["insert_chunk_spans"].default,
                    help="spans per insert (default: the worker's insert_chunk_spans)")
     p.add_argument("--fetch-records", type=int, default=500, help="getmany max_records")
+    p.add_argument("--event-loop", choices=CHOICES, default=Settings.model_fields["event_loop"].default,
+                   help="as the worker's TRACEJUDGE_EVENT_LOOP (default: the worker's default)")
     args = p.parse_args(argv)
+    use_event_loop(args.event_loop)
     print(json.dumps(asyncio.run(run_floor_child(args))))
     return 0
 

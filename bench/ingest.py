@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--worker-env expects KEY=VALUE, got {item!r}")
         worker_env[k if k.startswith("TRACEJUDGE_") else "TRACEJUDGE_" + k.upper()] = v
 
+    # the floor runs on the worker's event loop (WorkerProcess passes os.environ on, then worker_env)
+    event_loop = worker_env.get("TRACEJUDGE_EVENT_LOOP",
+                                os.environ.get("TRACEJUDGE_EVENT_LOOP", Settings.model_fields["event_loop"].default))
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="tracejudge-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -146,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{n_bytes / 1e6:,.1f} MB, {n_bytes / corpus.spans:,.0f} bytes/span, "
           f"{corpus.spans / corpus.traces:.1f} spans/message (generated in {gen_s:.1f}s)")  # fmt: skip
     print(
-        f"worker settings: {' '.join(f'{k}={v}' for k, v in sorted(worker_env.items()))}"
+        f"worker settings: {' '.join(f'{k}={v}' for k, v in sorted(worker_env.items()))}; "
+        f"event loop of floor and worker: {event_loop}"
     )
     print(f"work dir: {work}")
 
@@ -170,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                     corpus.traces,
                     work / f"floor-{i}",
                     args.insert_spans,
+                    event_loop,
                 )
                 floors.append(f)
                 print(f"run {i + 1}/{args.repeat} floor: {_fmt(f['spans_per_s'])} spans/s "
@@ -188,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                           f"traces completed {r['traces_completed']:,}/{corpus.traces:,}; "
                           f"{r['rows_in_table']} rows in table; log: {r['log'].get('warnings_or_errors', 0)} "
                           f"warnings/errors)", flush=True)  # fmt: skip
+                    if r.get("gc"):
+                        print(f"    worker GC pauses (whole process life): {sum(r['gc']['pause_seconds']):.2f} s "
+                              f"over collections {r['gc']['collections']}", flush=True)  # fmt: skip
                 else:
                     print(
                         f"run {i + 1}/{args.repeat} full:  FAILED: {r['error']} "
@@ -233,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                   "bytes_per_span": n_bytes / corpus.spans, "partitions": TOPIC_PARTITIONS,
                   "seed": args.seed, "generate_s": gen_s},
         "worker_env": worker_env,
+        "event_loop": event_loop,
         "floor": {"insert_spans": args.insert_spans, "runs": floors, "median_spans_per_s": med_floor},
         "full": {"runs": fulls, "median_spans_per_s": med_full},
         "ratio": {"median_full_over_median_floor": med_ratio, "per_run": ratios},

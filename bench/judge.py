@@ -199,9 +199,13 @@ def run_kafka(args: argparse.Namespace, base_url: str, work: Path) -> dict[str, 
     log = (work / "worker.log").read_text(errors="replace")
     first = next(s for s in samples if s[2] > 0)
     last = samples[-1]
+    # judge CPU per call in each third of the calls: flat unless a cost grows with what is stored
+    marks = [first] + [next(s for s in samples if s[1] - first[1] >= (last[1] - first[1]) * k / 3) for k in (1, 2)]
+    marks.append(last)
+    thirds = [(b[3] - a[3]) / max(b[1] - a[1], 1) * 1000 for a, b in zip(marks, marks[1:])]
     return {"elapsed_s": last[0] - first[0], "calls": last[1] - first[1], "verdicts": last[2] - first[2],
             "verdicts_total": last[2], "judge_cpu_s": last[3] - first[3], "p50_s": p50, "p99_s": p99,
-            "rebalances": status["counters"]["assignments"] - 1,
+            "rebalances": status["counters"]["assignments"] - 1, "cpu_ms_per_call_thirds": thirds,
             "log_rebalance_lines": [ln[:160] for ln in log.splitlines() if "rebalanc" in ln.lower()],
             "log_errors": sum(" ERROR " in ln or "Traceback" in ln for ln in log.splitlines())}  # fmt: skip
 
@@ -269,6 +273,8 @@ def report(args: argparse.Namespace, r: dict[str, Any], provider_cpu: float) -> 
         print(f"  rebalances after the initial assignment: {r['rebalances']} "
               f"(worker log: {len(r['log_rebalance_lines'])} lines mention a rebalance, {r['log_errors']} errors); "
               f"verdicts stored {r['verdicts_total']}")  # fmt: skip
+        print("  judge CPU per call by third of the calls: "
+              + ", ".join(f"{ms:.2f}" for ms in r["cpu_ms_per_call_thirds"]) + " ms")
         for ln in r["log_rebalance_lines"][:5]:
             print(f"    {ln}")
     else:

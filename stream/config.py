@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="the worker's event loop: uvloop (libuv; less CPU per Kafka batch, HTTP "
+        "call and timer) or the standard library's asyncio"
+    )
     faults_file: Path | None = Field(
         None, description="fault tests only: JSON file that injects ClickHouse faults (stream/faults.py)"
     )

@@ -25,6 +25,7 @@ from stream.dashboard import add_dashboard
 from judges.config import load_judging_config
 from stream.demo.broker import ensure_topics, topic_partitions
 from stream.decide import TraceDecider
+from stream.event_loop import use_event_loop
 from stream.evaluation_events import build_evaluation_emitter
 from stream.gc_pauses import PAUSES
 from stream.events import EventJoiner
@@ -146,10 +147,12 @@ def tune_gc() -> None:
 def run_worker(settings: Settings) -> None:
     """Run until SIGTERM / SIGINT (Faust handles both with a clean shutdown and final commit)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    use_event_loop(settings.event_loop)
     policy = load_policy(settings.policy_file)  # invalid policy: PolicyError before anything starts
     decider = TraceDecider(policy)
     if settings.stall_risk:
         log.warning("%s", settings.stall_risk)
+    log.info("event loop: %s", settings.event_loop)
     log.info("policy version %s: %d gates, %d signal rules", policy.version, len(policy.gates), len(policy.signals))
     store = ClickHouseStore(settings.resolved_clickhouse_dsn, settings.clickhouse_database, settings.faults_file)
     applied = store.migrate()
