@@ -19,6 +19,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from stream.event_loop import EventLoop
+
 ENV_PREFIX = "TRACEJUDGE_"
 
 
@@ -107,7 +109,7 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    event_loop: Literal["uvloop", "asyncio"] = Field(
+    event_loop: EventLoop = Field(
         "uvloop", description="the worker's event loop: uvloop (libuv; less CPU per Kafka batch, HTTP "
         "call and timer) or the standard library's asyncio"
     )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal, get_args
 
-CHOICES = ("uvloop", "asyncio")
+EventLoop = Literal["uvloop", "asyncio"]  # the type of ``Settings.event_loop``
+CHOICES: tuple[str, ...] = get_args(EventLoop)
 
 
 def use_event_loop(name: str) -> None:
