@@ -220,7 +220,7 @@ def decode_request(req: ExportTraceServiceRequest, limits: Limits = DEFAULT_LIMI
     for ri, rs in enumerate(req.resource_spans):
         conv.truncated = []
         resource = conv.attrs(rs.resource.attributes)
-        res_truncated = [f"resource.{k}" for k in conv.truncated]
+        res_truncated = tuple([f"resource.{k}" for k in conv.truncated])
         for si, ss in enumerate(rs.scope_spans):
             scope_name, scope_version = ss.scope.name, ss.scope.version
             for pi, ps in enumerate(ss.spans):
@@ -250,12 +250,12 @@ def decode_request(req: ExportTraceServiceRequest, limits: Limits = DEFAULT_LIMI
                 attributes = conv.attrs(ps.attributes)
                 pe = ps.events
                 events = (
-                    [
+                    tuple([
                         SpanEvent.fast(name=e.name, time_ns=e.time_unix_nano, attributes=conv.attrs(e.attributes))
                         for e in pe
-                    ]
+                    ])
                     if pe
-                    else []
+                    else ()
                 )
                 kind = ps.kind
                 status = ps.status
@@ -276,7 +276,7 @@ def decode_request(req: ExportTraceServiceRequest, limits: Limits = DEFAULT_LIMI
                     "attributes": attributes,
                     "events": events,
                     "resource_attributes": resource,
-                    "truncated_attributes": truncated + res_truncated if res_truncated else truncated,
+                    "truncated_attributes": (*truncated, *res_truncated) if truncated or res_truncated else (),
                     "usage": None,  # usage, finish_reasons, exceptions: set by normalize_new
                     "finish_reasons": None,
                     "exceptions": None,

@@ -168,6 +168,10 @@ _USAGE_FIELDS = tuple(TokenUsage.model_fields)  # input, output, total, cache_re
 
 
 class Span(_Model):
+    # Sequence fields are tuples: most spans have no events, exceptions, truncated keys or finish
+    # reasons, and the empty tuple is one shared object the garbage collector never tracks (a list
+    # per field was 4 of the ~7.5 objects it walked per open span); a tuple of strings is untracked
+    # at the first collection it meets.
     # ---- raw OTLP layer -------------------------------------------------------------------
     trace_id: str  # 32 lowercase hex
     span_id: str  # 16 lowercase hex
@@ -179,11 +183,11 @@ class Span(_Model):
     status_code: StatusCode = StatusCode.UNSET
     status_message: str = ""
     attributes: dict[str, AttrValue] = Field(default_factory=dict)
-    events: list[SpanEvent] = Field(default_factory=list)
+    events: tuple[SpanEvent, ...] = Field(default_factory=tuple)
     resource_attributes: dict[str, AttrValue] = Field(default_factory=dict)
     scope_name: str = ""
     scope_version: str = ""
-    truncated_attributes: list[str] = Field(default_factory=list)  # keys cut to the size limit
+    truncated_attributes: tuple[str, ...] = Field(default_factory=tuple)  # keys cut to the size limit
 
     # ---- normalized GenAI layer ---------------------------------------------------------
     kind: SpanKind = SpanKind.OTHER
@@ -194,7 +198,7 @@ class Span(_Model):
     request_model: str | None = None
     response_model: str | None = None
     usage: TokenUsage = Field(default_factory=TokenUsage)
-    finish_reasons: list[str] = Field(default_factory=list)
+    finish_reasons: tuple[str, ...] = Field(default_factory=tuple)
     tool_name: str | None = None
     tool_call_id: str | None = None
     tool_arguments: str | None = None
@@ -205,7 +209,7 @@ class Span(_Model):
     agent_id: str | None = None
     agent_version: str | None = None
     error_type: str | None = None
-    exceptions: list[ExceptionEvent] = Field(default_factory=list)
+    exceptions: tuple[ExceptionEvent, ...] = Field(default_factory=tuple)
 
     @property
     def duration_ns(self) -> int:

@@ -275,7 +275,7 @@ def _finish_reasons(span: Span, attrs: Attrs) -> None:
         reasons = str_list(attrs.get("llm.finish_reason"))
         if not reasons and span.kind == _LLM:
             reasons = finish_reasons_from_output_value(attrs)
-    span.finish_reasons = reasons
+    span.finish_reasons = tuple(reasons)
 
 
 def _tool(span: Span, attrs: Attrs) -> None:
@@ -332,7 +332,7 @@ def _clean_error_type(value: str | None) -> str | None:
 def _errors(span: Span, attrs: Attrs) -> None:
     events = span.events
     exceptions = (
-        [
+        tuple([
             ExceptionEvent.fast(
                 type=as_str(e.attributes.get("exception.type")),
                 message=as_str(e.attributes.get("exception.message")),
@@ -341,9 +341,9 @@ def _errors(span: Span, attrs: Attrs) -> None:
             )
             for e in events
             if e.name == "exception" and isinstance(e.attributes, dict)
-        ]
+        ])
         if events
-        else []  # most spans have no events: no comprehension call
+        else ()  # most spans have no events: no comprehension call
     )
     v = attrs.get("error.type")
     error_type = (v or None) if type(v) is str else (None if v is None else as_str(v))
@@ -386,7 +386,7 @@ def normalize_new(span: Span) -> Span:
     """:func:`normalize_span` for a span just built from its raw layer (``Span.fast`` or ``wrap``
     with the model's defaults for the normalized fields, no parsed messages): skips resetting them."""
     values = span.__dict__
-    values["finish_reasons"], values["exceptions"] = [], []
+    values["finish_reasons"] = values["exceptions"] = ()
     work = _Work()
     work.__dict__ = values
     attrs = values["attributes"]  # the dict, not span.attributes: pydantic's attribute hook costs

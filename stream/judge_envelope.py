@@ -168,7 +168,9 @@ if [n for n, f in Span.model_fields.items() if f.default_factory is not None] !=
 
 def _span_general(raw: dict[str, Any]) -> Span:
     raw["status_code"] = StatusCode(raw["status_code"])
-    raw["events"] = [SpanEvent.fast(**e) for e in raw["events"]]
+    raw["events"] = tuple([SpanEvent.fast(**e) for e in raw["events"]])
+    if "truncated_attributes" in raw:
+        raw["truncated_attributes"] = tuple(raw["truncated_attributes"])
     return normalize_span(Span.fast(**raw))
 
 
@@ -186,8 +188,8 @@ def _span(raw: Any) -> Span:
     code = _STATUS.get(status) if type(status) is str else None
     if code is None:
         code = StatusCode(status)  # raises as before (or converts as before)
-    if type(events) is not list or events:
-        events = [_event(e) for e in events]
+    events = tuple([_event(e) for e in events]) if type(events) is not list or events else ()
+    truncated_attributes = tuple(truncated_attributes) if truncated_attributes else ()
     span = Span.wrap({
         "trace_id": trace_id,
         "span_id": span_id,

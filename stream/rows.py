@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import functools
+import gc
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from schemas.model import Span, SpanEvent, StatusCode, Trace
@@ -60,6 +62,7 @@ def to_json(o: Any) -> str:
 
 
 _json = to_json
+_is_tracked = gc.is_tracked
 
 
 def from_json(text: str) -> Any:
@@ -76,7 +79,12 @@ def _unbytes(o: Any) -> Any:
     return o
 
 
-def encode_attrs(attrs: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+def encode_attrs(attrs: dict[str, Any]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """(the values as strings, the keys whose value was not a string and is spelled as JSON).
+
+    Both are objects the garbage collector does not walk once a row has met one collection (rows
+    wait in memory while an insert runs): a dict of strings built as one is never tracked, a tuple
+    of strings is untracked at its first collection."""
     # Most values are strings (every value, on most tool and agent spans): copy the dict at C speed,
     # then overwrite only the others (same keys, same order), rather than build it key by key.
     out: dict[str, str] = dict(attrs)
@@ -96,7 +104,11 @@ def encode_attrs(attrs: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
             out[k] = _str_list_json(tuple(v))  # finish reasons, stop sequences: few distinct values
         else:  # lists, dicts, bytes, nan/inf
             out[k] = _json(v)
-    return out, typed
+    if not typed:
+        return out, ()
+    if _is_tracked(out):  # copied from a dict that held a list (finish reasons): rebuild untracked
+        out = dict(zip(out, out.values()))
+    return out, tuple(typed)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -104,7 +116,7 @@ def _str_list_json(values: tuple[str, ...]) -> str:
     return _json(list(values))
 
 
-def decode_attrs(values: dict[str, str], typed: list[str]) -> dict[str, Any]:
+def decode_attrs(values: dict[str, str], typed: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = dict(values)
     for k in typed:
         if k in out:
@@ -154,10 +166,10 @@ def span_row(
         else "[]"
     )
     exceptions = d["exceptions"]
-    if exceptions:
-        exc_types, exc_messages = [e.type or "" for e in exceptions], [e.message or "" for e in exceptions]
+    if exceptions:  # tuples, not lists: see encode_attrs
+        exc_types, exc_messages = tuple([e.type or "" for e in exceptions]), tuple([e.message or "" for e in exceptions])
     else:  # most spans: no list comprehension calls
-        exc_types, exc_messages = [], []
+        exc_types = exc_messages = ()
     start, end = d["start_ns"], d["end_ns"]
     return (
         d["trace_id"], d["span_id"], d["parent_span_id"] or "", d["name"], d["otel_kind"],
@@ -179,17 +191,17 @@ def span_from_row(row: tuple[Any, ...]) -> tuple[Span, int]:
     """Rebuild a span from a :data:`RAW_SPAN_SELECT` row; returns (span, kafka_offset)."""
     (trace_id, span_id, parent, name, otel_kind, start_ns, end_ns, status, status_message, attrs,
      typed, res, res_typed, events_json, scope_name, scope_version, truncated, offset) = row  # fmt: skip
-    events = [
+    events = tuple(
         SpanEvent.fast(name=e["name"], time_ns=e["time_ns"], attributes=_unbytes(e["attributes"]))
         for e in json.loads(events_json or "[]")
-    ]
+    )
     span = Span.fast(
         trace_id=trace_id, span_id=span_id, parent_span_id=parent or None, name=name,
         otel_kind=otel_kind, start_ns=int(start_ns), end_ns=int(end_ns),
         status_code=StatusCode(status), status_message=status_message,
         attributes=decode_attrs(attrs, typed), events=events,
         resource_attributes=decode_attrs(res, res_typed), scope_name=scope_name,
-        scope_version=scope_version, truncated_attributes=list(truncated),
+        scope_version=scope_version, truncated_attributes=tuple(truncated),
     )  # fmt: skip
     return normalize_span(span), int(offset)
 

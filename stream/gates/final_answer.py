@@ -43,7 +43,7 @@ class FinalAnswerGate(BaseGate):
         cut = [r for r in last.finish_reasons if r.lower() in self.truncation]
         if cut:  # normalized at ingest: no message content needed
             return self.failed(f"final answer truncated (finish reason {cut[0]!r})",
-                               [Evidence(last.span_id, None, f"finish_reasons={last.finish_reasons}")])  # fmt: skip
+                               [Evidence(last.span_id, None, f"finish_reasons={list(last.finish_reasons)}")])  # fmt: skip
         if not self.check_empty:
             return self.passed("final answer not truncated")
         outputs = last.output_messages

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 
 import pytest
@@ -161,3 +162,20 @@ def test_decoded_field_dict_matches_span_fast() -> None:
         via_fast = normalize_span(Span.fast(**{k: d[k] for k in raw}, usage=None, finish_reasons=None, exceptions=None))
         assert list(d) == list(via_fast.__dict__)
         assert span.model_dump() == via_fast.model_dump() and repr(span) == repr(via_fast)
+
+
+def test_open_spans_leave_the_garbage_collector_little_to_walk() -> None:
+    """A worker holds every span of its open traces: what a decoded span holds besides its field
+    dict, its attribute dict and its token usage must not stay GC-tracked. Each young collection
+    walks every tracked object (the four sequence fields were four lists per span, most of them
+    empty: the shared empty tuple now, or a tuple of strings untracked at its first collection)."""
+    specs = genai_trace(random.Random(9), 6)
+    specs[1].attrs["gen_ai.response.finish_reasons"] = ["stop"]
+    spans = decode_message(proto(specs))
+    assert spans[1].finish_reasons == ("stop",)
+    gc.collect()
+    for s in spans:
+        held = {"events": s.events, "truncated_attributes": s.truncated_attributes,
+                "exceptions": s.exceptions, "finish_reasons": s.finish_reasons}  # fmt: skip
+        assert [k for k, v in held.items() if gc.is_tracked(v)] == []
+        assert Span.model_validate(s.model_dump()) == s  # validation gives the same tuples

@@ -72,12 +72,12 @@ def test_agent_run_llm_spans(stem: str, convention: str, provider: str, scope: s
     assert (first.usage.input, first.usage.output, first.usage.total) == (82, 17, 99)
     assert (second.usage.input, second.usage.output, second.usage.total) == (118, 14, 132)
 
-    assert first.finish_reasons == [tool_finish]
+    assert first.finish_reasons == (tool_finish,)
     [call] = first.tool_calls
     assert (call.id, call.name, call.arguments) == ("call_w1", "get_weather", '{"city": "Paris"}')
     assert first.output_messages[0].role == "assistant" and first.output_messages[0].content == ""
 
-    assert second.finish_reasons == ["stop"]
+    assert second.finish_reasons == ("stop",)
     assert [(m.role, m.content) for m in second.output_messages] == [("assistant", ANSWER)]
     assistant, tool = second.input_messages[2:]
     assert [c.name for c in assistant.tool_calls] == ["get_weather"]
@@ -121,7 +121,7 @@ def test_traceloop_decorator_spans() -> None:
 
 def test_openai_v2_without_opt_in_has_no_content() -> None:
     llm = by_kind(load("openai_v2_no_optin_agent"), SpanKind.LLM)
-    assert [s.finish_reasons for s in llm] == [["tool_calls"], ["stop"]]
+    assert [s.finish_reasons for s in llm] == [("tool_calls",), ("stop",)]
     assert [s.usage.total for s in llm] == [99, 132]
     assert all(s.convention == "genai" and not s.input_messages and not s.output_messages for s in llm)
 

@@ -167,7 +167,7 @@ def test_current_messages(decoded: bool) -> None:
     assert [(c.id, c.name, c.arguments) for c in assistant.tool_calls] == [("c1", "get_weather", '{"city": "Paris"}')]
     assert (tool.role, tool.tool_call_id, tool.content) == ("tool", "c1", '{"temp": 18}')
     assert roles_contents(s.output_messages) == [("assistant", "18C")]
-    assert s.finish_reasons == ["stop"]
+    assert s.finish_reasons == ("stop",)
     assert s.system_instructions == "Be brief."
 
 
@@ -206,7 +206,7 @@ def test_deprecated_attribute_messages(attrs: dict[str, Any], inputs: list[Any],
     assert roles_contents(s.input_messages) == inputs
     assert roles_contents(s.output_messages) == outputs
     assert [(c.id, c.name, c.arguments) for c in s.tool_calls] == calls
-    assert s.finish_reasons == reasons
+    assert s.finish_reasons == tuple(reasons)
 
 
 def test_traceloop_flattened_tool_message_keeps_call_id() -> None:
@@ -229,7 +229,7 @@ def test_deprecated_message_events() -> None:
     assert [c.name for c in s.input_messages[2].tool_calls] == ["w"]
     assert s.input_messages[3].tool_call_id == "c"
     assert roles_contents(s.output_messages) == [("assistant", "first"), ("assistant", "second")]
-    assert s.finish_reasons == ["stop", "length"]
+    assert s.finish_reasons == ("stop", "length")
     assert s.system_instructions == "sys"
 
 
@@ -256,12 +256,12 @@ def test_openinference_messages() -> None:
     assert roles_contents(s.input_messages) == [("system", "sys"), ("user", "a\nb"), ("tool", "res")]
     assert s.input_messages[2].tool_call_id == "c1"
     assert [(c.id, c.name, c.arguments) for c in s.tool_calls] == [("c2", "f", "{}")]
-    assert s.finish_reasons == ["tool_calls"] and s.system_instructions == "sys"
+    assert s.finish_reasons == ("tool_calls",) and s.system_instructions == "sys"
 
 
 def test_openinference_finish_reason_from_output_value() -> None:
     s = span({"openinference.span.kind": "LLM", "output.value": json.dumps({"choices": [{"finish_reason": "length"}]})})
-    assert s.finish_reasons == ["length"]
+    assert s.finish_reasons == ("length",)
 
 
 FINISH_CASES = [
@@ -274,7 +274,7 @@ FINISH_CASES = [
 
 @pytest.mark.parametrize(("value", "expected"), FINISH_CASES)
 def test_finish_reasons(value: Any, expected: list[str]) -> None:
-    assert span({"gen_ai.response.finish_reasons": value}).finish_reasons == expected
+    assert span({"gen_ai.response.finish_reasons": value}).finish_reasons == tuple(expected)
 
 
 # ---- tools ----------------------------------------------------------------------------------------
@@ -350,7 +350,7 @@ def test_renormalizing_resets_fields() -> None:
     s = span({"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 3, "gen_ai.output.messages": json.dumps(CURRENT_OUTPUT)})
     s.attributes = {}
     normalize_span(s)
-    assert (s.kind, s.usage.input, s.output_messages, s.finish_reasons) == (SpanKind.OTHER, 0, [], [])
+    assert (s.kind, s.usage.input, s.output_messages, s.finish_reasons) == (SpanKind.OTHER, 0, [], ())
 
 
 VALUES = ["", "x", "chat", "execute_tool", 0, 7, -3, 2.5, True, None, [], ["stop", 1, ""], {"a": 1}, b"\xff", " 12 ", '["stop"]']
@@ -379,7 +379,7 @@ def test_inlined_lookups_answer_as_the_helpers_do(key: str) -> None:
                 expected = count if count is not None and count >= 0 else fallback.get("llm.token_count.prompt", 0)
                 assert s.usage.input == expected
             elif key == "gen_ai.response.finish_reasons" and isinstance(value, list):
-                assert s.finish_reasons == str_list(value)
+                assert s.finish_reasons == tuple(str_list(value))
             elif key == "error.type":
                 assert s.error_type == as_str(value)
 

@@ -129,7 +129,7 @@ def test_any_span_shape_decodes_as_the_general_path_does() -> None:
     """Spans as encode writes them take a fast path; reordered keys, extra keys or odd values take
     the general one (``Span.fast``): both give the same span, field order included."""
     trace = build_trace("where is my order?", "It ships tomorrow.", '{"status": "shipped"}', seed=3)
-    trace.spans[0].events = [SpanEvent.fast(name="exception", time_ns=5, attributes={"exception.type": "E"})]
+    trace.spans[0].events = (SpanEvent.fast(name="exception", time_ns=5, attributes={"exception.type": "E"}),)
     normalize_span(trace.spans[0])
     value = encode(trace, META)
     fast, _ = decode(value)
