@@ -171,8 +171,12 @@ def test_trace_over_max_spans_is_stored_whole_and_counted(
     # Memory: past the cap, spans are stored and dropped. The first rounds past the cap still raise
     # the peak (a bigger ingest step, allocator and chDB growth), but over the second half of the
     # rounds the peak must grow by far less than holding those spans would cost (measured per
-    # held span in phase 1): < 25 % of it, plus 20 MB of noise (chDB caches, allocator).
-    assert peaks[-1] - half < 0.25 * if_held + 20, (baseline, peaks)
+    # held span in phase 1): < 25 % of it, plus 20 MB of noise (chDB caches, allocator). Only the
+    # long run has the signal for it: its second half would hold ~220 MB. The short run's is one
+    # round (~30 MB if held), as much as a chDB merge steps the RSS once the table holds ~20k
+    # spans (seen in CI: +34 MB).
+    if size == "long":
+        assert peaks[-1] - half < 0.25 * if_held + 20, (baseline, peaks)
     # completing the trace (decide, judge envelope) handles the held spans only: it costs at most
     # about what holding them did
     assert final - peaks[-1] < (at_cap - baseline) + 20, (baseline, peaks, final)
