@@ -211,6 +211,18 @@ def add_judge_agent(app: faust.App, settings: Settings, judging: JudgeService, c
         await consume(stream, "tracejudge.judge_batch", settings.judge_topic, judging.start_batch,
                       judging.finish_batch, cfg.batch_max_messages)
 
+    # the providers' connection pools are closed once the agents have stopped (mode's ``stop``:
+    # on_stop, children, futures, then on_shutdown): no call still in flight uses them
+    shutdown = app.on_shutdown
+
+    async def on_shutdown() -> None:
+        try:
+            await judging.aclose()
+        finally:
+            await shutdown()
+
+    app.on_shutdown = on_shutdown  # type: ignore[method-assign]
+
     @app.timer(cfg.ledger_flush_s, name="judge_ledger")
     async def flush_ledger() -> None:
         try:

@@ -151,10 +151,7 @@ class Backfill:
         self.rubric = self.first.rubric
 
     async def aclose(self) -> None:
-        for p in self.service.providers.values():
-            close = getattr(p, "aclose", None)
-            if close is not None:
-                await close()
+        await self.service.aclose()
 
     # ---- what is left ---------------------------------------------------------------------------
     def _window(self) -> str:

@@ -146,6 +146,13 @@ class JudgeService:
                    for c in disagreement):  # fmt: skip
                 self.runner.tiers_disagree.add((name, rubric.rubric_hash))
 
+    async def aclose(self) -> None:
+        """Close the providers' connection pools (the worker does it once its agents have stopped)."""
+        for provider in self.providers.values():
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                await close()
+
     async def on_assigned(self, partitions: Iterable[int]) -> None:
         self.counters["assignments"] += 1
         new = set(partitions) - self.owned

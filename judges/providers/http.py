@@ -1,5 +1,6 @@
-"""Shared machinery of the HTTP providers: one pooled ``httpx.AsyncClient``, the retry loop, the
-circuit breaker and the mapping of transport and HTTP failures onto ``AttemptError`` kinds.
+"""Shared machinery of the HTTP providers: one pooled client (:mod:`judges.providers.transport`),
+the retry loop, the circuit breaker and the mapping of transport and HTTP failures onto
+``AttemptError`` kinds.
 
 A concrete provider only says how to build the request (``_request``) and how to read a 2xx body
 (``_parse``)."""
@@ -10,11 +11,11 @@ import asyncio
 import importlib.util
 import json
 import logging
-import ssl
 import sys
 from abc import ABC, abstractmethod
 from typing import Any, Self
 
+import aiohttp
 import httpx
 
 from judges.providers.base import ChatRequest, ChatResponse, ProviderError
@@ -30,10 +31,12 @@ from judges.providers.retry import (
     parse_retry_after,
     run_with_retry,
 )
+from judges.providers.transport import failure_kind, json_post, make_client
 
-# httpcore runs ``import sniffio`` several times per request (``current_async_library``); when sniffio
-# is not installed (it is optional with anyio 4) each of those failed imports searches sys.path
-# again — measured: 8 % of the judge stage's CPU. A None entry makes the same import fail at once.
+# httpcore (httpx's own transport: the alert webhook's client) runs ``import sniffio`` several times
+# per request (``current_async_library``); when sniffio is not installed (it is optional with anyio 4)
+# each of those failed imports searches sys.path again — measured: 8 % of the judge stage's CPU
+# while the providers used that transport. A None entry makes the same import fail at once.
 if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
     sys.modules["sniffio"] = None  # type: ignore[assignment]
 
@@ -58,62 +61,6 @@ class Parsed:
         self.model = model
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
-
-
-#: connections per pooled client (see ``HttpProvider.__init__``)
-POOL_SHARD = 4
-
-
-class _Cookies(httpx.Cookies):
-    """The client's cookie jar; reads a response's cookies only when it sets some. The stdlib jar
-    builds an ``email.message.Message`` of every response's headers to find none (~3 % of a judge
-    call's CPU), and does nothing else then."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        headers = response.headers
-        if "set-cookie" in headers or "set-cookie2" in headers:
-            super().extract_cookies(response)
-
-
-class PooledClient(httpx.AsyncClient):
-    """An ``httpx.AsyncClient`` whose cookie jar is a :class:`_Cookies`."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._jar = _Cookies(kwargs.get("cookies"))  # httpx reads the jar through ``cookies`` only
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return self._jar
-
-    @cookies.setter
-    def cookies(self, cookies: Any) -> None:
-        self._jar = _Cookies(cookies)
-
-
-def make_client(timeout_s: float, max_connections: int = 32, *, headers: dict[str, str] | None = None,
-                verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
-    """A pooled client; connect and pool waits are capped at 10 s."""
-    timeout = httpx.Timeout(connect=min(timeout_s, 10.0), read=timeout_s, write=timeout_s,
-                            pool=min(timeout_s, 10.0))
-    limits = httpx.Limits(max_connections=max_connections,
-                          max_keepalive_connections=max_connections, keepalive_expiry=30.0)
-    return PooledClient(timeout=timeout, limits=limits, follow_redirects=False, headers=headers, verify=verify)
-
-
-def json_post(client: httpx.AsyncClient, url: httpx.URL, body: bytes, timeout: httpx.Timeout) -> httpx.Request:
-    """The request ``client.build_request("POST", url, json=…, timeout=timeout)`` builds for a client
-    without base URL, params or cookies, ``body`` being the JSON it would encode: the same method,
-    URL, headers in the same order, body and extensions, without re-parsing the URL, re-merging the
-    client's headers and re-encoding the body on every call."""
-    headers = httpx.Headers([(b"Host", url.netloc)])
-    headers.update(client.headers)
-    headers["Content-Length"] = str(len(body))
-    headers["Content-Type"] = "application/json"
-    request = httpx.Request("POST", url, headers=headers, stream=httpx.ByteStream(body),
-                            extensions={"timeout": timeout.as_dict()})
-    request.read()
-    return request
 
 
 def require(cond: bool, what: str) -> None:
@@ -143,20 +90,10 @@ class HttpProvider(ABC):
         self._timeout_s = timeout_s
         self._sleep = sleep
         self._clock = clock
-        # httpcore's pool matches queued requests to connections, and checks every idle connection
-        # for expiry (a readability probe of its socket), in O(connections) per request and
-        # O(requests x connections) per event: at 128 in flight on one pool that was most of the
-        # judge stage's CPU. So large pools are split into clients of at most POOL_SHARD
-        # connections, and each request goes to the client with the fewest requests in flight
-        # (which has a free connection whenever fewer than max_connections are in flight).
-        # The shards share one TLS context (each would load the CA bundle: ~30 ms apiece) and carry the
-        # provider's fixed headers, so a request does not pay httpx's per-request header merge.
-        shards = max(1, -(-max_connections // POOL_SHARD))
+        # one pooled client; its fixed headers are the provider's, so a request does not pay httpx's
+        # per-request header merge
         self._headers = self._fixed_headers()
-        tls = httpx.create_ssl_context()
-        self._clients = [make_client(timeout_s, -(-max_connections // shards), headers=self._headers, verify=tls)
-                         for _ in range(shards)]  # fmt: skip
-        self._in_flight = [0] * shards
+        self._client = make_client(timeout_s, max_connections, headers=self._headers)
         self._urls: dict[str, httpx.URL | None] = {}  # see _url
 
     # -- what a concrete provider supplies ------------------------------------------------------
@@ -230,26 +167,19 @@ class HttpProvider(ABC):
         timeout = httpx.Timeout(t, connect=min(t, 10.0))
         try:
             async with asyncio.timeout(remaining_s):
-                load = self._in_flight
-                i = load.index(min(load)) if len(load) > 1 else 0
-                client = self._clients[i]
-                load[i] += 1
-                try:
-                    same = headers is self._headers or headers == self._headers
-                    if same and not client.cookies and (parsed_url := self._url(url)) is not None:
-                        # what the ``post`` below sends, built cheaper
-                        resp = await client.send(json_post(client, parsed_url, dumps_body(body), timeout))
-                    else:
-                        resp = await client.post(url, headers=None if same else headers, json=body,
-                                                 timeout=timeout)
-                finally:
-                    load[i] -= 1
+                client = self._client
+                same = headers is self._headers or headers == self._headers
+                if same and not client.cookies and (parsed_url := self._url(url)) is not None:
+                    # what the ``post`` below sends, built cheaper
+                    resp = await client.send(json_post(client, parsed_url, dumps_body(body), timeout))
+                else:
+                    resp = await client.post(url, headers=None if same else headers, json=body, timeout=timeout)
+        except (httpx.TransportError, aiohttp.ClientError) as err:
+            kind = failure_kind(err)
+            what = f"{type(err).__name__} after {t:.1f}s" if kind == "timeout" else f"{type(err).__name__}: {err}"
+            raise AttemptError(kind, f"{self.name}: {what}") from err
         except TimeoutError as err:
             raise AttemptError("timeout", f"{self.name}: no response within the deadline") from err
-        except httpx.TimeoutException as err:
-            raise AttemptError("timeout", f"{self.name}: {type(err).__name__} after {t:.1f}s") from err
-        except httpx.TransportError as err:
-            raise AttemptError("network", f"{self.name}: {type(err).__name__}: {err}") from err
         try:
             payload: Any = loads(resp.content)  # what resp.json() returns, read by orjson when it can
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -275,8 +205,7 @@ class HttpProvider(ABC):
             return absolute
 
     async def aclose(self) -> None:
-        for client in self._clients:
-            await client.aclose()
+        await self._client.aclose()
 
     async def __aenter__(self) -> Self:
         return self

@@ -12,7 +12,7 @@ import random
 import httpx
 import pytest
 
-from judges.providers.http import json_post, make_client
+from judges.providers.transport import json_post, make_client
 from judges.providers.jsonio import dumps_body, loads
 
 
@@ -141,7 +141,7 @@ def test_provider_sends_what_httpx_json_sends_and_keeps_cookies(protocol: str) -
 
     async def run() -> None:
         provider = build_provider(spec, env={"K": "key"})
-        [client] = provider._clients  # noqa: SLF001 - one pooled client (max_connections=1)
+        client = provider._client  # noqa: SLF001 - its pooled client
         client._transport = httpx.MockTransport(handler)  # noqa: SLF001 - a test double
         url, _headers, body = provider._request(req)  # noqa: SLF001
         expected = client.build_request("POST", url, json=body)  # no cookie yet

@@ -368,3 +368,22 @@ def test_the_next_batch_is_judged_while_one_finishes_and_verdicts_wait_for_finis
         svc, _ = service(store, server)
         assert run(scenario(svc, server)) == [5, 0, 3, 5]
         assert len(ledger(store)) == 5
+
+
+def test_the_app_closes_the_providers_connection_pools_at_shutdown(store) -> None:  # noqa: ANN001
+    """After the agents have stopped (mode's ``on_shutdown``), the judge's providers are closed."""
+    import faust
+
+    from stream.app import add_judge_agent
+    from stream.config import Settings
+
+    with FakeProviderServer() as server:
+        server.default = honest()
+        svc, _ = service(store, server)
+        run(svc.handle_batch([message(1, failing=True)]))
+        clients = [p._client for p in svc.providers.values()]  # noqa: SLF001
+        assert clients and not any(c.is_closed for c in clients)
+        app = faust.App("shutdown-test", broker="kafka://127.0.0.1:1")
+        add_judge_agent(app, Settings(), svc, consume=None)
+        run(app.on_shutdown())
+        assert all(c.is_closed for c in clients)
