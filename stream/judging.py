@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from judges.budget import BudgetBook, Level
+from judges.budget import BudgetBook
 from judges.build import MissingKeyProvider, build_judges, build_providers
 from judges.config import JudgingConfig
 from judges.flake import FlakeTracker
@@ -40,6 +40,7 @@ from schemas.model import Trace
 from stream import judge_envelope
 from stream.calibrate_cli import latest_calibrations, monitoring_only
 from stream.dlq import InMessage, OutRecord, dead_letter
+from stream.judge_backlog import drain_backlog
 from stream.judge_drift import check_drift
 from stream.judge_rows import CallContext, VerdictRecord, verdict_row
 from stream.judge_runner import JudgeRunner, Outcome
@@ -336,45 +337,9 @@ class JudgeService:
         return await check_drift(self)
 
     async def drain_backlog(self, limit: int | None = None) -> int:
-        """Judge deferred traces of owned partitions whose budget share is back to normal."""
-        ready = [p for p in self.owned if all(
-            self.budget.level(p, name) == Level.NORMAL for name in self.runner.judges)]  # fmt: skip
-        if not ready:
-            return 0
-        items = await self._retry(
-            lambda: self.sink.pending_backlog(ready, limit or self.cfg.batch_max_messages), "read backlog")
-        jobs, done, decoded = [], [], []
-        now_ms = int(self.clock() * 1000)
-        for it in items:
-            tiers = self.runner.judges.get(it.judge)
-            rubric = next(iter(tiers.values())).rubric if tiers else None
-            try:
-                trace, meta, ref = judge_envelope.decode_partial(it.envelope)
-            except Exception:  # noqa: BLE001 - it decoded once; never block the backlog on it
-                trace = None
-            if rubric is None or rubric.rubric_hash != it.rubric_hash or trace is None:
-                reason = "judge version no longer configured" if trace is not None else "undecodable"
-                done.append((it.trace_id, it.judge, it.rubric_hash, "done", reason, "", it.partition, now_ms, now_ms))
-                continue
-            decoded.append(((it, rubric), trace, meta, ref))
-        loaded, missing = await self._load_referenced(decoded)
-        for (it, _rubric), reason in missing:
-            done.append((it.trace_id, it.judge, it.rubric_hash, "done", reason, "", it.partition, now_ms, now_ms))
-        for (it, rubric), trace, meta in loaded:
-            msg = InMessage(self.topic, it.partition, -1, trace.trace_id.encode(), it.envelope)
-            jobs.append((msg, trace, meta, rubric))
-        outcomes = await self._judge_jobs(jobs, "backlog", f"backlog:{uuid.uuid4().hex}") if jobs else []
-        judged = 0
-        for (m, _t, _meta, r), o in zip(jobs, outcomes, strict=False):
-            if o.backlog_reason is None:
-                judged += 1
-                done.append((o.record.verdict.trace_id, r.name, r.rubric_hash, "done", "judged", "",
-                             m.partition, now_ms, now_ms))  # fmt: skip
-        if done:
-            tok = f"backlog-done:{uuid.uuid4().hex}"  # once, outside the retried call: a retry must reuse it
-            await self._retry(lambda: self.sink.write_backlog(done, tok), "mark backlog")
-        self.counters["backlog_judged"] += judged
-        return judged
+        """Judge deferred traces of owned partitions whose budget share is back to normal
+        (:func:`stream.judge_backlog.drain_backlog`)."""
+        return await drain_backlog(self, limit)
 
     async def judge_stored(self, items: Sequence[tuple[Trace, Mapping[str, Any], Any]], purpose: str = "backfill") -> list[Outcome]:
         """Judge traces rebuilt from ClickHouse rather than read from Kafka (``stream.backfill``):
@@ -429,6 +394,7 @@ class JudgeService:
 
         return await retry_forever(op, what, sleep=self.sleep, initial=self.retry_initial,
                                    maximum=self.retry_max, on_retry=count)  # fmt: skip
+
 
 def _ctx_of(m: InMessage) -> CallContext:
     return CallContext("live" if m.offset >= 0 else "backlog", m.partition, m.offset)
