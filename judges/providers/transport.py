@@ -2,10 +2,11 @@
 
 The providers speak httpx (requests, responses, timeouts, cookies, proxies from the environment);
 the bytes go over aiohttp's connection pool (``httpx-aiohttp``, by an httpx maintainer; the
-OpenAI SDK offers the same transport). httpcore's pool matches queued requests to connections,
-and probes every idle connection's socket for expiry, in O(connections) per request: at 128 calls
-in flight that was ~40 % of the judge stage's CPU even with the pool split into shards of four
-connections (measured: 182 → 225 calls/s with this transport, ``bench/judge.py --kafka``).
+OpenAI SDK offers the same transport). httpcore's pool matches queued requests to connections, and
+probes every idle connection's socket for expiry, in O(connections) per request: at 128 calls in
+flight httpx's send path was a third of the judge stage's main-thread samples even with the pool
+split into shards of four connections. With this transport, interleaved runs of
+``bench/judge.py --kafka`` went from 205 to 233 calls/s (medians of 3; bench/README.md).
 
 What changes against httpx's own transport, and how it is kept the same:
 
