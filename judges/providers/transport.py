@@ -15,6 +15,9 @@ What changes against httpx's own transport, and how it is kept the same:
 * aiohttp's exceptions come out as httpx's (``map_aiohttp_exceptions``), but that mapping reports a
   refused or reset connection as ``ConnectTimeout``: :func:`failure_kind` classifies by the aiohttp
   exception underneath instead (timeout only for aiohttp's timeouts).
+* Timeouts: httpx's connect, read and pool timeouts become aiohttp's ``sock_connect``,
+  ``sock_read`` and ``connect``; its write timeout has no aiohttp counterpart, and an attempt stays
+  bounded by the call's deadline (``asyncio.timeout`` in ``HttpProvider._send``).
 * HTTP/2 is not offered (aiohttp has none); the providers never asked for it.
 """
 
