@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from judges.config import JudgingConfig
+from judges.pricing import tier_prices
 from judges.providers.base import Provider, ProviderError
 from judges.providers.config import build_provider
 from judges.rubric_judge import RubricJudge
@@ -44,11 +45,14 @@ def build_providers(cfg: JudgingConfig, env: Mapping[str, str] | None = None) ->
 
 
 def build_judges(cfg: JudgingConfig, providers: Mapping[str, Provider]) -> dict[str, dict[str, RubricJudge]]:
+    prices = tier_prices(cfg)
+    for tier, price in prices.items():
+        log.info("judge tier %s: %s", tier, price.describe())
     judges: dict[str, dict[str, RubricJudge]] = {}
     for name, rubric in cfg.rubrics().items():
         judges[name] = {
             tier: RubricJudge(rubric, providers[cfg.tiers[tier].provider], cfg.tiers[tier].model, tier,
-                              max_value_chars=cfg.max_value_chars)  # fmt: skip
+                              max_value_chars=cfg.max_value_chars, price=prices[tier].price)  # fmt: skip
             for tier in cfg.tier_order(rubric)
         }
     return judges

@@ -5,10 +5,10 @@ Example::
 
     providers:
       - {name: openai, type: openai, base_url: https://api.openai.com/v1, api_key_env: OPENAI_API_KEY,
-         price_in_per_1m: 0.15, price_out_per_1m: 0.60, structured_output: true}
-    tiers:
+         structured_output: true}
+    tiers:   # each tier's price: its own price_in_per_1m / price_out_per_1m, else prices_file / stream/prices.yaml
       cheap:  {provider: openai, model: gpt-4o-mini-2024-07-18}
-      strong: {provider: openai, model: gpt-4o-2024-08-06}
+      strong: {provider: openai, model: gpt-4o-2024-08-06, price_in_per_1m: 2.50, price_out_per_1m: 10.00}
     rubrics_dir: rubrics/          # your rubrics (relative to this file); built-ins are always available
     judges: [task_completion, tool_use_correctness]   # which rubrics run (default: every built-in)
     cascade: {escalate_below: 0.75, always_strong_for: {failed_gates: ["tool_*"]}}
@@ -25,7 +25,8 @@ from typing import Any, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from judges.providers.config import ProviderSpec
+from judges.providers.config import ProviderSpec, both_prices_or_neither
+from judges.pricing import tier_prices
 from judges.rubric import AppliesTo, Rubric, builtin_rubrics, load_rubrics
 
 
@@ -40,6 +41,13 @@ class _Strict(BaseModel):
 class TierSpec(_Strict):
     provider: str
     model: str = Field(min_length=1, description="pinned model name, recorded on every verdict")
+    #: USD per 1M tokens of ``model``; omitted: the provider's price, else the price table's (judges/pricing.py)
+    price_in_per_1m: float | None = Field(None, ge=0, allow_inf_nan=False)
+    price_out_per_1m: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _both_prices(self) -> Self:
+        return both_prices_or_neither(self)
 
 
 class CascadeSpec(_Strict):
@@ -130,6 +138,7 @@ class JudgingConfig(_Strict):
     providers: list[ProviderSpec] = Field(min_length=1)
     tiers: dict[str, TierSpec] = Field(min_length=1, description="tier name -> provider + pinned model; order = escalation order")
     rubrics_dir: Path | None = None
+    prices_file: Path | None = Field(None, description="model prices over stream/prices.yaml (judges/pricing.py)")
     judges: list[str] | None = Field(None, description="rubrics to run; None = every built-in and user rubric")
     cascade: CascadeSpec = Field(default_factory=CascadeSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
@@ -194,8 +203,10 @@ def parse_judging_config(data: Any, source: str = "<judging config>", base_dir: 
         raise JudgingConfigError(f"{source}: {problems}") from None
     if base_dir is not None:
         updates: dict[str, Any] = {}
-        if cfg.rubrics_dir is not None and not cfg.rubrics_dir.is_absolute():
-            updates["rubrics_dir"] = base_dir / cfg.rubrics_dir
+        for name in ("rubrics_dir", "prices_file"):
+            path = getattr(cfg, name)
+            if path is not None and not path.is_absolute():
+                updates[name] = base_dir / path
         refs = {k: (v if v.is_absolute() else base_dir / v) for k, v in cfg.drift.reference_sets.items()}
         if refs != cfg.drift.reference_sets:
             updates["drift"] = cfg.drift.model_copy(update={"reference_sets": refs})
@@ -203,6 +214,7 @@ def parse_judging_config(data: Any, source: str = "<judging config>", base_dir: 
             cfg = cfg.model_copy(update=updates)
     try:
         cfg.rubrics()
+        tier_prices(cfg)  # every tier priced, unambiguously
     except (JudgingConfigError, ValueError, OSError) as exc:
         raise JudgingConfigError(f"{source}: {exc}") from None
     return cfg

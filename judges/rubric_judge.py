@@ -20,6 +20,7 @@ from judges.providers.jsonio import loads
 from judges.rubric import Rubric
 from judges.verdict import Verdict
 from schemas.model import Trace
+from stream.prices import ModelPrice
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,9 @@ class RubricJudge:
         *,
         defended: bool = True,
         max_value_chars: int = DEFAULT_MAX_VALUE_CHARS,
+        price: ModelPrice | None = None,
     ) -> None:
+        """``price``: of ``model`` (judges/pricing.py resolves it per tier); None: the provider's own."""
         if tier not in rubric.tiers:
             raise ValueError(f"rubric {rubric.name!r} does not run on tier {tier!r} (tiers: {rubric.tiers})")
         self.rubric = rubric
@@ -96,6 +99,7 @@ class RubricJudge:
         self.tier = tier
         self.defended = defended
         self.max_value_chars = max_value_chars
+        self._cost = price.cost if price is not None else provider.cost_usd
 
     @property
     def name(self) -> str:
@@ -121,7 +125,7 @@ class RubricJudge:
             "model_reported": resp.model,
             "input_tokens": resp.input_tokens,
             "output_tokens": resp.output_tokens,
-            "cost_usd": self.provider.cost_usd(resp.input_tokens, resp.output_tokens),
+            "cost_usd": self._cost(resp.input_tokens, resp.output_tokens),
             "latency_s": resp.latency_s,
             "attempts": resp.attempts,
         }
@@ -130,7 +134,7 @@ class RubricJudge:
         """An upper estimate of one call's cost: prompt ~ chars/3 tokens plus fixed instructions,
         output at the rubric's ``max_tokens`` (what a budget reserves before the call)."""
         chars = len(self.rubric.template) + sum(len(v) for v in values.values())
-        return self.provider.cost_usd(chars // 3 + 600, self.rubric.params.max_tokens)
+        return self._cost(chars // 3 + 600, self.rubric.params.max_tokens)
 
     async def __call__(
         self, trace: Trace, meta: Mapping[str, Any], values: Mapping[str, str] | None = None

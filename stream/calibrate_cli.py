@@ -38,6 +38,7 @@ from rich.text import Text
 
 from judges.calibration import Agreement, GoldenCase, GoldenError, golden_hash, load_golden, run_golden, tier_disagreement
 from judges.config import JudgingConfig, JudgingConfigError, load_judging_config
+from judges.pricing import tier_prices
 from judges.prompt import extract_values, input_hash
 from judges.providers.base import Provider, ProviderError
 from judges.providers.config import build_provider
@@ -171,6 +172,7 @@ async def acalibrate(
     """Run the golden set through each tier, store the calibration and ledger rows, return results.
     ``kind="drift"``: the worker's scheduled re-run of a frozen reference set (same rows, that kind)."""
     rubric, order = plan(cfg, judge_name, cases, tiers)
+    prices = tier_prices(cfg)
     env = os.environ if env is None else env
     owned: dict[str, Any] = {}
     if providers is None:
@@ -190,7 +192,7 @@ async def acalibrate(
     try:
         for tier in order:
             judge = RubricJudge(rubric, providers[cfg.tiers[tier].provider], cfg.tiers[tier].model, tier,
-                                max_value_chars=cfg.max_value_chars)  # fmt: skip
+                                max_value_chars=cfg.max_value_chars, price=prices[tier].price)  # fmt: skip
             tier_calls = _ledgered(judge, tier, cfg, ctx, clock, calls)
             before = len(calls)
             agreement, verdicts = await run_golden(tier_calls, cases, concurrency or cfg.max_in_flight,

@@ -30,10 +30,11 @@ def judging_mode(env: Mapping[str, str] | None = None) -> Mode:
     return "simulated"
 
 
-def _provider(name: str, base_url: str, key_env: str, tier: str, **extra: Any) -> dict[str, Any]:
+def _tier(provider: str, model: str, tier: str, priced: bool) -> dict[str, Any]:
+    """A tier; ``priced``: with the list prices written out (the simulated models are in no price table)."""
     price_in, price_out = PRICES[tier]
-    return {"name": name, "type": "openai", "base_url": base_url, "api_key_env": key_env,
-            "price_in_per_1m": price_in, "price_out_per_1m": price_out, **extra}  # fmt: skip
+    return {"provider": provider, "model": model,
+            **({"price_in_per_1m": price_in, "price_out_per_1m": price_out} if priced else {})}  # fmt: skip
 
 
 def demo_judging_config(path: Path, sim_url: str | None, env: Mapping[str, str] | None = None) -> tuple[Path, Mode]:
@@ -41,13 +42,13 @@ def demo_judging_config(path: Path, sim_url: str | None, env: Mapping[str, str] 
 
     ``openai``: the real API (gpt-4o-mini → gpt-4o, list prices, structured output). ``simulated``:
     :class:`SimulatedProvider` at ``sim_url`` (its root or its ``/v1`` base URL), key variable
-    ``TRACEJUDGE_SIM_API_KEY``, the same prices so costs look realistic. Prices are per provider in
-    the judging config, so each tier has its own provider entry (same endpoint)."""
+    ``TRACEJUDGE_SIM_API_KEY``, the same prices written on its tiers so costs look realistic (the
+    real models' prices come from stream/prices.yaml, see judges/pricing.py)."""
     mode = judging_mode(env)
     path = Path(path)
     if mode == "openai":
         base, key_env = "https://api.openai.com/v1", "OPENAI_API_KEY"
-        models, names = (OPENAI_CHEAP, OPENAI_STRONG), ("openai", "openai-strong")
+        models, name = (OPENAI_CHEAP, OPENAI_STRONG), "openai"
         extra: dict[str, Any] = {"structured_output": True}
         header = "# tracejudge demo: judges on the OpenAI API (OPENAI_API_KEY is set). Real calls, real cost,\n" \
                  f"# capped by the budget below (USD {DEMO_BUDGET_USD:.2f} per day).\n"  # fmt: skip
@@ -56,15 +57,14 @@ def demo_judging_config(path: Path, sim_url: str | None, env: Mapping[str, str] 
             raise ValueError("simulated mode needs the simulated provider's URL")
         base = sim_url.rstrip("/")
         base = base if base.endswith("/v1") else base + "/v1"
-        key_env, models, names = SIM_API_KEY_ENV, (SIM_CHEAP, SIM_STRONG), ("simulated", "simulated-strong")
+        key_env, models, name = SIM_API_KEY_ENV, (SIM_CHEAP, SIM_STRONG), "simulated"
         extra = {"timeout_s": 10.0, "deadline_s": 30.0, "backoff_base_s": 0.2, "backoff_max_s": 2.0}
         header = "# tracejudge demo: SIMULATED judges (stream/demo/sim_provider.py), not a model: a local\n" \
                  "# HTTP server that grades by fixed rules. Costs use OpenAI list prices to look realistic.\n"  # fmt: skip
     doc: dict[str, Any] = {
-        "providers": [_provider(names[0], base, key_env, "cheap", **extra),
-                      _provider(names[1], base, key_env, "strong", **extra)],
-        "tiers": {"cheap": {"provider": names[0], "model": models[0]},
-                  "strong": {"provider": names[1], "model": models[1]}},
+        "providers": [{"name": name, "type": "openai", "base_url": base, "api_key_env": key_env, **extra}],
+        "tiers": {"cheap": _tier(name, models[0], "cheap", priced=mode == "simulated"),
+                  "strong": _tier(name, models[1], "strong", priced=mode == "simulated")},
         "judges": list(DEMO_JUDGES),
         "cascade": {"escalate_below": 0.75},
         "budget": {"period_s": 86400, "global_usd": DEMO_BUDGET_USD},

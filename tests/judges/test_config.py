@@ -11,7 +11,8 @@ from judges.config import JudgingConfigError, load_judging_config, parse_judging
 
 BASE = {
     "providers": [{"name": "p", "type": "openai", "base_url": "http://x/v1", "api_key_env": "K"}],
-    "tiers": {"cheap": {"provider": "p", "model": "m-small"}, "strong": {"provider": "p", "model": "m-large"}},
+    "tiers": {"cheap": {"provider": "p", "model": "m-small", "price_in_per_1m": 0.1, "price_out_per_1m": 0.4},
+              "strong": {"provider": "p", "model": "m-large", "price_in_per_1m": 2.0, "price_out_per_1m": 8.0}},
 }
 
 

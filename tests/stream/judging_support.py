@@ -45,10 +45,11 @@ def config(server: FakeProviderServer, **overrides: Any) -> dict[str, Any]:
         "providers": [{
             "name": "fake", "type": "openai", "base_url": server.url + "/v1", "api_key_env": "FAKE_OPENAI_KEY",
             "timeout_s": 1.0, "max_attempts": 3, "deadline_s": 10.0, "backoff_base_s": 0.05,
-            "backoff_max_s": 0.2, "price_in_per_1m": 1.0, "price_out_per_1m": 10.0, "breaker_failures": 100,
+            "backoff_max_s": 0.2, "breaker_failures": 100,
         }],  # fmt: skip
         # cost of one call: 1000 in * 1/1M + 100 out * 10/1M = $0.002
-        "tiers": {"cheap": {"provider": "fake", "model": CHEAP}, "strong": {"provider": "fake", "model": STRONG}},
+        "tiers": {"cheap": {"provider": "fake", "model": CHEAP, "price_in_per_1m": 1.0, "price_out_per_1m": 10.0},
+                  "strong": {"provider": "fake", "model": STRONG, "price_in_per_1m": 1.0, "price_out_per_1m": 10.0}},
         "judges": ["task_completion"],
         "ledger_flush_s": 0.05,
     }

@@ -87,11 +87,11 @@ class ScriptedJudge:
 
 
 def judging_doc(server: FakeProviderServer, **calibration: Any) -> dict[str, Any]:
-    spec = make_spec(server, "openai", name="fake", timeout_s=5.0, backoff_base_s=0.01, backoff_max_s=0.05,
-                     price_in_per_1m=1.0, price_out_per_1m=10.0)  # fmt: skip
+    spec = make_spec(server, "openai", name="fake", timeout_s=5.0, backoff_base_s=0.01, backoff_max_s=0.05)
+    price = {"price_in_per_1m": 1.0, "price_out_per_1m": 10.0}
     return {
         "providers": [spec.model_dump()],
-        "tiers": {"cheap": {"provider": "fake", "model": CHEAP}, "strong": {"provider": "fake", "model": STRONG}},
+        "tiers": {"cheap": {"provider": "fake", "model": CHEAP, **price}, "strong": {"provider": "fake", "model": STRONG, **price}},
         "judges": ["task_completion"],
         "calibration": {"min_kappa": {"task_completion": 0.75}, **calibration},
     }

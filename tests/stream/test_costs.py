@@ -348,8 +348,8 @@ JUDGING_YAML = """\
 providers:
   - {name: p, type: openai, base_url: http://127.0.0.1:9, api_key_env: NO_SUCH_KEY_NEEDED}
 tiers:
-  cheap: {provider: p, model: judge-mini}
-  strong: {provider: p, model: judge-big}
+  cheap: {provider: p, model: judge-mini, price_in_per_1m: 0.15, price_out_per_1m: 0.60}
+  strong: {provider: p, model: judge-big, price_in_per_1m: 2.50, price_out_per_1m: 10.00}
 judges: [task_completion, tool_use_correctness]
 budget: {period_s: 86400, global_usd: 4, per_judge_usd: {task_completion: 2}}
 """

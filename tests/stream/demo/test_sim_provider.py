@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from judges.config import load_judging_config
+from judges.pricing import tier_prices
 from judges.prompt import build_request
 from judges.providers.base import ChatRequest
 from judges.providers.config import ProviderSpec, build_provider
@@ -300,13 +301,13 @@ def test_demo_config_simulated_is_valid_and_reaches_the_server(tmp_path: Any, mo
     path, mode = demo_judging_config(tmp_path / "judging.yaml", sim.url)
     assert mode == "simulated" and path.read_text().startswith("# tracejudge demo: SIMULATED")
     cfg = load_judging_config(path)
-    assert {p.name for p in cfg.providers} == {"simulated", "simulated-strong"}
+    assert [p.name for p in cfg.providers] == ["simulated"]
     assert all(p.base_url == sim.base_url and p.api_key_env == SIM_API_KEY_ENV for p in cfg.providers)
     assert {t: s.model for t, s in cfg.tiers.items()} == {"cheap": "sim-cheap", "strong": "sim-strong"}
     assert list(cfg.rubrics()) == ["task_completion", "tool_use_correctness"]
     assert cfg.cascade.escalate_below == 0.75 and cfg.budget.global_usd == 0.5
-    prices = {p.name: (p.price_in_per_1m, p.price_out_per_1m) for p in cfg.providers}
-    assert prices == {"simulated": (0.15, 0.60), "simulated-strong": (2.50, 10.00)}
+    prices = {t: (p.price.input_per_1m, p.price.output_per_1m, p.source) for t, p in tier_prices(cfg).items()}
+    assert prices == {"cheap": (0.15, 0.60, "tiers.cheap"), "strong": (2.50, 10.00, "tiers.strong")}
 
     async def run() -> Verdict:
         from stream.judging import build_providers
@@ -314,12 +315,13 @@ def test_demo_config_simulated_is_valid_and_reaches_the_server(tmp_path: Any, mo
         providers = build_providers(cfg, env={SIM_API_KEY_ENV: "simulated"})
         p = providers[cfg.tiers["strong"].provider]
         try:
-            return await RubricJudge(RUBRICS["task_completion"], p, cfg.tiers["strong"].model, "strong")(failing(), META)
+            return await RubricJudge(RUBRICS["task_completion"], p, cfg.tiers["strong"].model, "strong",
+                                     price=tier_prices(cfg)["strong"].price)(failing(), META)  # fmt: skip
         finally:
             await p.aclose()  # type: ignore[attr-defined]
 
     v = asyncio.run(run())
-    assert (v.status, v.label, v.provider) == ("ok", "fail", "simulated-strong")
+    assert (v.status, v.label, v.provider) == ("ok", "fail", "simulated")
     assert v.cost_usd == pytest.approx((v.input_tokens * 2.5 + v.output_tokens * 10.0) / 1e6)
 
 
@@ -333,9 +335,9 @@ def test_demo_config_openai_when_the_key_is_set(tmp_path: Any, monkeypatch: pyte
                and p.structured_output for p in cfg.providers)  # fmt: skip
     assert {t: s.model for t, s in cfg.tiers.items()} == {"cheap": "gpt-4o-mini-2024-07-18",
                                                           "strong": "gpt-4o-2024-08-06"}  # fmt: skip
-    specs = {p.name: p for p in cfg.providers}
-    prices = {s.model: (specs[s.provider].price_in_per_1m, specs[s.provider].price_out_per_1m) for s in cfg.tiers.values()}
+    prices = {p.model: (p.price.input_per_1m, p.price.output_per_1m) for p in tier_prices(cfg).values()}
     assert prices == {"gpt-4o-mini-2024-07-18": (0.15, 0.60), "gpt-4o-2024-08-06": (2.50, 10.00)}
+    assert all(p.source.startswith("stream/prices.yaml") for p in tier_prices(cfg).values())
     assert cfg.budget.global_usd == 0.5 and list(cfg.rubrics()) == ["task_completion", "tool_use_correctness"]
 
 
