@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from stream.judge_rows import VerdictRecord
     from stream.judging import JudgeService
     from stream.pipeline import Pipeline
+    from stream.store import ClickHouseStore
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,12 @@ SPECS: tuple[Spec, ...] = (
     _c("dead_letters", "messages sent to a dead-letter topic", ("topic",), "{message}"),
     _c("dead_letter_reasons", "span messages dead-lettered, by reason", ("topic", "reason"), "{message}"),
     _c("store_write_retries", "ClickHouse operations retried", ("component",), "{retry}"),
+    _c("store_inserts", "ClickHouse inserts that succeeded, by table", ("table",), "{insert}"),
+    _c("store_insert_rows", "rows of the ClickHouse inserts that succeeded, by table", ("table",), "{row}"),
+    _c("store_insert_seconds", "wall time of the ClickHouse inserts that succeeded (serialization, transfer and "
+       "the server's insert), by table", ("table",), "s"),  # fmt: skip
+    _c("store_insert_failures", "ClickHouse insert attempts that failed (and were retried), by table", ("table",),
+       "{insert}"),  # fmt: skip
     _c("kafka_send_retries", "Kafka deliveries retried", unit="{retry}"),
     _g("open_traces", "traces held in memory, waiting to complete", unit="{trace}"),
     _c("gc_collections", "garbage collections of this process, by generation", ("generation",), "{collection}"),
@@ -238,6 +245,7 @@ class MetricSources:
     judging: JudgeService | None = None
     verdicts: VerdictStats | None = None
     offsets: Callable[[], list[PartitionOffsets]] | None = None
+    store: ClickHouseStore | None = None
 
 
 def snapshot(src: MetricSources) -> Snapshot:
@@ -248,6 +256,8 @@ def snapshot(src: MetricSources) -> Snapshot:
         _offsets(src.offsets(), out)
     if src.judging is not None:
         _judging(src.judging, src.verdicts, out)
+    if src.store is not None:
+        _store(src.store, out)
     return out
 
 
@@ -283,6 +293,17 @@ def _pipeline(pipeline: Pipeline, out: Snapshot) -> None:
     _put(out, "owned_partitions", len(pipeline.owned))
     if pipeline.decider is not None:
         _put(out, "policy_info", 1, policy_version=str(pipeline.decider.version))
+
+
+#: InsertStats field -> family
+STORE_INSERT_FIELDS = {"inserts": "store_inserts", "rows": "store_insert_rows", "seconds": "store_insert_seconds",
+                       "failures": "store_insert_failures"}  # fmt: skip
+
+
+def _store(store: ClickHouseStore, out: Snapshot) -> None:
+    for table, stats in store.insert_stats().items():
+        for key, family in STORE_INSERT_FIELDS.items():
+            _put(out, family, stats[key], table=table)
 
 
 def _offsets(parts: Iterable[PartitionOffsets], out: Snapshot) -> None:

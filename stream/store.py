@@ -16,8 +16,10 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any
 from urllib.parse import urlparse
@@ -29,6 +31,16 @@ log = logging.getLogger(__name__)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _COMPRESS_ARG = re.compile(r"(?:^|&)compress(?:ion)?=")
 _READ_ONLY_START = re.compile(r"^\s*(\(\s*)*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.I)
+
+
+@dataclass
+class InsertStats:
+    """Inserts into one table since the process started (the metrics read them at scrape time)."""
+
+    inserts: int = 0  # that succeeded
+    rows: int = 0  # in those
+    seconds: float = 0.0  # their wall time on the client: serialization, transfer, the server's insert
+    failures: int = 0  # attempts that raised (the callers retry them)
 
 
 class StoreLockedError(RuntimeError):
@@ -86,10 +98,15 @@ class ClickHouseStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._client: Any = self._executor.submit(connect, dsn).result()
         self._column_types: dict[tuple[str, tuple[str, ...]], Any] = {}  # (table, columns) -> ClickHouse types
+        self._insert_stats: dict[str, InsertStats] = {}  # written on the ClickHouse thread only
         if faults_file is not None:  # fault tests only: calls obey a control file (stream/faults.py)
             from stream.faults import FaultyClient
 
             self._client = FaultyClient(self._client, faults_file)
+
+    def insert_stats(self) -> dict[str, dict[str, float]]:
+        """Per table: inserts, rows, seconds, failures (a copy; see :class:`InsertStats`)."""
+        return {table: asdict(s) for table, s in sorted(dict(self._insert_stats).items())}
 
     def fault_counts(self) -> dict[str, int] | None:
         """Faults injected so far (``faults_file`` set), else None."""
@@ -118,12 +135,18 @@ class ClickHouseStore:
         if (types := self._column_types.get(key)) is None:  # one DESCRIBE per table, not per insert
             types = self._client.create_insert_context(f"{self.database}.{table}", list(columns)).column_types
             self._column_types[key] = types
+        stats = self._insert_stats.get(table) or self._insert_stats.setdefault(table, InsertStats())
+        began = time.perf_counter()
         try:
             self._client.insert(f"{self.database}.{table}", rows, column_names=list(columns), column_types=types,
                                 settings=settings)  # fmt: skip
         except Exception:
+            stats.failures += 1
             self._column_types.pop(key, None)  # a changed table: look its types up again next time
             raise
+        stats.seconds += time.perf_counter() - began
+        stats.inserts += 1
+        stats.rows += len(rows)
 
     # ---- sync API: blocks the caller; never call from the event loop -----------------------
     def _on_thread(self) -> bool:

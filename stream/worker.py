@@ -83,6 +83,7 @@ def add_web_api(app: faust.App, pipeline: Pipeline, store: ClickHouseStore, judg
                     "owned_partitions": sorted(f"{t}/{p}" for t, p in pipeline.owned),
                     "judging": judging.status() if judging is not None else None,
                     "faults": store.fault_counts(),
+                    "store_inserts": store.insert_stats(),
                     "gc": PAUSES.as_dict(),
                 }
             )
@@ -193,7 +194,7 @@ def run_worker(settings: Settings) -> None:
     add_dashboard(app, store, judging_cfg.budget if judging_cfg is not None else None)
     if judging_cfg is not None:
         add_alerts(app, AlertEngine(store, judging_cfg), holder["judging"])
-    sources = MetricSources(pipeline, holder.get("judging"), verdict_stats, lambda: consumer_offsets(app))
+    sources = MetricSources(pipeline, holder.get("judging"), verdict_stats, lambda: consumer_offsets(app), store)
     add_metrics_page(app, sources)
     telemetry = setup_telemetry(settings)
     telemetry.observe_sources(sources, app)

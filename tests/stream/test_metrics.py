@@ -87,7 +87,7 @@ def test_judging_numbers_in_the_exposition(store: Any) -> None:
             msgs = [message(i, failing=i % 3 == 0) for i in range(5)]
             loop.run_until_complete(svc.handle_batch(msgs))
             pipeline = Pipeline(Settings(), ClickHouseSink(store), ListProducer())
-            registry = build_registry(MetricSources(pipeline, svc, stats), process=False)
+            registry = build_registry(MetricSources(pipeline, svc, stats, store=store), process=False)
             body, content_type = exposition(registry)
             assert content_type.startswith("text/plain; version=")
             samples = parse(body.decode())
@@ -104,6 +104,7 @@ def test_judging_numbers_in_the_exposition(store: Any) -> None:
             assert value(samples, "tracejudge_judge_budget_partitions", level="NORMAL") == 1.0
             assert value(samples, "tracejudge_judge_provider_paused", provider="fake") == 0.0
             assert value(samples, "tracejudge_dead_letters_total", topic="traces.to_judge.dlq") == 0.0
+            assert value(samples, "tracejudge_store_insert_rows_total", table="verdicts") == 5.0
             openmetrics, ct = exposition(registry, "application/openmetrics-text; version=1.0.0")
             assert ct.startswith("application/openmetrics-text") and openmetrics.rstrip().endswith(b"# EOF")
             snap = snapshot(MetricSources(pipeline))
@@ -202,3 +203,13 @@ def test_scrape_of_a_real_worker_equals_api_status(deployment: Callable[..., Dep
     assert value(samples, "tracejudge_judge_budget_period_start_seconds") == j["budget"]["period_start"]
     assert value(samples, "tracejudge_dead_letters_total", topic=d.settings["TRACEJUDGE_JUDGE_DLQ_TOPIC"]) == 0
     assert (value(samples, "tracejudge_process_resident_memory_bytes") or 0) > 0
+    # ClickHouse inserts by table: what was stored, and the same numbers on both pages
+    inserts = status["store_inserts"]
+    assert inserts["spans"]["rows"] == c["spans_stored"] > 0 and inserts["spans"]["seconds"] > 0
+    assert inserts["verdicts"]["rows"] == j["counters"]["verdicts"]
+    assert {"spans", "traces", "verdicts", "judge_calls"} <= set(inserts)
+    for table, s in inserts.items():
+        assert value(samples, "tracejudge_store_inserts_total", table=table) == s["inserts"] >= 1, table
+        assert value(samples, "tracejudge_store_insert_rows_total", table=table) == s["rows"], table
+        assert value(samples, "tracejudge_store_insert_failures_total", table=table) == s["failures"], table
+        assert math.isclose(value(samples, "tracejudge_store_insert_seconds_total", table=table) or 0, s["seconds"])

@@ -64,6 +64,22 @@ def test_insert_looks_up_column_types_once_per_table_and_again_after_a_failure(s
     assert n == [(4,)]
 
 
+def test_insert_stats_count_inserts_rows_time_and_failures_per_table(store: ClickHouseStore) -> None:
+    cols = ["trace_id", "span_id", "start_time", "end_time", "ingested_at"]
+    before = store.insert_stats().get("spans", {"inserts": 0, "rows": 0, "seconds": 0.0, "failures": 0})
+    rows = [[f"{i:032x}", "b" * 16, 1_700_000_000_000_000_000, 1_700_000_000_100_000_000, 1_700_000_000_000]
+            for i in range(7)]  # fmt: skip
+    store.insert("spans", rows[:4], cols)
+    store.insert("spans", rows[4:], cols)
+    store.insert("spans", [], cols)  # nothing to send: not an insert
+    with pytest.raises(Exception):
+        store.insert("spans", [["c" * 32, "d" * 16, "not a time", 0, 0]], cols)
+    after = store.insert_stats()["spans"]
+    assert (after["inserts"] - before["inserts"], after["rows"] - before["rows"]) == (2, 7)
+    assert after["failures"] - before["failures"] == 1
+    assert after["seconds"] > before["seconds"]
+
+
 @pytest.mark.parametrize(
     "sql,ok",
     [
