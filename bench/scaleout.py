@@ -61,6 +61,14 @@ def _progress(statuses: list[dict[str, Any]]) -> int:
     return sum(s["counters"]["spans_stored"] - s["counters"]["replayed_spans"] for s in statuses)
 
 
+def _spans_per_insert(statuses: list[dict[str, Any]]) -> float | None:
+    """Mean rows per ``spans`` insert over the run (all workers): the store's cost per span falls
+    with it (bench/store_cost.py)."""
+    got = [s.get("store_inserts", {}).get("spans") for s in statuses]
+    inserts = sum(g["inserts"] for g in got if g)
+    return sum(g["rows"] for g in got if g) / inserts if inserts else None
+
+
 def _settled(statuses: list[dict[str, Any]], topic: str, partitions: int) -> bool:
     owned = [{p for p in s.get("owned_partitions", []) if p.rsplit("/", 1)[0] == topic} for s in statuses]
     if any(not o for o in owned):
@@ -152,6 +160,7 @@ def run_once(n: int, bootstrap: str, topic: str, partitions: int, spans: int, wo
                 spans_per_cpu_s=(progress - n0) / max(1e-9, sum(v for k, v in cpu.used.items() if k != "bench")),
                 machine_busy_cores=(busy1[0] - busy0[0]) / max(1e-9, busy1[1] - busy0[1]) * (os.cpu_count() or 1),
                 rebalance_replayed=sum(s["counters"]["replayed_spans"] for s in statuses),
+                spans_per_insert=_spans_per_insert(statuses),
             )  # fmt: skip
     finally:
         codes = [w.stop(timeout=60) for w in workers]
@@ -218,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                         others = r["machine_busy_cores"] - sum(r["cpu_cores"].values())
                         print(f"      CPU cores over the window: {r['cpu_line']}; machine busy {r['machine_busy_cores']:.2f}, "
                               f"other processes {max(0.0, others):.2f}{'  (shared machine: not comparable)' if others > 0.3 else ''}; "
-                              f"{r['spans_per_cpu_s']:,.0f} spans per CPU-second of workers + store + broker")
+                              f"{r['spans_per_cpu_s']:,.0f} spans per CPU-second of workers + store + broker; "
+                              f"{r['spans_per_insert'] or 0:,.0f} spans per insert")
                     else:
                         print(f"run {i + 1}/{args.repeat} {n} workers: FAILED: {r.get('error')}", flush=True)
                     for ln in r["log_first"]:
