@@ -82,7 +82,7 @@ class StoreRequest:
     """One HTTP request, decoded: the statement, its data (inserts), parameters and settings."""
 
     sql: str | bytes
-    data: bytes | None = None
+    data: bytes | memoryview | None = None
     params: dict[str, str] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)
     database: str = "default"
@@ -148,7 +148,7 @@ def parse_request(url: str, headers: Any, body: bytes) -> StoreRequest:
         line_end = body.find(b"\n", 0, _MAX_STATEMENT_LINE)
         head = body[: line_end if line_end >= 0 else len(body)].decode("utf-8", "replace")
         if _INSERT_WITH_DATA.match(head) and line_end >= 0:
-            req.sql, req.data = head, body[line_end + 1 :]
+            req.sql, req.data = head, memoryview(body)[line_end + 1 :]  # a view: the data is not copied
     if req.data is None:  # a query or command: ClickHouse runs the URL query followed by the body
         text = query + ("\n" if query and body else "")
         req.sql = _text(text.encode() + body)
@@ -217,14 +217,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            out = bytearray()
+            chunks = []  # joined once at the end: an insert body is tens of MB, often in one chunk
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
                         pass
-                    return bytes(out)
-                out += self.rfile.read(size)
+                    return b"".join(chunks)  # one chunk: that object itself, no copy
+                chunk = self.rfile.read(size)
+                if len(chunk) < size:
+                    raise ValueError(f"chunk of {len(chunk)} bytes, {size} announced")
+                chunks.append(chunk)
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 

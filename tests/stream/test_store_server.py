@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,6 +141,41 @@ def test_inserts_in_every_client_compression(server: StoreServerProcess, store: 
             assert result.result_rows == [((n + 1) * 2000, (n + 1) * 400_000)], compress
         finally:
             client.close()
+
+
+def _post_chunked(dsn: str, chunks: list[bytes], announce_extra: int = 0) -> tuple[int, bytes]:
+    """POST ``chunks`` with chunked transfer encoding on a raw socket; the last one's announced
+    size may exceed what is sent (``announce_extra``), as when a client dies mid-body."""
+    host, port = dsn.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        for i, chunk in enumerate(chunks):
+            extra = announce_extra if i == len(chunks) - 1 else 0
+            sock.sendall(b"%x\r\n" % (len(chunk) + extra) + chunk + (b"" if extra else b"\r\n"))
+        if announce_extra:
+            sock.shutdown(socket.SHUT_WR)
+        else:
+            sock.sendall(b"0\r\n\r\n")
+        reply = b""
+        while data := sock.recv(65536):
+            reply += data
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_a_chunked_insert_body_split_anywhere_is_stored_and_a_truncated_one_is_refused(
+    server: StoreServerProcess, store: ClickHouseStore
+) -> None:
+    # the statement on the body's first line and the data after it, as clickhouse-connect sends
+    # an insert; the chunk boundaries fall inside the statement and inside a row
+    body = f"INSERT INTO {store.database}.action_events (event_id, type) FORMAT TSV\n".encode()
+    body += b"".join(b"e%d\tregenerate\n" % i for i in range(300))
+    status, reply = _post_chunked(server.dsn, [body[:10], body[10:100], body[100:2001], body[2001:]])
+    assert status == 200, reply
+    assert store.query(f"SELECT count(), uniqExact(event_id) FROM {store.database}.action_events")[1] == [(300, 300)]
+    status, reply = _post_chunked(server.dsn, [body[:500]], announce_extra=1000)  # the client went away
+    assert status == 400 and b"Cannot read the request body" in reply, reply
+    assert store.query(f"SELECT count() FROM {store.database}.action_events")[1] == [(300,)]
 
 
 def test_loopback_dsn_inserts_uncompressed_unless_the_dsn_asks(server: StoreServerProcess) -> None:
