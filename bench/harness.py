@@ -110,6 +110,25 @@ def tree_cpu_seconds(pid: int, exclude: frozenset[int] = frozenset()) -> float:
     return total
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of ``pid``'s live threads, summed by thread name (Python threads are all named
+    ``python``; chDB / ClickHouse name theirs: ``ThreadPool`` inserts, ``MergeMutate`` merges)."""
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text(errors="replace")
+        except OSError:  # the thread ended
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _TICK
+    return out
+
+
 @dataclass
 class CpuMeter:
     """CPU seconds per named process between :meth:`start` and :meth:`stop`."""

@@ -8,8 +8,10 @@ store-server`` (one chDB engine, the store of the scale-out benchmark) gets the 
 that many spans through :class:`stream.store.ClickHouseStore` — the worker's own insert, with its
 deduplication token — and the server process's CPU (utime + stime, all threads) is read from
 ``/proc``: while the inserts run, and then until ``system.merges`` has been empty for 2 s (the
-background merges those parts cause). Figures are µs of server CPU per span, medians over
-``--repeat`` rounds (chunk sizes interleaved). The client's own serialization is not in them.
+background merges those parts cause), in total and by server thread name. Figures are µs of
+server CPU per span, medians over ``--repeat`` rounds (chunk sizes interleaved). The client's own
+serialization is not in them. By thread, a thread that ended during the run is missing (``/proc``
+forgets it), so those figures can sum to less than the total.
 A benchmark: it asserts nothing; quote medians (the machine is shared).
 """
 
@@ -29,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.generate import generate  # noqa: E402
-from bench.harness import tree_cpu_seconds  # noqa: E402
+from bench.harness import thread_cpu_seconds, tree_cpu_seconds  # noqa: E402
 from schemas.decode import decode_request, parse_message  # noqa: E402
 from stream.demo.store_server_process import StoreServerProcess  # noqa: E402
 from stream.rows import SPAN_COLUMNS, span_row  # noqa: E402
@@ -51,7 +53,7 @@ def one_run(rows: list[tuple[Any, ...]], chunk: int, work: Path) -> dict[str, fl
     try:
         store.migrate()
         pid = server.proc.pid
-        cpu0, t0 = tree_cpu_seconds(pid), time.monotonic()
+        cpu0, t0, threads0 = tree_cpu_seconds(pid), time.monotonic(), thread_cpu_seconds(pid)
         for k in range(0, len(rows), chunk):
             store.insert("spans", rows[k : k + chunk], SPAN_COLUMNS, f"bench-{k}")
         cpu1, t1 = tree_cpu_seconds(pid), time.monotonic()
@@ -60,13 +62,15 @@ def one_run(rows: list[tuple[Any, ...]], chunk: int, work: Path) -> dict[str, fl
             busy = store.query("SELECT count() FROM system.merges")[1][0][0]
             quiet_since = None if busy else (quiet_since or time.monotonic())
             time.sleep(0.2)
-        cpu2 = tree_cpu_seconds(pid)
+        cpu2, threads2 = tree_cpu_seconds(pid), thread_cpu_seconds(pid)
         parts = store.query(f"SELECT count() FROM system.parts WHERE active AND database = '{store.database}' "
                             "AND table = 'spans'")[1][0][0]  # fmt: skip
         stored = store.query(f"SELECT count() FROM {store.database}.spans FINAL")[1][0][0]
         n = len(rows)
+        by_thread = {name: 1e6 * (sec - threads0.get(name, 0.0)) / n for name, sec in threads2.items()}
         return {"rows_stored": stored, "insert_us": 1e6 * (cpu1 - cpu0) / n, "merge_us": 1e6 * (cpu2 - cpu1) / n,
-                "total_us": 1e6 * (cpu2 - cpu0) / n, "insert_wall_s": t1 - t0, "parts": parts}  # fmt: skip
+                "total_us": 1e6 * (cpu2 - cpu0) / n, "insert_wall_s": t1 - t0, "parts": parts,
+                "by_thread_us": {k: v for k, v in by_thread.items() if v >= 0.05}}  # fmt: skip
     finally:
         store.close()
         server.stop()
@@ -93,6 +97,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         m = {k: statistics.median(run[k] for run in runs[c]) for k in ("insert_us", "merge_us", "total_us", "parts")}
         medians[c] = m
         print(f"  {c:12,d} {m['insert_us']:10.1f} {m['merge_us']:10.1f} {m['total_us']:9.1f} {m['parts']:10.0f}")
+    print("  by server thread, µs per span (inserts + merges; `python` = the HTTP front and the engine calls it makes):")
+    for c in chunks:
+        names = sorted({k for run in runs[c] for k in run["by_thread_us"]})
+        med = {k: statistics.median(run["by_thread_us"].get(k, 0.0) for run in runs[c]) for k in names}
+        medians[c]["by_thread_us"] = med
+        print(f"  {c:12,d} " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(med.items(), key=lambda kv: -kv[1]) if v >= 0.5))
     out = {"spans": len(rows), "repeat": args.repeat, "medians": medians, "runs": runs}
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

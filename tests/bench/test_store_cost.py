@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bench.store_cost import build_rows, one_run
@@ -15,3 +16,7 @@ def test_one_run_stores_all_rows_and_measures_the_server(tmp_path: Path) -> None
     assert out["insert_us"] > 0 and out["merge_us"] >= 0
     assert abs(out["total_us"] - out["insert_us"] - out["merge_us"]) < 1e-6
     assert out["parts"] >= 1
+    threads = out["by_thread_us"]  # the server's threads by name, read from /proc like the total
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK") / len(rows)  # /proc counts whole ticks: one, per span
+    assert threads and all(v > 0 for v in threads.values())
+    assert sum(threads.values()) <= out["total_us"] + (len(threads) + 1) * tick_us
