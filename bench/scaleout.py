@@ -256,13 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     ratio = med[2] / med[1] if med[1] and med[2] else None
     print(f"{'median':16}{med[1] or 0:>18,.0f}{med[2] or 0:>19,.0f}{(f'{ratio:.2f}' if ratio else '-'):>8}"
           f"   (target >= {TARGET})")  # fmt: skip
-    strict = {n: [r["spans_per_s_excl_inflight"] for r in runs if r["workers"] == n and "spans_per_s" in r] for n in (1, 2)}
-    if strict[1] and strict[2]:
-        one, two = statistics.median(strict[1]), statistics.median(strict[2])
-        pairs = ", ".join(f"{b / a:.2f}" for a, b in zip(strict[1], strict[2], strict=False) if a)
+    low = {n: [r["spans_per_s_excl_inflight"] for r in runs if r["workers"] == n and "spans_per_s" in r]
+           for n in (1, 2)}  # fmt: skip
+    ratio_low = statistics.median(low[2]) / statistics.median(low[1]) if low[1] and low[2] else None
+    if ratio_low is not None:
+        pairs = ", ".join(f"{b / a:.2f}" for a, b in zip(low[1], low[2], strict=False) if a)
         print(f"not counting the spans in flight when the window opened (decoded, not yet stored: part of their"
-              f" CPU came before it), median: 1 worker {one:,.0f}, 2 workers {two:,.0f}, ratio {two / one:.2f}"
-              f" (runs {pairs})")  # fmt: skip
+              f" CPU came before it), median: 1 worker {statistics.median(low[1]):,.0f}, 2 workers"
+              f" {statistics.median(low[2]):,.0f}, ratio {ratio_low:.3f} (runs {pairs})")  # fmt: skip
     eff = {n: [r["spans_per_cpu_s"] for r in runs if r["workers"] == n and "spans_per_cpu_s" in r] for n in (1, 2)}
     if eff[1] and eff[2]:
         print(f"spans per CPU-second (workers + store + broker), median: 1 worker {statistics.median(eff[1]):,.0f}, "
@@ -278,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / f"scaleout-{stamp}.json"
     text = json.dumps({"timestamp": stamp, "cpus": os.cpu_count(), "spans": spans, "partitions": args.partitions,
-                       "worker_env": worker_env, "runs": runs, "median": med, "ratio": ratio}, indent=1)  # fmt: skip
+                       "worker_env": worker_env, "runs": runs, "median": med, "ratio": ratio,
+                       "ratio_excl_inflight": ratio_low}, indent=1)  # fmt: skip
     for path in (out, args.json):
         if path is not None:
             path.write_text(text)
