@@ -16,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import Enum
 from operator import attrgetter
-from typing import Any, Self
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from schemas.fast_model import FastModel
 
 AttrValue = Any  # str | bool | int | float | bytes | list[AttrValue] | dict[str, AttrValue]
 
@@ -48,69 +50,7 @@ class CompletionReason(str, Enum):
     SHUTDOWN = "shutdown"  # worker stopped with the trace still open (flush on exit)
 
 
-# _Model.wrap as prebound C calls: object.__new__ (no model defines __new__), BaseModel's slot setters
-# (~1/3 cheaper than object.__setattr__); per-class caches in module dicts (cls.__dict__ costs ~0.3 µs).
-_new_instance = object.__new__
-_set_dict, _set_fields_set, _set_extra, _set_private = (
-    BaseModel.__dict__[n].__set__ for n in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
-)
-_FAST_PLANS: dict[type, tuple[dict[str, Any], list[tuple[str, Any]]]] = {}
-_EVERY_FIELD: dict[type, set[str]] = {}
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_enum_values=False)
-
-    @classmethod
-    def fast(cls, **fields: Any) -> Self:
-        """Build without validation, like ``model_construct`` but without its per-call cost:
-        pydantic 2.14 inspects every ``default_factory``'s signature on every construct, which
-        made decoding ~10x slower. Defaults are resolved once per class; factories still run per
-        instance, so no mutable default is shared. ``model_fields_set`` is every field."""
-        plan = _FAST_PLANS.get(cls)
-        if plan is None:
-            static: dict[str, Any] = {}
-            factories: list[tuple[str, Any]] = []
-            for name, f in cls.model_fields.items():
-                if f.default_factory is None:
-                    static[name] = f.default
-                else:
-                    factory = f.default_factory
-                    if isinstance(factory, type) and issubclass(factory, _Model):
-                        factory = factory.fast
-                    factories.append((name, factory))
-            plan = _FAST_PLANS[cls] = (static, factories)
-        static, factories = plan
-        values = dict(static)
-        for name, factory in factories:
-            if name not in fields:
-                values[name] = factory()
-        values.update(fields)
-        return cls.wrap(values)
-
-    @classmethod
-    def wrap(cls, values: dict[str, Any]) -> Self:
-        """An instance over ``values`` itself (no copy, no validation, no defaults): for hot paths
-        that build the complete field dict (``fast`` with keywords costs ~2 µs more per span).
-        ``values`` must hold every field, in the order ``fast`` gives (fields with a static
-        default first, in declaration order, then those with a factory): ``model_dump`` and
-        ``repr`` follow the dict's order."""
-        m = _new_instance(cls)
-        _set_dict(m, values)
-        # One shared set of every field name per class instead of a set per instance (~430 bytes
-        # each, a quarter of an open trace's memory): "fields set" only matters to
-        # ``exclude_unset``, which the project never uses, and assigning a field adds a name
-        # already in the set, so it is never mutated.
-        every = _EVERY_FIELD.get(cls)
-        if every is None:
-            every = _EVERY_FIELD[cls] = set(cls.model_fields)
-        _set_fields_set(m, every)
-        _set_extra(m, None)
-        _set_private(m, None)
-        return m
-
-
-class ToolCall(_Model):
+class ToolCall(FastModel):
     """A tool call requested by a model (in an output message) or executed (a tool span)."""
 
     id: str | None = None
@@ -118,7 +58,7 @@ class ToolCall(_Model):
     arguments: str | None = None  # JSON text as emitted; not re-serialized
 
 
-class Message(_Model):
+class Message(FastModel):
     role: str
     content: str = ""  # text parts joined with "\n"
     tool_calls: list[ToolCall] = Field(default_factory=list)
@@ -127,20 +67,20 @@ class Message(_Model):
     name: str | None = None
 
 
-class ExceptionEvent(_Model):
+class ExceptionEvent(FastModel):
     type: str | None = None
     message: str | None = None
     stacktrace: str | None = None
     time_ns: int = 0
 
 
-class SpanEvent(_Model):
+class SpanEvent(FastModel):
     name: str
     time_ns: int = 0
     attributes: dict[str, AttrValue] = Field(default_factory=dict)
 
 
-class TokenUsage(_Model):
+class TokenUsage(FastModel):
     model_config = ConfigDict(extra="forbid", frozen=True)  # spans without usage share one instance
 
     input: int = 0
@@ -167,7 +107,7 @@ def _parsers() -> tuple[Callable[[Span], Any], Callable[[Span], Any]]:
 _USAGE_FIELDS = tuple(TokenUsage.model_fields)  # input, output, total, cache_read, ...
 
 
-class Span(_Model):
+class Span(FastModel):
     # Sequence fields are tuples: most spans have no events, exceptions, truncated keys or finish
     # reasons, and the empty tuple is one shared object the garbage collector never tracks (a list
     # per field was 4 of the ~7.5 objects it walked per open span); a tuple of strings is untracked
@@ -274,7 +214,7 @@ class Span(_Model):
         return n + 1 if self.kind == SpanKind.TOOL and self.tool_name else n
 
 
-class Trace(_Model):
+class Trace(FastModel):
     """An assembled trace: every span seen for one trace id, plus how assembly ended."""
 
     trace_id: str
