@@ -19,11 +19,19 @@
    (spans redelivered by the rebalance are not counted twice). The 1-worker run uses the same rule.
    Whatever was consumed before the window (start-up, join, rebalance) is excluded and printed.
    Spans decoded but not yet stored when the window opens are counted in it although part of
-   their CPU came before it; the rate without them (``spans_per_s_excl_inflight``) is printed too.
+   their CPU came before it; the rate without them (``spans_per_s_excl_inflight``) is printed too
+   (a lower bound: their inserts fall in the window). So is the steady-state rate
+   (``spans_per_s_steady``): the least-squares slope of the stored count over time, fitted to the
+   points where it rose between 10 % and 90 % of the window's spans. It leaves out both ends:
+   the batches in flight landing at the start, and the end, where the worker whose partitions
+   ran dry first leaves the other alone. The window lasts ~40 s with 2 workers at 450k spans
+   (the suite's size); at 150k it is ~13 s, ~18 inserts, and one insert more or less moves the
+   rate by 5 %.
 4. CPU: utime + stime of each worker, the store server, the broker and this script over the
    window (``/proc/<pid>/stat``), in cores, next to the machine's total busy cores.
 5. ``--repeat K`` alternates 1 and 2 workers K times; prints per-run and median spans/s and the ratio
-   median(2) / median(1) (target >= 1.6). Results go to ``bench/results/scaleout-<timestamp>.json``.
+   median(2) / median(1) (target >= 1.6), and the same for the two other rates. Results go to
+   ``bench/results/scaleout-<timestamp>.json``.
 
 A benchmark, not a test: nothing is asserted.
 """
@@ -71,6 +79,22 @@ def _spans_per_insert(statuses: list[dict[str, Any]]) -> float | None:
     return sum(g["rows"] for g in got if g) / inserts if inserts else None
 
 
+def steady_rate(steps: list[tuple[float, int]], lo: float = 0.1, hi: float = 0.9) -> float | None:
+    """Spans/s as the least-squares slope of stored spans over time, fitted to the points where the
+    count rose (``steps``: (seconds, spans) since the window opened) between ``lo`` and ``hi`` of
+    the final count. The ends are left out: at the start the batches already in flight land at
+    once, at the end the worker whose partitions ran dry first leaves the other alone."""
+    if not steps:
+        return None
+    total = steps[-1][1]
+    pts = [(t, n) for t, n in steps if lo * total <= n <= hi * total]
+    if len(pts) < 5:
+        return None
+    mt, mn = statistics.fmean(t for t, _ in pts), statistics.fmean(n for _, n in pts)
+    var = sum((t - mt) ** 2 for t, _ in pts)
+    return sum((t - mt) * (n - mn) for t, n in pts) / var if var > 0 else None
+
+
 def _settled(statuses: list[dict[str, Any]], topic: str, partitions: int) -> bool:
     owned = [{p for p in s.get("owned_partitions", []) if p.rsplit("/", 1)[0] == topic} for s in statuses]
     if any(not o for o in owned):
@@ -115,6 +139,7 @@ def run_once(n: int, bootstrap: str, topic: str, partitions: int, spans: int, wo
     n0 = progress = inflight0 = 0
     last_change, last_progress = time.perf_counter(), -1
     per_worker0: list[int] = []
+    steps: list[tuple[float, int]] = []  # (seconds since the window opened, spans since), at each rise
     statuses: list[dict[str, Any]] = []
     try:
         deadline = began + timeout
@@ -144,7 +169,12 @@ def run_once(n: int, bootstrap: str, topic: str, partitions: int, spans: int, wo
                     inflight0 = sum(s["counters"]["spans_in"] - s["counters"]["spans_stored"] for s in statuses)
                     busy0 = system_busy_cores()
                     cpu.start()
-            elif progress >= spans or (now - last_change > 10 and progress >= 0.99 * spans):
+            else:
+                if progress - n0 > (steps[-1][1] if steps else 0):
+                    steps.append((now - t0, progress - n0))
+                if not (progress >= spans or (now - last_change > 10 and progress >= 0.99 * spans)):
+                    time.sleep(POLL)
+                    continue
                 t_end = now
                 cpu.stop()
                 busy1 = system_busy_cores()
@@ -157,6 +187,7 @@ def run_once(n: int, bootstrap: str, topic: str, partitions: int, spans: int, wo
             result.update(
                 spans=progress - n0, seconds=secs, spans_per_s=(progress - n0) / secs,
                 inflight_at_start=inflight0, spans_per_s_excl_inflight=(progress - n0 - inflight0) / secs,
+                spans_per_s_steady=steady_rate(steps), steps=[(round(t, 3), k) for t, k in steps],
                 startup_s=(t_settled or t0) - began, first_batch_after_settle_s=t0 - (t_settled or t0),
                 complete=progress >= spans, progress=progress,
                 per_worker_spans=[_progress([s]) - a for s, a in zip(statuses, per_worker0, strict=False)],
@@ -175,6 +206,17 @@ def run_once(n: int, bootstrap: str, topic: str, partitions: int, spans: int, wo
         if server is not None:
             server.stop()
     return result
+
+
+def _print_ratio(runs: list[dict[str, Any]], key: str, what: str) -> float | None:
+    """Print median(2 workers) / median(1 worker) of the rate ``key`` and the per-pair ratios."""
+    rates = {n: [r[key] for r in runs if r["workers"] == n and r.get(key)] for n in (1, 2)}
+    if not rates[1] or not rates[2]:
+        return None
+    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+    pairs = ", ".join(f"{b / a:.2f}" for a, b in zip(rates[1], rates[2], strict=False))
+    print(f"{what}, median: 1 worker {one:,.0f}, 2 workers {two:,.0f}, ratio {two / one:.3f} (runs {pairs})")
+    return two / one
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"run {i + 1}/{args.repeat} {n} worker{'s' if n > 1 else ' '}: {r['spans_per_s']:>8,.0f} spans/s "
                               f"({r['spans']:,} spans in {r['seconds']:.1f}s; before the window {r['before_window_spans']:,} "
                               f"spans, start-up + join {r['startup_s']:.1f}s; per worker {r['per_worker_spans']}; "
-                              f"partitions {[len(o) for o in r['owned']]}; log warnings {sum(r['log_warnings'].values())})",
+                              f"partitions {[len(o) for o in r['owned']]}; log warnings {sum(r['log_warnings'].values())};"
+                              f" steady state {r['spans_per_s_steady'] or 0:,.0f} spans/s)",
                               flush=True)  # fmt: skip
                         others = r["machine_busy_cores"] - sum(r["cpu_cores"].values())
                         print(f"      CPU cores over the window: {r['cpu_line']}; machine busy {r['machine_busy_cores']:.2f}, "
@@ -256,14 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     ratio = med[2] / med[1] if med[1] and med[2] else None
     print(f"{'median':16}{med[1] or 0:>18,.0f}{med[2] or 0:>19,.0f}{(f'{ratio:.2f}' if ratio else '-'):>8}"
           f"   (target >= {TARGET})")  # fmt: skip
-    low = {n: [r["spans_per_s_excl_inflight"] for r in runs if r["workers"] == n and "spans_per_s" in r]
-           for n in (1, 2)}  # fmt: skip
-    ratio_low = statistics.median(low[2]) / statistics.median(low[1]) if low[1] and low[2] else None
-    if ratio_low is not None:
-        pairs = ", ".join(f"{b / a:.2f}" for a, b in zip(low[1], low[2], strict=False) if a)
-        print(f"not counting the spans in flight when the window opened (decoded, not yet stored: part of their"
-              f" CPU came before it), median: 1 worker {statistics.median(low[1]):,.0f}, 2 workers"
-              f" {statistics.median(low[2]):,.0f}, ratio {ratio_low:.3f} (runs {pairs})")  # fmt: skip
+    ratio_low = _print_ratio(runs, "spans_per_s_excl_inflight", "not counting the spans in flight when the window"
+                             " opened (decoded, not yet stored: part of their CPU came before it)")  # fmt: skip
+    ratio_steady = _print_ratio(runs, "spans_per_s_steady", "steady state (slope of stored spans between 10 % and"
+                                " 90 % of the window's spans)")  # fmt: skip
     eff = {n: [r["spans_per_cpu_s"] for r in runs if r["workers"] == n and "spans_per_cpu_s" in r] for n in (1, 2)}
     if eff[1] and eff[2]:
         print(f"spans per CPU-second (workers + store + broker), median: 1 worker {statistics.median(eff[1]):,.0f}, "
@@ -280,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     out = RESULTS_DIR / f"scaleout-{stamp}.json"
     text = json.dumps({"timestamp": stamp, "cpus": os.cpu_count(), "spans": spans, "partitions": args.partitions,
                        "worker_env": worker_env, "runs": runs, "median": med, "ratio": ratio,
-                       "ratio_excl_inflight": ratio_low}, indent=1)  # fmt: skip
+                       "ratio_excl_inflight": ratio_low, "ratio_steady": ratio_steady}, indent=1)  # fmt: skip
     for path in (out, args.json):
         if path is not None:
             path.write_text(text)
