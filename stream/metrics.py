@@ -1,11 +1,12 @@
-"""Prometheus ``/metrics`` on the worker's web server, read from the live counters at scrape time.
+"""The worker's metrics: every family declared once (:data:`SPECS`) and read from the live counters.
 
 Nothing here counts on its own except :class:`VerdictStats` (verdicts by judge and status, which
 no other counter keeps): a scrape (or an OpenTelemetry collection, :mod:`stream.telemetry`) calls
 :func:`snapshot`, which reads ``Pipeline.counters``, the open traces, ``JudgeService.counters``,
 the runner's stats, the budget book and the Kafka consumer's offsets, so ``/metrics`` always
 equals ``/api/status``. Every family is declared once in :data:`SPECS` (name, type, help, labels,
-unit); both exporters use that table.
+unit); both exporters use that table: Prometheus ``/metrics`` (:mod:`stream.prometheus`) and
+OpenTelemetry (:mod:`stream.telemetry`).
 
 Names carry the ``tracejudge_`` prefix and their unit; counters end in ``_total`` in the
 exposition (the family names in :data:`SPECS` are without the suffix, as prometheus-client wants).
@@ -19,10 +20,6 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
-
-from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
 
 from stream.gc_pauses import PAUSES
 
@@ -354,57 +351,3 @@ def _judging(judging: JudgeService, verdicts: VerdictStats | None, out: Snapshot
     paused = status["paused"]
     for provider in sorted(judging.providers):
         _put(out, "judge_provider_paused", 1 if provider in paused else 0, provider=provider)
-
-
-# ---- Prometheus ----------------------------------------------------------------------------
-class SnapshotCollector:
-    """A prometheus-client collector over :func:`snapshot` (nothing is stored between scrapes)."""
-
-    def __init__(self, sources: MetricSources) -> None:
-        self.sources = sources
-
-    def describe(self) -> Iterable[Metric]:
-        return [self._family(s) for s in SPECS]
-
-    def collect(self) -> Iterable[Metric]:
-        snap = snapshot(self.sources)
-        for spec in SPECS:
-            fam = self._family(spec)
-            for labels, value in snap[spec.name]:
-                named = dict(labels)
-                fam.add_metric([named.get(name, "") for name in spec.labels], value)
-            yield fam
-
-    @staticmethod
-    def _family(spec: Spec) -> CounterMetricFamily | GaugeMetricFamily:
-        cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
-        return cls(spec.name, spec.doc, labels=list(spec.labels))
-
-
-def build_registry(sources: MetricSources, process: bool = True) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(SnapshotCollector(sources))
-    if process:
-        ProcessCollector(namespace="tracejudge", registry=registry)
-    return registry
-
-
-def exposition(registry: CollectorRegistry, accept: str = "") -> tuple[bytes, str]:
-    """The scrape body and its content type (OpenMetrics when the scraper asks for it)."""
-    encoder, content_type = choose_encoder(accept)
-    return encoder(registry), content_type
-
-
-def add_metrics_page(app: faust.App, sources: MetricSources, path: str = "/metrics") -> CollectorRegistry:
-    """Serve ``GET /metrics`` on the worker's web server."""
-    from faust.web import Request, Response, View
-
-    registry = build_registry(sources)
-
-    @app.page(path)
-    class Metrics(View):
-        async def get(self, request: Request) -> Response:
-            body, content_type = exposition(registry, request.headers.get("Accept", ""))
-            return self.bytes(body, headers={"Content-Type": content_type})
-
-    return registry

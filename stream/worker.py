@@ -32,9 +32,10 @@ from stream.events import EventJoiner
 from stream.judge_sink import JudgeSink
 from stream.alerts import AlertEngine
 from stream.judging import JudgeService
-from stream.metrics import MetricSources, VerdictStats, add_metrics_page, chain_listeners, consumer_offsets
+from stream.metrics import MetricSources, VerdictStats, chain_listeners, consumer_offsets
 from stream.pipeline import Pipeline
 from stream.policy import load_policy
+from stream.prometheus import add_metrics_page
 from stream.sink import ClickHouseSink
 from stream.store import ClickHouseStore
 from stream.telemetry import setup_telemetry

@@ -24,12 +24,11 @@ from stream.metrics import (
     SPECS,
     MetricSources,
     VerdictStats,
-    build_registry,
-    exposition,
     chain_listeners,
     snapshot,
 )
 from stream.pipeline import Pipeline
+from stream.prometheus import build_registry, exposition
 from stream.sink import ClickHouseSink
 from tests.factories import genai_trace, proto
 from tests.judges.fake_provider import FakeProviderServer
