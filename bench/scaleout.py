@@ -24,7 +24,7 @@
    (``spans_per_s_steady``): the least-squares slope of the stored count over time, fitted to the
    points where it rose between 10 % and 90 % of the window's spans. It leaves out both ends:
    the batches in flight landing at the start, and the end, where the worker whose partitions
-   ran dry first leaves the other alone. The window lasts ~40 s with 2 workers at 450k spans
+   ran dry first leaves the other alone. The window lasts ~45 s with 2 workers at 450k spans
    (the suite's size); at 150k it is ~13 s, ~18 inserts, and one insert more or less moves the
    rate by 5 %.
 4. CPU: utime + stime of each worker, the store server, the broker and this script over the
