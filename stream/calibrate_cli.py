@@ -375,7 +375,7 @@ def run_cli(settings: Settings, judge: str, golden: Path, judging: Path | None, 
         err.print(f"[red]{escape(str(exc))}[/red]")
         return 2
     try:
-        store = ClickHouseStore(settings.resolved_clickhouse_dsn, settings.clickhouse_database)
+        store = ClickHouseStore.from_settings(settings)
     except StoreLockedError as exc:
         err.print(f"[red]{escape(str(exc))}[/red]\n[red]calibrate writes results: stop the worker holding the "
                   "embedded store (or use a ClickHouse server) and run it again.[/red]")  # fmt: skip

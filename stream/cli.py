@@ -160,6 +160,27 @@ def gates(
     console.print(table)
 
 
+@app.command()
+def migrate(config: Optional[Path] = ConfigOpt) -> None:
+    """Create or update the ClickHouse tables (a worker does it at start; on a cluster without ON CLUSTER
+    DDL, run it against every server)."""
+    from stream.store import ClickHouseStore
+
+    settings = _settings(config)
+    try:
+        store = ClickHouseStore.from_settings(settings)
+        try:
+            done = store.migrate()
+        finally:
+            store.close()
+    except Exception as exc:  # unreachable server, a held embedded store, a refused statement
+        err.print(f"[red]migrate: {escape(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(1) from None
+    where = f"cluster {settings.clickhouse_cluster}" if settings.clickhouse_cluster else "one server"
+    console.print(f"{settings.clickhouse_database} ({where}): "
+                  f"{'applied ' + ', '.join(done) if done else 'up to date'}", soft_wrap=True)  # fmt: skip
+
+
 def run_sql(settings: Settings, query: str) -> tuple[list[str], list[Any]]:
     from stream.store import ClickHouseStore, StoreLockedError, is_read_only_sql
     from stream.worker import read_worker_file
@@ -169,7 +190,7 @@ def run_sql(settings: Settings, query: str) -> tuple[list[str], list[Any]]:
     info = read_worker_file(settings) if settings.embedded else None
     if info is None:
         try:
-            store = ClickHouseStore(settings.resolved_clickhouse_dsn, settings.clickhouse_database)
+            store = ClickHouseStore.from_settings(settings)
         except StoreLockedError:
             raise RuntimeError("the embedded store is held by a process that serves no API (is a worker starting?)") from None
         try:

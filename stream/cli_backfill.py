@@ -52,7 +52,7 @@ def backfill(
     until_ms = parse_time(until, "--until") if until else None
     try:
         cfg = load_judging_config(path)
-        store = ClickHouseStore(settings.resolved_clickhouse_dsn, settings.clickhouse_database)
+        store = ClickHouseStore.from_settings(settings)
     except JudgingConfigError as exc:
         err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None

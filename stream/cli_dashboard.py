@@ -52,7 +52,7 @@ def dashboard(
         console.print(f"{info['url']}/dashboard", markup=False, soft_wrap=True)
         raise typer.Exit(0)
     try:
-        store = ClickHouseStore(settings.resolved_clickhouse_dsn, settings.clickhouse_database)
+        store = ClickHouseStore.from_settings(settings)
     except StoreLockedError as exc:
         err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(1) from None

@@ -25,6 +25,9 @@ def store_server(
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (no authentication: keep it on localhost or a private network)"),
     port: int = typer.Option(8124, "--port", help="port to serve on (0: any free port)"),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG logs every request"),
+    config_file: Path | None = typer.Option(
+        None, "--config-file", help="ClickHouse configuration the engine reads (e.g. remote_servers, macros)"
+    ),
 ) -> None:
     """Serve one embedded ClickHouse store over ClickHouse's HTTP interface, for several workers on one host."""
     from stream.store import StoreLockedError
@@ -32,7 +35,7 @@ def store_server(
 
     _logging(log_level)
     try:
-        server = StoreServer(data_dir, host, port)
+        server = StoreServer(data_dir, host, port, config_file)
     except StoreLockedError:
         err.print(f"[red]cannot start the store server: {escape(str(data_dir))} is held by another process "
                   "(a worker or another store server; one embedded engine per directory)[/red]", soft_wrap=True)  # fmt: skip

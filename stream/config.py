@@ -19,6 +19,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from stream.cluster import DEFAULT_REPLICA_PATH, ClusterSpec
 from stream.event_loop import EventLoop
 
 ENV_PREFIX = "TRACEJUDGE_"
@@ -42,6 +43,12 @@ class Settings(BaseSettings):
         None, description="chdb:///abs/dir (embedded) or http(s)://user:pass@host:8123; default chdb://<data_dir>/clickhouse"
     )
     clickhouse_database: str = "tracejudge"
+    clickhouse_cluster: str = Field(
+        "", description="a cluster of the servers' remote_servers: sharded, replicated tables behind Distributed ones"
+    )
+    clickhouse_replicated: bool = Field(True, description="with clickhouse_cluster: Replicated*MergeTree tables")
+    clickhouse_on_cluster: bool = Field(True, description="with clickhouse_cluster: DDL ON CLUSTER (else per server)")
+    clickhouse_replica_path: str = Field(DEFAULT_REPLICA_PATH, description="with clickhouse_cluster: Keeper path")
     data_dir: Path = Field(Path("tracejudge-data"), description="embedded ClickHouse and worker state")
 
     # --- topics ----------------------------------------------------------------------------
@@ -164,7 +171,15 @@ class Settings(BaseSettings):
     def _check_times(self) -> Settings:
         if self.decision_wait > self.max_trace_age:
             raise ValueError("decision_wait must not exceed max_trace_age")
+        self.cluster_spec  # noqa: B018 - a bad cluster name or replica path fails at start
         return self
+
+    @property
+    def cluster_spec(self) -> ClusterSpec | None:
+        if not self.clickhouse_cluster:
+            return None
+        return ClusterSpec(self.clickhouse_cluster, self.clickhouse_replicated, self.clickhouse_on_cluster,
+                           self.clickhouse_replica_path)  # fmt: skip
 
     @property
     def stall_risk(self) -> str | None:

@@ -22,9 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 import clickhouse_connect
+
+from stream.cluster import INSERT_SETTINGS, QUERY_SETTINGS, ClusterSpec, render
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,9 @@ class StoreLockedError(RuntimeError):
 def connect(dsn: str) -> Any:
     """A clickhouse-connect client for a chdb:// or http(s):// DSN."""
     if dsn.startswith("chdb://"):
+        dsn, options = _chdb_options(dsn)
         try:
-            return clickhouse_connect.get_client(dsn=dsn)
+            return clickhouse_connect.get_client(dsn=dsn, **options)
         except Exception as exc:  # chDB raises a plain RuntimeError/ChdbError for a held data dir
             if "BAD_ARGUMENTS" in str(exc) or "EmbeddedServer" in str(exc):
                 raise StoreLockedError(
@@ -73,6 +76,18 @@ def connect(dsn: str) -> Any:
     )
 
 
+def _chdb_options(dsn: str) -> tuple[str, dict[str, Any]]:
+    """``chdb:///dir?config_file=/abs/engine.xml``: the engine reads that ClickHouse configuration
+    file (e.g. ``remote_servers`` and ``macros``); other DSN arguments pass to the client."""
+    parsed = urlparse(dsn)
+    args = parse_qsl(parsed.query, keep_blank_values=True)
+    config = [v for k, v in args if k == "config_file"]
+    if not config:
+        return dsn, {}
+    rest = urlencode([(k, v) for k, v in args if k != "config_file"])
+    return urlunparse(parsed._replace(query=rest)), {"chdb_options": {"config-file": config[-1]}}
+
+
 def is_loopback(hostname: str) -> bool:
     """``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
     if hostname.lower() == "localhost":
@@ -90,11 +105,20 @@ def is_read_only_sql(sql: str) -> bool:
 class ClickHouseStore:
     """Serialized access to one ClickHouse client; sync methods plus async wrappers."""
 
-    def __init__(self, dsn: str, database: str = "tracejudge", faults_file: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        database: str = "tracejudge",
+        faults_file: str | os.PathLike[str] | None = None,
+        cluster: ClusterSpec | None = None,
+    ) -> None:
         if not _IDENT.match(database):
             raise ValueError(f"invalid database name {database!r}")
         self.dsn = dsn
         self.database = database
+        self.cluster = cluster  # a self-managed cluster: Distributed tables (stream/cluster.py)
+        self._query_settings = dict(QUERY_SETTINGS) if cluster else {}
+        self._insert_settings = {"max_partitions_per_insert_block": 0, **(INSERT_SETTINGS if cluster else {})}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._client: Any = self._executor.submit(connect, dsn).result()
         self._column_types: dict[tuple[str, tuple[str, ...]], Any] = {}  # (table, columns) -> ClickHouse types
@@ -103,6 +127,11 @@ class ClickHouseStore:
             from stream.faults import FaultyClient
 
             self._client = FaultyClient(self._client, faults_file)
+
+    @classmethod
+    def from_settings(cls, settings: Any, faults_file: str | os.PathLike[str] | None = None) -> ClickHouseStore:
+        """The store a ``stream.config.Settings`` names: DSN, database and cluster."""
+        return cls(settings.resolved_clickhouse_dsn, settings.clickhouse_database, faults_file, settings.cluster_spec)
 
     def insert_stats(self) -> dict[str, dict[str, float]]:
         """Per table: inserts, rows, seconds, failures (a copy; see :class:`InsertStats`)."""
@@ -113,13 +142,18 @@ class ClickHouseStore:
         return getattr(self._client, "counts", None)
 
     # ---- client calls: these run on the ClickHouse thread only ------------------------------
+    def _settings(self, settings: dict[str, Any] | None) -> dict[str, Any] | None:
+        if not self._query_settings:
+            return settings
+        return {**self._query_settings, **(settings or {})}
+
     def _command(self, sql: str, parameters: dict[str, Any] | None, settings: dict[str, Any] | None) -> Any:
-        return self._client.command(sql, parameters=parameters, settings=settings)
+        return self._client.command(sql, parameters=parameters, settings=self._settings(settings))
 
     def _query(
         self, sql: str, parameters: dict[str, Any] | None, settings: dict[str, Any] | None
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        result = self._client.query(sql, parameters=parameters, settings=settings)
+        result = self._client.query(sql, parameters=parameters, settings=self._settings(settings))
         return list(result.column_names), list(result.result_rows)
 
     def _insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str | None) -> None:
@@ -128,7 +162,7 @@ class ClickHouseStore:
         # Spans are partitioned by their (client-supplied) start day: one batch may legitimately
         # span many days (replays, backfill, skewed clocks), and ClickHouse's default cap of 100
         # partitions per insert block would fail that insert on every retry (a stalled worker).
-        settings: dict[str, Any] = {"max_partitions_per_insert_block": 0}
+        settings: dict[str, Any] = dict(self._insert_settings)
         if dedup_token:
             settings["insert_deduplication_token"] = dedup_token
         key = (table, tuple(columns))
@@ -180,12 +214,13 @@ class ClickHouseStore:
     def migrate(self) -> list[str]:
         """Apply the numbered ``schemas/sql/NNNN_*.sql`` migrations not yet applied; return their names."""
         db = self.database
-        self.command(f"CREATE DATABASE IF NOT EXISTS {db}")
-        self.command(
+        for statement in render(f"CREATE DATABASE IF NOT EXISTS {db}", self.cluster) + render(
             f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
             "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-            "ENGINE = ReplacingMergeTree ORDER BY version"
-        )
+            "ENGINE = ReplacingMergeTree ORDER BY version",
+            self.cluster,
+        ):
+            self.command(statement)
         _, rows = self.query(f"SELECT version FROM {db}.schema_migrations FINAL")
         applied = {r[0] for r in rows}
         done = []
@@ -193,7 +228,8 @@ class ClickHouseStore:
             if version in applied:
                 continue
             for statement in split_statements(sql.replace("{db}", db)):
-                self.command(statement)
+                for rendered in render(statement, self.cluster):
+                    self.command(rendered)
             self.insert("schema_migrations", [[version, name]], ["version", "name"])
             log.info("applied migration %04d %s", version, name)
             done.append(name)

@@ -45,7 +45,7 @@ from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from clickhouse_connect.driver._backend.models import QueryRuntime
 from clickhouse_connect.driver.exceptions import Error as ClickHouseClientError
@@ -167,8 +167,10 @@ def _text(sql: bytes) -> str | bytes:
 class Engine:
     """The one chDB engine of a data directory, behind one lock."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, config_file: Path | None = None) -> None:
         dsn = f"chdb://{Path(data_dir).resolve()}"
+        if config_file is not None:  # the engine's own ClickHouse configuration (e.g. remote_servers)
+            dsn += "?" + urlencode({"config_file": str(Path(config_file).resolve())})
         Path(data_dir).mkdir(parents=True, exist_ok=True)
         self.lock = threading.Lock()
         self._rw = connect(dsn)  # StoreLockedError if another process holds the directory
@@ -288,8 +290,8 @@ class StoreServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = 8124) -> None:
-        self.engine = Engine(data_dir)
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = 8124, config_file: Path | None = None) -> None:
+        self.engine = Engine(data_dir, config_file)
         try:
             super().__init__((host, port), _Handler)
         except OSError:

@@ -156,7 +156,7 @@ def run_worker(settings: Settings) -> None:
         log.warning("%s", settings.stall_risk)
     log.info("event loop: %s", settings.event_loop)
     log.info("policy version %s: %d gates, %d signal rules", policy.version, len(policy.gates), len(policy.signals))
-    store = ClickHouseStore(settings.resolved_clickhouse_dsn, settings.clickhouse_database, settings.faults_file)
+    store = ClickHouseStore.from_settings(settings, settings.faults_file)
     applied = store.migrate()
     if applied:
         log.info("ClickHouse migrations applied: %s", ", ".join(applied))

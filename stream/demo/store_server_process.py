@@ -13,12 +13,14 @@ class StoreServerProcess:
     """``tracejudge store-server --data-dir D --port 0``; :attr:`dsn` is the address it printed
     once its port was bound."""
 
-    def __init__(self, data_dir: Path, log_level: str | None = None) -> None:
+    def __init__(self, data_dir: Path, log_level: str | None = None, config_file: Path | None = None) -> None:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         cmd = [sys.executable, "-m", "stream", "store-server", "--data-dir", str(data_dir), "--port", "0"]
         if log_level is not None:
             cmd += ["--log-level", log_level]
+        if config_file is not None:
+            cmd += ["--config-file", str(config_file)]
         with open(self.log_path, "ab") as log:  # a file, not a pipe nobody reads: it cannot fill up
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
         assert self.proc.stdout is not None

@@ -10,6 +10,7 @@ from typing import Any
 
 from judges.config import parse_judging_config
 from stream import judge_envelope
+from stream.cluster import LOCAL_SUFFIX
 from stream.dlq import InMessage, OutRecord
 from stream.judge_sink import JudgeSink
 from stream.judging import JudgeService, build_providers
@@ -103,9 +104,11 @@ def verdicts(store: ClickHouseStore) -> dict[str, dict[str, Any]]:
 
 
 def verdict_rows(store: ClickHouseStore) -> int:
-    """Visible rows without FINAL collapsing, after merges are forced: duplicates would show here."""
-    store.command(f"OPTIMIZE TABLE {store.database}.verdicts FINAL")
-    return int(store.query(f"SELECT count() FROM {store.database}.verdicts")[1][0][0])
+    """Visible rows without FINAL collapsing, after merges are forced: duplicates would show here.
+    (On a cluster the data, and OPTIMIZE, are the shard's local table's.)"""
+    table = f"{store.database}.verdicts{LOCAL_SUFFIX if store.cluster else ''}"
+    store.command(f"OPTIMIZE TABLE {table} FINAL")
+    return int(store.query(f"SELECT count() FROM {table}")[1][0][0])
 
 
 def ledger(store: ClickHouseStore) -> list[dict[str, Any]]:

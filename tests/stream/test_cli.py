@@ -79,3 +79,15 @@ def test_invalid_policy_stops_the_worker_naming_the_entry(tmp_path: Path) -> Non
     policy.write_text("sampling:\n  success: {rate: 1.5}\n")
     run = tracejudge("worker", cwd=tmp_path, env=env, timeout=60)
     assert run.returncode == 2 and "rate" in run.stderr
+
+
+def test_migrate_creates_the_tables_once_and_reports_what_it_did(tmp_path: Path) -> None:
+    # a subprocess with its own embedded store (this process may hold another chDB engine)
+    env = {"TRACEJUDGE_DATA_DIR": str(tmp_path / "data")}
+    first = tracejudge("migrate", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("tracejudge (one server): applied spans, traces, decisions")
+    again = tracejudge("migrate", cwd=tmp_path, env=env)
+    assert again.returncode == 0 and again.stdout.strip() == "tracejudge (one server): up to date"
+    down = tracejudge("migrate", cwd=tmp_path, env={"TRACEJUDGE_CLICKHOUSE_DSN": "http://127.0.0.1:1"})
+    assert down.returncode == 1 and "migrate: " in down.stderr and "Connection refused" in down.stderr

@@ -24,17 +24,7 @@ from stream.demo.store_server_process import StoreServerProcess
 
 # store-level tests of other modules, collected here again with this module's `store` fixture (below),
 # i.e. run against the server: the store itself, the finance views, and the judge sink and ledger
-from tests.stream.test_costs import test_budget_burn_and_projection, test_daily_views_sum_the_ledger  # noqa: F401
-from tests.stream.test_judging import (  # noqa: F401
-    test_a_partitions_spend_moves_with_it_to_another_worker,
-    test_replayed_batch_is_not_judged_or_paid_again,
-    test_verdicts_and_ledger_rows_for_a_batch,
-)
-from tests.stream.test_store import (  # noqa: F401
-    test_insert_with_same_dedup_token_is_stored_once,
-    test_migrations_apply_once_in_order,
-    test_read_only_is_enforced_by_clickhouse_too,
-)
+from tests.stream.store_level_tests import *  # noqa: F403
 
 SPAN_COLS = ["trace_id", "span_id", "name", "start_time", "end_time", "ingested_at", "attributes", "exception_types"]
 T0 = 1_700_000_000_000_000_000

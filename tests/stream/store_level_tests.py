@@ -1,0 +1,28 @@
+"""Store-level tests of other modules that test modules with another ``store`` fixture collect
+again (``from tests.stream.store_level_tests import *``): the store itself (migrations, dedup
+tokens, read-only queries), the finance views, and the judge sink and ledger. They then run
+against that module's store: the store server (test_store_server.py) or a cluster
+(test_cluster.py)."""
+
+from tests.stream.test_costs import test_budget_burn_and_projection, test_daily_views_sum_the_ledger
+from tests.stream.test_judging import (
+    test_a_partitions_spend_moves_with_it_to_another_worker,
+    test_replayed_batch_is_not_judged_or_paid_again,
+    test_verdicts_and_ledger_rows_for_a_batch,
+)
+from tests.stream.test_store import (
+    test_insert_with_same_dedup_token_is_stored_once,
+    test_migrations_apply_once_in_order,
+    test_read_only_is_enforced_by_clickhouse_too,
+)
+
+__all__ = [
+    "test_a_partitions_spend_moves_with_it_to_another_worker",
+    "test_budget_burn_and_projection",
+    "test_daily_views_sum_the_ledger",
+    "test_insert_with_same_dedup_token_is_stored_once",
+    "test_migrations_apply_once_in_order",
+    "test_read_only_is_enforced_by_clickhouse_too",
+    "test_replayed_batch_is_not_judged_or_paid_again",
+    "test_verdicts_and_ledger_rows_for_a_batch",
+]
