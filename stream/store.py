@@ -214,13 +214,15 @@ class ClickHouseStore:
     def migrate(self) -> list[str]:
         """Apply the numbered ``schemas/sql/NNNN_*.sql`` migrations not yet applied; return their names."""
         db = self.database
-        for statement in render(f"CREATE DATABASE IF NOT EXISTS {db}", self.cluster) + render(
-            f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
-            "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-            "ENGINE = ReplacingMergeTree ORDER BY version",
-            self.cluster,
-        ):
-            self.command(statement)
+        # created once: on a cluster each of these is distributed DDL, which waits for every server
+        if not self.query(f"EXISTS TABLE {db}.schema_migrations")[1][0][0]:
+            for statement in render(f"CREATE DATABASE IF NOT EXISTS {db}", self.cluster) + render(
+                f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
+                "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+                "ENGINE = ReplacingMergeTree ORDER BY version",
+                self.cluster,
+            ):
+                self.command(statement)
         _, rows = self.query(f"SELECT version FROM {db}.schema_migrations FINAL")
         applied = {r[0] for r in rows}
         done = []
