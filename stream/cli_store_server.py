@@ -26,7 +26,8 @@ def store_server(
     port: int = typer.Option(8124, "--port", help="port to serve on (0: any free port)"),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG logs every request"),
     config_file: Path | None = typer.Option(
-        None, "--config-file", help="ClickHouse configuration the engine reads (e.g. remote_servers, macros)"
+        None, "--config-file", exists=True, dir_okay=False, readable=True,
+        help="ClickHouse configuration the engine reads (e.g. remote_servers, macros)",
     ),
 ) -> None:
     """Serve one embedded ClickHouse store over ClickHouse's HTTP interface, for several workers on one host."""

@@ -84,6 +84,8 @@ def _chdb_options(dsn: str) -> tuple[str, dict[str, Any]]:
     config = [v for k, v in args if k == "config_file"]
     if not config:
         return dsn, {}
+    if not os.path.isfile(config[-1]):  # chDB would start without it, silently
+        raise ValueError(f"config_file of the chdb DSN is not a file: {config[-1]!r}")
     rest = urlencode([(k, v) for k, v in args if k != "config_file"])
     return urlunparse(parsed._replace(query=rest)), {"chdb_options": {"config-file": config[-1]}}
 

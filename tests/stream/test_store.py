@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from stream.store import ClickHouseStore, is_read_only_sql, load_migrations, split_statements
@@ -128,3 +130,9 @@ def test_split_statements_drops_comments() -> None:
         "CREATE TABLE a (x UInt8) ENGINE = Memory",
         "CREATE TABLE b (y UInt8) ENGINE = Memory",
     ]
+
+
+def test_a_chdb_dsn_naming_a_missing_engine_config_is_refused(tmp_path: Path) -> None:
+    # chDB itself would start without the file (and without its remote_servers), silently
+    with pytest.raises(ValueError, match="config_file of the chdb DSN is not a file"):
+        ClickHouseStore(f"chdb://{tmp_path}/data?config_file={tmp_path}/missing.xml")
