@@ -20,7 +20,7 @@ is spent or reserved (the worst of the global budget and the judge's own budget,
 ``DEFER`` at 1.0. At ``DEFER`` :meth:`~BudgetBook.try_reserve` refuses every call, even one with
 a zero estimate. No limit configured means ``NORMAL`` forever; a limit of 0 means ``DEFER``.
 
-Correctness property (tested in ``tests/judges/test_budget.py``)::
+Correctness property (tested in ``tests/judges/test_budget_hard_limit.py``)::
 
     total spend over all partitions  <=  limit + sum of in-flight overruns
 

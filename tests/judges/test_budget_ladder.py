@@ -1,39 +1,20 @@
-"""Budget book: the degradation ladder, per-judge vs global shares, rebalances between books,
-period rollover, topic growth, and the hard-limit property under many concurrent reservations."""
+"""Budget book, one book on its own: periods and period rollover, the degradation ladder (levels
+by spent-plus-reserved fraction), per-judge vs global shares, reserving and settling calls,
+input validation, and the JSON snapshot. Partitions and rebalances between books are in
+test_budget_partitions.py, the hard-limit property under concurrent reservations in
+test_budget_hard_limit.py."""
 
 from __future__ import annotations
 
 import json
 import math
-import random
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from judges.budget import BudgetBook, Level, Reservation
-from judges.config import BudgetSpec
-
-DAY = 86400.0
-EPS = 1e-9
-
-
-@dataclass
-class Clock:
-    """A settable clock in unix seconds."""
-
-    now: float = 10 * DAY + 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def spec(**kw: object) -> BudgetSpec:
-    return BudgetSpec.model_validate(kw)
+from tests.judges.budget_support import DAY, Clock, spec
 
 
 # ---- periods ------------------------------------------------------------------------------------
@@ -188,202 +169,6 @@ def test_record_counts_spend_without_a_reservation() -> None:
     assert book.try_reserve(0, "j", 1.0) is None
 
 
-# ---- partitions, ownership, rebalance -----------------------------------------------------------
-def test_each_partition_has_its_own_share() -> None:
-    book = BudgetBook(spec(global_usd=100), 4, Clock())
-    assert book.share() == 25.0
-    book.record(0, "j", 25.0)
-    book.record(1, "j", 5.0)
-    assert book.level(0, "j") == Level.DEFER
-    assert book.level(1, "j") == Level.NORMAL
-    assert book.try_reserve(1, "j", 20.0) is not None
-    assert book.try_reserve(1, "j", 0.1) is None
-    assert book.spent() == 30.0 and book.spent(0) == 25.0 and book.spent(2) == 0.0
-    assert book.in_flight() == 20.0 and book.in_flight(1) == 20.0 and book.in_flight(0) == 0.0
-
-
-def test_unknown_partitions_are_tracked_with_zero_spend() -> None:
-    book = BudgetBook(spec(global_usd=100), 4, Clock())
-    assert not book.owns(3)
-    assert book.spent(3) == 0.0 and not book.owns(3)  # queries do not create
-    assert book.level(3, "j") == Level.NORMAL and book.owns(3)
-    assert book.try_reserve(2, "j", 1.0) is not None and book.owns(2)
-    assert book.owned() == [2, 3]
-
-
-def test_load_replaces_the_known_spend_and_keeps_reservations() -> None:
-    clock = Clock()
-    book = BudgetBook(spec(global_usd=100), 2, clock)
-    period = book.period()
-    book.load(0, {"a": 10.0, "b": 5.0}, period)
-    assert book.owns(0) and book.spent(0) == 15.0
-    r = book.try_reserve(0, "a", 4.0)
-    assert r is not None
-    book.load(0, {"a": 30.0}, period)
-    assert book.spent(0) == 30.0 and book.spent(0, "b") == 0.0 and book.in_flight(0) == 4.0
-    assert book.level(0, "a") == Level.NO_SUCCESS  # (30 + 4) / 50
-    book.load(0, {"a": 50.0}, period + 1)  # a later period does not count yet
-    assert book.spent(0) == 30.0
-    clock.advance(DAY)
-    assert book.spent(0) == 50.0 and book.level(0, "a") == Level.DEFER
-
-
-def test_drop_forgets_the_partition_and_ignores_its_late_settles() -> None:
-    book = BudgetBook(spec(global_usd=100), 2, Clock())
-    book.load(1, {"j": 40.0}, book.period())
-    r = book.try_reserve(1, "j", 5.0)
-    assert r is not None
-    book.drop(1)
-    assert not book.owns(1) and book.spent() == 0.0 and book.in_flight() == 0.0
-    book.settle(r, 5.0)  # the call finished after revocation: no error, no resurrection
-    assert not book.owns(1) and book.spent() == 0.0
-    with pytest.raises(ValueError):
-        book.settle(r, 5.0)
-    book.load(1, {"j": 45.0}, book.period())  # re-assigned: the ledger now holds that call
-    assert book.spent(1) == 45.0
-    book.drop(7)  # dropping an unknown partition is harmless
-    assert book.owned() == [1]
-
-
-def _judge(book: BudgetBook, ledger: dict[int, float], partition: int, estimate: float, actual: float) -> bool:
-    """One judge call as the runtime makes it: reserve, call, settle, write the ledger row."""
-    r = book.try_reserve(partition, "j", estimate)
-    if r is None:
-        return False
-    book.settle(r, actual)
-    ledger[partition] = ledger.get(partition, 0.0) + actual
-    return True
-
-
-def test_rebalance_between_books_never_exceeds_the_global_limit() -> None:
-    clock = Clock()
-    limit, n = 100.0, 4
-    a, b = BudgetBook(spec(global_usd=limit), n, clock), BudgetBook(spec(global_usd=limit), n, clock)
-    ledger: dict[int, float] = {}
-    owner = {0: a, 1: a, 2: b, 3: b}
-    for p, book in owner.items():
-        book.load(p, {}, book.period())
-    rng = random.Random(7)
-    for step in range(2000):
-        if step == 700:  # partition 1 moves from A to B: B loads what the ledger holds for it
-            a.drop(1)
-            b.load(1, {"j": ledger.get(1, 0.0)}, b.period())
-            owner[1] = b
-        if step == 1400:  # and partition 3 moves from B to A
-            b.drop(3)
-            a.load(3, {"j": ledger.get(3, 0.0)}, a.period())
-            owner[3] = a
-        p = rng.randrange(n)
-        est = rng.uniform(0.01, 2.0)
-        _judge(owner[p], ledger, p, est, est * rng.uniform(0.2, 1.0))
-        assert sum(ledger.values()) <= limit + EPS
-        assert a.spent() + b.spent() <= limit + EPS
-    assert all(ledger[p] <= limit / n + EPS for p in range(n))
-    assert sum(ledger.values()) > 0.95 * limit  # the budget was actually exhausted
-    assert a.owned() == [0, 3] and b.owned() == [1, 2]
-
-
-def test_rebalance_without_loading_the_ledger_would_overspend() -> None:
-    """The counterfactual: the new owner must load the ledger, or the partition's share is spent twice."""
-    clock = Clock()
-    a, b = BudgetBook(spec(global_usd=100), 2, clock), BudgetBook(spec(global_usd=100), 2, clock)
-    ledger: dict[int, float] = {}
-    while _judge(a, ledger, 0, 1.0, 1.0):
-        pass
-    assert ledger[0] == pytest.approx(50.0)
-    a.drop(0)
-    while _judge(b, ledger, 0, 1.0, 1.0):  # b.load(0, ...) forgotten
-        pass
-    assert ledger[0] == pytest.approx(100.0) and ledger[0] > b.share() + EPS  # type: ignore[operator]
-    b.drop(0)
-    c = BudgetBook(spec(global_usd=100), 2, clock)
-    c.load(0, {"j": ledger[0]}, c.period())
-    assert not _judge(c, ledger, 0, 0.01, 0.01)
-
-
-# ---- the hard-limit property --------------------------------------------------------------------
-Scoped = dict[tuple[int, str | None], float]  # (partition, judge or None for the global budget) -> USD
-
-
-def _simulate(seed: int, underestimate: bool) -> tuple[Scoped, Scoped, Scoped]:
-    """Many calls in flight at once over several partitions and judges. Returns, per (partition,
-    scope), the final spend, the share, and the overruns of calls in flight at the scope's last
-    successful reservation (the bound of the excess)."""
-    rng = random.Random(seed)
-    n = rng.randint(1, 5)
-    judges = ["a", "b", "c"]
-    per_judge = {"a": rng.uniform(5, 40), "b": rng.uniform(5, 40)}
-    book = BudgetBook(spec(global_usd=rng.uniform(20, 100), per_judge_usd=per_judge), n, Clock())
-    open_: list[tuple[Reservation, float]] = []
-    bound: dict[tuple[int, str | None], float] = {}
-    checked_fit = 0
-    for _ in range(600):
-        if open_ and (rng.random() < 0.45 or len(open_) >= 40):
-            r, actual = open_.pop(rng.randrange(len(open_)))
-            book.settle(r, actual)
-            continue
-        p, j = rng.randrange(n), rng.choice(judges)
-        est = rng.uniform(0.0, 3.0)
-        actual = est * (rng.uniform(0.5, 2.5) if underestimate else rng.uniform(0.0, 1.0))
-        r = book.try_reserve(p, j, est)
-        if r is None:
-            continue
-        open_.append((r, actual))
-        for share, scope in ((book.share(), None), (book.share(j), j)):
-            if share is None:
-                continue
-            mine = [(x, act) for x, act in open_ if x.partition == p and scope in (None, x.judge)]
-            used = book.spent(p, scope) + math.fsum(x.amount_usd for x, _ in mine)
-            assert used <= share + EPS  # a successful reservation never overcommits
-            checked_fit += 1
-            bound[(p, scope)] = math.fsum(max(0.0, act - x.amount_usd) for x, act in mine)
-    for r, actual in open_:
-        book.settle(r, actual)
-    assert book.in_flight() == 0.0 and checked_fit > 0
-    spent: Scoped = {}
-    shares: Scoped = {}
-    for p in range(n):
-        for scope, share in ((None, book.share()), ("a", book.share("a")), ("b", book.share("b"))):
-            assert share is not None
-            spent[(p, scope)] = book.spent(p, scope)
-            shares[(p, scope)] = share
-            bound.setdefault((p, scope), 0.0)
-    return spent, shares, bound
-
-
-@pytest.mark.parametrize("seed", range(25))
-def test_spend_never_exceeds_the_limit_when_estimates_bound_costs(seed: int) -> None:
-    spent, shares, _ = _simulate(seed, underestimate=False)
-    for key, usd in spent.items():
-        assert usd <= shares[key] + EPS, key
-    n = 1 + max(p for p, _ in spent)
-    for scope in (None, "a", "b"):
-        limit = shares[(0, scope)] * n
-        assert math.fsum(spent[(p, scope)] for p in range(n)) <= limit + EPS
-
-
-@pytest.mark.parametrize("seed", range(25))
-def test_underestimates_overrun_by_at_most_the_calls_in_flight(seed: int) -> None:
-    spent, shares, bound = _simulate(seed, underestimate=True)
-    n = 1 + max(p for p, _ in spent)
-    for key, usd in spent.items():
-        assert usd <= shares[key] + bound[key] + EPS, key
-    for scope in (None, "a", "b"):
-        limit = shares[(0, scope)] * n
-        total = math.fsum(spent[(p, scope)] for p in range(n))
-        assert total <= limit + math.fsum(bound[(p, scope)] for p in range(n)) + EPS
-
-
-def test_underestimates_do_overrun_in_the_simulation() -> None:
-    """The bound above is not vacuous: with underestimates the share is really exceeded."""
-    excess = 0.0
-    for seed in range(25):
-        spent, shares, bound = _simulate(seed, underestimate=True)
-        excess = max(excess, *(spent[k] - shares[k] for k in spent))
-        assert any(v > 0 for v in bound.values())
-    assert excess > 0.1
-
-
 # ---- period rollover ----------------------------------------------------------------------------
 def test_rollover_starts_the_new_period_from_zero() -> None:
     clock = Clock(now=10 * DAY + 100.0)
@@ -419,47 +204,6 @@ def test_old_periods_are_forgotten() -> None:
     book.spent()
     clock.advance(-3 * DAY)
     assert book.spent() == 0.0
-
-
-# ---- topic growth -------------------------------------------------------------------------------
-def test_partition_count_change_takes_effect_next_period_and_keeps_the_limit() -> None:
-    clock = Clock(now=10 * DAY + 5.0)
-    book = BudgetBook(spec(global_usd=100), 2, clock)
-    book.record(0, "j", 50.0)
-    book.record(1, "j", 50.0)
-    book.set_partitions_total(4)
-    assert book.partitions_total() == 2 and book.share() == 50.0
-    assert book.snapshot()["partitions_total_next"] == 4
-    assert book.level(3, "j") == Level.DEFER  # the new partitions get nothing this period
-    assert book.try_reserve(2, "j", 0.01) is None
-    assert book.spent() == 100.0
-    clock.advance(DAY)
-    assert book.partitions_total() == 4 and book.share() == 25.0
-    assert book.level(3, "j") == Level.NORMAL
-    assert book.try_reserve(3, "j", 25.0) is not None
-    assert book.try_reserve(3, "j", 0.01) is None
-    assert book.snapshot()["partitions_total_next"] is None
-
-
-def test_partition_count_change_can_be_revised_within_the_period() -> None:
-    clock = Clock()
-    book = BudgetBook(spec(global_usd=120), 2, clock)
-    book.set_partitions_total(4)
-    book.set_partitions_total(3)
-    clock.advance(DAY)
-    assert book.partitions_total() == 3 and book.share() == 40.0
-    book.set_partitions_total(6)
-    book.set_partitions_total(3)  # back to the current count: nothing pending
-    clock.advance(DAY)
-    assert book.share() == 40.0
-
-
-def test_partition_beyond_the_count_gets_no_share() -> None:
-    book = BudgetBook(spec(global_usd=100, per_judge_usd={"a": 10}), 2, Clock())
-    assert book.level(2, "b") == Level.DEFER
-    assert book.try_reserve(5, "b", 0.0) is None
-    unlimited = BudgetBook(spec(), 2, Clock())
-    assert unlimited.level(9, "b") == Level.NORMAL
 
 
 # ---- validation ---------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ tokens, read-only queries), the finance views, and the judge sink and ledger. Th
 against that module's store: the store server (test_store_server.py) or a cluster
 (test_cluster.py)."""
 
-from tests.stream.test_costs import test_budget_burn_and_projection, test_daily_views_sum_the_ledger
+from tests.stream.test_costs_judge_ledger import test_budget_burn_and_projection, test_daily_views_sum_the_ledger
 from tests.stream.test_judging import (
     test_a_partitions_spend_moves_with_it_to_another_worker,
     test_replayed_batch_is_not_judged_or_paid_again,
