@@ -1,6 +1,6 @@
 """The whole benchmark suite in one run, and the README's Performance table from its results.
 
-    python -m bench.run                 # = make bench: all six, ~45 minutes on the 2-core dev machine
+    python -m bench.run                 # = make bench: all six, 30-45 minutes on a 2-core machine
     python -m bench.run --quick         # shorter runs (smaller inputs, 2-minute steady load): ~12 minutes
     python -m bench.run --only ingest,judge
 
