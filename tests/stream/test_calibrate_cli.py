@@ -232,10 +232,12 @@ def test_calibrate_refuses_what_it_cannot_run(store: ClickHouseStore) -> None:
 def test_locked_store_exits_2_with_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import stream.calibrate_cli as mod
 
-    def locked(*_: Any, **__: Any) -> ClickHouseStore:
-        raise StoreLockedError("embedded ClickHouse at chdb:///x is in use by another process")
+    class Locked:
+        @staticmethod
+        def from_settings(*_: Any, **__: Any) -> ClickHouseStore:
+            raise StoreLockedError("embedded ClickHouse at chdb:///x is in use by another process")
 
-    monkeypatch.setattr(mod, "ClickHouseStore", locked)
+    monkeypatch.setattr(mod, "ClickHouseStore", Locked)
     with FakeProviderServer() as server:
         judging = tmp_path / "judging.yaml"
         judging.write_text(yaml.safe_dump(judging_doc(server)))

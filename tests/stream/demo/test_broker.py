@@ -123,5 +123,7 @@ def test_start_times_out_and_kills_a_silent_process(tmp_path: Path) -> None:
     began = time.monotonic()
     with pytest.raises(BrokerError, match="did not listen"):
         broker.start()
-    assert time.monotonic() - began < 5
+    # far below the 60 s the process would live; stop() may need its 5 s SIGINT -> SIGKILL grace
+    # (once, on a loaded CI machine, the SIGINT did not end the script: 5.5 s)
+    assert time.monotonic() - began < 15
     assert not broker.running
