@@ -20,3 +20,15 @@ def test_one_run_stores_all_rows_and_measures_the_server(tmp_path: Path) -> None
     tick_us = 1e6 / os.sysconf("SC_CLK_TCK") / len(rows)  # /proc counts whole ticks: one, per span
     assert threads and all(v > 0 for v in threads.values())
     assert sum(threads.values()) <= out["total_us"] + (len(threads) + 1) * tick_us
+
+
+def test_compare_runs_both_settings_and_restores_the_workers_own(tmp_path: Path) -> None:
+    from bench.store_cost import main
+    from stream.store import TABLE_INSERT_SETTINGS
+
+    own = {k: dict(v) for k, v in TABLE_INSERT_SETTINGS.items()}
+    out = main(["--spans", "300", "--chunks", "150", "--repeat", "1", "--compare", "optimize_on_insert=1"])
+    assert set(out["medians"]) == {"150/worker", "150/optimize_on_insert=1"}
+    assert all(m["total_us"] > 0 for m in out["medians"].values())
+    assert all(run[0]["rows_stored"] == out["spans"] for run in out["runs"].values())
+    assert TABLE_INSERT_SETTINGS == own

@@ -32,6 +32,21 @@ def test_insert_with_same_dedup_token_is_stored_once(store: ClickHouseStore) -> 
     assert raw == [(2,)] and final == [(1,)]
 
 
+def test_spans_inserts_skip_the_in_block_collapse_that_final_does_anyway(store: ClickHouseStore) -> None:
+    # optimize_on_insert=0 for spans only (TABLE_INSERT_SETTINGS): a key repeated within one insert
+    # stays until a merge, and every spans read uses FINAL; other tables keep ClickHouse's default.
+    cols = ["trace_id", "span_id", "start_time", "end_time", "ingested_at"]
+    row = ["c" * 32, "d" * 16, 1_700_000_000_000_000_000, 1_700_000_000_100_000_000, 1_700_000_000_000]
+    store.insert("spans", [row, row], cols, dedup_token="spans:twice")
+    _, raw = store.query(f"SELECT count() FROM {store.database}.spans")
+    _, final = store.query(f"SELECT count() FROM {store.database}.spans FINAL")
+    assert raw == [(2,)] and final == [(1,)]
+    tcols = ["trace_id", "completed_at"]
+    store.insert("traces", [["c" * 32, 1_700_000_000_000], ["c" * 32, 1_700_000_000_000]], tcols, "traces:twice")
+    _, traces = store.query(f"SELECT count() FROM {store.database}.traces")  # collapsed on insert
+    assert traces == [(1,)]
+
+
 def test_a_spans_insert_of_tens_of_megabytes_is_written_as_one_compact_part(store: ClickHouseStore) -> None:
     # ClickHouse's default keeps parts under 10 MB Compact; a worker's 15k-span insert is ~40 MB,
     # and writing it Wide (a file pair per column and substream) cost the store ~1.6x the CPU
