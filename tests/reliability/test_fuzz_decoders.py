@@ -196,6 +196,7 @@ def mutate(value: bytes, ops: list[tuple[int, int, int, bytes]]) -> list[bytes]:
 MUTATION = st.tuples(st.integers(0, 6), st.integers(0, 2**20), st.integers(0, 2**20), st.binary(max_size=12))
 
 
+@pytest.mark.timeout(1200)  # the long version runs 1-5 min; over pytest's 300 s on a slow host
 @pytest.mark.parametrize("size", SIZES)
 def test_fuzz_mutated_messages(size: str, store: ClickHouseStore, figures: Callable[..., None]) -> None:
     tally = Tally(store)
@@ -221,6 +222,7 @@ def rows(spans: list[Span]) -> list[str]:
     return [repr(span_row(s, "t", 0, 0, 0, False)) for s in spans]  # repr: nan == nan
 
 
+@pytest.mark.timeout(1200)  # the long version runs 1-5 min; over pytest's 300 s on a slow host
 @pytest.mark.parametrize("size", SIZES)
 def test_fuzz_structured_protobufs(size: str, store: ClickHouseStore, figures: Callable[..., None]) -> None:
     tally = Tally(store)
@@ -254,6 +256,7 @@ def test_fuzz_structured_protobufs(size: str, store: ClickHouseStore, figures: C
 
 
 # ---- 3. OTLP/JSON documents with structural damage (fuzz_inputs.py) ------------------------
+@pytest.mark.timeout(1200)  # the long version runs 1-5 min; over pytest's 300 s on a slow host
 @pytest.mark.parametrize("size", SIZES)
 def test_fuzz_damaged_json(size: str, store: ClickHouseStore, figures: Callable[..., None]) -> None:
     tally = Tally(store)
