@@ -39,7 +39,7 @@ from bench.harness import thread_cpu_seconds, tree_cpu_seconds  # noqa: E402
 from schemas.decode import decode_request, parse_message  # noqa: E402
 from stream.demo.store_server_process import StoreServerProcess  # noqa: E402
 from stream.rows import SPAN_COLUMNS, span_row  # noqa: E402
-from stream.store import TABLE_INSERT_SETTINGS, ClickHouseStore  # noqa: E402
+from stream.store import ClickHouseStore  # noqa: E402
 
 
 def build_rows(spans: int) -> list[tuple[Any, ...]]:
@@ -54,9 +54,7 @@ def one_run(rows: list[tuple[Any, ...]], chunk: int, work: Path, extra: dict[str
     """Server CPU µs per span for storing ``rows`` in inserts of ``chunk``: inserts, then merges.
     ``extra``: settings added to the worker's own for these ``spans`` inserts."""
     server = StoreServerProcess(work, log_level="WARNING")
-    store = ClickHouseStore(server.dsn)
-    own = dict(TABLE_INSERT_SETTINGS["spans"])
-    TABLE_INSERT_SETTINGS["spans"].update(extra or {})
+    store = ClickHouseStore(server.dsn, table_insert_settings={"spans": extra or {}})
     try:
         store.migrate()
         pid = server.proc.pid
@@ -79,8 +77,6 @@ def one_run(rows: list[tuple[Any, ...]], chunk: int, work: Path, extra: dict[str
                 "total_us": 1e6 * (cpu2 - cpu0) / n, "insert_wall_s": t1 - t0, "parts": parts,
                 "by_thread_us": {k: v for k, v in by_thread.items() if v >= 0.05}}  # fmt: skip
     finally:
-        TABLE_INSERT_SETTINGS["spans"].clear()
-        TABLE_INSERT_SETTINGS["spans"].update(own)
         store.close()
         server.stop()
 

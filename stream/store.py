@@ -17,7 +17,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -121,7 +121,10 @@ class ClickHouseStore:
         database: str = "tracejudge",
         faults_file: str | os.PathLike[str] | None = None,
         cluster: ClusterSpec | None = None,
+        table_insert_settings: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
+        """``table_insert_settings``: per table, settings added to (or overriding)
+        :data:`TABLE_INSERT_SETTINGS` for this store's inserts (``bench/store_cost.py --compare``)."""
         if not _IDENT.match(database):
             raise ValueError(f"invalid database name {database!r}")
         self.dsn = dsn
@@ -129,6 +132,9 @@ class ClickHouseStore:
         self.cluster = cluster  # a self-managed cluster: Distributed tables (stream/cluster.py)
         self._query_settings = dict(QUERY_SETTINGS) if cluster else {}
         self._insert_settings = {"max_partitions_per_insert_block": 0, **(INSERT_SETTINGS if cluster else {})}
+        self._table_insert_settings = {t: dict(v) for t, v in TABLE_INSERT_SETTINGS.items()}
+        for table, extra in (table_insert_settings or {}).items():
+            self._table_insert_settings.setdefault(table, {}).update(extra)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._client: Any = self._executor.submit(connect, dsn).result()
         self._column_types: dict[tuple[str, tuple[str, ...]], Any] = {}  # (table, columns) -> ClickHouse types
@@ -172,7 +178,7 @@ class ClickHouseStore:
         # Spans are partitioned by their (client-supplied) start day: one batch may legitimately
         # span many days (replays, backfill, skewed clocks), and ClickHouse's default cap of 100
         # partitions per insert block would fail that insert on every retry (a stalled worker).
-        settings: dict[str, Any] = {**self._insert_settings, **TABLE_INSERT_SETTINGS.get(table, {})}
+        settings: dict[str, Any] = {**self._insert_settings, **self._table_insert_settings.get(table, {})}
         if dedup_token:
             settings["insert_deduplication_token"] = dedup_token
         key = (table, tuple(columns))

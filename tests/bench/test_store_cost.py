@@ -22,7 +22,7 @@ def test_one_run_stores_all_rows_and_measures_the_server(tmp_path: Path) -> None
     assert sum(threads.values()) <= out["total_us"] + (len(threads) + 1) * tick_us
 
 
-def test_compare_runs_both_settings_and_restores_the_workers_own(tmp_path: Path) -> None:
+def test_compare_runs_both_settings_and_leaves_the_workers_own_alone(tmp_path: Path) -> None:
     from bench.store_cost import main
     from stream.store import TABLE_INSERT_SETTINGS
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.store import ClickHouseStore, is_read_only_sql, load_migrations, split_statements
+from stream.store import TABLE_INSERT_SETTINGS, ClickHouseStore, is_read_only_sql, load_migrations, split_statements
 
 
 def test_migrations_apply_once_in_order(store: ClickHouseStore) -> None:
@@ -45,6 +45,22 @@ def test_spans_inserts_skip_the_in_block_collapse_that_final_does_anyway(store: 
     store.insert("traces", [["c" * 32, 1_700_000_000_000], ["c" * 32, 1_700_000_000_000]], tcols, "traces:twice")
     _, traces = store.query(f"SELECT count() FROM {store.database}.traces")  # collapsed on insert
     assert traces == [(1,)]
+
+
+def test_a_store_can_override_a_tables_insert_settings(store: ClickHouseStore) -> None:
+    # what `bench/store_cost.py --compare` relies on: this store's spans inserts run with the
+    # engine's in-block collapse again, the shared defaults (and the fixture's store) are untouched
+    cols = ["trace_id", "span_id", "start_time", "end_time", "ingested_at"]
+    row = ["e" * 32, "f" * 16, 1_700_000_000_000_000_000, 1_700_000_000_100_000_000, 1_700_000_000_000]
+    other = ClickHouseStore(store.dsn, store.database, table_insert_settings={"spans": {"optimize_on_insert": 1}})
+    try:
+        other.insert("spans", [row, row], cols, dedup_token="spans:collapsed")
+    finally:
+        other.close()
+    store.insert("spans", [row, row], cols, dedup_token="spans:kept")
+    _, raw = store.query(f"SELECT count() FROM {store.database}.spans WHERE trace_id = {{t:String}}", {"t": "e" * 32})
+    assert raw == [(3,)]  # 1 collapsed on insert + 2 kept by the default
+    assert TABLE_INSERT_SETTINGS == {"spans": {"optimize_on_insert": 0}}
 
 
 def test_a_spans_insert_of_tens_of_megabytes_is_written_as_one_compact_part(store: ClickHouseStore) -> None:
