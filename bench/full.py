@@ -126,6 +126,7 @@ def run_full(bootstrap: str, topic: str, expected_spans: int, expected_traces: i
         "error": error, "exit_code": rc, "data_dir": str(data_dir),
         "counters": status.get("counters"), "rows_in_table": rows if error is None else None,
         "log": _scan_log(log_path), "gc": status.get("gc"),  # the worker's GC pauses, start-up included
+        "store_inserts": status.get("store_inserts"),  # per table: inserts, rows, seconds on the store thread
     }  # fmt: skip
     if t_first is not None and t_all is not None and t_all > t_first:
         seconds = t_all - t_first

@@ -196,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
                     if r.get("gc"):
                         print(f"    worker GC pauses (whole process life): {sum(r['gc']['pause_seconds']):.2f} s "
                               f"over collections {r['gc']['collections']}", flush=True)  # fmt: skip
+                    if r.get("store_inserts"):
+                        print("    worker inserts by table (inserts, rows, seconds on its ClickHouse thread): "
+                              + ", ".join(f"{t} {v['inserts']:.0f} / {v['rows']:,.0f} / {v['seconds']:.2f} s"
+                                          for t, v in r["store_inserts"].items()), flush=True)  # fmt: skip
                 else:
                     print(
                         f"run {i + 1}/{args.repeat} full:  FAILED: {r['error']} "
