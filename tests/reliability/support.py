@@ -78,3 +78,12 @@ def rss_mb(pid: int) -> float:
 def peak_rss_mb(pid: int) -> float:
     """Peak resident set size (VmHWM) of a live process so far, MiB."""
     return _status_kb(pid, "VmHWM") / 1024
+
+
+def reset_peak_rss(pid: int) -> float:
+    """Reset the process's peak RSS (VmHWM) to its current RSS (Linux ``clear_refs`` 5) and return
+    the peak it had. Without this, a peak from start-up (the embedded engine's first queries) would
+    count as growth caused by whatever input a test sends next."""
+    before = peak_rss_mb(pid)
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return before

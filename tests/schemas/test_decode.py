@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.decode import DecodeError, Limits, decode_message, sniff_encoding
+from schemas.decode import TRUNCATION_MARK, DecodeError, Limits, _utf8_len, decode_message, sniff_encoding
 from schemas.model import Span
 from schemas.normalize import normalize_span
 from schemas.otlp_json import parse_otlp_json, to_otlp_json
@@ -179,3 +179,36 @@ def test_open_spans_leave_the_garbage_collector_little_to_walk() -> None:
                 "exceptions": s.exceptions, "finish_reasons": s.finish_reasons}  # fmt: skip
         assert [k for k, v in held.items() if gc.is_tracked(v)] == []
         assert Span.model_validate(s.model_dump()) == s  # validation gives the same tuples
+
+
+@pytest.mark.parametrize(
+    "value,stored",
+    [
+        ("a" * 64, "a" * 64),  # exactly the limit
+        ("a" * 65, "a" * 64 + TRUNCATION_MARK),  # ASCII: one byte per character
+        ("é" * 32, "é" * 32),  # 64 bytes in 32 characters
+        ("é" * 33, "é" * 32 + TRUNCATION_MARK),  # fewer characters than the limit, more bytes
+        ("a" + "é" * 40, "a" + "é" * 31 + TRUNCATION_MARK),  # the cut would split a character: dropped
+        ("😀" * 100, "😀" * 16 + TRUNCATION_MARK),  # more characters than the limit, 4 bytes each
+        ("x" * 10 + "😀" * 5, "x" * 10 + "😀" * 5),  # under a quarter of the limit in characters
+    ],
+)
+def test_a_long_attribute_is_cut_at_the_byte_limit_on_a_character_boundary(value: str, stored: str) -> None:
+    rng = random.Random(11)
+    spec = SpanSpec(rng.randbytes(16), rng.randbytes(8), attrs={"v": value, "nested": ["ok", value], "short": "s"})
+    (span,) = decode_message(proto([spec]), limits=Limits(max_attribute_bytes=64))
+    assert span.attributes["v"] == stored and span.attributes["nested"] == ["ok", stored]
+    assert span.attributes["short"] == "s"
+    assert span.truncated_attributes == (("v", "nested") if stored != value else ())
+    assert len(stored.removesuffix(TRUNCATION_MARK).encode()) <= 64
+
+
+@pytest.mark.parametrize("value", ["a" * 65, "é" * 33, "😀" * 100, "a" * 50 + "😀" * 3000])
+def test_dead_letter_policy_reports_the_attribute_s_exact_utf8_size(value: str) -> None:
+    rng = random.Random(12)
+    spec = SpanSpec(rng.randbytes(16), rng.randbytes(8), attrs={"v": value})
+    with pytest.raises(DecodeError) as err:
+        decode_message(proto([spec]), limits=Limits(max_attribute_bytes=64, oversize_attribute_policy="dead_letter"))
+    assert err.value.reason == "attribute_too_large"
+    assert f"is {len(value.encode())} bytes (limit 64)" in err.value.detail
+    assert _utf8_len(value, chunk=7) == len(value.encode())  # counted a chunk at a time, never whole
