@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 OTEL_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 SCOPE = "tracejudge"
+SHUTDOWN_TIMEOUT = 3.0  # seconds the final export may take when the worker stops
 
 
 def tracejudge_version() -> str:
@@ -130,9 +131,11 @@ class _SnapshotBridge:
 class Telemetry:
     """The worker's own tracer and meter; every method is a no-op when telemetry is off."""
 
-    def __init__(self, tracer_provider: TracerProvider | None = None, meter_provider: MeterProvider | None = None) -> None:
+    def __init__(self, tracer_provider: TracerProvider | None = None, meter_provider: MeterProvider | None = None,
+                 exporters: Sequence[Any] = ()) -> None:  # fmt: skip
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
+        self.exporters = list(exporters)  # their shutdown() cuts a final export's retries short
         self.tracer: Tracer | None = (
             tracer_provider.get_tracer(SCOPE, tracejudge_version()) if tracer_provider is not None else None
         )
@@ -175,13 +178,36 @@ class Telemetry:
     def observe_sources(self, sources: MetricSources, app: faust.App | None = None) -> _SnapshotBridge | None:
         return self.observe(lambda: snapshot(sources), app)
 
-    def shutdown(self) -> None:
-        for provider in (self.meter_provider, self.tracer_provider):
-            if provider is not None:
-                try:
-                    provider.shutdown()
-                except Exception:  # noqa: BLE001 - shutting down; the exporter already logged
-                    log.warning("telemetry shutdown failed", exc_info=True)
+    def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT) -> bool:
+        """Flush and stop both providers, together, for at most ~``timeout`` seconds. With the
+        collector down, the exporters' final export would retry with backoff for up to
+        ``OTEL_EXPORTER_OTLP_TIMEOUT`` (10 s) per signal and hold up the worker's exit: past
+        ``timeout`` the exporters are shut down, which ends their retries, and what they still held
+        is dropped (logged). Returns whether everything was flushed in time."""
+        providers = [p for p in (self.meter_provider, self.tracer_provider) if p is not None]
+        threads = [threading.Thread(target=_shutdown_quietly, args=(p,), name="telemetry-shutdown", daemon=True)
+                   for p in providers]  # fmt: skip
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + timeout
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if not any(t.is_alive() for t in threads):
+            return True
+        log.warning("telemetry: the final export did not finish within %.0f s (is the OTLP endpoint down?); "
+                    "dropping what was not exported", timeout)  # fmt: skip
+        for exporter in self.exporters:
+            _shutdown_quietly(exporter)
+        for t in threads:
+            t.join(1.0)
+        return False
+
+
+def _shutdown_quietly(part: Any) -> None:
+    try:
+        part.shutdown()
+    except Exception:  # noqa: BLE001 - shutting down; the exporter already logged
+        log.warning("telemetry shutdown of %s failed", type(part).__name__, exc_info=True)
 
 
 def _callback(bridge: _SnapshotBridge, spec: Spec) -> Callable[[CallbackOptions], Iterable[Observation]]:
@@ -223,16 +249,19 @@ def setup_telemetry(
     explicit = settings.otel_exporter_otlp_endpoint  # the standard variables are resolved by the exporters
     resource = tracejudge_resource()
     tracer_provider = meter_provider = None
+    exporters: list[Any] = []
     if span_exporter is not None or base is not None:
         tracer_provider = TracerProvider(resource=resource)
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(span_exporter or OTLPSpanExporter(endpoint=signal_url(explicit, "traces")))
-        )
+        if span_exporter is None:
+            span_exporter = OTLPSpanExporter(endpoint=signal_url(explicit, "traces"))
+            exporters.append(span_exporter)
+        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
     if metric_readers is None and base is not None:
-        metric_readers = [PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=signal_url(explicit, "metrics")))]
+        exporters.append(OTLPMetricExporter(endpoint=signal_url(explicit, "metrics")))
+        metric_readers = [PeriodicExportingMetricReader(exporters[-1])]
     if metric_readers is not None:
         meter_provider = MeterProvider(resource=resource, metric_readers=list(metric_readers))
-    _current = Telemetry(tracer_provider, meter_provider)
+    _current = Telemetry(tracer_provider, meter_provider, exporters)
     log.info("OpenTelemetry: worker metrics and spans over OTLP/HTTP to %s", base or "the given exporters")
     return _current
 

@@ -90,5 +90,7 @@ def store(chdb_dsn: str) -> Iterator[ClickHouseStore]:
     s = ClickHouseStore(chdb_dsn, database=f"t_{uuid.uuid4().hex[:12]}")
     s.migrate()
     yield s
-    s.command(f"DROP DATABASE IF EXISTS {s.database}")
+    # SYNC: a plain DROP leaves the tables to the engine until database_atomic_delay_before_drop_table_sec,
+    # and each one left behind makes the next migration slower (0.5 s -> 2.6 s after 60 tests)
+    s.command(f"DROP DATABASE IF EXISTS {s.database} SYNC")
     s.close()

@@ -181,7 +181,7 @@ def store(server: StoreServerProcess) -> Iterator[ClickHouseStore]:
     s = ClickHouseStore(server.dsn, database=f"t_{uuid.uuid4().hex[:12]}", cluster=LOCAL_SHARD)
     s.migrate()
     yield s
-    s.command(f"DROP DATABASE IF EXISTS {s.database}")
+    s.command(f"DROP DATABASE IF EXISTS {s.database} SYNC")
     s.close()
 
 

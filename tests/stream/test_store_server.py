@@ -43,7 +43,7 @@ def store(server: StoreServerProcess) -> Iterator[ClickHouseStore]:
     s = ClickHouseStore(server.dsn, database=f"t_{uuid.uuid4().hex[:12]}")
     s.migrate()
     yield s
-    s.command(f"DROP DATABASE IF EXISTS {s.database}")
+    s.command(f"DROP DATABASE IF EXISTS {s.database} SYNC")
     s.close()
 
 
@@ -59,7 +59,7 @@ def test_migrate_applies_every_migration_on_a_fresh_database(server: StoreServer
         _, rows = s.query("SELECT name FROM system.tables WHERE database = {db:String}", {"db": s.database})
         assert {"spans", "traces", "gate_results", "verdicts", "schema_migrations"} <= {r[0] for r in rows}
     finally:
-        s.command(f"DROP DATABASE IF EXISTS {s.database}")
+        s.command(f"DROP DATABASE IF EXISTS {s.database} SYNC")
         s.close()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from stream.metrics import SPECS, MetricSources, snapshot
 from stream.pipeline import Pipeline
 from stream.sink import ClickHouseSink
 from tests.factories import genai_trace, proto
-from tests.stream.conftest import Deployment, wait_for
+from tests.stream.conftest import Deployment, free_port, wait_for
 from tests.stream.otlp_receiver import OtlpReceiver
 from tests.stream.test_pipeline import ListProducer
 
@@ -137,6 +138,21 @@ def test_export_over_otlp_http_to_a_receiver(store: Any, loop_thread: asyncio.Ab
         assert span.resource["service.name"] == "tracejudge" and span.scope == "tracejudge"
         assert receiver.latest_metrics()["tracejudge_spans_stored"] == [({}, 1234)]
         assert receiver.content_types == {"application/x-protobuf"}
+        assert t.shutdown()  # flushed in time while the receiver is up
+        telemetry.reset()
+
+
+def test_shutdown_with_the_endpoint_down_gives_up_after_its_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing listens: the exporters would retry the final export with backoff for up to 10 s per
+    signal (OTEL_EXPORTER_OTLP_TIMEOUT) and hold up the worker's exit; shutdown cuts that short."""
+    t = telemetry.setup_telemetry(Settings(otel_exporter_otlp_endpoint=f"http://127.0.0.1:{free_port()}"))
+    with telemetry.batch_span("tracejudge.ingest_batch", 1, "otlp_spans"):
+        pass
+    started = time.monotonic()
+    assert t.shutdown(timeout=0.5) is False
+    assert time.monotonic() - started < 5.0
+    assert "did not finish within" in caplog.text
+    telemetry.reset()
 
 
 def test_a_real_worker_exports_its_spans_and_metrics(deployment: Callable[..., Deployment]) -> None:
@@ -167,3 +183,4 @@ def test_a_real_worker_exports_its_spans_and_metrics(deployment: Callable[..., D
         assert wait_for(lambda: exported("tracejudge_traces_assembled") == 9, 30)
         lag = receiver.latest_metrics().get("tracejudge_consumer_highwater_offset") or []
         assert sum(v for a, v in lag if a["topic"] == d.input_topic) == 9
+        assert worker.stop() == 0  # while the receiver still takes the final export

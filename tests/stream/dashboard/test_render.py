@@ -145,7 +145,7 @@ def test_a_section_that_cannot_be_read_does_not_break_the_page(chdb_dsn: str, no
         assert reply.status == 200
         assert "".join(parse(reply.body).text).count("unavailable:") == 8
     finally:
-        bare.command(f"DROP DATABASE IF EXISTS {bare.database}")
+        bare.command(f"DROP DATABASE IF EXISTS {bare.database} SYNC")
         bare.close()
 
 
