@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import os
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -62,7 +63,7 @@ def connect(dsn: str) -> Any:
     if dsn.startswith("chdb://"):
         dsn, options = _chdb_options(dsn)
         try:
-            return clickhouse_connect.get_client(dsn=dsn, **options)
+            client = clickhouse_connect.get_client(dsn=dsn, **options)
         except Exception as exc:  # chDB raises a plain RuntimeError/ChdbError for a held data dir
             if "BAD_ARGUMENTS" in str(exc) or "EmbeddedServer" in str(exc):
                 raise StoreLockedError(
@@ -70,6 +71,10 @@ def connect(dsn: str) -> Any:
                     "(a running worker holds it; query through its web API instead)"
                 ) from exc
             raise
+        path = str(getattr(client, "path", "") or "")
+        if path and path not in ("memory", ":memory:"):
+            use_private_tempdir(path)
+        return client
     parsed = urlparse(dsn)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError(f"unsupported ClickHouse DSN: {dsn!r}")
@@ -82,6 +87,39 @@ def connect(dsn: str) -> Any:
     return clickhouse_connect.get_client(
         dsn=dsn, connect_timeout=10, send_receive_timeout=60, autogenerate_session_id=False, **options
     )
+
+
+PRIVATE_TMP = "tracejudge-tmp"
+_private_tempdirs: set[str] = set()
+
+
+def use_private_tempdir(data_dir: str) -> str:
+    """Send this process's temporary files to ``<data_dir>/tracejudge-tmp``, emptied of what an
+    earlier holder left. clickhouse-connect's chDB backend writes every insert to a temporary file
+    (``tmp*.native`` / ``tmp*.raw``) and deletes it in a ``finally``, which a SIGKILL or an
+    OOM kill skips: each such kill left up to one insert body (tens of MB) in the system temp
+    directory for good. The process that opened the engine holds the data directory (one engine
+    per directory), so whatever is in its directory at the first connection is stale. Once per
+    process and directory; returns the directory."""
+    tmp = os.path.join(os.path.abspath(data_dir), PRIVATE_TMP)
+    if tmp in _private_tempdirs:
+        return tmp
+    stale = 0
+    try:
+        os.makedirs(tmp, exist_ok=True)
+        for entry in os.scandir(tmp):
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                stale += 1
+    except OSError as exc:  # keep the system's temp directory rather than fail the connection
+        log.warning("cannot use %s for temporary files (%s); using %s", tmp, exc, tempfile.gettempdir())
+        _private_tempdirs.add(tmp)
+        return tempfile.gettempdir()
+    if stale:
+        log.info("removed %d temporary file(s) left in %s by a process that was killed", stale, tmp)
+    tempfile.tempdir = tmp
+    _private_tempdirs.add(tmp)
+    return tmp
 
 
 def _chdb_options(dsn: str) -> tuple[str, dict[str, Any]]:

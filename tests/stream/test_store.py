@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -167,3 +170,45 @@ def test_a_chdb_dsn_naming_a_missing_engine_config_is_refused(tmp_path: Path) ->
     # chDB itself would start without the file (and without its remote_servers), silently
     with pytest.raises(ValueError, match="config_file of the chdb DSN is not a file"):
         ClickHouseStore(f"chdb://{tmp_path}/data?config_file={tmp_path}/missing.xml")
+
+
+_TEMP_PROBE = """
+import json, sys, tempfile
+made = []
+_named = tempfile.NamedTemporaryFile
+def named(*a, **k):
+    f = _named(*a, **k)
+    made.append(f.name)
+    return f
+tempfile.NamedTemporaryFile = named  # the chDB backend's insert file
+from stream.store import ClickHouseStore
+s = ClickHouseStore("chdb://" + sys.argv[1])
+s.migrate()
+s.insert("schema_migrations", [[999, "probe"]], ["version", "name"])
+rows = s.query(f"SELECT count() FROM {s.database}.schema_migrations WHERE name = 'probe'")[1]
+print(json.dumps({"tempdir": tempfile.gettempdir(), "made": made, "probe_rows": rows[0][0]}))
+s.close()
+"""
+
+
+def test_the_embedded_store_keeps_its_temporary_files_in_its_data_dir_and_clears_what_a_kill_left(
+    tmp_path: Path,
+) -> None:
+    # a process of its own: this one already runs an engine (one per process)
+    data = tmp_path / "engine"
+    private = data / "tracejudge-tmp"
+    private.mkdir(parents=True)
+    (private / "tmpkilled.native").write_bytes(b"\0" * 4096)  # an insert body a SIGKILL left
+
+    def probe() -> dict[str, object]:
+        done = subprocess.run([sys.executable, "-c", _TEMP_PROBE, str(data)], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[2], timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    got = probe()
+    assert got["tempdir"] == str(private)
+    assert got["made"] and all(Path(str(n)).parent == private for n in got["made"])  # type: ignore[union-attr]
+    assert got["probe_rows"] == 1
+    assert list(private.iterdir()) == []  # the stale file is gone, the insert's own deleted
+    assert probe()["probe_rows"] >= 1  # the engine reopens the directory with ours in it
