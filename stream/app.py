@@ -28,6 +28,7 @@ from stream.batch_chain import BatchChain
 from stream.config import Settings
 from stream.dlq import InMessage, OutRecord
 from stream.judging import JudgeService
+from stream.offset_gaps import SkippedOffsetReader, watch_offset_gaps
 from stream.pipeline import Pipeline
 from stream.telemetry import batch_span
 
@@ -96,6 +97,17 @@ def create_app(
     )
     set_fetch_max_wait(app, settings.kafka_fetch_max_wait)
     pipeline = make_pipeline(app)
+    reader = SkippedOffsetReader(
+        settings.kafka_bootstrap, {settings.input_topic, settings.repartition_topic},
+        lambda msgs: pipeline.reingest(msgs, repartition=msgs[0].topic == settings.input_topic),
+        max_fetch_bytes=max(settings.max_message_bytes + 1024 * 1024, 4 * 1_048_576),
+    )  # fmt: skip
+
+    def on_gap(topic: str, partition: int, first: int, last: int) -> None:
+        pipeline.counters.count_skipped(topic, first, last)
+        reader.on_gap(topic, partition, first, last)
+
+    watch_offset_gaps(app, on_gap)
     input_topic = app.topic(settings.input_topic, key_type=bytes, value_type=bytes)
     repartition_topic = app.topic(settings.repartition_topic, key_type=bytes, value_type=bytes)
 

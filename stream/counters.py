@@ -30,9 +30,14 @@ class Counters:
     gate_failures: dict[str, int] = field(default_factory=dict)
     gate_errors: dict[str, int] = field(default_factory=dict)
     signals: dict[str, int] = field(default_factory=dict)
+    skipped_offsets: dict[str, int] = field(default_factory=dict)  # by topic (stream/offset_gaps.py)
+    reread_messages: int = 0  # skipped messages read again and ingested
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def count_skipped(self, topic: str, first: int, last: int) -> None:
+        self.skipped_offsets[topic] = self.skipped_offsets.get(topic, 0) + last - first + 1
 
     def count_completed(self, c: CompletedTrace, d: TraceDecision | None) -> None:
         _inc(self.traces_completed, c.trace.completion_reason.value)

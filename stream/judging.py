@@ -45,7 +45,7 @@ from stream.judge_drift import check_drift
 from stream.judge_rows import CallContext, VerdictRecord, verdict_row
 from stream.judge_runner import JudgeRunner, Outcome
 from stream.judge_sink import JudgeSink
-from stream.pipeline import token
+from stream.pipeline import message_token
 from stream.retry import retry_forever
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class JudgeService:
         except BaseException:
             _cancel(tasks)
             raise
-        return StartedBatch(todo, tasks, token("j", (f"{m.topic}/{m.partition}/{m.offset}" for m in msgs)))
+        return StartedBatch(todo, tasks, message_token("j", msgs))
 
     async def finish_batch(self, started: StartedBatch) -> None:
         try:

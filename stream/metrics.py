@@ -74,6 +74,10 @@ SPECS: tuple[Spec, ...] = (
     _c("gate_failures", "gate results fail, by gate", ("gate",), "{trace}"),
     _c("gate_errors", "gates (and signal miners) that raised, by name", ("gate",), "{trace}"),
     _c("signals", "semantic and action signals found, by type", ("type",), "{signal}"),
+    _c("consumer_skipped_offsets", "offsets a consumed partition skipped: Faust counts them as processed "
+       "(stream/offset_gaps.py)", ("topic",), "{message}"),
+    _c("consumer_reread_messages", "skipped span messages read again outside the group and ingested",
+       unit="{message}"),
     _c("dead_letters", "messages sent to a dead-letter topic", ("topic",), "{message}"),
     _c("dead_letter_reasons", "span messages dead-lettered, by reason", ("topic", "reason"), "{message}"),
     _c("store_write_retries", "ClickHouse operations retried", ("component",), "{retry}"),
@@ -143,6 +147,8 @@ PIPELINE_FIELDS: dict[str, tuple[str, str | None]] = {
     "gate_errors": ("gate_errors", "gate"),
     "signals": ("signals", "type"),
     "send_retries": ("kafka_send_retries", None),
+    "skipped_offsets": ("consumer_skipped_offsets", "topic"),
+    "reread_messages": ("consumer_reread_messages", None),
     # below: combined with other sources in _pipeline()
     "dead_lettered": ("dead_letters", "topic"),
     "dead_letter_reasons": ("dead_letter_reasons", "reason"),

@@ -77,6 +77,18 @@ def token(prefix: str, parts: Iterable[str]) -> str:
     return f"{prefix}:{h.hexdigest()[:32]}"
 
 
+def message_token(prefix: str, msgs: Iterable[InMessage]) -> str:
+    """The deduplication token of an insert made from ``msgs``.
+
+    A replay of the same messages (a retry, a rebalance, a restart before the commit) gives the same
+    token, so ClickHouse drops the repeated insert. Offsets alone do not identify a message: after a
+    topic is recreated, or a memory-only broker restarts, new messages reuse old offsets, and their
+    inserts would be dropped as duplicates of old ones for as long as the table's deduplication
+    window remembers them. The record's timestamp and size, which a replay reads back unchanged, tell
+    them apart."""
+    return token(prefix, (f"{m.topic}/{m.partition}/{m.offset}/{m.timestamp_ms}/{len(m.value or b'')}" for m in msgs))
+
+
 class Pipeline:
     def __init__(
         self,
@@ -118,6 +130,11 @@ class Pipeline:
         """Process one batch of input messages. Returns only when every message is stored,
         dead-lettered or repartitioned (and so may be acked)."""
         await self.finish_batch(await self.start_batch(msgs, repartition))
+
+    async def reingest(self, msgs: Sequence[InMessage], repartition: bool) -> None:
+        """Messages read again outside the consumer group (stream/offset_gaps.py): handled like a batch."""
+        await self.handle_batch(msgs, repartition)
+        self.counters.reread_messages += len(msgs)
 
     async def start_batch(self, msgs: Sequence[InMessage], repartition: bool = True) -> list[Stored]:
         """The first half of :meth:`handle_batch`: decode and assemble ``msgs``, start their span
@@ -193,7 +210,7 @@ class Pipeline:
                 c.late_spans += len(res.late)
                 c.replayed_spans += res.replayed
                 c.spans_not_held += res.not_held
-            tok = token("spans", (f"{m.topic}/{m.partition}/{m.offset}" for m, _ in items))
+            tok = message_token("spans", (m for m, _ in items))
             # The insert runs without the lock, so completed traces can be decided meanwhile;
             # trace rows wait for every insert that was in flight (see _spans_stored).
             insert = asyncio.ensure_future(
@@ -225,7 +242,7 @@ class Pipeline:
             self.counters.dead_lettered += len(bad)
             await self._retry(lambda: self.producer.send_all(bad), "produce", "send_retries")
         if good:
-            tok = token("events", (f"{m.topic}/{m.partition}/{m.offset}" for m, _ in good))
+            tok = message_token("events", (m for m, _ in good))
             now_ms = self.clock() // 1_000_000
             events = self.events
             await self._retry(lambda: events.store.run(events.write, good, now_ms, tok), "insert events", "write_retries")

@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 from rich.text import Text
@@ -214,6 +215,11 @@ def _summary(worker: WorkerProcess, stats: FleetStats, started_ms: int, db: str,
         f"({stats.seconds:.1f}s); worker stored {c['spans_stored']} spans, "
         f"dead-lettered {c['dead_lettered']} messages (the demo sends 2 malformed product events on purpose), {c['late_spans']} late spans."
     )
+    for topic, n in sorted((c.get("skipped_offsets") or {}).items()):
+        console.print(
+            f"[yellow]the consumer skipped {n} offsets of {escape(topic)}; {c.get('reread_messages', 0)} span "
+            "messages were read again and ingested (offsets in the worker log; README, 'Delivery guarantees')[/yellow]"
+        )
     since = f"fromUnixTimestamp64Milli({started_ms})"
     rows = Table("table", "rows (this run)", "rows (all time)", title="ClickHouse rows (FINAL)")
     for table, col in (("spans", "ingested_at"), ("traces", "completed_at")):

@@ -61,8 +61,8 @@ def make(store: ClickHouseStore, sink: ClickHouseSink | None = None, **kw: Any) 
     return Pipeline(settings, sink or ClickHouseSink(store), producer, clock=clock, sleep=no_sleep), producer, clock
 
 
-def msg(value: bytes, offset: int, key: bytes | None = None, partition: int = 0) -> InMessage:
-    return InMessage(TOPIC, partition, offset, key, value)
+def msg(value: bytes, offset: int, key: bytes | None = None, partition: int = 0, ts_ms: int | None = None) -> InMessage:
+    return InMessage(TOPIC, partition, offset, key, value, ts_ms)
 
 
 def count(store: ClickHouseStore, sql: str) -> int:
@@ -114,6 +114,23 @@ def test_clickhouse_outage_is_retried_until_stored(store: ClickHouseStore) -> No
     asyncio.run(p.handle_batch([msg(proto(t), 0, t[0].trace_id.hex().encode())]))
     assert p.counters.write_retries == 3
     assert count(store, "SELECT count() FROM {db}.spans") == 5
+
+
+def test_a_replay_is_stored_once_and_new_messages_at_reused_offsets_are_stored(store: ClickHouseStore) -> None:
+    """Offsets restart at 0 when a topic is recreated or a memory-only broker restarts: the new
+    messages must not be dropped as duplicates of the old inserts at the same offsets."""
+    def batch(seed: int, ts_ms: int) -> list[InMessage]:
+        traces = [genai_trace(random.Random(seed + i), 4) for i in range(2)]
+        return [msg(proto(t), i, t[0].trace_id.hex().encode(), ts_ms=ts_ms + i) for i, t in enumerate(traces)]
+
+    first = batch(20, 1_700_000_000_000)
+    asyncio.run(make(store)[0].handle_batch(first))
+    asyncio.run(make(store)[0].handle_batch(first))  # redelivered after a crash: same messages
+    assert count(store, "SELECT count() FROM {db}.spans") == 8  # the second insert was dropped
+    # the topic was recreated: other messages, written later, at the same offsets
+    asyncio.run(make(store)[0].handle_batch(batch(30, 1_700_000_600_000)))
+    assert count(store, "SELECT uniqExact(trace_id) FROM {db}.spans FINAL") == 4
+    assert count(store, "SELECT count() FROM {db}.spans FINAL") == 16
 
 
 def test_state_is_recovered_from_clickhouse_by_the_next_owner(store: ClickHouseStore) -> None:
