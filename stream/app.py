@@ -108,6 +108,10 @@ def create_app(
         reader.on_gap(topic, partition, first, last)
 
     watch_offset_gaps(app, on_gap)
+    if settings.faults_file is not None:  # fault tests only (stream/faults.py)
+        from stream.faults import skip_fetched_records
+
+        skip_fetched_records(app, settings.faults_file, {settings.input_topic, settings.repartition_topic})
     input_topic = app.topic(settings.input_topic, key_type=bytes, value_type=bytes)
     repartition_topic = app.topic(settings.repartition_topic, key_type=bytes, value_type=bytes)
 

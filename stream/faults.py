@@ -10,6 +10,9 @@ JSON control file that the test (or an operator running a drill) rewrites while 
   raises when the server is unreachable, without touching the engine;
 * ``{"ambiguous_inserts": N}`` — the next N inserts are executed for real and *then* raise a
   connection-reset ``OperationalError``: ClickHouse stored the data, the client never heard;
+* ``{"skip_fetched": N}`` — Kafka side, not ClickHouse: the next N records fetched from the span
+  topics never reach the streams, as if the broker had left them out of its fetch responses (never
+  a partition's first record, so Faust sees the gap: stream/offset_gaps.py);
 * missing file, ``{}`` or ``{"clickhouse": "up"}`` — every call passes through.
 
 "down" wins over "ambiguous_inserts" when both are set. The file is re-read only when its identity
@@ -75,6 +78,7 @@ class FaultControl:
         self._identity: tuple[int, int, int] | None = None
         self.down = False
         self.ambiguous_left = 0
+        self.skip_fetched_left = 0
 
     def refresh(self) -> None:
         try:
@@ -82,7 +86,7 @@ class FaultControl:
         except FileNotFoundError:
             if self._identity is not None:
                 log.warning("fault control %s removed: ClickHouse calls pass through", self.path)
-            self._identity, self.down, self.ambiguous_left = None, False, 0
+            self._identity, self.down, self.ambiguous_left, self.skip_fetched_left = None, False, 0, 0
             return
         identity = (st.st_ino, st.st_mtime_ns, st.st_size)
         if identity == self._identity:
@@ -93,10 +97,12 @@ class FaultControl:
                 raise ValueError("not a JSON object")
             down = str(control.get("clickhouse", "up")).lower() == "down"
             ambiguous = int(control.get("ambiguous_inserts", 0))
+            skip = int(control.get("skip_fetched", 0))
         except (OSError, ValueError, TypeError) as exc:  # half-written: keep the previous state
             log.warning("fault control %s unreadable (%s): previous state kept", self.path, exc)
             return
         self._identity, self.down, self.ambiguous_left = identity, down, max(ambiguous, 0)
+        self.skip_fetched_left = max(skip, 0)
         log.warning("fault control %s: clickhouse %s, ambiguous inserts armed: %d",
                     self.path, "down" if down else "up", self.ambiguous_left)  # fmt: skip
 
@@ -139,3 +145,40 @@ class FaultyClient:
             return result
 
         return call
+
+
+def skip_fetched_records(app: Any, faults_file: str | os.PathLike[str], topics: set[str]) -> None:
+    """Arm the ``skip_fetched`` fault for a Faust app: records of ``topics`` are removed from what its
+    consumer's fetcher returns (the fetch position has already moved past them). Faust's
+    ``Consumer._wait_next_records`` is wrapped once per process; apps without the fault pass through."""
+    from faust.transport.consumer import Consumer
+
+    app._tracejudge_skip_fetch = (FaultControl(faults_file), topics, {})
+    if getattr(Consumer, "_tracejudge_skip_patched", False):
+        return
+    original = Consumer._wait_next_records
+
+    async def wait_next_records(self: Any, timeout: float) -> Any:
+        records, active = await original(self, timeout)
+        fault = getattr(self.app, "_tracejudge_skip_fetch", None)
+        if not records or fault is None:
+            return records, active
+        control, topics, read = fault  # read: the last offset passed on, per partition
+        control.refresh()
+        for tp, recs in records.items():
+            if tp.topic not in topics:
+                continue
+            kept = []
+            for r in recs:
+                if control.skip_fetched_left > 0 and read.get(tp, 0) >= 1:  # Faust needs a read offset > 0
+                    control.skip_fetched_left -= 1
+                    log.warning("fault injected: fetched record %s/%d@%d skipped (%d left)", tp.topic, tp.partition,
+                                r.offset, control.skip_fetched_left)  # fmt: skip
+                    continue
+                kept.append(r)
+                read[tp] = r.offset
+            records[tp] = kept
+        return records, active
+
+    Consumer._wait_next_records = wait_next_records  # type: ignore[method-assign]
+    Consumer._tracejudge_skip_patched = True  # type: ignore[attr-defined]

@@ -49,9 +49,9 @@ def watch_offset_gaps(app: faust.App, on_gap: OnGap) -> None:
         last = offset_to - 1
         if offset_from <= last:
             log.warning(
-                "offsets %d-%d of %s/%d were not in the broker's fetch responses: Faust counts them as "
-                "processed and commits past them (right on a compacted or transactional topic; on the "
-                "OTLP input those messages are lost to the worker)", offset_from, last, tp.topic, tp.partition,
+                "offsets %d-%d of %s/%d were skipped by the consumer's fetches: Faust counts them as "
+                "processed and commits past them (right on a compacted or transactional topic; the span "
+                "topics' skipped offsets are read again)", offset_from, last, tp.topic, tp.partition,
             )  # fmt: skip
             hook = getattr(self.app, "_tracejudge_on_gap", None)
             if hook is not None:
@@ -88,11 +88,13 @@ class SkippedOffsetReader:
         task.add_done_callback(self._tasks.discard)
 
     async def recover(self, topic: str, partition: int, first: int, last: int) -> None:
+        log.info("re-reading offsets %d-%d of %s/%d", first, last, topic, partition)
         try:
             msgs = await asyncio.wait_for(self.read(topic, partition, first, last), self.timeout)
         except Exception as exc:  # the gap stays lost; say so, with what to replay by hand
             log.error("re-reading offsets %d-%d of %s/%d failed: %r", first, last, topic, partition, exc)
             return
+        log.info("read offsets %d-%d of %s/%d again: %d messages; ingesting", first, last, topic, partition, len(msgs))
         if msgs:
             await self.ingest(msgs)
             self.recovered += len(msgs)

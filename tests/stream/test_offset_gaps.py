@@ -11,6 +11,7 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,11 +27,13 @@ from stream.config import Settings
 from stream.counters import Counters
 from stream.demo.broker import LocalBroker
 from stream.dlq import InMessage
+from stream.faults import write_faults
 from stream.offset_gaps import SkippedOffsetReader, watch_offset_gaps
 from stream.pipeline import Pipeline
 from stream.sink import ClickHouseSink
 from stream.store import ClickHouseStore
 from tests.factories import genai_trace, proto
+from tests.stream.conftest import Deployment, wait_for
 from tests.stream.test_pipeline import ListProducer
 
 
@@ -136,3 +139,24 @@ def test_the_worker_app_counts_a_gap_on_its_input_and_stores_what_was_skipped(
     assert pipeline.counters.skipped_offsets == {topic: 2} and pipeline.counters.reread_messages == 2
     stored = {r[0] for r in store.query(f"SELECT DISTINCT trace_id FROM {store.database}.spans")[1]}
     assert stored == {traces[0][0].trace_id.hex(), traces[1][0].trace_id.hex()}
+
+
+def test_a_worker_whose_fetches_skip_records_still_stores_every_trace(
+    deployment: Callable[..., Deployment], tmp_path: Path,
+) -> None:  # fmt: skip
+    faults = tmp_path / "faults.json"
+    write_faults(faults, skip_fetched=3)  # the next 3 fetched span records never reach the streams
+    d = deployment(partitions=1, faults_file=str(faults))
+    worker = d.start_worker()
+    traces = [genai_trace(random.Random(60 + i), 3) for i in range(12)]
+    d.produce([(t[0].trace_id.hex().encode(), proto(t), 0) for t in traces])
+
+    def stored() -> int:
+        return int(worker.sql("SELECT count() FROM tracejudge.traces FINAL")[0][0])
+
+    assert wait_for(lambda: stored() == len(traces), 90), f"{stored()} of {len(traces)} traces stored"
+    assert int(worker.sql("SELECT count() FROM tracejudge.spans FINAL")[0][0]) == 3 * len(traces)
+    counters = worker.status()["counters"]
+    assert counters["skipped_offsets"] == {d.input_topic: 3} and counters["reread_messages"] == 3
+    log = d.workers[0].log_path.read_text()
+    assert log.count("fault injected: fetched record") == 3 and "messages ingested" in log
