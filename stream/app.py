@@ -67,6 +67,7 @@ def create_app(
 ) -> tuple[faust.App, Pipeline]:
     if not settings.kafka_bootstrap:
         raise ValueError("kafka_bootstrap is not set (TRACEJUDGE_KAFKA_BOOTSTRAP)")
+    max_fetch = max(settings.max_message_bytes + 1024 * 1024, 4 * 1_048_576)  # the largest message, whole
     app = faust.App(
         settings.consumer_group,
         broker=[f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")],
@@ -87,7 +88,7 @@ def create_app(
         # dead-lettered too: a client-side cap near max_message_bytes made that produce fail on
         # every retry (a stalled partition). Only the broker's own limit applies.
         producer_max_request_size=PRODUCER_MAX_REQUEST_BYTES,
-        consumer_max_fetch_size=max(settings.max_message_bytes + 1024 * 1024, 4 * 1_048_576),
+        consumer_max_fetch_size=max_fetch,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4 * settings.batch_max_messages, 1000),
         broker_session_timeout=settings.kafka_session_timeout,
@@ -100,7 +101,7 @@ def create_app(
     reader = SkippedOffsetReader(
         settings.kafka_bootstrap, {settings.input_topic, settings.repartition_topic},
         lambda msgs: pipeline.reingest(msgs, repartition=msgs[0].topic == settings.input_topic),
-        max_fetch_bytes=max(settings.max_message_bytes + 1024 * 1024, 4 * 1_048_576),
+        max_fetch_bytes=max_fetch,
     )  # fmt: skip
 
     def on_gap(topic: str, partition: int, first: int, last: int) -> None:

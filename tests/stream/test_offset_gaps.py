@@ -37,6 +37,22 @@ from tests.stream.conftest import Deployment, wait_for
 from tests.stream.test_pipeline import ListProducer
 
 
+def faust_consumer(app: faust.App) -> Any:
+    """What Faust's ``Consumer._add_gap`` reads of its consumer."""
+    return SimpleNamespace(app=app, _committed_offset=defaultdict(lambda: None), _gap=defaultdict(IntervalTree))
+
+
+async def produce(bootstrap: str, topic: str, traces: list[Any]) -> None:
+    """One keyed message per trace on partition 0, in order."""
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await p.start()
+    try:
+        for t in traces:
+            await p.send_and_wait(topic, proto(t), key=t[0].trace_id.hex().encode(), partition=0)
+    finally:
+        await p.stop()
+
+
 def test_faust_fetch_loop_still_reports_gaps_through_add_gap() -> None:
     assert "self._add_gap(tp, r_offset + 1, offset)" in inspect.getsource(Consumer._drain_messages)
 
@@ -51,7 +67,7 @@ def test_a_gap_is_logged_counted_and_still_acked_by_faust(caplog: pytest.LogCapt
         counters.count_skipped(topic, first, last)
 
     watch_offset_gaps(app, on_gap)
-    consumer: Any = SimpleNamespace(app=app, _committed_offset=defaultdict(lambda: None), _gap=defaultdict(IntervalTree))
+    consumer = faust_consumer(app)
     tp = TP("otlp_spans", 2)
     with caplog.at_level(logging.WARNING, logger="stream.offset_gaps"):
         # the fetch loop read offset 61, then 64: Faust calls _add_gap(tp, 62, 64)
@@ -70,8 +86,7 @@ def test_watching_twice_patches_once_and_follows_the_latest_app() -> None:
     watch_offset_gaps(second, lambda *a: calls.append("second"))
     assert Consumer._add_gap is patched
     for app in (first, second):
-        consumer: Any = SimpleNamespace(app=app, _committed_offset=defaultdict(lambda: None), _gap=defaultdict(IntervalTree))
-        asyncio.run(Consumer._add_gap(consumer, TP("t", 0), 3, 5))
+        asyncio.run(Consumer._add_gap(faust_consumer(app), TP("t", 0), 3, 5))
     assert calls == ["first", "second"]
 
 
@@ -80,17 +95,7 @@ def test_skipped_offsets_are_read_again_from_the_broker_and_stored(
 ) -> None:  # fmt: skip
     topic = new_topic(partitions=1)
     traces = [genai_trace(random.Random(40 + i), 3) for i in range(4)]
-
-    async def produce() -> None:
-        p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
-        await p.start()
-        try:
-            for t in traces:
-                await p.send_and_wait(topic, proto(t), key=t[0].trace_id.hex().encode(), partition=0)
-        finally:
-            await p.stop()
-
-    asyncio.run(produce())
+    asyncio.run(produce(broker.bootstrap, topic, traces))
     settings = Settings(clickhouse_database=store.database, input_topic=topic)
     pipeline = Pipeline(settings, ClickHouseSink(store), ListProducer())
     reader = SkippedOffsetReader(broker.bootstrap, {topic}, lambda msgs: pipeline.reingest(msgs, repartition=True))
@@ -117,18 +122,11 @@ def test_the_worker_app_counts_a_gap_on_its_input_and_stores_what_was_skipped(
     traces = [genai_trace(random.Random(50 + i), 2) for i in range(3)]
 
     async def main() -> Pipeline:
-        p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
-        await p.start()
-        try:
-            for t in traces:
-                await p.send_and_wait(topic, proto(t), key=t[0].trace_id.hex().encode(), partition=0)
-        finally:
-            await p.stop()
+        await produce(broker.bootstrap, topic, traces)
         settings = Settings(clickhouse_database=store.database, input_topic=topic, kafka_bootstrap=broker.bootstrap,
                             consumer_group="g-" + topic)  # fmt: skip
         app, pipeline = create_app(settings, lambda app: Pipeline(settings, ClickHouseSink(store), ListProducer()))
-        consumer: Any = SimpleNamespace(app=app, _committed_offset=defaultdict(lambda: None), _gap=defaultdict(IntervalTree))
-        await Consumer._add_gap(consumer, TP(topic, 0), 0, 2)  # read nothing before offset 2: 0 and 1 skipped
+        await Consumer._add_gap(faust_consumer(app), TP(topic, 0), 0, 2)  # read nothing before offset 2: 0 and 1 skipped
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
         while pipeline.counters.reread_messages < 2 and loop.time() < deadline:
