@@ -28,7 +28,7 @@ from stream.batch_chain import BatchChain
 from stream.config import Settings
 from stream.dlq import InMessage, OutRecord
 from stream.judging import JudgeService
-from stream.offset_gaps import SkippedOffsetReader, watch_offset_gaps
+from stream.offset_gaps import GapNotRecovered, Handler, SkippedOffsetReader, watch_offset_gaps
 from stream.pipeline import Pipeline
 from stream.telemetry import batch_span
 
@@ -98,21 +98,31 @@ def create_app(
     )
     set_fetch_max_wait(app, settings.kafka_fetch_max_wait)
     pipeline = make_pipeline(app)
+    judging = make_judging(app) if make_judging is not None else None
     reader = SkippedOffsetReader(
-        settings.kafka_bootstrap, {settings.input_topic, settings.repartition_topic},
-        lambda msgs: pipeline.reingest(msgs, repartition=msgs[0].topic == settings.input_topic),
-        max_fetch_bytes=max_fetch,
+        settings.kafka_bootstrap, reread_handlers(settings, pipeline, judging), max_fetch_bytes=max_fetch,
+        deadline=settings.gap_reread_deadline,
     )  # fmt: skip
 
-    def on_gap(topic: str, partition: int, first: int, last: int) -> None:
+    async def on_gap(topic: str, partition: int, first: int, last: int) -> None:
         pipeline.counters.count_skipped(topic, first, last)
-        reader.on_gap(topic, partition, first, last)
+        try:
+            pipeline.counters.reread_messages += await reader.recover(topic, partition, first, last)
+            return
+        except GapNotRecovered as exc:
+            reason = str(exc)
+        except Exception as exc:  # a handler failed
+            reason = f"handling offsets {first}-{last} of {topic}/{partition} again failed: {exc!r}"
+        # nothing at or past the gap was acknowledged (the fetch loop waits here): a restart reads it
+        log.critical("%s; exiting without committing past them", reason)
+        os._exit(EXIT_UNFINISHED_BATCH)
 
     watch_offset_gaps(app, on_gap)
     if settings.faults_file is not None:  # fault tests only (stream/faults.py)
-        from stream.faults import skip_fetched_records
+        from stream.faults import pause_rereads, skip_fetched_records
 
-        skip_fetched_records(app, settings.faults_file, {settings.input_topic, settings.repartition_topic})
+        skip_fetched_records(app, settings.faults_file, set(reread_handlers(settings, pipeline, judging)))
+        pause_rereads(reader, settings.faults_file)
     input_topic = app.topic(settings.input_topic, key_type=bytes, value_type=bytes)
     repartition_topic = app.topic(settings.repartition_topic, key_type=bytes, value_type=bytes)
 
@@ -173,7 +183,6 @@ def create_app(
         except Exception:  # pragma: no cover - tick retries internally; never kill the timer
             log.exception("completing traces failed")
 
-    judging = make_judging(app) if make_judging is not None else None
     if judging is not None:
         add_judge_agent(app, settings, judging, consume)
 
@@ -190,6 +199,21 @@ def create_app(
     app.on_partitions_assigned.connect(_assigned)
     app.on_partitions_revoked.connect(_revoked)
     return app, pipeline
+
+
+def reread_handlers(settings: Settings, pipeline: Pipeline, judging: JudgeService | None) -> dict[str, Handler]:
+    """What handles skipped messages read again (stream/offset_gaps.py): each topic's batch code."""
+    handlers: dict[str, Handler] = {
+        settings.input_topic: lambda msgs: pipeline.handle_batch(msgs, repartition=True),
+        settings.repartition_topic: lambda msgs: pipeline.handle_batch(msgs, repartition=False),
+        settings.events_topic: pipeline.handle_events,
+    }
+    if judging is not None:
+        async def judge(msgs: list[InMessage]) -> None:
+            await judging.finish_batch(await judging.start_batch(msgs))
+
+        handlers[settings.judge_topic] = judge
+    return handlers
 
 
 def set_fetch_max_wait(app: faust.App, seconds: float) -> None:

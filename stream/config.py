@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     shutdown_batch_timeout: float = Field(
         20.0, gt=0, description="at shutdown, how long a batch in progress may take to be stored"
     )
+    gap_reread_deadline: float = Field(
+        300.0, gt=0, description="how long the worker keeps trying to read offsets its consumer skipped "
+        "(stream/offset_gaps.py) before it exits without committing past them"
+    )
     insert_retry_initial: float = Field(0.5, gt=0)
     insert_retry_max: float = Field(30.0, gt=0)
 

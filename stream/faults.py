@@ -10,9 +10,12 @@ JSON control file that the test (or an operator running a drill) rewrites while 
   raises when the server is unreachable, without touching the engine;
 * ``{"ambiguous_inserts": N}`` — the next N inserts are executed for real and *then* raise a
   connection-reset ``OperationalError``: ClickHouse stored the data, the client never heard;
-* ``{"skip_fetched": N}`` — Kafka side, not ClickHouse: the next N records fetched from the span
-  topics never reach the streams, as if the broker had left them out of its fetch responses (never
-  a partition's first record, so Faust sees the gap: stream/offset_gaps.py);
+* ``{"skip_fetched": N}`` — Kafka side, not ClickHouse: the next N records fetched from the
+  worker's topics (spans, events, to_judge) never reach the streams, as if the broker had left them
+  out of its fetch responses (never a partition's first record, so Faust sees the gap:
+  stream/offset_gaps.py);
+* ``{"reread_pause": S}`` — each re-read of skipped offsets waits S seconds before it starts, so
+  that a test can kill the worker while a gap is being recovered;
 * missing file, ``{}`` or ``{"clickhouse": "up"}`` — every call passes through.
 
 "down" wins over "ambiguous_inserts" when both are set. The file is re-read only when its identity
@@ -31,6 +34,7 @@ Faults injected are counted in :attr:`FaultyClient.counts` (shown as ``faults`` 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -79,6 +83,7 @@ class FaultControl:
         self.down = False
         self.ambiguous_left = 0
         self.skip_fetched_left = 0
+        self.reread_pause = 0.0
 
     def refresh(self) -> None:
         try:
@@ -87,6 +92,7 @@ class FaultControl:
             if self._identity is not None:
                 log.warning("fault control %s removed: ClickHouse calls pass through", self.path)
             self._identity, self.down, self.ambiguous_left, self.skip_fetched_left = None, False, 0, 0
+            self.reread_pause = 0.0
             return
         identity = (st.st_ino, st.st_mtime_ns, st.st_size)
         if identity == self._identity:
@@ -98,11 +104,12 @@ class FaultControl:
             down = str(control.get("clickhouse", "up")).lower() == "down"
             ambiguous = int(control.get("ambiguous_inserts", 0))
             skip = int(control.get("skip_fetched", 0))
+            pause = float(control.get("reread_pause", 0))
         except (OSError, ValueError, TypeError) as exc:  # half-written: keep the previous state
             log.warning("fault control %s unreadable (%s): previous state kept", self.path, exc)
             return
         self._identity, self.down, self.ambiguous_left = identity, down, max(ambiguous, 0)
-        self.skip_fetched_left = max(skip, 0)
+        self.skip_fetched_left, self.reread_pause = max(skip, 0), max(pause, 0.0)
         log.warning("fault control %s: clickhouse %s, ambiguous inserts armed: %d",
                     self.path, "down" if down else "up", self.ambiguous_left)  # fmt: skip
 
@@ -182,3 +189,18 @@ def skip_fetched_records(app: Any, faults_file: str | os.PathLike[str], topics: 
 
     Consumer._wait_next_records = wait_next_records  # type: ignore[method-assign]
     Consumer._tracejudge_skip_patched = True  # type: ignore[attr-defined]
+
+
+def pause_rereads(reader: Any, faults_file: str | os.PathLike[str]) -> None:
+    """Arm the ``reread_pause`` fault on a :class:`stream.offset_gaps.SkippedOffsetReader`."""
+    control, read = FaultControl(faults_file), reader.read
+
+    async def paused(topic: str, partition: int, first: int, last: int) -> Any:
+        control.refresh()
+        if control.reread_pause > 0:
+            log.warning("fault injected: re-read of offsets %d-%d of %s/%d paused %.1fs", first, last, topic,
+                        partition, control.reread_pause)  # fmt: skip
+            await asyncio.sleep(control.reread_pause)
+        return await read(topic, partition, first, last)
+
+    reader.read = paused

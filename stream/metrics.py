@@ -76,7 +76,7 @@ SPECS: tuple[Spec, ...] = (
     _c("signals", "semantic and action signals found, by type", ("type",), "{signal}"),
     _c("consumer_skipped_offsets", "offsets a consumed partition skipped: Faust counts them as processed "
        "(stream/offset_gaps.py)", ("topic",), "{message}"),
-    _c("consumer_reread_messages", "skipped span messages read again outside the group and ingested",
+    _c("consumer_reread_messages", "skipped messages read again outside the group and handled",
        unit="{message}"),
     _c("dead_letters", "messages sent to a dead-letter topic", ("topic",), "{message}"),
     _c("dead_letter_reasons", "span messages dead-lettered, by reason", ("topic", "reason"), "{message}"),

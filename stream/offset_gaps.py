@@ -2,28 +2,31 @@
 
 Faust's fetch loop, given offset ``n + k`` right after ``n``, records ``n + 1 .. n + k`` as a gap and
 treats it as acknowledged: the committed offset moves past it. On a compacted topic, or around the
-control records of transactions, that is right. The OTLP input is neither (the Collector's kafka
-exporter does not compact or use transactions), so a gap there means the broker left messages out
-of its fetch responses: they are on the topic and were never ingested, and no replay brings them
-back once the commit has passed them.
+control records of transactions, that is right. tracejudge's topics are neither (the Collector's
+kafka exporter does not compact or use transactions), so a gap there means the fetch responses left
+messages out: they are on the topic and were never handled, and no replay brings them back once
+the commit has passed them.
 
-:func:`watch_offset_gaps` makes that visible: each gap is logged with its topic, partition and
-offsets, and counted (``skipped_offsets`` on ``/api/status``, ``tracejudge_consumer_skipped_offsets``
-on ``/metrics``). Faust's internals are patched once per process (faust-streaming 0.15,
-``Consumer._add_gap``); a test checks the hook still fires.
+:func:`watch_offset_gaps` hooks Faust's ``Consumer._add_gap`` (faust-streaming 0.15, patched once
+per process; a test checks the fetch loop still calls it). Each gap is logged and handed to the
+app's ``on_gap`` coroutine, which the fetch loop awaits *before* Faust records the gap and before
+the message after it is delivered. So while ``on_gap`` runs nothing at or past the gap is
+acknowledged, and no commit can pass it: a worker that dies meanwhile restarts from an offset before
+the gap and reads it the normal way.
 
-:class:`SkippedOffsetReader` then reads the skipped offsets of the span topics again, with a plain
-consumer outside the group, and ingests what it finds like any batch (the same topic, partition,
-offset and timestamp, so the same deduplication tokens as a normal read). What it cannot bring back:
-messages lost if the worker dies after Faust committed past the gap and before the re-read was
-stored (a window of about a second), and gaps on other topics (only logged and counted).
+:class:`SkippedOffsetReader` is what the worker's ``on_gap`` runs: it reads the skipped offsets
+again with a plain consumer outside the group, and hands the messages to the topic's handler (the
+same code as a consumed batch: the same topic, partition, offset and timestamp, so the same
+deduplication tokens). It retries a failed read with backoff until ``deadline``, then raises
+:class:`GapNotRecovered`; the worker then exits without committing (stream/app.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
@@ -34,11 +37,13 @@ from stream.dlq import InMessage
 
 log = logging.getLogger(__name__)
 
-OnGap = Callable[[str, int, int, int], None]  # topic, partition, first skipped offset, last
+OnGap = Callable[[str, int, int, int], Awaitable[None]]  # topic, partition, first skipped offset, last
+Handler = Callable[[list[InMessage]], Awaitable[Any]]  # handles messages read again, like a consumed batch
 
 
 def watch_offset_gaps(app: faust.App, on_gap: OnGap) -> None:
-    """Call ``on_gap`` (after logging a warning) for every gap Faust records on ``app``'s consumer."""
+    """Await ``on_gap`` (after logging a warning) for every gap Faust finds on ``app``'s consumer,
+    before Faust records the gap as acknowledged."""
     app._tracejudge_on_gap = on_gap  # type: ignore[attr-defined]
     if getattr(Consumer, "_tracejudge_gap_patched", False):
         return
@@ -47,58 +52,69 @@ def watch_offset_gaps(app: faust.App, on_gap: OnGap) -> None:
     async def add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
         # Faust passes the offset of the message that follows the gap as ``offset_to``
         last = offset_to - 1
-        if offset_from <= last:
+        hook = getattr(self.app, "_tracejudge_on_gap", None)
+        if offset_from <= last and hook is not None:
             log.warning(
-                "offsets %d-%d of %s/%d were skipped by the consumer's fetches: Faust counts them as "
-                "processed and commits past them (right on a compacted or transactional topic; the span "
-                "topics' skipped offsets are read again)", offset_from, last, tp.topic, tp.partition,
+                "offsets %d-%d of %s/%d were skipped by the consumer's fetches; reading them again before "
+                "the consumer goes on", offset_from, last, tp.topic, tp.partition,
             )  # fmt: skip
-            hook = getattr(self.app, "_tracejudge_on_gap", None)
-            if hook is not None:
-                hook(tp.topic, tp.partition, offset_from, last)
+            await hook(tp.topic, tp.partition, offset_from, last)
+            offset_to = last  # Faust's gap would take in the message after it too, before it is processed
         await original(self, tp, offset_from, offset_to)
 
     Consumer._add_gap = add_gap  # type: ignore[method-assign]
     Consumer._tracejudge_gap_patched = True  # type: ignore[attr-defined]
 
 
-class SkippedOffsetReader:
-    """Reads skipped offsets of ``topics`` again and passes the messages to ``ingest``.
+class GapNotRecovered(Exception):
+    """Skipped offsets that could not be read again and handled before the deadline."""
 
-    Each gap gets a task of its own on the running loop; it gives up after ``timeout`` seconds
-    (logged as an error with the offsets it did not read). Offsets that hold no message (a
-    compacted key, a transaction marker) are simply not there to read.
+
+class SkippedOffsetReader:
+    """Reads skipped offsets again and passes the messages to their topic's handler.
+
+    A read that fails or takes longer than ``attempt_timeout`` is retried after 1, 2, 4 … up to 30
+    seconds, until ``deadline`` seconds have passed; then :meth:`recover` raises
+    :class:`GapNotRecovered`. A handler's own failure is not retried here: handlers retry their
+    stores themselves. Offsets that hold no message (a compacted key, a transaction marker) are
+    simply not there to read.
     """
 
-    def __init__(self, bootstrap: str, topics: set[str], ingest: Callable[[list[InMessage]], Awaitable[None]],
-                 *, max_fetch_bytes: int = 64 * 1_048_576, timeout: float = 60.0) -> None:  # fmt: skip
+    def __init__(self, bootstrap: str, handlers: Mapping[str, Handler], *, max_fetch_bytes: int = 64 * 1_048_576,
+                 attempt_timeout: float = 30.0, deadline: float = 300.0,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.bootstrap = bootstrap
-        self.topics = topics
-        self.ingest = ingest
+        self.handlers = dict(handlers)
         self.max_fetch_bytes = max_fetch_bytes
-        self.timeout = timeout
-        self.recovered = 0  # messages read again and ingested
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.attempt_timeout = attempt_timeout
+        self.deadline = deadline
+        self.sleep = sleep
+        self.clock = clock
 
-    def on_gap(self, topic: str, partition: int, first: int, last: int) -> None:
-        if topic not in self.topics:
-            return
-        task = asyncio.get_running_loop().create_task(self.recover(topic, partition, first, last))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def recover(self, topic: str, partition: int, first: int, last: int) -> None:
-        log.info("re-reading offsets %d-%d of %s/%d", first, last, topic, partition)
-        try:
-            msgs = await asyncio.wait_for(self.read(topic, partition, first, last), self.timeout)
-        except Exception as exc:  # the gap stays lost; say so, with what to replay by hand
-            log.error("re-reading offsets %d-%d of %s/%d failed: %r", first, last, topic, partition, exc)
-            return
-        log.info("read offsets %d-%d of %s/%d again: %d messages; ingesting", first, last, topic, partition, len(msgs))
+    async def recover(self, topic: str, partition: int, first: int, last: int) -> int:
+        """Read offsets ``first`` .. ``last`` again and handle them; the number of messages handled
+        (0 for a topic without a handler: nothing to do)."""
+        handler = self.handlers.get(topic)
+        if handler is None:
+            return 0
+        where = f"offsets {first}-{last} of {topic}/{partition}"
+        give_up, backoff = self.clock() + self.deadline, 1.0
+        while True:
+            try:
+                msgs = await asyncio.wait_for(self.read(topic, partition, first, last), self.attempt_timeout)
+                break
+            except Exception as exc:
+                if self.clock() + backoff > give_up:
+                    raise GapNotRecovered(f"{where} could not be read again within {self.deadline:.0f}s: {exc!r}") from exc
+                log.error("re-reading %s failed (%r); retrying in %.0fs", where, exc, backoff)
+                await self.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
         if msgs:
-            await self.ingest(msgs)
-            self.recovered += len(msgs)
-        log.warning("re-read offsets %d-%d of %s/%d: %d messages ingested", first, last, topic, partition, len(msgs))
+            # shielded: if the fetch loop is cancelled (a rebalance, shutdown), the handling still ends
+            await asyncio.shield(asyncio.ensure_future(handler(msgs)))
+        log.warning("re-read %s: %d messages handled", where, len(msgs))
+        return len(msgs)
 
     async def read(self, topic: str, partition: int, first: int, last: int) -> list[InMessage]:
         """The messages at offsets ``first`` .. ``last`` of one partition."""
@@ -121,7 +137,3 @@ class SkippedOffsetReader:
             return out
         finally:
             await consumer.stop()
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()

@@ -131,11 +131,6 @@ class Pipeline:
         dead-lettered or repartitioned (and so may be acked)."""
         await self.finish_batch(await self.start_batch(msgs, repartition))
 
-    async def reingest(self, msgs: Sequence[InMessage], repartition: bool) -> None:
-        """Messages read again outside the consumer group (stream/offset_gaps.py): handled like a batch."""
-        await self.handle_batch(msgs, repartition)
-        self.counters.reread_messages += len(msgs)
-
     async def start_batch(self, msgs: Sequence[InMessage], repartition: bool = True) -> list[Stored]:
         """The first half of :meth:`handle_batch`: decode and assemble ``msgs``, start their span
         inserts, deliver dead letters and repartitioned records. Returns the inserts still running;

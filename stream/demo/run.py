@@ -217,8 +217,8 @@ def _summary(worker: WorkerProcess, stats: FleetStats, started_ms: int, db: str,
     )
     for topic, n in sorted((c.get("skipped_offsets") or {}).items()):
         console.print(
-            f"[yellow]the consumer skipped {n} offsets of {escape(topic)}; {c.get('reread_messages', 0)} span "
-            "messages were read again and ingested (offsets in the worker log; README, 'Delivery guarantees')[/yellow]"
+            f"[yellow]the consumer skipped {n} offsets of {escape(topic)}; {c.get('reread_messages', 0)} "
+            "messages were read again and handled (offsets in the worker log; README, 'Delivery guarantees')[/yellow]"
         )
     since = f"fromUnixTimestamp64Milli({started_ms})"
     rows = Table("table", "rows (this run)", "rows (all time)", title="ClickHouse rows (FINAL)")

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
+import os
 import random
+import socket
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -22,19 +26,24 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from stream.app import create_app
+from stream.app import EXIT_UNFINISHED_BATCH, create_app
 from stream.config import Settings
-from stream.counters import Counters
 from stream.demo.broker import LocalBroker
 from stream.dlq import InMessage
 from stream.faults import write_faults
-from stream.offset_gaps import SkippedOffsetReader, watch_offset_gaps
+from stream.offset_gaps import GapNotRecovered, SkippedOffsetReader, watch_offset_gaps
 from stream.pipeline import Pipeline
 from stream.sink import ClickHouseSink
 from stream.store import ClickHouseStore
 from tests.factories import genai_trace, proto
 from tests.stream.conftest import Deployment, wait_for
 from tests.stream.test_pipeline import ListProducer
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again on return: nothing listens there
 
 
 def faust_consumer(app: faust.App) -> Any:
@@ -57,33 +66,41 @@ def test_faust_fetch_loop_still_reports_gaps_through_add_gap() -> None:
     assert "self._add_gap(tp, r_offset + 1, offset)" in inspect.getsource(Consumer._drain_messages)
 
 
-def test_a_gap_is_logged_counted_and_still_acked_by_faust(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_gap_is_recovered_before_faust_records_it_and_then_only_the_gap_is_recorded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
     app = faust.App("gap-test", broker="kafka://127.0.0.1:1")
-    counters = Counters()
-    seen: list[tuple[Any, ...]] = []
-
-    def on_gap(topic: str, partition: int, first: int, last: int) -> None:
-        seen.append((topic, partition, first, last))
-        counters.count_skipped(topic, first, last)
-
-    watch_offset_gaps(app, on_gap)
     consumer = faust_consumer(app)
     tp = TP("otlp_spans", 2)
+    seen: list[tuple[Any, ...]] = []
+
+    async def on_gap(topic: str, partition: int, first: int, last: int) -> None:
+        await asyncio.sleep(0.05)  # the re-read: Faust has recorded nothing meanwhile, so cannot commit past it
+        seen.append((topic, partition, first, last, len(consumer._gap[tp])))
+
+    watch_offset_gaps(app, on_gap)
     with caplog.at_level(logging.WARNING, logger="stream.offset_gaps"):
         # the fetch loop read offset 61, then 64: Faust calls _add_gap(tp, 62, 64)
         asyncio.run(Consumer._add_gap(consumer, tp, 62, 64))
-    assert seen == [("otlp_spans", 2, 62, 63)]
-    assert counters.skipped_offsets == {"otlp_spans": 2}
+    assert seen == [("otlp_spans", 2, 62, 63, 0)]
     assert "offsets 62-63 of otlp_spans/2" in caplog.text
-    assert sorted((i.begin, i.end) for i in consumer._gap[tp]) == [(62, 65)]  # Faust's own bookkeeping is kept
+    # then Faust records the gap alone (its own call would also take in 64, not yet processed)
+    assert sorted((i.begin, i.end) for i in consumer._gap[tp]) == [(62, 64)]
 
 
 def test_watching_twice_patches_once_and_follows_the_latest_app() -> None:
     first, second = faust.App("gap-a", broker="kafka://127.0.0.1:1"), faust.App("gap-b", broker="kafka://127.0.0.1:1")
     calls: list[str] = []
-    watch_offset_gaps(first, lambda *a: calls.append("first"))
+
+    def hook(name: str) -> Any:
+        async def on_gap(*_: Any) -> None:
+            calls.append(name)
+
+        return on_gap
+
+    watch_offset_gaps(first, hook("first"))
     patched = Consumer._add_gap
-    watch_offset_gaps(second, lambda *a: calls.append("second"))
+    watch_offset_gaps(second, hook("second"))
     assert Consumer._add_gap is patched
     for app in (first, second):
         asyncio.run(Consumer._add_gap(faust_consumer(app), TP("t", 0), 3, 5))
@@ -98,24 +115,41 @@ def test_skipped_offsets_are_read_again_from_the_broker_and_stored(
     asyncio.run(produce(broker.bootstrap, topic, traces))
     settings = Settings(clickhouse_database=store.database, input_topic=topic)
     pipeline = Pipeline(settings, ClickHouseSink(store), ListProducer())
-    reader = SkippedOffsetReader(broker.bootstrap, {topic}, lambda msgs: pipeline.reingest(msgs, repartition=True))
+    reader = SkippedOffsetReader(broker.bootstrap, {topic: lambda msgs: pipeline.handle_batch(msgs, repartition=True)})
 
-    async def gap() -> list[InMessage]:
+    async def gap() -> tuple[list[InMessage], int, int]:
         msgs = await reader.read(topic, 0, 1, 2)
-        reader.on_gap(topic, 0, 1, 2)  # as the Faust hook calls it: a task on the running loop
-        reader.on_gap("some.other.topic", 0, 1, 2)  # not a span topic: only counted by the caller
-        await asyncio.wait_for(asyncio.gather(*reader._tasks), 30)
-        return msgs
+        handled = await reader.recover(topic, 0, 1, 2)
+        other = await reader.recover("some.other.topic", 0, 1, 2)  # no handler: nothing to read
+        return msgs, handled, other
 
-    msgs = asyncio.run(gap())
+    msgs, handled, other = asyncio.run(gap())
     assert [(m.offset, m.value) for m in msgs] == [(1, proto(traces[1])), (2, proto(traces[2]))]
     assert all(m.timestamp_ms and m.key == traces[m.offset][0].trace_id.hex().encode() for m in msgs)
     stored = {r[0] for r in store.query(f"SELECT DISTINCT trace_id FROM {store.database}.spans")[1]}
     assert stored == {traces[1][0].trace_id.hex(), traces[2][0].trace_id.hex()}
-    assert reader.recovered == 2 and pipeline.counters.reread_messages == 2
+    assert (handled, other) == (2, 0)
 
 
-def test_the_worker_app_counts_a_gap_on_its_input_and_stores_what_was_skipped(
+def test_a_read_that_keeps_failing_is_retried_with_backoff_until_the_deadline() -> None:
+    now = [0.0]
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    async def never(msgs: list[InMessage]) -> None:
+        raise AssertionError("nothing was read, nothing may be handled")
+
+    reader = SkippedOffsetReader(f"127.0.0.1:{closed_port()}", {"otlp_spans": never}, attempt_timeout=2,
+                                 deadline=40, sleep=sleep, clock=lambda: now[0])  # fmt: skip
+    with pytest.raises(GapNotRecovered, match="offsets 5-6 of otlp_spans/0 could not be read again within 40s"):
+        asyncio.run(reader.recover("otlp_spans", 0, 5, 6))
+    assert waits == [1, 2, 4, 8, 16]  # the next wait (30) would pass the deadline
+
+
+def test_the_worker_app_recovers_a_gap_on_its_input_before_going_on(
     broker: LocalBroker, new_topic: Callable[..., str], store: ClickHouseStore,
 ) -> None:  # fmt: skip
     topic = new_topic(partitions=1)
@@ -127,16 +161,32 @@ def test_the_worker_app_counts_a_gap_on_its_input_and_stores_what_was_skipped(
                             consumer_group="g-" + topic)  # fmt: skip
         app, pipeline = create_app(settings, lambda app: Pipeline(settings, ClickHouseSink(store), ListProducer()))
         await Consumer._add_gap(faust_consumer(app), TP(topic, 0), 0, 2)  # read nothing before offset 2: 0 and 1 skipped
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while pipeline.counters.reread_messages < 2 and loop.time() < deadline:
-            await asyncio.sleep(0.1)
-        return pipeline
+        return pipeline  # returned: the skipped messages were stored before Faust recorded the gap
 
     pipeline = asyncio.run(main())
     assert pipeline.counters.skipped_offsets == {topic: 2} and pipeline.counters.reread_messages == 2
     stored = {r[0] for r in store.query(f"SELECT DISTINCT trace_id FROM {store.database}.spans")[1]}
     assert stored == {traces[0][0].trace_id.hex(), traces[1][0].trace_id.hex()}
+
+
+def test_the_worker_app_exits_without_committing_when_a_gap_cannot_be_read(
+    store: ClickHouseStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    settings = Settings(clickhouse_database=store.database, kafka_bootstrap=f"127.0.0.1:{closed_port()}",
+                        consumer_group="g-unreachable", gap_reread_deadline=0.5)  # fmt: skip
+    app, _ = create_app(settings, lambda app: Pipeline(settings, ClickHouseSink(store), ListProducer()))
+    consumer = faust_consumer(app)
+    tp = TP(settings.input_topic, 0)
+
+    def exit_(code: int) -> None:
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", exit_)
+    with caplog.at_level(logging.CRITICAL, logger="stream.app"), pytest.raises(SystemExit) as exited:
+        asyncio.run(Consumer._add_gap(consumer, tp, 7, 9))
+    assert exited.value.code == EXIT_UNFINISHED_BATCH
+    assert "offsets 7-8 of otlp_spans/0 could not be read again" in caplog.text
+    assert not consumer._gap[tp]  # never recorded: the committed offset stays before the gap
 
 
 def test_a_worker_whose_fetches_skip_records_still_stores_every_trace(
@@ -157,4 +207,57 @@ def test_a_worker_whose_fetches_skip_records_still_stores_every_trace(
     counters = worker.status()["counters"]
     assert counters["skipped_offsets"] == {d.input_topic: 3} and counters["reread_messages"] == 3
     log = d.workers[0].log_path.read_text()
-    assert log.count("fault injected: fetched record") == 3 and "messages ingested" in log
+    assert log.count("fault injected: fetched record") == 3 and "3 messages handled" in log
+
+
+def test_a_worker_killed_while_it_reads_skipped_offsets_again_loses_nothing(
+    deployment: Callable[..., Deployment], tmp_path: Path,
+) -> None:  # fmt: skip
+    faults = tmp_path / "faults.json"
+    write_faults(faults, skip_fetched=2, reread_pause=30)  # the re-read waits: the worker is killed meanwhile
+    d = deployment(partitions=1, faults_file=str(faults))
+    worker = d.start_worker()
+    traces = [genai_trace(random.Random(70 + i), 3) for i in range(8)]
+    d.produce([(t[0].trace_id.hex().encode(), proto(t), 0) for t in traces])
+    assert wait_for(lambda: worker.status()["counters"]["skipped_offsets"] == {d.input_topic: 2}, 60)
+    time.sleep(3)  # Faust commits every second: had it recorded the gap, the commit would now be past it
+    worker.proc.kill()
+    worker.proc.wait(30)
+    write_faults(faults)  # no faults for the next worker
+    worker = d.start_worker()
+
+    def stored() -> int:
+        return int(worker.sql("SELECT count() FROM tracejudge.traces FINAL")[0][0])
+
+    assert wait_for(lambda: stored() == len(traces), 90), f"{stored()} of {len(traces)} traces stored"
+    assert int(worker.sql("SELECT count() FROM tracejudge.spans FINAL")[0][0]) == 3 * len(traces)
+    assert worker.status()["counters"]["skipped_offsets"] == {}  # read the normal way from the committed offset
+
+
+def test_a_worker_whose_fetches_skip_product_events_still_stores_every_event(
+    deployment: Callable[..., Deployment], tmp_path: Path,
+) -> None:  # fmt: skip
+    faults = tmp_path / "faults.json"
+    write_faults(faults, skip_fetched=2)
+    d = deployment(partitions=1, faults_file=str(faults))
+    worker = d.start_worker()
+    topic = d.settings["TRACEJUDGE_EVENTS_TOPIC"]
+    events = [json.dumps({"trace_id": f"{i:032x}", "type": "regenerate", "ts": 1795341600 + i}).encode() for i in range(6)]
+
+    async def send() -> None:
+        p = AIOKafkaProducer(bootstrap_servers=d.broker.bootstrap)
+        await p.start()
+        try:
+            for e in events:
+                await p.send_and_wait(topic, e, partition=0)
+        finally:
+            await p.stop()
+
+    asyncio.run(send())
+
+    def stored() -> int:
+        return int(worker.sql("SELECT count() FROM tracejudge.action_events FINAL")[0][0])
+
+    assert wait_for(lambda: stored() == len(events), 60), f"{stored()} of {len(events)} events stored"
+    counters = worker.status()["counters"]
+    assert counters["skipped_offsets"] == {topic: 2} and counters["reread_messages"] == 2
