@@ -1,5 +1,5 @@
 """The demo's SIMULATED judge provider: a real HTTP server speaking OpenAI Chat Completions, driven by
-the project's own provider and ``RubricJudge`` over real HTTP; and the demo's judging config."""
+the project's own provider and ``RubricJudge`` over real HTTP."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import random
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,8 +18,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from judges.config import load_judging_config
-from judges.pricing import tier_prices
 from judges.prompt import build_request
 from judges.providers.base import ChatRequest
 from judges.providers.config import ProviderSpec, build_provider
@@ -31,12 +28,7 @@ from judges.verdict import Verdict
 from schemas.decode import decode_message
 from schemas.model import CompletionReason, Trace
 from stream.demo.scenarios import APPS, SCENARIO_WEIGHTS, Conversation, plan_turn
-from stream.demo.judging_config import demo_judging_config, judging_mode
-from stream.demo.sim_provider import (
-    SIM_API_KEY_ENV,
-    SimulatedProvider,
-    judge_request,
-)
+from stream.demo.sim_provider import SimulatedProvider, judge_request
 from stream.demo.spans import emit_turn
 from tests.judges.fake_llm import build_trace
 
@@ -292,130 +284,9 @@ def test_unknown_rubric_fails_on_any_marker_and_uses_its_labels() -> None:
     assert (v.rubric, v.label) == ("unknown", "bad")
 
 
-# ---- the demo's judging config -------------------------------------------------------------------------
-
-
-def test_demo_config_simulated_is_valid_and_reaches_the_server(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
-                                                               sim: SimulatedProvider) -> None:  # fmt: skip
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    path, mode = demo_judging_config(tmp_path / "judging.yaml", sim.url)
-    assert mode == "simulated" and path.read_text().startswith("# tracejudge demo: SIMULATED")
-    cfg = load_judging_config(path)
-    assert [p.name for p in cfg.providers] == ["simulated"]
-    assert all(p.base_url == sim.base_url and p.api_key_env == SIM_API_KEY_ENV for p in cfg.providers)
-    assert {t: s.model for t, s in cfg.tiers.items()} == {"cheap": "sim-cheap", "strong": "sim-strong"}
-    assert list(cfg.rubrics()) == ["task_completion", "tool_use_correctness"]
-    assert cfg.cascade.escalate_below == 0.75 and cfg.budget.global_usd == 0.5
-    prices = {t: (p.price.input_per_1m, p.price.output_per_1m, p.source) for t, p in tier_prices(cfg).items()}
-    assert prices == {"cheap": (0.15, 0.60, "tiers.cheap"), "strong": (2.50, 10.00, "tiers.strong")}
-
-    async def run() -> Verdict:
-        from stream.judging import build_providers
-
-        providers = build_providers(cfg, env={SIM_API_KEY_ENV: "simulated"})
-        p = providers[cfg.tiers["strong"].provider]
-        try:
-            return await RubricJudge(RUBRICS["task_completion"], p, cfg.tiers["strong"].model, "strong",
-                                     price=tier_prices(cfg)["strong"].price)(failing(), META)  # fmt: skip
-        finally:
-            await p.aclose()  # type: ignore[attr-defined]
-
-    v = asyncio.run(run())
-    assert (v.status, v.label, v.provider) == ("ok", "fail", "simulated")
-    assert v.cost_usd == pytest.approx((v.input_tokens * 2.5 + v.output_tokens * 10.0) / 1e6)
-
-
-def test_demo_config_openai_when_the_key_is_set(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.delenv("TRACEJUDGE_DEMO_SIMULATE", raising=False)
-    path, mode = demo_judging_config(tmp_path / "judging.yaml", None)
-    assert mode == "openai" and judging_mode() == "openai"
-    cfg = load_judging_config(path)
-    assert all(p.base_url == "https://api.openai.com/v1" and p.api_key_env == "OPENAI_API_KEY"
-               and p.structured_output for p in cfg.providers)  # fmt: skip
-    assert {t: s.model for t, s in cfg.tiers.items()} == {"cheap": "gpt-4o-mini-2024-07-18",
-                                                          "strong": "gpt-4o-2024-08-06"}  # fmt: skip
-    prices = {p.model: (p.price.input_per_1m, p.price.output_per_1m) for p in tier_prices(cfg).values()}
-    assert prices == {"gpt-4o-mini-2024-07-18": (0.15, 0.60), "gpt-4o-2024-08-06": (2.50, 10.00)}
-    assert all(p.source.startswith("stream/prices.yaml") for p in tier_prices(cfg).values())
-    assert cfg.budget.global_usd == 0.5 and list(cfg.rubrics()) == ["task_completion", "tool_use_correctness"]
-
-
-def test_demo_config_simulate_override(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.setenv("TRACEJUDGE_DEMO_SIMULATE", "1")
-    path, mode = demo_judging_config(tmp_path / "j.yaml", "http://127.0.0.1:9/v1")
-    assert mode == "simulated"
-    assert all(p.base_url == "http://127.0.0.1:9/v1" for p in load_judging_config(path).providers)
-    monkeypatch.delenv("OPENAI_API_KEY")
-    with pytest.raises(ValueError, match="URL"):
-        demo_judging_config(tmp_path / "k.yaml", None)
-
-
 def test_response_body_is_plain_json_for_other_clients(sim: SimulatedProvider) -> None:
     """Any OpenAI client reads it: content is a JSON string, not an object."""
     body = {"model": "sim-cheap", "messages": [{"role": "user", "content": "hello"}],
             "response_format": {"type": "json_object"}}  # fmt: skip
     resp = httpx.post(f"{sim.base_url}/chat/completions", json=body, timeout=5).json()
     assert json.loads(resp["choices"][0]["message"]["content"])["label"] in ("pass", "fail")
-
-
-# ---- the demo summary's Judges section degrades gracefully -----------------------------------------------
-
-
-class _FakeWorker:
-    """Answers the summary's queries from ``answers`` (first matching substring), else raises as the
-    worker's SQL API does for a missing table."""
-
-    log_path = "worker.log"
-
-    def __init__(self, answers: dict[str, list[list[Any]]], judging: dict[str, Any] | None) -> None:
-        self.answers = answers
-        self.judging = judging
-
-    def status(self) -> dict[str, Any]:
-        return {"counters": {}, "judging": self.judging}
-
-    def sql(self, query: str) -> list[list[Any]]:
-        for needle, rows in self.answers.items():
-            if needle in query:
-                return rows
-        raise RuntimeError("Code: 60. DB::Exception: Unknown table expression identifier 'tracejudge.verdicts'")
-
-
-def _summary_text(worker: _FakeWorker) -> str:
-    from rich.console import Console
-
-    from stream.demo.fleet import FleetStats
-    from stream.demo.judging import DemoJudging, _judges_summary, _wait_for_judging
-
-    console = Console(record=True, width=200)
-    judging = DemoJudging("simulated", Path("judging.yaml"), None, ("task_completion",), 0.5)
-    _wait_for_judging(worker, 0, "tracejudge", console, 1, timeout=2, stall=0.5)  # type: ignore[arg-type]
-    _judges_summary(worker, FleetStats(), 0, "tracejudge", console, judging)  # type: ignore[arg-type]
-    return console.export_text()
-
-
-def test_judges_summary_without_judging_tables_says_no_verdicts_yet() -> None:
-    text = _summary_text(_FakeWorker({"sum(sampled)": [[12]]}, judging=None))
-    assert "no verdicts yet" in text and "no judging agent" in text
-    text = _summary_text(_FakeWorker({"sum(sampled)": [[12]]}, judging={"paused": {}}))
-    assert "no verdicts yet" in text
-
-
-def test_judges_summary_prints_trace_text_literally() -> None:
-    evil = "[bold red]pwned[/bold red] [link=http://x]click[/link]"
-    worker = _FakeWorker({
-        "sum(sampled)": [[0]],
-        "GROUP BY judge, status, label": [["task_completion", "ok", "fail", 3, 0.1, 1, 0]],
-        "countIf(status = 'budget_skipped')": [[3, 1, 0, 0, 0, 0]],
-        "GROUP BY escalation": [["low_confidence", 1]],
-        "FROM tracejudge.judge_calls FINAL WHERE ts": [["task_completion", "cheap", "sim-cheap", "sim-cheap-sim",
-                                                        4, 0, 4000, 400, 0.0012]],
-        "WHERE period": [[0.0012]],
-        "ORDER BY judged_at DESC LIMIT 5": [["ab" * 16, "task_completion", "cheap", 0.1, evil]],
-    }, judging={"paused": {"openai": f"401 {evil}"}})  # fmt: skip
-    text = _summary_text(worker)
-    assert "[bold red]pwned[/bold red]" in text  # shown as text, not interpreted as markup
-    assert "escalations 1 (low_confidence 1)" in text and "budget_skipped 0" in text
-    assert "$0.0012" in text and "pass-rate estimate: no ok verdicts yet" in text
