@@ -19,8 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/tracejudge demo
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), a whole test module per process: most of
+# its time is integration tests waiting on timers (decision waits, session timeouts, restarts).
+# Each process starts its own tansu broker and chDB engine. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) chromium
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The dashboard's browser test drives Debian's chromium (never a downloaded browser build). As root
 # it is installed when missing; otherwise that test is skipped with the reason.

@@ -6,7 +6,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
@@ -94,3 +94,22 @@ def store(chdb_dsn: str) -> Iterator[ClickHouseStore]:
     # and each one left behind makes the next migration slower (0.5 s -> 2.6 s after 60 tests)
     s.command(f"DROP DATABASE IF EXISTS {s.database} SYNC")
     s.close()
+
+
+# ---- figures the fault scenarios record (tests/reliability/conftest.py: ``figures``) -----------
+# They travel with each test's report, so a run split over xdist workers prints them here, in the
+# process that reports.
+_FIGURES: list[dict[str, Any]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _FIGURES.extend(value for name, value in report.user_properties if name == "figures")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _FIGURES:
+        from tests.reliability.report import format_table
+
+        terminalreporter.section("reliability figures")
+        terminalreporter.write_line(format_table(_FIGURES))

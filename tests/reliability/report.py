@@ -18,10 +18,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-from tests.reliability.conftest import format_table
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| scenario | size | guarantee | figures |", "|---|---|---|---|"]
+    for r in rows:
+        figs = ", ".join(f"{k} {v}" for k, v in r["figures"].items())
+        lines.append(f"| {r['scenario']} | {r['size']} | {r['guarantee']} | {figs} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,6 +54,7 @@ budget: {period_s: 86400, global_usd: 4, per_judge_usd: {task_completion: 2}}
 @pytest.fixture
 def cli(store: ClickHouseStore, chdb_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """`tracejudge costs` in process, against the test's database (no worker: run_sql opens the store)."""
+    from stream import cli as cli_module
     from stream.cli import app
 
     for k in ("TRACEJUDGE_CONFIG", "TRACEJUDGE_JUDGING_FILE"):
@@ -61,7 +62,9 @@ def cli(store: ClickHouseStore, chdb_dsn: str, tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("TRACEJUDGE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("TRACEJUDGE_CLICKHOUSE_DSN", chdb_dsn)
     monkeypatch.setenv("TRACEJUDGE_CLICKHOUSE_DATABASE", store.database)
-    monkeypatch.setenv("COLUMNS", "250")
+    # wide tables: the CLI's console takes its width from COLUMNS when stream.cli is first imported,
+    # which in an xdist worker is already set (80)
+    monkeypatch.setattr(cli_module.console, "width", 250)
 
     def run(*args: str) -> Any:
         return CliRunner().invoke(app, ["costs", *args], catch_exceptions=False)
