@@ -43,12 +43,10 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -65,148 +63,13 @@ from bench.harness import (  # noqa: E402
     CpuMeter, parse_worker_env, percentile, scan_log, start_workers, status_or_none, uptime,
 )  # fmt: skip
 from bench.latency_figures import figures, print_figures  # noqa: E402
+from bench.latency_io import DB, Load, Poller, topic_times  # noqa: E402
 
 RESULTS_DIR = ROOT / "bench" / "results"
-DB = "tracejudge"
 DEFAULT_WORKER_ENV = {  # product defaults except decision_wait (shorter, for a short run)
     "TRACEJUDGE_DECISION_WAIT": "5", "TRACEJUDGE_TICK_INTERVAL": "0.25", "TRACEJUDGE_BATCH_WITHIN": "0.2",
     "TRACEJUDGE_BATCH_MAX_MESSAGES": "500", "TRACEJUDGE_KAFKA_SESSION_TIMEOUT": "10", "TRACEJUDGE_LOG_LEVEL": "info",
 }  # fmt: skip
-
-
-# ---- load --------------------------------------------------------------------------------------
-class Load:
-    """Produces ``rate`` traces/s for ``seconds`` s from a thread; ``acked[trace_id]`` = ack time (s)."""
-
-    def __init__(self, bootstrap: str, topic: str, rate: float, seconds: float, seed: int = 1) -> None:
-        from bench.generate import build_trace
-
-        rng = random.Random(seed)
-        now = time.time_ns()
-        self.pool = [build_trace(rng, now - 120 * 10**9)[1] for _ in range(300)]
-        self.bootstrap, self.topic, self.rate, self.seconds = bootstrap, topic, rate, seconds
-        self.rng = rng
-        self.acked: dict[str, float] = {}
-        self.spans = 0
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="load", daemon=True)
-
-    def _copy(self, value: bytes) -> tuple[str, bytes]:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-        req = ExportTraceServiceRequest.FromString(value)
-        tid = self.rng.randbytes(16)
-        spans = [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
-        shift = time.time_ns() - 50_000_000 - max(s.end_time_unix_nano for s in spans)
-        for s in spans:
-            s.trace_id = tid
-            s.start_time_unix_nano += shift
-            s.end_time_unix_nano += shift
-            for ev in s.events:
-                ev.time_unix_nano += shift
-        self.spans += len(spans)
-        return tid.hex(), req.SerializeToString()
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._produce())
-        except BaseException as exc:  # reported by the caller
-            self.error = exc
-
-    async def _produce(self) -> None:
-        from aiokafka import AIOKafkaProducer
-
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
-                                    max_request_size=16 * 1024 * 1024)  # fmt: skip
-        await producer.start()
-        try:
-            start, made, n = time.monotonic(), 0, int(self.rate * self.seconds)
-            while made < n:
-                due = min(n, int((time.monotonic() - start) * self.rate) + 1) - made
-                pending = []
-                for _ in range(max(due, 0)):
-                    tid, value = self._copy(self.pool[made % len(self.pool)])
-                    pending.append((tid, await producer.send(self.topic, value, key=tid.encode())))
-                    made += 1
-                for tid, fut in pending:
-                    await fut
-                    self.acked[tid] = time.time()
-                await asyncio.sleep(max(0.0, start + made / self.rate - time.monotonic()))
-        finally:
-            await producer.stop()
-
-
-# ---- polling visibility ------------------------------------------------------------------------
-class Poller:
-    """Every ``every`` s: new ``traces`` / ``verdicts`` rows; remembers when each was first seen."""
-
-    def __init__(self, sql: Any, every: float) -> None:
-        self.sql, self.every = sql, every
-        self.trace_seen: dict[str, float] = {}
-        self.verdict_seen: dict[str, float] = {}
-        self.polls = 0
-        self.query_s: list[float] = []
-        self.errors = 0
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="poller", daemon=True)
-
-    def _new(self, table: str, col: str, seen: dict[str, float]) -> None:
-        wm = max(self._wm.get(table, 0), 0)
-        rows = self.sql(f"SELECT trace_id, toUnixTimestamp64Milli({col}) FROM {DB}.{table} "
-                        f"WHERE {col} >= fromUnixTimestamp64Milli({wm - 15_000})")  # fmt: skip
-        t = time.time()  # the answer's arrival: an upper bound of when the rows became visible
-        for tid, ms in rows:
-            if tid not in seen:
-                seen[tid] = t
-            self._wm[table] = max(self._wm.get(table, 0), int(ms))
-
-    def _run(self) -> None:
-        self._wm: dict[str, int] = {}
-        while not self._stop.is_set():
-            t = time.time()
-            try:
-                self._new("traces", "completed_at", self.trace_seen)
-                self._new("verdicts", "judged_at", self.verdict_seen)
-            except Exception:  # noqa: BLE001 - tables not there yet, a slow store: try again
-                self.errors += 1
-            self.polls += 1
-            self.query_s.append(time.time() - t)
-            self._stop.wait(max(0.0, self.every - (time.time() - t)))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.thread.join(10)
-
-
-async def _topic_times(bootstrap: str, topic: str) -> dict[str, float]:
-    """key -> CreateTime (s) of every message in ``topic`` (the to_judge records: when the worker
-    produced each sampled trace)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from stream.demo.broker import topic_partitions
-
-    tps = [TopicPartition(topic, p) for p in range(await topic_partitions(bootstrap, topic))]
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                         fetch_max_wait_ms=100, max_partition_fetch_bytes=16 * 1024 * 1024)  # fmt: skip
-    await c.start()
-    try:
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
-        ends = await c.end_offsets(tps)
-        out: dict[str, float] = {}
-        deadline = time.monotonic() + 60
-        idle = 0
-        while time.monotonic() < deadline and idle < 3:
-            if all([await c.position(tp) >= ends[tp] for tp in tps]):
-                break
-            got = await c.getmany(timeout_ms=500)
-            idle = 0 if got else idle + 1
-            for msgs in got.values():
-                for m in msgs:
-                    out[(m.key or b"").decode()] = m.timestamp / 1000
-        return out
-    finally:
-        await c.stop()
 
 
 # ---- set-up ------------------------------------------------------------------------------------
@@ -317,7 +180,7 @@ def run(args: argparse.Namespace, work: Path, worker_env: dict[str, str]) -> dic
                            f"FROM {DB}.verdicts FINAL")  # fmt: skip
             calls = sql(f"SELECT trace_id, toUnixTimestamp64Milli(ts), latency_s FROM {DB}.judge_calls FINAL "
                         "WHERE purpose = 'live'")  # fmt: skip
-            to_judge = asyncio.run(_topic_times(broker.bootstrap, names["to_judge"]))
+            to_judge = asyncio.run(topic_times(broker.bootstrap, names["to_judge"]))
             reasons = dict(sql(f"SELECT completion_reason, count() FROM {DB}.traces FINAL GROUP BY 1"))
             status = status_or_none(worker) or {}
             fig = figures(traces, verdicts, calls, load, poller, dw, args.latency, to_judge)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from bench.harness import percentile
 
 if TYPE_CHECKING:
-    from bench.latency import Load, Poller
+    from bench.latency_io import Load, Poller
 
 TARGET_S = 2.0  # issue 7, item 4: verdict p99 <= 2 s beyond the provider's own latency
 

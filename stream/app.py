@@ -121,7 +121,7 @@ def create_app(
     if settings.faults_file is not None:  # fault tests only (stream/faults.py)
         from stream.faults import pause_rereads, skip_fetched_records
 
-        skip_fetched_records(app, settings.faults_file, set(reread_handlers(settings, pipeline, judging)))
+        skip_fetched_records(app, settings.faults_file, set(reader.handlers))
         pause_rereads(reader, settings.faults_file)
     input_topic = app.topic(settings.input_topic, key_type=bytes, value_type=bytes)
     repartition_topic = app.topic(settings.repartition_topic, key_type=bytes, value_type=bytes)

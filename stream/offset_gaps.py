@@ -119,8 +119,10 @@ class SkippedOffsetReader:
     async def read(self, topic: str, partition: int, first: int, last: int) -> list[InMessage]:
         """The messages at offsets ``first`` .. ``last`` of one partition."""
         tp = TopicPartition(topic, partition)
+        # offsets retention deleted meanwhile are out of range: "earliest" goes on from the first one
+        # still there (the default, "latest", would jump past what is left of the gap)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
             max_partition_fetch_bytes=self.max_fetch_bytes, fetch_max_bytes=self.max_fetch_bytes,
         )  # fmt: skip
         await consumer.start()
