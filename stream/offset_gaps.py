@@ -14,6 +14,14 @@ the message after it is delivered. So while ``on_gap`` runs nothing at or past t
 acknowledged, and no commit can pass it: a worker that dies meanwhile restarts from an offset before
 the gap and reads it the normal way.
 
+Faust also misreads the head of a partition after it seeks to the committed offset ``c`` (on
+assignment, after a rebalance): it sets the partition's read offset to ``c``, the offset it reads
+*next*, as if ``c`` had been read. A fetch that skipped the message at ``c`` then went unnoticed (a
+first message at ``c + 1`` is no gap to Faust, one at ``c + k`` a gap from ``c + 1``), and the commit
+passed it. The same hook replaces ``Consumer.perform_seek`` with a copy that sets the read offset to
+``c - 1``, the last offset read, so the gap starts at ``c``. (For ``c = 1`` that is 0, and Faust's gap
+check ignores a gap after offset 0.)
+
 :class:`SkippedOffsetReader` is what the worker's ``on_gap`` runs: it reads the skipped offsets
 again with a plain consumer outside the group, and hands the messages to the topic's handler (the
 same code as a consumed batch: the same topic, partition, offset and timestamp, so the same
@@ -31,7 +39,7 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.transport.consumer import Consumer
+from faust.transport.consumer import Consumer, ensure_TP
 
 from stream.dlq import InMessage
 
@@ -63,7 +71,17 @@ def watch_offset_gaps(app: faust.App, on_gap: OnGap) -> None:
         await original(self, tp, offset_from, offset_to)
 
     Consumer._add_gap = add_gap  # type: ignore[method-assign]
+    Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
     Consumer._tracejudge_gap_patched = True  # type: ignore[attr-defined]
+
+
+async def perform_seek(self: Any) -> None:
+    """Faust's ``Consumer.perform_seek`` (faust-streaming 0.15.3), except that a partition sought to
+    its committed offset ``c`` gets ``c - 1`` as its read offset (Faust's: ``c``): the last offset
+    read, from which the fetch loop measures gaps."""
+    committed = await self.seek_to_committed()
+    self._read_offset.update({tp: c - 1 if c is not None and c >= 1 else None for tp, c in committed.items()})
+    self._committed_offset.update({ensure_TP(tp): c if c else None for tp, c in committed.items() if c is not None})
 
 
 class GapNotRecovered(Exception):

@@ -38,4 +38,8 @@ def test_soak_with_periodic_faults_is_stable(
              "sampled", "verdicts", "dup_verdicts")  # fmt: skip
     figures(scenario="11 soak with periodic faults", guarantee="stable: no loss, no dup, bounded RSS slope",
             **{k: result[k] for k in shown})
-    assert problems(result, rss_bound_mb_min=pick(size, 150, 30)) == []
+    # The short run's steady windows are 15 s, right after a 15 s warm-up: its slope is mostly the
+    # process's early growth, and only a gross leak passes 250 MB/min. Alone on a 2-core host it
+    # measured 84 MB/min, next to other tests (make test, two processes) 100-124. The leak guard is
+    # the long run's bound: 30 MB/min over 10 minutes.
+    assert problems(result, rss_bound_mb_min=pick(size, 250, 30)) == []
