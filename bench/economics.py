@@ -35,7 +35,8 @@ REAL project code (the parts that decide the economics):
   counts, the default of ``tracejudge estimate`` and of the alerts; Hajek for contrast) and
   ``naive_rate``.
 
-SIMULATED (a model, not measurements; every number below is a constant in bench/population.py):
+SIMULATED (a model, not measurements; every number below is a constant in bench/population.py or,
+for the judge, bench/sim_judge.py):
 
 * population: ``--traces`` traces, a fraction ``--failure-rate`` truly failed, split into the
   failure kinds of ``KINDS`` (shares sum to 1). All kinds but ``silent_wrong_answer`` (20 % of
@@ -43,7 +44,9 @@ SIMULATED (a model, not measurements; every number below is a constant in bench/
   default policy, plus the policy's commented ``required_action`` example ``refund_needs_tool``;
   negative signal types of the semantic miner and of ``action_signals``) that fire with the
   per-kind recall given there. On top, every detector fires on ANY trace with the base rate of
-  ``NOISE`` (false positives on successes, e.g. a retried tool error that recovered, a user who
+  ``NOISE`` (false positives on successes, e.g. a retried tool error that recovered — the default
+  policy counts it; ``ignore_recovered`` on ``span_error``/``tool_error`` would not, and how much of
+  real noise that is depends on the agent, so ``NOISE`` does not assume it —, a user who
   regenerates for variety); about 5.5 % of successes get flagged, cf. the 5 % of the estimator's
   coverage experiment in tests/stream/test_estimate.py. ``--fp-scale`` multiplies ``NOISE``.
 * gate-detectable failure: a true failure on which at least one counted gate or negative signal
@@ -80,7 +83,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.population import (  # noqa: E402
     DEMO_CASCADE,
-    JUDGE_ACCURACY,
     OUTPUT_TOKENS,
     build_corpus,
     check_detectors,
@@ -88,6 +90,7 @@ from bench.population import (  # noqa: E402
     run,
     run_budget,
 )
+from bench.sim_judge import JUDGE_ACCURACY  # noqa: E402
 from judges.config import CascadeSpec  # noqa: E402
 from judges.rubric import AppliesTo  # noqa: E402
 from stream.policy import load_policy  # noqa: E402

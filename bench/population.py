@@ -1,7 +1,7 @@
 """The model behind bench/economics.py: simulated population, detectors and judge, and the cost arithmetic.
 
-The simulation (``KINDS``, ``NOISE``, ``JUDGE_ACCURACY`` and the other constants below; what each
-means is documented in bench/economics.py, SIMULATED) is joined to the real project code that
+The simulation (``KINDS``, ``NOISE`` and the other constants below, and the simulated judge of
+bench/sim_judge.py; what each means is documented in bench/economics.py, SIMULATED) is joined to the real project code that
 decides the economics: ``Sampler.decide`` on every trace (``sample``), the cascade's escalation
 rule (``escalation_table``, ``required_mask``), stream/prices.yaml and the real judge prompt
 (``prices``, ``build_corpus``, ``spend``), ``BudgetBook`` (``run_budget``) and the estimator
@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bench.generate import generate
+from bench.sim_judge import JUDGE_ACCURACY, Judging, final_verdicts, simulate_judge
 from judges.budget import BudgetBook, Level
 from judges.cascade import escalation_reason, required
 from judges.config import BudgetSpec, CascadeSpec
@@ -79,14 +80,6 @@ KINDS = (
     Kind("silent_wrong_answer", 0.20, False, {}),
 )  # fmt: skip
 SILENT = len(KINDS) - 1
-
-#: (cheap, strong) accuracy. evident: a failure a detector flagged (its evidence — error span,
-#: exception, repeated call, empty answer, user correction — is in what the judge reads); normal:
-#: successes and unflagged failures of visible kinds; hard: silent wrong-but-fluent answers.
-JUDGE_ACCURACY = {"evident": (0.95, 0.99), "normal": (0.90, 0.97), "hard": (0.70, 0.88)}
-CONFIDENCE_RIGHT, CONFIDENCE_WRONG = (10.0, 2.0), (4.0, 3.0)  # Beta parameters
-UNSCORED = (0.005, 0.002)  # (cheap, strong) rate of unusable answers (paid, no label)
-
 
 @dataclass
 class Population:
@@ -238,42 +231,6 @@ def required_mask(pop: Population, s: Sampling, spec: CascadeSpec) -> np.ndarray
     return out
 
 
-# ---- the simulated judge ---------------------------------------------------------------------------
-@dataclass
-class Judging:
-    """Outcome if every trace were judged by the cascade (the sampled design uses a subset)."""
-
-    escalate: np.ndarray  # the real cascade rule says: call the strong tier
-    cheap_ok: np.ndarray
-    cheap_fail: np.ndarray  # cheap label is fail (meaningful where cheap_ok)
-    strong_ok: np.ndarray
-    strong_fail: np.ndarray
-
-
-def simulate_judge(pop: Population, flagged: np.ndarray, table: np.ndarray, req: np.ndarray, seed: int) -> Judging:
-    rng = np.random.default_rng([seed, 1])
-    n = len(pop.ids)
-    difficulty = np.where(pop.kind == SILENT, 2, np.where(pop.failed & flagged, 0, 1))
-    acc = np.array([JUDGE_ACCURACY[k] for k in ("evident", "normal", "hard")])  # [difficulty, tier]
-
-    def tier(t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        ok = rng.random(n) >= UNSCORED[t]
-        right = rng.random(n) < acc[difficulty, t]
-        conf = np.where(right, rng.beta(*CONFIDENCE_RIGHT, n), rng.beta(*CONFIDENCE_WRONG, n))
-        return ok, pop.failed ^ ~right, np.rint(conf * 100).astype(np.int64)
-
-    cheap_ok, cheap_fail, cents = tier(0)
-    strong_ok, strong_fail, _ = tier(1)
-    escalate = table[cheap_ok.astype(int), cheap_fail.astype(int), cents, req.astype(int)]
-    return Judging(escalate, cheap_ok, cheap_fail, strong_ok, strong_fail)
-
-
-def final_verdicts(j: Judging, escalated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(has a label, label is fail): the strong tier's if it ran and answered, else the cheap one's."""
-    use_strong = escalated & j.strong_ok
-    return use_strong | j.cheap_ok, np.where(use_strong, j.strong_fail, j.cheap_fail)
-
-
 def spend(mask: np.ndarray, escalated: np.ndarray, tokens: np.ndarray, cheap: ModelPrice,
           strong: ModelPrice) -> dict[str, Any]:  # fmt: skip
     """Calls and USD of judging the traces in ``mask`` (strong tier where ``escalated``)."""
@@ -314,7 +271,8 @@ def run(n: int, failure_rate: float, seed: int, corpus: Corpus, policy: Policy, 
         spec = spec.model_copy(update={"success": spec.success.model_copy(update={"rate": success_rate})})
     pop = simulate_population(n, failure_rate, seed, fp_scale, len(corpus.prompt_tokens))
     s = sample(pop, spec, policy.version)
-    j = simulate_judge(pop, s.flagged, escalation_table(cascade), required_mask(pop, s, cascade), seed)
+    difficulty = np.where(pop.kind == SILENT, 2, np.where(pop.failed & s.flagged, 0, 1))
+    j = simulate_judge(pop.failed, difficulty, escalation_table(cascade), required_mask(pop, s, cascade), seed)
     tokens = corpus.prompt_tokens[pop.corpus_idx]
     cheap, strong = prices()
     every = np.ones(n, dtype=bool)

@@ -95,10 +95,10 @@ _PARSERS: tuple[Callable[[Span], Any], Callable[[Span], Any]] | None = None
 
 
 def _parsers() -> tuple[Callable[[Span], Any], Callable[[Span], Any]]:
-    """schemas.normalize's message parsers (imported on first use: normalize imports this module)."""
+    """schemas.messages' parsers (imported on first use: that module imports this one)."""
     global _PARSERS
     if _PARSERS is None:
-        from schemas.normalize import parse_input_messages, parse_output_messages
+        from schemas.messages import parse_input_messages, parse_output_messages
 
         _PARSERS = (parse_input_messages, parse_output_messages)
     return _PARSERS

@@ -29,18 +29,11 @@ from operator import methodcaller
 from typing import Any
 
 from schemas.coerce import Attrs, as_str, as_text, first_count, first_str, get_str, loads, str_list
-from schemas.genai import SOURCE_KEYS as genai_source_keys
-from schemas.genai import genai_side, has_message_events, system_text
-from schemas.model import ExceptionEvent, Message, Span, SpanEvent, SpanKind, StatusCode, TokenUsage
-from schemas.openinference import SOURCE_KEYS as oi_source_keys
-from schemas.openinference import (
-    SPAN_KINDS as _OI_KINDS,
-)
-from schemas.openinference import (
-    finish_reasons_from_output_value,
-    openinference_side,
-    request_model_from_invocation,
-)
+from schemas.genai import has_message_events
+from schemas.messages import parse_side
+from schemas.model import ExceptionEvent, Span, SpanKind, StatusCode, TokenUsage
+from schemas.openinference import SPAN_KINDS as _OI_KINDS
+from schemas.openinference import finish_reasons_from_output_value, request_model_from_invocation
 
 _OPERATION_KINDS: dict[str, SpanKind] = {
     "chat": SpanKind.LLM,
@@ -226,41 +219,6 @@ def _usage(span: Span, attrs: Attrs) -> None:
     span.usage = TokenUsage.wrap(counts) if any(counts.values()) else _NO_USAGE  # counts: every field, in order
 
 
-def parse_input_messages(span: Span) -> tuple[list[Message], str | None]:
-    """A normalized span's input messages and system instructions; never raises.
-
-    Not part of :func:`normalize_span`: ``Span`` calls it lazily, on first access."""
-    attrs = span.attributes if isinstance(span.attributes, dict) else {}
-    try:
-        inputs = _parse_side(span.convention, attrs, span.events, "input")
-    except Exception:  # noqa: BLE001 - odd input: no messages rather than a crash
-        return [], None
-    system = system_text(attrs["gen_ai.system_instructions"]) if "gen_ai.system_instructions" in attrs else None
-    if system is None:
-        system = "\n".join(m.content for m in inputs if m.role in ("system", "developer") and m.content) or None
-    return inputs, system
-
-
-def parse_output_messages(span: Span) -> list[Message]:
-    """A normalized span's output messages (parsed lazily, separately from the inputs)."""
-    attrs = span.attributes if isinstance(span.attributes, dict) else {}
-    try:
-        return _parse_side(span.convention, attrs, span.events, "output")
-    except Exception:  # noqa: BLE001
-        return []
-
-
-_SOURCE_KEYS = {side: genai_source_keys[side] | oi_source_keys[side] for side in ("input", "output")}
-
-
-def _parse_side(convention: str, attrs: Attrs, events: list[SpanEvent], side: str) -> list[Message]:
-    if attrs.keys().isdisjoint(_SOURCE_KEYS[side]) and not (events and has_message_events(events)):
-        return []  # most tool and agent spans: no source either parser reads (the same answer, faster)
-    if convention == "openinference":
-        return openinference_side(attrs, side) or genai_side(attrs, events, side)
-    return genai_side(attrs, events, side) or openinference_side(attrs, side)
-
-
 def _finish_reasons(span: Span, attrs: Attrs) -> None:
     value = attrs.get("gen_ai.response.finish_reasons")
     if type(value) is list:  # str_list(value), inline for the common list of strings
@@ -268,7 +226,7 @@ def _finish_reasons(span: Span, attrs: Attrs) -> None:
     else:
         reasons = str_list(value) if value is not None else []
     if not reasons:  # only now pay for parsing the output messages
-        outputs = _parse_side(span.convention, attrs, span.events, "output")
+        outputs = parse_side(span.convention, attrs, span.events, "output")
         if outputs:  # most spans have none: no comprehension call
             reasons = [m.finish_reason for m in outputs if m.finish_reason]
     if not reasons and span.convention == "openinference":

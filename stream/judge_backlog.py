@@ -44,7 +44,7 @@ async def drain_backlog(service: JudgeService, limit: int | None = None) -> int:
             done.append((it.trace_id, it.judge, it.rubric_hash, "done", reason, "", it.partition, now_ms, now_ms))
             continue
         decoded.append(((it, rubric), trace, meta, ref))
-    loaded, missing = await service._load_referenced(decoded)
+    loaded, missing = await service.load_referenced(decoded)
     for (it, _rubric), reason in missing:
         done.append((it.trace_id, it.judge, it.rubric_hash, "done", reason, "", it.partition, now_ms, now_ms))
     for (it, rubric), trace, meta in loaded:

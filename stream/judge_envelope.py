@@ -18,14 +18,15 @@ exactly, so that fallback is deterministic but may differ from the held set for 
 
 :func:`decode` refuses a by-reference envelope (a caller that cannot load spans must not judge an
 empty trace); :func:`decode_partial` returns it with its :class:`SpansRef` and no spans, and
-:func:`with_spans` completes it once the judge loaded them (``stream.judging``).
+:func:`attach_referenced` (:func:`with_spans`) completes it once the judge loaded them
+(``stream.judging``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -267,6 +268,30 @@ def select_referenced(ref: SpansRef, stored: Sequence[tuple[Span, bool]]) -> lis
     if len(held) < ref.count:
         return None
     return sorted(held, key=lambda s: (s.start_ns, s.span_id))[: ref.count]
+
+
+def attach_referenced(
+    decoded: Sequence[tuple[Any, Trace, dict[str, Any], SpansRef | None]],
+    stored: Mapping[str, Sequence[tuple[Span, bool]]],
+) -> tuple[list[tuple[Any, Trace, dict[str, Any]]], list[tuple[Any, str]]]:
+    """Complete by-reference envelopes ((item, trace, meta, ref) from :func:`decode_partial`, ref
+    None for full ones) with their ``stored`` spans (trace id -> (span, is_late) pairs): (item,
+    trace, meta) for each envelope whose spans are complete, (item, reason) for each whose
+    referenced spans are not all stored — never a partial trace."""
+    ok, missing = [], []
+    for x, t, meta, ref in decoded:
+        if ref is None:
+            ok.append((x, t, meta))
+            continue
+        have = stored.get(t.trace_id, [])
+        spans = select_referenced(ref, have)
+        if spans is None:
+            which = "its held span ids" if ref.span_ids is not None else "non-late spans"
+            missing.append((x, f"trace {t.trace_id}: envelope references {ref.count} spans by reference, "
+                               f"ClickHouse does not hold all of {which} ({len(have)} stored spans found)"))  # fmt: skip
+            continue
+        ok.append((x, with_spans(t, spans), meta))
+    return ok, missing
 
 
 def with_spans(trace: Trace, spans: list[Span]) -> Trace:

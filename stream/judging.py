@@ -222,7 +222,7 @@ class JudgeService:
                 dlq.append(dead_letter(m, self.dlq_topic, "undecodable_to_judge", f"{type(exc).__name__}: {exc}"))
                 continue
             decoded.append((m, trace, meta, ref))
-        items, missing = await self._load_referenced(decoded)
+        items, missing = await self.load_referenced(decoded)
         for m, reason in missing:
             log.error("to_judge %s/%d@%d: %s: dead-lettered", m.topic, m.partition, m.offset, reason)
             dlq.append(dead_letter(m, self.dlq_topic, "spans_ref_not_found", reason))
@@ -351,31 +351,18 @@ class JudgeService:
                 for t, meta, r in items]  # fmt: skip
         return await self._judge_jobs(jobs, purpose, f"{purpose}:{uuid.uuid4().hex}") if jobs else []
 
-    async def _load_referenced(
+    async def load_referenced(
         self, decoded: Sequence[tuple[Any, Trace, dict[str, Any], judge_envelope.SpansRef | None]]
     ) -> tuple[list[tuple[Any, Trace, dict[str, Any]]], list[tuple[Any, str]]]:
-        """Give by-reference envelopes their spans: (item, trace, meta) for each envelope whose spans
-        are complete, (item, reason) for each whose referenced spans are not all stored. One
-        ClickHouse query for the batch, only when some envelope is by reference."""
+        """:func:`stream.judge_envelope.attach_referenced` with the spans of the by-reference
+        envelopes: one ClickHouse query for the batch, only when some envelope is by reference."""
         ids = sorted({t.trace_id for _, t, _, ref in decoded if ref is not None})
         if not ids:
             return [(x, t, meta) for x, t, meta, _ in decoded], []
         stored = await self._retry(lambda: self.sink.load_spans(ids), "load referenced spans")
-        ok, missing = [], []
-        for x, t, meta, ref in decoded:
-            if ref is None:
-                ok.append((x, t, meta))
-                continue
-            spans = judge_envelope.select_referenced(ref, stored.get(t.trace_id, []))
-            if spans is None:
-                self.counters["spans_ref_not_found"] += 1
-                have = len(stored.get(t.trace_id, []))
-                which = "its held span ids" if ref.span_ids is not None else "non-late spans"
-                missing.append((x, f"trace {t.trace_id}: envelope references {ref.count} spans by reference, "
-                                   f"ClickHouse does not hold all of {which} ({have} stored spans found)"))  # fmt: skip
-                continue
-            self.counters["spans_by_reference"] += 1
-            ok.append((x, judge_envelope.with_spans(t, spans), meta))
+        ok, missing = judge_envelope.attach_referenced(decoded, stored)
+        self.counters["spans_ref_not_found"] += len(missing)
+        self.counters["spans_by_reference"] += sum(ref is not None for *_, ref in decoded) - len(missing)
         return ok, missing
 
     def status(self) -> dict[str, Any]:

@@ -129,7 +129,7 @@ def span_output_texts(span: Span) -> list[str]:
     (~60 % of the ``pattern`` gate's time on agent traces). Other shapes take the full parser."""
     attrs = span.attributes
     raw = attrs.get("gen_ai.output.messages") if isinstance(attrs, dict) else None
-    # OpenInference spans are parsed from their own attributes first (schemas.normalize._parse_side)
+    # OpenInference spans are parsed from their own attributes first (schemas.messages.parse_side)
     if raw is not None and span.convention != "openinference" and "_parsed_output" not in span.__dict__:
         texts = output_texts_from_json(raw)
         if texts is not None:

@@ -91,6 +91,18 @@ def test_count_only_reference_keeps_the_first_non_late_spans_by_start_time() -> 
     assert select_referenced(SpansRef(len(trace.spans) + 1), stored) is None  # late spans never count
 
 
+def test_attach_referenced_completes_by_reference_envelopes_and_names_the_missing_ones() -> None:
+    small = build_trace("where is my order?", "It ships tomorrow.", '{"status": "shipped"}', seed=3)
+    whole, short = big_trace(30, 1000), big_trace(20, 1000, seed=2)
+    decoded = [(x, *decode_partial(encode(t, META, 10_000))) for x, t in (("a", small), ("b", whole), ("c", short))]
+    assert [ref is None for *_, ref in decoded] == [True, False, False]
+    stored = {whole.trace_id: [(s, False) for s in whole.spans], short.trace_id: [(s, False) for s in short.spans[1:]]}
+    ok, missing = judge_envelope.attach_referenced(decoded, stored)
+    assert ok == [("a", small, META), ("b", whole, META)]
+    assert [(x, reason.split(":")[0]) for x, reason in missing] == [("c", f"trace {short.trace_id}")]
+    assert "references 21 spans" in missing[0][1] and "(20 stored spans found)" in missing[0][1]
+
+
 
 @pytest.mark.parametrize(
     "value",

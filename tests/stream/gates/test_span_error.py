@@ -72,3 +72,51 @@ def test_error_fixtures_fail(stem: str) -> None:
 @pytest.mark.parametrize("stem", AGENT_FIXTURES)
 def test_agent_fixtures_pass(stem: str) -> None:
     assert SpanErrorGate(SpanErrorSpec()).evaluate(fixture_trace(stem)).outcome == GateOutcome.PASS
+
+
+def tool_calls(*calls: tuple[str, bool]) -> Trace:
+    """One agent turn calling tools in order: (name, failed) each; a failed call has error status."""
+    t = AgentTrace()
+    t.llm(user="hi", tool_calls=[(name, {}) for name, _ in calls], finish="tool_calls")
+    for name, failed in calls:
+        t.tool(name, {}, error=failed, status_message="503 upstream" if failed else None)
+    t.llm(answer="done")
+    return t.build()
+
+
+@pytest.mark.parametrize(
+    ("calls", "outcome", "reason"),
+    [
+        ((("lookup", True), ("lookup", False)), GateOutcome.PASS,
+         "1 error span of 5 recovered by a later successful span of the same name and parent"),
+        ((("lookup", True), ("lookup", True), ("lookup", False)), GateOutcome.PASS,
+         "2 error spans of 6 recovered by a later successful span of the same name and parent"),
+        ((("lookup", True), ("lookup", True)), GateOutcome.FAIL, "2 spans with error status: execute_tool lookup"),
+        ((("lookup", False), ("lookup", True)), GateOutcome.FAIL, "1 span with error status: execute_tool lookup"),
+        ((("lookup", True), ("search", False)), GateOutcome.FAIL, "1 span with error status: execute_tool lookup"),
+        ((("lookup", True), ("lookup", False), ("lookup", True)), GateOutcome.FAIL,
+         "1 span with error status: execute_tool lookup (1 more recovered by a later successful span of the same"
+         " name and parent, ignored)"),
+    ],
+    ids=["retry-ok", "two-retries-ok", "retry-failed", "error-after-success", "other-tool-ok", "last-retry-failed"],
+)
+def test_ignore_recovered_drops_errors_a_later_sibling_made_good(calls: tuple[tuple[str, bool], ...],
+                                                                 outcome: GateOutcome, reason: str) -> None:  # fmt: skip
+    t = tool_calls(*calls)
+    r = SpanErrorGate(SpanErrorSpec(ignore_recovered=True)).evaluate(t)
+    assert (r.outcome, r.reason) == (outcome, reason)
+    failed_last = [s.span_id for s in t.spans if s.status_code.name == "ERROR"][-1:]
+    if outcome == GateOutcome.FAIL:
+        assert failed_last[0] in [e.span_id for e in r.evidence]  # the call that was never made good
+    default = SpanErrorGate(SpanErrorSpec()).evaluate(t)
+    assert default.outcome == GateOutcome.FAIL  # off by default: every error span counts
+    assert len(default.evidence) == sum(failed for _, failed in calls)
+    recovered = len(default.evidence) - len(r.evidence)  # what the option drops, named in the default's reason
+    assert default.reason.endswith(f" ({recovered} recovered by a later successful span of the same name and parent)"
+                                   if recovered else "execute_tool lookup")  # fmt: skip
+
+
+@pytest.mark.parametrize("stem", ERROR_FIXTURES)
+def test_real_error_traces_are_not_recovered(stem: str) -> None:
+    r = SpanErrorGate(SpanErrorSpec(ignore_recovered=True)).evaluate(fixture_trace(stem))
+    assert r.outcome == GateOutcome.FAIL and r.reason.startswith("2 spans with error status")

@@ -87,3 +87,59 @@ def test_agent_fixtures_pass(stem: str) -> None:
 @pytest.mark.parametrize("stem", ERROR_FIXTURES)
 def test_error_fixtures_have_no_tool_call(stem: str) -> None:
     assert ToolErrorGate(ToolErrorSpec()).evaluate(fixture_trace(stem)).outcome == GateOutcome.NOT_APPLICABLE
+
+
+def calls(*results: tuple[str, str | None]) -> Trace:
+    """Tool spans in order: (name, result); a None result is a span with error status."""
+    t = AgentTrace()
+    t.llm(user="weather?", tool_calls=[(name, {}) for name, _ in results], finish="tool_calls")
+    for name, res in results:
+        t.tool(name, {"city": "Paris"}, result=res, error=res is None, status_message="timeout" if res is None else None)
+    t.llm(answer="18°C")
+    return t.build()
+
+
+OK, ERR = '{"temperature_c": 18}', '{"error": "rate limited"}'
+
+
+@pytest.mark.parametrize(
+    ("results", "outcome", "reason", "kept"),
+    [
+        ((("w", None), ("w", OK)), GateOutcome.PASS,
+         "2 tool calls: 1 failed call recovered by a later successful call of the same tool", 0),
+        ((("w", ERR), ("w", None), ("w", OK)), GateOutcome.PASS,
+         "3 tool calls: 2 failed calls recovered by a later successful call of the same tool", 0),
+        ((("w", ERR), ("w", None)), GateOutcome.FAIL, "2 failed tool calls of 2: w", 2),
+        ((("w", OK), ("w", ERR)), GateOutcome.FAIL, "1 failed tool call of 2: w", 1),
+        ((("w", None), ("geo", OK)), GateOutcome.FAIL, "1 failed tool call of 2: w", 1),
+        ((("w", None), ("w", OK), ("geo", ERR), ("w", ERR)), GateOutcome.FAIL,
+         "2 failed tool calls of 4: geo, w (1 more recovered by a later successful call of the same tool, ignored)", 2),
+    ],
+    ids=["retry-ok", "two-retries-ok", "retries-failed", "error-after-success", "other-tool-ok", "mixed"],
+)
+def test_ignore_recovered_drops_failed_calls_a_later_call_made_good(
+    results: tuple[tuple[str, str | None], ...], outcome: GateOutcome, reason: str, kept: int
+) -> None:
+    t = calls(*results)
+    r = ToolErrorGate(ToolErrorSpec(ignore_recovered=True)).evaluate(t)
+    assert (r.outcome, r.reason, len(r.evidence)) == (outcome, reason, kept)
+    failed = [i for i, (_, res) in enumerate(results) if res != OK]
+    default = ToolErrorGate(ToolErrorSpec()).evaluate(t)
+    assert default.outcome == GateOutcome.FAIL and len(default.evidence) == len(failed)  # off by default
+    recovered = len(failed) - kept  # what the option drops, named in the default's reason
+    suffix = f" ({recovered} recovered by a later successful call of the same tool)"
+    assert default.reason.endswith(suffix) == (recovered > 0), default.reason
+
+
+def test_ignore_recovered_reads_calls_seen_only_in_messages() -> None:
+    t = AgentTrace()
+    t.llm(user="weather?", tool_calls=[("get_weather", {"city": "Paris"})] * 2, finish="tool_calls")  # call_0, call_1
+    for call_id, response in (("call_0", ERR), ("call_1", OK)):
+        t.history.append({"role": "tool", "parts": [{"type": "tool_call_response", "id": call_id,
+                                                     "response": response}]})  # fmt: skip
+    t.llm(answer="18°C")
+    trace = t.build()
+    assert ToolErrorGate(ToolErrorSpec()).evaluate(trace).outcome == GateOutcome.FAIL
+    r = ToolErrorGate(ToolErrorSpec(ignore_recovered=True)).evaluate(trace)
+    assert (r.outcome, r.reason) == (
+        GateOutcome.PASS, "2 tool calls: 1 failed call recovered by a later successful call of the same tool")
