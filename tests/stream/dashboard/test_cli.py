@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
+import selectors
 import signal
 import subprocess
 import sys
@@ -33,12 +33,17 @@ def test_serves_the_embedded_store_standalone(tmp_path: Path) -> None:
     try:
         url, seen = None, []
         deadline = time.monotonic() + 90
+        # a selector (epoll), not select.select: descriptors of a long test process pass 1,023
+        # (the test process's chDB engine keeps some per database created and dropped)
+        ready = selectors.DefaultSelector()
+        ready.register(proc.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
         while url is None and time.monotonic() < deadline and proc.poll() is None:
-            if select.select([proc.stdout], [], [], 1.0)[0]:
+            if ready.select(1.0):
                 line = proc.stdout.readline()  # type: ignore[union-attr]
                 seen.append(line)
                 m = re.search(r"(http://127\.0\.0\.1:\d+/dashboard)", line)
                 url = m.group(1) if m else None
+        ready.close()
         assert url, "".join(seen)
         page = httpx.get(url, timeout=30)
         assert page.status_code == 200 and "no data yet" in page.text
