@@ -14,7 +14,7 @@ from pydantic import Field
 
 from schemas.model import Span, SpanKind, StatusCode, Trace
 from stream.gates.base import BaseGate, Evidence, GateResult, GateSpecBase
-from stream.gates.text import clip, plural
+from stream.gates.text import clip, plural, recovered_note
 
 
 _RECOVERED = "recovered by a later successful span of the same name and parent"
@@ -57,10 +57,7 @@ class SpanErrorGate(BaseGate):
         ]  # fmt: skip
         names = ", ".join(dict.fromkeys(s.name for s in bad))
         reason = f"{plural(len(bad), 'span')} with error status: {clip(names, 200)}"
-        if recovered:  # what ignore_recovered would drop, or did
-            reason += f" ({recovered} {'more ' if self.ignore_recovered else ''}{_RECOVERED}" + (
-                ", ignored)" if self.ignore_recovered else ")")
-        return self.failed(reason, evidence)
+        return self.failed(reason + recovered_note(recovered, self.ignore_recovered, _RECOVERED), evidence)
 
 
 def _unrecovered(spans: list[Span], bad: list[Span]) -> list[Span]:

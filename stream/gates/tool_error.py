@@ -23,7 +23,7 @@ from pydantic import Field
 
 from schemas.model import StatusCode, Trace
 from stream.gates.base import BaseGate, Evidence, GateResult, GateSpecBase, Regex
-from stream.gates.text import clip, clip_around, plural
+from stream.gates.text import clip, clip_around, plural, recovered_note
 from stream.gates.trace_view import ToolUse, tool_uses
 
 DEFAULT_RESULT_PATTERNS = [
@@ -95,10 +95,7 @@ class ToolErrorGate(BaseGate):
             evidence = kept
         tools = ", ".join(dict.fromkeys((e.detail or "").split(":")[0].removeprefix("tool ") for e in evidence))
         reason = f"{plural(len(evidence), 'failed tool call')} of {len(uses)}: {clip(tools, 200)}"
-        if recovered:  # what ignore_recovered would drop, or did
-            reason += f" ({recovered} {'more ' if self.ignore_recovered else ''}{_RECOVERED}" + (
-                ", ignored)" if self.ignore_recovered else ")")
-        return self.failed(reason, evidence)
+        return self.failed(reason + recovered_note(recovered, self.ignore_recovered, _RECOVERED), evidence)
 
 
 def _drop_recovered(uses: list[ToolUse], failed_at: list[int], evidence: list[Evidence]) -> tuple[list[Evidence], int]:
