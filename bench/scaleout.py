@@ -29,6 +29,8 @@
    rate by 5 %.
 4. CPU: utime + stime of each worker, the store server, the broker and this script over the
    window (``/proc/<pid>/stat``), in cores, next to the machine's total busy cores.
+   The JSON results also hold each run's inserts, rows and insert seconds per table, summed over
+   the workers (``store_inserts``).
 5. ``--repeat K`` alternates 1 and 2 workers K times; prints per-run and median spans/s and the ratio
    median(2) / median(1) (target >= 1.6), and the same for the two other rates. Results go to
    ``bench/results/scaleout-<timestamp>.json``.
@@ -69,6 +71,17 @@ TARGET = 1.6
 
 def _progress(statuses: list[dict[str, Any]]) -> int:
     return sum(s["counters"]["spans_stored"] - s["counters"]["replayed_spans"] for s in statuses)
+
+
+def _store_inserts(statuses: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per table, summed over the workers: inserts, rows and seconds over the whole run."""
+    out: dict[str, dict[str, float]] = {}
+    for s in statuses:
+        for table, st in (s.get("store_inserts") or {}).items():
+            acc = out.setdefault(table, {"inserts": 0, "rows": 0, "seconds": 0.0})
+            for k in acc:
+                acc[k] += st.get(k, 0)
+    return out
 
 
 def _spans_per_insert(statuses: list[dict[str, Any]]) -> float | None:
@@ -197,6 +210,7 @@ def run_once(n: int, bootstrap: str, topic: str, partitions: int, spans: int, wo
                 machine_busy_cores=(busy1[0] - busy0[0]) / max(1e-9, busy1[1] - busy0[1]) * (os.cpu_count() or 1),
                 rebalance_replayed=sum(s["counters"]["replayed_spans"] for s in statuses),
                 spans_per_insert=_spans_per_insert(statuses),
+                store_inserts=_store_inserts(statuses),
             )  # fmt: skip
     finally:
         codes = [w.stop(timeout=60) for w in workers]

@@ -16,8 +16,10 @@ What it speaks:
 * server-side parameters ``param_<name>`` (``{name:Type}`` in the SQL), the ``database``
   argument, settings as URL arguments (HTTP-transport ones are dropped);
 * ``INSERT INTO t (cols) FORMAT F`` followed by data (the client's Native inserts), written with
-  the engine's own ``INSERT ... FROM INFILE`` (clickhouse-connect's chDB backend), so
-  ``insert_deduplication_token`` and every other insert setting apply as in the embedded mode;
+  the engine's own ``INSERT ... FROM INFILE`` (as clickhouse-connect's chDB backend does), so
+  ``insert_deduplication_token`` and every other insert setting apply as in the embedded mode.
+  A plain body's data is copied to that file as it arrives, through one reused buffer (a
+  compressed one is decoded in memory first);
 * ``readonly``: such requests run on a second handle of the same engine that is itself in
   ``readonly = 2`` mode, so the engine refuses writes (error 164) while other settings still apply;
 * errors as ClickHouse sends them: an HTTP error status, ``X-ClickHouse-Exception-Code`` and a
@@ -32,13 +34,13 @@ as in the embedded mode.
 
 from __future__ import annotations
 
-import gzip
+import io
 import json
 import logging
 import re
 import sys
+import tempfile
 import threading
-import zlib
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -47,9 +49,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from clickhouse_connect.driver._backend.chdb_backend import _quote_sql_string, _settings_clause
 from clickhouse_connect.driver._backend.models import QueryRuntime
 from clickhouse_connect.driver.exceptions import Error as ClickHouseClientError
 
+from stream.http_body import BAD_ARGUMENTS, RequestError, body_stream, decompress, is_plain
 from stream.store import connect
 
 log = logging.getLogger(__name__)
@@ -65,16 +69,15 @@ _INSERT_WITH_DATA = re.compile(r"^\s*INSERT\s+INTO\s+(?P<target>.+?)\s+FORMAT\s+
 _MAX_STATEMENT_LINE = 1 << 20  # the INSERT statement heading a data body is on its first line
 
 # ClickHouse error codes used for requests the engine never saw, and the HTTP status of some codes
-BAD_ARGUMENTS, UNKNOWN_TABLE, UNKNOWN_DATABASE, SYNTAX_ERROR, READONLY = 36, 60, 81, 62, 164
+UNKNOWN_TABLE, UNKNOWN_DATABASE, SYNTAX_ERROR, READONLY = 60, 81, 62, 164
 _STATUS = {SYNTAX_ERROR: 400, BAD_ARGUMENTS: 400, UNKNOWN_TABLE: 404, UNKNOWN_DATABASE: 404, READONLY: 403}
 
 
-class RequestError(Exception):
-    """A malformed request: answered like a ClickHouse exception, with ``code``."""
+@dataclass(frozen=True)
+class InFile:
+    """An insert's data in a file: a plain body, copied there as it arrived (``_Handler._post_plain``)."""
 
-    def __init__(self, message: str, code: int = BAD_ARGUMENTS) -> None:
-        super().__init__(message)
-        self.code = code
+    path: str
 
 
 @dataclass
@@ -82,7 +85,7 @@ class StoreRequest:
     """One HTTP request, decoded: the statement, its data (inserts), parameters and settings."""
 
     sql: str | bytes
-    data: bytes | memoryview | None = None
+    data: bytes | memoryview | InFile | None = None
     params: dict[str, str] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)
     database: str = "default"
@@ -95,35 +98,9 @@ class StoreResult:
     summary: dict[str, Any]
 
 
-def decompress(body: bytes, encoding: str) -> bytes:
-    """Undo a request's ``Content-Encoding`` (the client compresses each insert block separately)."""
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return body
-    if encoding == "lz4":  # a concatenation of LZ4 frames, one per block
-        import lz4.frame
-
-        out, rest = bytearray(), body
-        while rest:
-            d = lz4.frame.LZ4FrameDecompressor()
-            out += d.decompress(rest)
-            if not d.eof:
-                raise RequestError("truncated lz4 frame in the request body")
-            rest = d.unused_data
-        return bytes(out)
-    if encoding == "zstd":
-        from clickhouse_connect.driver.compression import _zstd_decompress
-
-        return _zstd_decompress(body)  # handles concatenated frames
-    if encoding == "gzip":
-        return gzip.decompress(body)
-    if encoding == "deflate":
-        return zlib.decompress(body)
-    raise RequestError(f"Unknown Content-Encoding {encoding!r}")
-
-
-def parse_request(url: str, headers: Any, body: bytes) -> StoreRequest:
-    """Build a :class:`StoreRequest` from the URL, the headers and the (raw) body."""
+def parse_request(url: str, headers: Any, body: bytes, infile: InFile | None = None) -> StoreRequest:
+    """Build a :class:`StoreRequest` from the URL, the headers and the (raw) body. With ``infile``,
+    ``body`` is at most the statement line and the insert's data is in that file."""
     args = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
     body = decompress(body, headers.get("Content-Encoding", ""))
     content_type = headers.get("Content-Type", "")
@@ -143,12 +120,12 @@ def parse_request(url: str, headers: Any, body: bytes) -> StoreRequest:
             req.settings[key] = value
     insert = _INSERT_WITH_DATA.match(query) if query else None
     if insert:  # statement in the URL, data in the body
-        req.sql, req.data = query, body
+        req.sql, req.data = query, (body if infile is None else infile)
     elif not query and body.lstrip()[:6].upper() == b"INSERT":
         line_end = body.find(b"\n", 0, _MAX_STATEMENT_LINE)
         head = body[: line_end if line_end >= 0 else len(body)].decode("utf-8", "replace")
         if _INSERT_WITH_DATA.match(head) and line_end >= 0:
-            req.sql, req.data = head, memoryview(body)[line_end + 1 :]  # a view: the data is not copied
+            req.sql, req.data = head, (memoryview(body)[line_end + 1 :] if infile is None else infile)  # a view: no copy
     if req.data is None:  # a query or command: ClickHouse runs the URL query followed by the body
         text = query + ("\n" if query and body else "")
         req.sql = _text(text.encode() + body)
@@ -198,7 +175,10 @@ class Engine:
             if req.data is not None:
                 m = _INSERT_WITH_DATA.match(req.sql if isinstance(req.sql, str) else req.sql.decode("utf-8", "replace"))
                 assert m is not None
-                summary = backend.execute_raw_insert(m["target"], None, req.data, m["fmt"], None, runtime, None)
+                if isinstance(req.data, InFile):
+                    summary = _insert_from_file(backend, m["target"], req.data.path, m["fmt"], runtime)
+                else:
+                    summary = backend.execute_raw_insert(m["target"], None, req.data, m["fmt"], None, runtime, None)
                 return StoreResult(b"", None, summary)
             done = backend.execute_command(req.sql, req.params, None, None, runtime, None)
         return StoreResult(done.body, done.result_format, done.summary)
@@ -207,6 +187,18 @@ class Engine:
         with self.lock:
             self._ro.close()
             self._rw.close()
+
+
+def _insert_from_file(backend: Any, target: str, path: str, fmt: str, runtime: QueryRuntime) -> dict[str, Any]:
+    """What clickhouse-connect's chDB backend (1.12) runs for ``execute_raw_insert`` once it has
+    copied the data into a file of its own, run on the file the body was spooled to."""
+    settings = backend._engine_settings(runtime.settings)  # noqa: SLF001
+    clause = f" SETTINGS {_settings_clause(settings)}" if settings else ""
+    sql = f"INSERT INTO {target} FROM INFILE {_quote_sql_string(path)}{clause} FORMAT {fmt}"
+    return backend._insert_summary(backend._run(sql, "TabSeparated", database=runtime.database))  # noqa: SLF001
+
+
+_COPY_BUFFER = 1 << 20
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -218,20 +210,10 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
     def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []  # joined once at the end: an insert body is tens of MB, often in one chunk
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
-                        pass
-                    return b"".join(chunks)  # one chunk: that object itself, no copy
-                chunk = self.rfile.read(size)
-                if len(chunk) < size:
-                    raise ValueError(f"chunk of {len(chunk)} bytes, {size} announced")
-                chunks.append(chunk)
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        """The whole body in memory (compressed or form bodies, which are decoded as a whole)."""
+        out = io.BytesIO()
+        self._copy(body_stream(self.rfile, self.headers), out)
+        return out.getvalue()
 
     def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
@@ -250,6 +232,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         try:
+            if is_plain(self.headers):
+                self._post_plain()
+                return
             body = self._read_body()
         except (ValueError, OSError) as exc:
             self.close_connection = True
@@ -257,10 +242,37 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._execute(body)
 
-    def _execute(self, body: bytes) -> None:
+    def _post_plain(self) -> None:
+        """A body that is neither compressed nor a form. An insert's data (the statement in the URL
+        or on the body's first line, as clickhouse-connect sends it) goes to a file through one
+        reused buffer; reading tens of MB into new bytes objects and joining its chunks cost the
+        server more CPU than the copy itself (each new buffer is memory faulted in page by page)."""
+        body = body_stream(self.rfile, self.headers)
+        query = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True)).get("query", "")
+        if query:
+            head, insert = b"", _INSERT_WITH_DATA.match(query) is not None
+        else:
+            head = body.readline(_MAX_STATEMENT_LINE)
+            insert = head.endswith(b"\n") and _INSERT_WITH_DATA.match(head.decode("utf-8", "replace")) is not None
+        if not insert:
+            self._execute(head + body.read())
+            return
+        with tempfile.NamedTemporaryFile(prefix="insert-", suffix=".data") as spool:
+            self._copy(body, spool.file)
+            spool.file.flush()
+            self._execute(head, InFile(spool.name))
+
+    def _copy(self, body: io.BufferedReader, sink: Any) -> None:
+        buf = getattr(self, "_copy_buffer", None)
+        if buf is None:  # one per connection (a handler serves one connection)
+            buf = self._copy_buffer = memoryview(bytearray(_COPY_BUFFER))
+        while got := body.readinto(buf):
+            sink.write(buf[:got])
+
+    def _execute(self, body: bytes, infile: InFile | None = None) -> None:
         engine = self.server.engine
         try:
-            req = parse_request(self.path, self.headers, body)
+            req = parse_request(self.path, self.headers, body, infile)
             result = engine.run(req)
         except (RequestError, ClickHouseClientError) as exc:
             self._error(exc)

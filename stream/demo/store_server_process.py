@@ -15,6 +15,7 @@ class StoreServerProcess:
 
     def __init__(self, data_dir: Path, log_level: str | None = None, config_file: Path | None = None) -> None:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         cmd = [sys.executable, "-m", "stream", "store-server", "--data-dir", str(data_dir), "--port", "0"]
         if log_level is not None:

@@ -12,14 +12,15 @@ import sys
 import threading
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from stream.store import ClickHouseStore, connect, is_loopback, load_migrations
+from stream.store import PRIVATE_TMP, ClickHouseStore, connect, is_loopback, load_migrations
 from stream.demo.store_server_process import StoreServerProcess
 
 # store-level tests of other modules, collected here again with this module's `store` fixture (below),
@@ -133,11 +134,23 @@ def test_inserts_in_every_client_compression(server: StoreServerProcess, store: 
             client.close()
 
 
-def _post_chunked(dsn: str, chunks: list[bytes], announce_extra: int = 0) -> tuple[int, bytes]:
-    """POST ``chunks`` with chunked transfer encoding on a raw socket; the last one's announced
-    size may exceed what is sent (``announce_extra``), as when a client dies mid-body."""
+def _exchange(dsn: str, send: Callable[[socket.socket], None]) -> tuple[int, bytes]:
+    """One request on a raw socket (``send`` writes it), and the reply's status and body."""
     host, port = dsn.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
+        send(sock)
+        reply = b""
+        while data := sock.recv(65536):
+            reply += data
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def _post_chunked(dsn: str, chunks: list[bytes], announce_extra: int = 0) -> tuple[int, bytes]:
+    """POST ``chunks`` with chunked transfer encoding; the last one's announced size may exceed
+    what is sent (``announce_extra``), as when a client dies mid-body."""
+
+    def send(sock: socket.socket) -> None:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
         for i, chunk in enumerate(chunks):
             extra = announce_extra if i == len(chunks) - 1 else 0
@@ -146,11 +159,21 @@ def _post_chunked(dsn: str, chunks: list[bytes], announce_extra: int = 0) -> tup
             sock.shutdown(socket.SHUT_WR)
         else:
             sock.sendall(b"0\r\n\r\n")
-        reply = b""
-        while data := sock.recv(65536):
-            reply += data
-    head, _, body = reply.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
+
+    return _exchange(dsn, send)
+
+
+def _post_plain(dsn: str, target: str, body: bytes, announce: int | None = None) -> tuple[int, bytes]:
+    """POST ``body`` to ``target`` with a ``Content-Length``, which may exceed what is sent
+    (``announce``), as when a client dies mid-body."""
+
+    def send(sock: socket.socket) -> None:
+        sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                     % (target.encode(), len(body) if announce is None else announce) + body)  # fmt: skip
+        if announce is not None:
+            sock.shutdown(socket.SHUT_WR)
+
+    return _exchange(dsn, send)
 
 
 def test_a_chunked_insert_body_split_anywhere_is_stored_and_a_truncated_one_is_refused(
@@ -240,3 +263,26 @@ def test_one_server_per_data_dir_and_data_survives_a_restart(tmp_path: Path) -> 
         s.close()
     finally:
         assert second.stop() == 0
+
+
+def test_insert_data_goes_to_a_file_that_is_removed_whatever_the_outcome(
+    server: StoreServerProcess, store: ClickHouseStore
+) -> None:
+    """A plain insert body (the statement in the URL, as clickhouse-connect's ``raw_insert`` sends
+    it, or on the body's first line, as its ``insert`` does) is copied to a file in the engine's
+    private temporary directory and inserted from there; the file goes once the insert is done,
+    failed, or its body never arrived whole. A plain body that is no insert is run as before."""
+    db, spool = store.database, server.data_dir / PRIVATE_TMP
+    target = "/?" + urlencode({"query": f"INSERT INTO {db}.action_events (event_id, type) FORMAT TSV"})
+    rows = b"".join(b"u%d\tthumbs_down\n" % i for i in range(500))
+    assert _post_plain(server.dsn, target, rows) == (200, b"")
+    status, reply = _post_plain(server.dsn, target, rows.replace(b"u", b"v")[:700], announce=len(rows))
+    assert status == 400 and b"Cannot read the request body" in reply, reply
+    status, reply = _post_plain(server.dsn, target, b"w1\tregenerate\textra column\n")
+    assert status >= 400 and reply.startswith(b"Code: "), reply  # the engine's own error
+    status, reply = _post_plain(server.dsn, "/", f"INSERT INTO {db}.action_events (event_id, type) FORMAT TSV\n".encode()
+                                + b"x1\tedit\nx2\tedit\n")  # fmt: skip
+    assert status == 200, reply
+    status, reply = _post_plain(server.dsn, "/", f"SELECT count(), countIf(event_id LIKE 'x%') FROM {db}.action_events".encode())
+    assert (status, reply) == (200, b"502\t2\n")
+    assert spool.is_dir() and not list(spool.iterdir())
