@@ -110,8 +110,12 @@ def create_app(
             pipeline.counters.reread_messages += await reader.recover(topic, partition, first, last)
             return
         except GapNotRecovered as exc:
+            if settings.gap_unrecovered == "dead_letter":
+                log.error("%s; dead-lettered as a range, going on past them", exc)
+                await pipeline.dead_letter_offsets(topic, partition, first, last, str(exc))
+                return
             reason = str(exc)
-        except Exception as exc:  # a handler failed
+        except Exception as exc:  # a handler failed (its store retries are its own): never dead-lettered
             reason = f"handling offsets {first}-{last} of {topic}/{partition} again failed: {exc!r}"
         # nothing at or past the gap was acknowledged (the fetch loop waits here): a restart reads it
         log.critical("%s; exiting without committing past them", reason)
@@ -119,10 +123,10 @@ def create_app(
 
     watch_offset_gaps(app, on_gap)
     if settings.faults_file is not None:  # fault tests only (stream/faults.py)
-        from stream.faults import pause_rereads, skip_fetched_records
+        from stream.faults import disturb_rereads, skip_fetched_records
 
         skip_fetched_records(app, settings.faults_file, set(reader.handlers))
-        pause_rereads(reader, settings.faults_file)
+        disturb_rereads(reader, settings.faults_file)
     input_topic = app.topic(settings.input_topic, key_type=bytes, value_type=bytes)
     repartition_topic = app.topic(settings.repartition_topic, key_type=bytes, value_type=bytes)
 

@@ -111,7 +111,13 @@ class Settings(BaseSettings):
     )
     gap_reread_deadline: float = Field(
         300.0, gt=0, description="how long the worker keeps trying to read offsets its consumer skipped "
-        "(stream/offset_gaps.py) before it exits without committing past them"
+        "(stream/offset_gaps.py) before it gives up (see gap_unrecovered)"
+    )
+    gap_unrecovered: Literal["exit", "dead_letter"] = Field(
+        "exit", description="when skipped offsets cannot be read again within gap_reread_deadline: exit "
+        "(code 75) without committing past them, so a restart meets them again (nothing lost, but a broker "
+        "that never serves them keeps the worker from going on), or dead_letter: send one record naming "
+        "the offsets to the dead-letter topic, count them (consumer_unrecovered_offsets) and go on"
     )
     insert_retry_initial: float = Field(0.5, gt=0)
     insert_retry_max: float = Field(30.0, gt=0)

@@ -32,6 +32,7 @@ class Counters:
     signals: dict[str, int] = field(default_factory=dict)
     skipped_offsets: dict[str, int] = field(default_factory=dict)  # by topic (stream/offset_gaps.py)
     reread_messages: int = 0  # skipped messages read again and ingested
+    unrecovered_offsets: dict[str, int] = field(default_factory=dict)  # skipped, not read again, dead-lettered
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

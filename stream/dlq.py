@@ -9,6 +9,8 @@ DETAIL = "tracejudge.dlq.detail"
 SOURCE_TOPIC = "tracejudge.dlq.source.topic"
 SOURCE_PARTITION = "tracejudge.dlq.source.partition"
 SOURCE_OFFSET = "tracejudge.dlq.source.offset"
+SOURCE_LAST_OFFSET = "tracejudge.dlq.source.last_offset"  # only on an ``unrecovered_offsets`` record
+UNRECOVERED_OFFSETS = "unrecovered_offsets"
 MAX_DETAIL = 2000
 
 
@@ -44,3 +46,21 @@ def dead_letter(msg: InMessage, topic: str, reason: str, detail: str) -> OutReco
         (SOURCE_OFFSET, str(msg.offset).encode()),
     ]
     return OutRecord(topic, msg.key, msg.value, headers)
+
+
+def unrecovered_offsets(topic: str, partition: int, first: int, last: int, dlq_topic: str, detail: str) -> OutRecord:
+    """The dead letter of offsets the consumer skipped and could not read again
+    (``gap_unrecovered: dead_letter``): no key and an empty value (Kafka needs one of the two), since
+    the messages were never read; the headers say which offsets of which partition to read again once
+    the broker serves them."""
+    if len(detail) > MAX_DETAIL:
+        detail = detail[:MAX_DETAIL] + "…"
+    headers = [
+        (REASON, UNRECOVERED_OFFSETS.encode()),
+        (DETAIL, detail.encode("utf-8", "replace")),
+        (SOURCE_TOPIC, topic.encode()),
+        (SOURCE_PARTITION, str(partition).encode()),
+        (SOURCE_OFFSET, str(first).encode()),
+        (SOURCE_LAST_OFFSET, str(last).encode()),
+    ]
+    return OutRecord(dlq_topic, None, b"", headers)

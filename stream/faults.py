@@ -17,6 +17,8 @@ JSON control file that the test (or an operator running a drill) rewrites while 
   after offset 0 (stream/offset_gaps.py);
 * ``{"reread_pause": S}`` — each re-read of skipped offsets waits S seconds before it starts, so
   that a test can kill the worker while a gap is being recovered;
+* ``{"reread_fail": true}`` — each re-read of skipped offsets fails, as against a broker that never
+  serves them again (``gap_unrecovered`` decides what the worker does then);
 * missing file, ``{}`` or ``{"clickhouse": "up"}`` — every call passes through.
 
 "down" wins over "ambiguous_inserts" when both are set. The file is re-read only when its identity
@@ -85,6 +87,7 @@ class FaultControl:
         self.ambiguous_left = 0
         self.skip_fetched_left = 0
         self.reread_pause = 0.0
+        self.reread_fail = False
 
     def refresh(self) -> None:
         try:
@@ -93,7 +96,7 @@ class FaultControl:
             if self._identity is not None:
                 log.warning("fault control %s removed: ClickHouse calls pass through", self.path)
             self._identity, self.down, self.ambiguous_left, self.skip_fetched_left = None, False, 0, 0
-            self.reread_pause = 0.0
+            self.reread_pause, self.reread_fail = 0.0, False
             return
         identity = (st.st_ino, st.st_mtime_ns, st.st_size)
         if identity == self._identity:
@@ -106,11 +109,12 @@ class FaultControl:
             ambiguous = int(control.get("ambiguous_inserts", 0))
             skip = int(control.get("skip_fetched", 0))
             pause = float(control.get("reread_pause", 0))
+            fail = bool(control.get("reread_fail", False))
         except (OSError, ValueError, TypeError) as exc:  # half-written: keep the previous state
             log.warning("fault control %s unreadable (%s): previous state kept", self.path, exc)
             return
         self._identity, self.down, self.ambiguous_left = identity, down, max(ambiguous, 0)
-        self.skip_fetched_left, self.reread_pause = max(skip, 0), max(pause, 0.0)
+        self.skip_fetched_left, self.reread_pause, self.reread_fail = max(skip, 0), max(pause, 0.0), fail
         log.warning("fault control %s: clickhouse %s, ambiguous inserts armed: %d",
                     self.path, "down" if down else "up", self.ambiguous_left)  # fmt: skip
 
@@ -193,16 +197,20 @@ def skip_fetched_records(app: Any, faults_file: str | os.PathLike[str], topics: 
     Consumer._tracejudge_skip_patched = True  # type: ignore[attr-defined]
 
 
-def pause_rereads(reader: Any, faults_file: str | os.PathLike[str]) -> None:
-    """Arm the ``reread_pause`` fault on a :class:`stream.offset_gaps.SkippedOffsetReader`."""
+def disturb_rereads(reader: Any, faults_file: str | os.PathLike[str]) -> None:
+    """Arm the ``reread_pause`` and ``reread_fail`` faults on a
+    :class:`stream.offset_gaps.SkippedOffsetReader`."""
     control, read = FaultControl(faults_file), reader.read
 
-    async def paused(topic: str, partition: int, first: int, last: int) -> Any:
+    async def disturbed(topic: str, partition: int, first: int, last: int) -> Any:
         control.refresh()
         if control.reread_pause > 0:
             log.warning("fault injected: re-read of offsets %d-%d of %s/%d paused %.1fs", first, last, topic,
                         partition, control.reread_pause)  # fmt: skip
             await asyncio.sleep(control.reread_pause)
+        if control.reread_fail:
+            log.warning("fault injected: re-read of offsets %d-%d of %s/%d fails", first, last, topic, partition)
+            raise ConnectionError("fault injected: the broker does not serve these offsets")
         return await read(topic, partition, first, last)
 
-    reader.read = paused
+    reader.read = disturbed

@@ -78,6 +78,8 @@ SPECS: tuple[Spec, ...] = (
        "(stream/offset_gaps.py)", ("topic",), "{message}"),
     _c("consumer_reread_messages", "skipped messages read again outside the group and handled",
        unit="{message}"),
+    _c("consumer_unrecovered_offsets", "skipped offsets that could not be read again, dead-lettered as a range "
+       "(gap_unrecovered: dead_letter)", ("topic",), "{message}"),
     _c("dead_letters", "messages sent to a dead-letter topic", ("topic",), "{message}"),
     _c("dead_letter_reasons", "span messages dead-lettered, by reason", ("topic", "reason"), "{message}"),
     _c("store_write_retries", "ClickHouse operations retried", ("component",), "{retry}"),
@@ -149,6 +151,7 @@ PIPELINE_FIELDS: dict[str, tuple[str, str | None]] = {
     "send_retries": ("kafka_send_retries", None),
     "skipped_offsets": ("consumer_skipped_offsets", "topic"),
     "reread_messages": ("consumer_reread_messages", None),
+    "unrecovered_offsets": ("consumer_unrecovered_offsets", "topic"),
     # below: combined with other sources in _pipeline()
     "dead_lettered": ("dead_letters", "topic"),
     "dead_letter_reasons": ("dead_letter_reasons", "reason"),

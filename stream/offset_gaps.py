@@ -26,7 +26,8 @@ check ignores a gap after offset 0.)
 again with a plain consumer outside the group, and hands the messages to the topic's handler (the
 same code as a consumed batch: the same topic, partition, offset and timestamp, so the same
 deduplication tokens). It retries a failed read with backoff until ``deadline``, then raises
-:class:`GapNotRecovered`; the worker then exits without committing (stream/app.py).
+:class:`GapNotRecovered`; the worker then exits without committing, or, with ``gap_unrecovered:
+dead_letter``, sends a dead-letter record naming the offsets and goes on (stream/app.py).
 """
 
 from __future__ import annotations

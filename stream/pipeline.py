@@ -34,7 +34,7 @@ from stream.config import Settings
 from stream.counters import Counters
 from stream.decide import TraceDecider
 from stream.decision_rows import encode_for_judges, gate_rows, signal_rows
-from stream.dlq import InMessage, OutRecord, dead_letter
+from stream.dlq import InMessage, OutRecord, dead_letter, unrecovered_offsets
 from stream.events import EventJoiner
 from stream.retry import retry_forever
 from stream.rows import span_row, trace_row
@@ -356,6 +356,14 @@ class Pipeline:
             self.counters.count_completed(c, d)
         if self.on_complete is not None:
             await self.on_complete(done)
+
+    async def dead_letter_offsets(self, topic: str, partition: int, first: int, last: int, detail: str) -> None:
+        """Skipped offsets that could not be read again (``gap_unrecovered: dead_letter``): one
+        dead-letter record names them, acknowledged by Kafka before the consumer goes past them."""
+        record = unrecovered_offsets(topic, partition, first, last, self.settings.dlq_topic, detail)
+        await self._retry(lambda: self.producer.send_all([record]), "produce", "send_retries")
+        u = self.counters.unrecovered_offsets
+        u[topic] = u.get(topic, 0) + last - first + 1
 
     def _dead_letter(self, msg: InMessage, reason: str, detail: str) -> OutRecord:
         log.warning("dead-letter %s/%d@%d: %s: %s", msg.topic, msg.partition, msg.offset, reason, detail[:300])

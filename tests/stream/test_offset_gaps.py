@@ -22,7 +22,9 @@ from typing import Any
 import faust
 import faust.transport.consumer
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.structs import OffsetAndMetadata
 from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
@@ -30,7 +32,7 @@ from intervaltree import IntervalTree
 from stream.app import EXIT_UNFINISHED_BATCH, create_app
 from stream.config import Settings
 from stream.demo.broker import LocalBroker
-from stream.dlq import InMessage
+from stream.dlq import DETAIL, REASON, SOURCE_LAST_OFFSET, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC, InMessage
 from stream.faults import write_faults
 from stream.offset_gaps import GapNotRecovered, SkippedOffsetReader, perform_seek, watch_offset_gaps
 from stream.pipeline import Pipeline
@@ -208,6 +210,91 @@ def test_the_worker_app_exits_without_committing_when_a_gap_cannot_be_read(
     assert exited.value.code == EXIT_UNFINISHED_BATCH
     assert "offsets 7-8 of otlp_spans/0 could not be read again" in caplog.text
     assert not consumer._gap[tp]  # never recorded: the committed offset stays before the gap
+
+
+def test_told_to_dead_letter_them_the_worker_app_names_unreadable_offsets_in_one_record_and_goes_on(
+    store: ClickHouseStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    settings = Settings(clickhouse_database=store.database, kafka_bootstrap=f"127.0.0.1:{closed_port()}",
+                        consumer_group="g-unreachable", gap_reread_deadline=0.5, gap_unrecovered="dead_letter")  # fmt: skip
+    producer = ListProducer()
+    app, pipeline = create_app(settings, lambda app: Pipeline(settings, ClickHouseSink(store), producer))
+    consumer = faust_consumer(app)
+    tp = TP(settings.input_topic, 0)
+
+    def exit_(code: int) -> None:
+        raise AssertionError(f"the worker exited ({code}) although told to dead-letter the offsets")
+
+    monkeypatch.setattr(os, "_exit", exit_)
+    with caplog.at_level(logging.ERROR, logger="stream.app"):
+        asyncio.run(Consumer._add_gap(consumer, tp, 7, 9))
+    (record,) = producer.records
+    headers = dict(record.headers)
+    assert (record.topic, record.key, record.value) == (settings.dlq_topic, None, b"")
+    assert headers[REASON] == b"unrecovered_offsets"
+    assert (headers[SOURCE_TOPIC], headers[SOURCE_PARTITION]) == (b"otlp_spans", b"0")
+    assert (headers[SOURCE_OFFSET], headers[SOURCE_LAST_OFFSET]) == (b"7", b"8")
+    assert headers[DETAIL].startswith(b"offsets 7-8 of otlp_spans/0 could not be read again within 0s")
+    assert pipeline.counters.unrecovered_offsets == {"otlp_spans": 2} == pipeline.counters.skipped_offsets
+    assert "dead-lettered as a range" in caplog.text
+    # recorded: the consumer goes on and its commits may pass the gap (the message at 9 is still to come)
+    assert sorted((i.begin, i.end) for i in consumer._gap[tp]) == [(7, 9)]
+
+
+class _AsFaust(RoundRobinPartitionAssignor):
+    name = "faust"  # the group's protocol: tansu keeps it after the workers leave
+
+
+async def _commit(bootstrap: str, group: str, tp: TopicPartition, offset: int) -> None:
+    """What an operator's ``kafka-consumer-groups --reset-offsets --to-offset`` does once the workers
+    are stopped. tansu takes commits only from a member of the group, so this joins it."""
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                         partition_assignment_strategy=(_AsFaust,))  # fmt: skip
+    await c.start()
+    try:
+        c.subscribe([tp.topic])
+        deadline = time.monotonic() + 60
+        while tp not in c.assignment() and time.monotonic() < deadline:
+            await c.getmany(timeout_ms=200, max_records=1)
+        await c.commit({tp: OffsetAndMetadata(offset, "")})
+    finally:
+        await c.stop()
+
+
+def test_a_worker_that_dead_letters_unreadable_offsets_stores_the_rest_and_an_offset_reset_recovers_them(
+    deployment: Callable[..., Deployment], tmp_path: Path, consume: Callable[..., list[Any]],
+) -> None:  # fmt: skip
+    faults = tmp_path / "faults.json"
+    write_faults(faults, skip_fetched=2, reread_fail=True)  # 2 records lost in fetches, never served again
+    d = deployment(partitions=1, faults_file=str(faults), gap_reread_deadline=1, gap_unrecovered="dead_letter")
+    worker = d.start_worker()
+    traces = [genai_trace(random.Random(80 + i), 3) for i in range(10)]
+    d.produce([(t[0].trace_id.hex().encode(), proto(t), 0) for t in traces])
+
+    def stored(w: Any) -> int:
+        return int(w.sql("SELECT count() FROM tracejudge.traces FINAL")[0][0])
+
+    assert wait_for(lambda: stored(worker) == 8, 90), f"{stored(worker)} of 8 traces stored"
+    counters = worker.status()["counters"]
+    assert counters["unrecovered_offsets"] == {d.input_topic: 2} == counters["skipped_offsets"]
+    assert counters["reread_messages"] == 0 and worker.proc.poll() is None  # went on, did not exit
+    named: set[int] = set()
+    for r in consume(d.dlq_topic, idle=2.0, timeout=30):
+        h = {k: v.decode() for k, v in r.headers}
+        assert (h["tracejudge.dlq.reason"], h["tracejudge.dlq.source.topic"]) == ("unrecovered_offsets", d.input_topic)
+        named |= set(range(int(h["tracejudge.dlq.source.offset"]), int(h["tracejudge.dlq.source.last_offset"]) + 1))
+    assert len(named) == 2 and named <= set(range(len(traces)))
+    assert "fault injected: re-read of offsets" in d.workers[0].log_path.read_text()
+
+    # the runbook (README "Delivery guarantees"): once the broker serves them, stop the group, move its
+    # committed offset back to the first offset named, start again; what follows is replayed idempotently
+    worker.stop(timeout=30)
+    write_faults(faults)
+    asyncio.run(_commit(d.broker.bootstrap, "tj-" + d.input_topic, TopicPartition(d.input_topic, 0), min(named)))
+    worker = d.start_worker()
+    assert wait_for(lambda: stored(worker) == len(traces), 90), f"{stored(worker)} of {len(traces)} traces stored"
+    assert int(worker.sql("SELECT count() FROM tracejudge.spans FINAL")[0][0]) == 3 * len(traces)
+    assert int(worker.sql("SELECT count() FROM tracejudge.traces")[0][0]) >= len(traces)
 
 
 def test_a_worker_whose_fetches_skip_records_still_stores_every_trace(
