@@ -19,8 +19,11 @@ assignment, after a rebalance): it sets the partition's read offset to ``c``, th
 *next*, as if ``c`` had been read. A fetch that skipped the message at ``c`` then went unnoticed (a
 first message at ``c + 1`` is no gap to Faust, one at ``c + k`` a gap from ``c + 1``), and the commit
 passed it. The same hook replaces ``Consumer.perform_seek`` with a copy that sets the read offset to
-``c - 1``, the last offset read, so the gap starts at ``c``. (For ``c = 1`` that is 0, and Faust's gap
-check ignores a gap after offset 0.)
+``c - 1``, the last offset read, so the gap starts at ``c``. A partition with nothing committed (a
+group's first start) is read from its first offset still on the broker, ``s``: its read offset is
+``s - 1``, so a fetch that skips the first records is a gap too, and offsets that retention deleted
+before ``s`` are not. (For ``c = 1`` the read offset is 0, and Faust's gap check ignores a gap after
+offset 0: that one case stays unseen.)
 
 :class:`SkippedOffsetReader` is what the worker's ``on_gap`` runs: it reads the skipped offsets
 again with a plain consumer outside the group, and hands the messages to the topic's handler (the
@@ -77,11 +80,24 @@ def watch_offset_gaps(app: faust.App, on_gap: OnGap) -> None:
 
 
 async def perform_seek(self: Any) -> None:
-    """Faust's ``Consumer.perform_seek`` (faust-streaming 0.15.3), except that a partition sought to
-    its committed offset ``c`` gets ``c - 1`` as its read offset (Faust's: ``c``): the last offset
-    read, from which the fetch loop measures gaps."""
+    """Faust's ``Consumer.perform_seek`` (faust-streaming 0.15.3), except for the read offset, from
+    which the fetch loop measures gaps: the offset before the one the partition is read from next
+    (Faust's: the committed offset ``c`` itself, or nothing). That is ``c - 1``; for a partition with
+    nothing committed, which the consumer reads from its first offset still on the broker (the
+    worker's ``auto_offset_reset`` is ``earliest``), it is that offset minus 1, asked of the broker
+    here (one request per seek, for those partitions only). Faust's check (``if gap > 1 and
+    r_offset``) takes ``-1`` as a read offset, so a skip at offset 0 is seen; ``0`` it ignores."""
     committed = await self.seek_to_committed()
-    self._read_offset.update({tp: c - 1 if c is not None and c >= 1 else None for tp, c in committed.items()})
+    fresh = [tp for tp, c in committed.items() if c is None]
+    starts: Mapping[Any, int] = {}
+    if fresh:
+        try:
+            starts = await self.earliest_offsets(*fresh)
+        except Exception as exc:  # no gap check at their head, as with Faust's own seek
+            log.warning("first offsets of %d partitions without a committed offset unknown (%r): a fetch "
+                        "that skips their first records goes unseen", len(fresh), exc)  # fmt: skip
+    nxt = {tp: c if c is not None else starts.get(tp) for tp, c in committed.items()}
+    self._read_offset.update({tp: n - 1 if n is not None else None for tp, n in nxt.items()})
     self._committed_offset.update({ensure_TP(tp): c if c else None for tp, c in committed.items() if c is not None})
 
 

@@ -101,14 +101,39 @@ def test_after_a_seek_to_the_committed_offset_the_read_offset_is_the_one_before_
     assert Consumer.perform_seek is perform_seek
 
     async def seek_to_committed() -> dict[TP, int | None]:
-        return {TP("t", 0): 10, TP("t", 1): 1, TP("t", 2): 0, TP("t", 3): None}
+        return {TP("t", 0): 10, TP("t", 1): 1, TP("t", 2): 0, TP("t", 3): None, TP("t", 4): None}
 
-    consumer = SimpleNamespace(seek_to_committed=seek_to_committed, _read_offset=defaultdict(lambda: None),
-                               _committed_offset=defaultdict(lambda: None))  # fmt: skip
+    asked: list[tuple[TP, ...]] = []
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:  # the broker's first offsets still there
+        asked.append(tps)
+        return {TP("t", 3): 0, TP("t", 4): 120}
+
+    consumer = SimpleNamespace(seek_to_committed=seek_to_committed, earliest_offsets=earliest_offsets,
+                               _read_offset=defaultdict(lambda: None), _committed_offset=defaultdict(lambda: None))  # fmt: skip
     asyncio.run(perform_seek(consumer))
-    # a first message at 11 is now a gap from 10 (Faust's read offset 10 made it no gap at all)
-    assert dict(consumer._read_offset) == {TP("t", 0): 9, TP("t", 1): 0, TP("t", 2): None, TP("t", 3): None}
+    # a first message at 11 is now a gap from 10 (Faust's read offset 10 made it no gap at all); with
+    # nothing committed, a first message past the partition's first offset is a gap from there
+    assert dict(consumer._read_offset) == {TP("t", 0): 9, TP("t", 1): 0, TP("t", 2): -1, TP("t", 3): -1, TP("t", 4): 119}
     assert dict(consumer._committed_offset) == {TP("t", 0): 10, TP("t", 1): 1, TP("t", 2): None}
+    assert asked == [(TP("t", 3), TP("t", 4))]  # one request, for the partitions without a commit only
+
+
+def test_when_the_first_offsets_are_unknown_the_seek_leaves_those_partitions_as_faust_would(
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    async def seek_to_committed() -> dict[TP, int | None]:
+        return {TP("t", 0): 5, TP("t", 1): None}
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        raise ConnectionError("broker gone")
+
+    consumer = SimpleNamespace(seek_to_committed=seek_to_committed, earliest_offsets=earliest_offsets,
+                               _read_offset=defaultdict(lambda: None), _committed_offset=defaultdict(lambda: None))  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="stream.offset_gaps"):
+        asyncio.run(perform_seek(consumer))
+    assert dict(consumer._read_offset) == {TP("t", 0): 4, TP("t", 1): None}
+    assert "first offsets of 1 partitions without a committed offset unknown" in caplog.text
 
 
 def test_watching_twice_patches_once_and_follows_the_latest_app() -> None:
@@ -393,3 +418,23 @@ def test_a_restarted_worker_whose_first_fetch_skips_the_committed_offset_stores_
     counters = worker.status()["counters"]
     assert counters["skipped_offsets"] == {d.input_topic: 1} and counters["reread_messages"] == 1
     assert f"fetched record {d.input_topic}/0@4 skipped" in worker.log_path.read_text()
+
+
+def test_a_new_group_whose_first_fetch_skips_the_head_of_the_partition_stores_every_trace(
+    deployment: Callable[..., Deployment], tmp_path: Path,
+) -> None:  # fmt: skip
+    faults = tmp_path / "faults.json"
+    write_faults(faults, skip_fetched=2)  # nothing committed yet: the first two records, offsets 0 and 1
+    d = deployment(partitions=1, faults_file=str(faults))
+    traces = [genai_trace(random.Random(90 + i), 3) for i in range(6)]
+    d.produce([(t[0].trace_id.hex().encode(), proto(t), 0) for t in traces])
+    worker = d.start_worker()
+
+    def stored() -> int:
+        return int(worker.sql("SELECT count() FROM tracejudge.traces FINAL")[0][0])
+
+    assert wait_for(lambda: stored() == len(traces), 90), f"{stored()} of {len(traces)} traces stored"
+    counters = worker.status()["counters"]
+    assert counters["skipped_offsets"] == {d.input_topic: 2} and counters["reread_messages"] == 2
+    log = worker.log_path.read_text()
+    assert f"fetched record {d.input_topic}/0@0 skipped" in log and f"offsets 0-1 of {d.input_topic}/0" in log
