@@ -12,9 +12,9 @@ JSON control file that the test (or an operator running a drill) rewrites while 
   connection-reset ``OperationalError``: ClickHouse stored the data, the client never heard;
 * ``{"skip_fetched": N}`` — Kafka side, not ClickHouse: the next N records fetched from the
   worker's topics (spans, events, to_judge) never reach the streams, as if the broker had left them
-  out of its fetch responses: a record once the partition has a read offset other than 0 (one this
-  process passed on, or the one its seek set: the committed offset − 1, or for a new group the
-  partition's first offset − 1), since Faust cannot see a gap after offset 0 (stream/offset_gaps.py);
+  out of its fetch responses: a record once the partition has a read offset Faust's gap check
+  takes (one this process passed on, or the one its seek set: the committed offset − 1, or for a
+  new group the partition's first offset − 1; with stream/offset_gaps.py's hooks, 0 included);
 * ``{"reread_pause": S}`` — each re-read of skipped offsets waits S seconds before it starts, so
   that a test can kill the worker while a gap is being recovered;
 * ``{"reread_fail": true}`` — each re-read of skipped offsets fails, as against a broker that never
@@ -182,7 +182,7 @@ def skip_fetched_records(app: Any, faults_file: str | os.PathLike[str], topics: 
                 continue
             kept = []
             for r in recs:
-                # Faust needs a read offset other than 0 (and not None): one passed on here, or one its seek set
+                # Faust needs a read offset its gap check takes: one passed on here, or one its seek set
                 if control.skip_fetched_left > 0 and (read.get(tp, 0) >= 1 or self._read_offset.get(tp)):
                     control.skip_fetched_left -= 1
                     log.warning("fault injected: fetched record %s/%d@%d skipped (%d left)", tp.topic, tp.partition,

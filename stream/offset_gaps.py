@@ -22,8 +22,9 @@ passed it. The same hook replaces ``Consumer.perform_seek`` with a copy that set
 ``c - 1``, the last offset read, so the gap starts at ``c``. A partition with nothing committed (a
 group's first start) is read from its first offset still on the broker, ``s``: its read offset is
 ``s - 1``, so a fetch that skips the first records is a gap too, and offsets that retention deleted
-before ``s`` are not. (For ``c = 1`` the read offset is 0, and Faust's gap check ignores a gap after
-offset 0: that one case stays unseen.)
+before ``s`` are not. Faust's check ignores a gap after a read offset of 0 (``if gap > 1 and
+r_offset``), so the hook also gives the fetch loop a read-offset mapping (:class:`ReadOffsets`)
+that keeps 0 as an int that is true.
 
 :class:`SkippedOffsetReader` is what the worker's ``on_gap`` runs: it reads the skipped offsets
 again with a plain consumer outside the group, and hands the messages to the topic's handler (the
@@ -38,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -74,9 +76,45 @@ def watch_offset_gaps(app: faust.App, on_gap: OnGap) -> None:
             offset_to = last  # Faust's gap would take in the message after it too, before it is processed
         await original(self, tp, offset_from, offset_to)
 
+    original_drain = Consumer._drain_messages
+
+    async def drain_messages(self: Any, fetcher: Any) -> None:
+        # the fetch loop binds the read-offset mapping's methods once, as it starts
+        if not isinstance(self._read_offset, ReadOffsets):
+            self._read_offset = ReadOffsets(self._read_offset)
+        await original_drain(self, fetcher)
+
     Consumer._add_gap = add_gap  # type: ignore[method-assign]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+    Consumer._drain_messages = drain_messages  # type: ignore[method-assign]
     Consumer._tracejudge_gap_patched = True  # type: ignore[attr-defined]
+
+
+class _ReadZero(int):
+    """Offset 0 as a read offset that Faust's gap check sees: it checks ``if gap > 1 and r_offset``."""
+
+    def __bool__(self) -> bool:
+        return True
+
+
+READ_ZERO = _ReadZero(0)
+
+
+class ReadOffsets(defaultdict[Any, int | None]):
+    """Faust's ``Consumer._read_offset`` (the last offset read per partition, ``None`` unknown), except
+    that 0 is kept as :data:`READ_ZERO`, so that a fetch skipping the records right after offset 0 is
+    a gap too."""
+
+    def __init__(self, items: Mapping[Any, int | None] | None = None) -> None:
+        super().__init__(lambda: None)
+        self.update(items or {})
+
+    def __setitem__(self, tp: Any, offset: int | None) -> None:
+        super().__setitem__(tp, READ_ZERO if offset is not None and offset == 0 else offset)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        for tp, offset in dict(*args, **kwargs).items():
+            self[tp] = offset
 
 
 async def perform_seek(self: Any) -> None:
@@ -86,7 +124,8 @@ async def perform_seek(self: Any) -> None:
     nothing committed, which the consumer reads from its first offset still on the broker (the
     worker's ``auto_offset_reset`` is ``earliest``), it is that offset minus 1, asked of the broker
     here (one request per seek, for those partitions only). Faust's check (``if gap > 1 and
-    r_offset``) takes ``-1`` as a read offset, so a skip at offset 0 is seen; ``0`` it ignores."""
+    r_offset``) takes ``-1`` as a read offset, so a skip at offset 0 is seen (and 0 through
+    :class:`ReadOffsets`)."""
     committed = await self.seek_to_committed()
     fresh = [tp for tp, c in committed.items() if c is None]
     starts: Mapping[Any, int] = {}

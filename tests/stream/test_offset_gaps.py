@@ -34,7 +34,7 @@ from stream.config import Settings
 from stream.demo.broker import LocalBroker
 from stream.dlq import DETAIL, REASON, SOURCE_LAST_OFFSET, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC, InMessage
 from stream.faults import write_faults
-from stream.offset_gaps import GapNotRecovered, SkippedOffsetReader, perform_seek, watch_offset_gaps
+from stream.offset_gaps import GapNotRecovered, ReadOffsets, SkippedOffsetReader, perform_seek, watch_offset_gaps
 from stream.pipeline import Pipeline
 from stream.sink import ClickHouseSink
 from stream.store import ClickHouseStore
@@ -134,6 +134,18 @@ def test_when_the_first_offsets_are_unknown_the_seek_leaves_those_partitions_as_
         asyncio.run(perform_seek(consumer))
     assert dict(consumer._read_offset) == {TP("t", 0): 4, TP("t", 1): None}
     assert "first offsets of 1 partitions without a committed offset unknown" in caplog.text
+
+
+def test_the_read_offsets_keep_0_as_a_read_offset_faust_checks_gaps_after() -> None:
+    # Faust's fetch loop binds the mapping's methods as it starts and checks ``if gap > 1 and r_offset``
+    source = inspect.getsource(faust.transport.consumer)
+    assert "get_read_offset = self._read_offset.__getitem__" in source and "if gap > 1 and r_offset:" in source
+    offsets = ReadOffsets({TP("t", 0): 0, TP("t", 1): 7, TP("t", 2): None})
+    offsets.update({TP("t", 3): 0})
+    offsets[TP("t", 4)] = 0
+    assert dict(offsets) == {TP("t", 0): 0, TP("t", 1): 7, TP("t", 2): None, TP("t", 3): 0, TP("t", 4): 0}
+    assert all(offsets[TP("t", p)] for p in (0, 3, 4)) and offsets[TP("t", 0)] + 1 == 1
+    assert offsets[TP("t", 9)] is None  # unknown, as in Faust's defaultdict
 
 
 def test_watching_twice_patches_once_and_follows_the_latest_app() -> None:
@@ -438,3 +450,27 @@ def test_a_new_group_whose_first_fetch_skips_the_head_of_the_partition_stores_ev
     assert counters["skipped_offsets"] == {d.input_topic: 2} and counters["reread_messages"] == 2
     log = worker.log_path.read_text()
     assert f"fetched record {d.input_topic}/0@0 skipped" in log and f"offsets 0-1 of {d.input_topic}/0" in log
+
+
+def test_a_restarted_worker_whose_fetch_skips_the_record_after_offset_0_stores_every_trace(
+    deployment: Callable[..., Deployment], tmp_path: Path,
+) -> None:  # fmt: skip
+    faults = tmp_path / "faults.json"
+    write_faults(faults)  # none for the first worker
+    d = deployment(partitions=1, faults_file=str(faults))
+    worker = d.start_worker()
+    traces = [genai_trace(random.Random(100 + i), 3) for i in range(6)]
+    d.produce([(traces[0][0].trace_id.hex().encode(), proto(traces[0]), 0)])
+
+    def stored() -> int:
+        return int(worker.sql("SELECT count() FROM tracejudge.traces FINAL")[0][0])
+
+    assert wait_for(lambda: stored() == 1, 60), f"{stored()} of 1 trace stored"
+    assert worker.stop() == 0  # commits offset 1: the restart's read offset is 0, which Faust's check ignores
+    write_faults(faults, skip_fetched=1)  # the restarted worker's first fetched record: offset 1
+    d.produce([(t[0].trace_id.hex().encode(), proto(t), 0) for t in traces[1:]])
+    worker = d.start_worker()
+    assert wait_for(lambda: stored() == len(traces), 90), f"{stored()} of {len(traces)} traces stored"
+    counters = worker.status()["counters"]
+    assert counters["skipped_offsets"] == {d.input_topic: 1} and counters["reread_messages"] == 1
+    assert f"fetched record {d.input_topic}/0@1 skipped" in worker.log_path.read_text()
