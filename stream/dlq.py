@@ -36,15 +36,7 @@ class OutRecord:
 
 
 def dead_letter(msg: InMessage, topic: str, reason: str, detail: str) -> OutRecord:
-    if len(detail) > MAX_DETAIL:
-        detail = detail[:MAX_DETAIL] + "…"
-    headers = list(msg.headers) + [
-        (REASON, reason.encode()),
-        (DETAIL, detail.encode("utf-8", "replace")),
-        (SOURCE_TOPIC, msg.topic.encode()),
-        (SOURCE_PARTITION, str(msg.partition).encode()),
-        (SOURCE_OFFSET, str(msg.offset).encode()),
-    ]
+    headers = list(msg.headers) + _why(reason, detail, msg.topic, msg.partition, msg.offset)
     return OutRecord(topic, msg.key, msg.value, headers)
 
 
@@ -53,14 +45,17 @@ def unrecovered_offsets(topic: str, partition: int, first: int, last: int, dlq_t
     (``gap_unrecovered: dead_letter``): no key and an empty value (Kafka needs one of the two), since
     the messages were never read; the headers say which offsets of which partition to read again once
     the broker serves them."""
+    headers = _why(UNRECOVERED_OFFSETS, detail, topic, partition, first) + [(SOURCE_LAST_OFFSET, str(last).encode())]
+    return OutRecord(dlq_topic, None, b"", headers)
+
+
+def _why(reason: str, detail: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
     if len(detail) > MAX_DETAIL:
         detail = detail[:MAX_DETAIL] + "…"
-    headers = [
-        (REASON, UNRECOVERED_OFFSETS.encode()),
+    return [
+        (REASON, reason.encode()),
         (DETAIL, detail.encode("utf-8", "replace")),
         (SOURCE_TOPIC, topic.encode()),
         (SOURCE_PARTITION, str(partition).encode()),
-        (SOURCE_OFFSET, str(first).encode()),
-        (SOURCE_LAST_OFFSET, str(last).encode()),
+        (SOURCE_OFFSET, str(offset).encode()),
     ]
-    return OutRecord(dlq_topic, None, b"", headers)

@@ -110,7 +110,7 @@ class ReadOffsets(defaultdict[Any, int | None]):
         self.update(items or {})
 
     def __setitem__(self, tp: Any, offset: int | None) -> None:
-        super().__setitem__(tp, READ_ZERO if offset is not None and offset == 0 else offset)
+        super().__setitem__(tp, READ_ZERO if offset == 0 else offset)
 
     def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         for tp, offset in dict(*args, **kwargs).items():
