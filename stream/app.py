@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -26,6 +26,7 @@ from faust.types import TP as FaustTP
 
 from stream.batch_chain import BatchChain
 from stream.config import Settings
+from stream.delivery import ProduceFailed
 from stream.dlq import InMessage, OutRecord
 from stream.judging import JudgeService
 from stream.offset_gaps import GapNotRecovered, Handler, SkippedOffsetReader, watch_offset_gaps
@@ -34,24 +35,31 @@ from stream.telemetry import batch_span
 
 log = logging.getLogger(__name__)
 
-PRODUCER_MAX_REQUEST_BYTES = 1 << 30  # the client-side size check only (aiokafka allocates per record)
 EXIT_UNFINISHED_BATCH = 75  # EX_TEMPFAIL: stopped without committing a batch that was not stored
 
 
 class FaustProducer:
-    """Delivers records through the app's producer and waits for every acknowledgement."""
+    """Delivers records through the app's producer and waits for every acknowledgement; raises
+    :class:`ProduceFailed` naming the records that failed (in their order), the others delivered."""
 
     def __init__(self, app: faust.App) -> None:
         self.app = app
 
     async def send_all(self, records: Sequence[OutRecord]) -> None:
-        futures = []
-        for r in records:
-            futures.append(
-                await self.app.producer.send(r.topic, r.key, r.value, None, None, r.headers or None)
-            )
-        for fut in futures:
-            await fut
+        sent: list[tuple[int, Awaitable[Any]]] = []
+        failed: list[tuple[int, BaseException]] = []
+        for i, r in enumerate(records):
+            try:
+                sent.append((i, await self.app.producer.send(r.topic, r.key, r.value, None, None, r.headers or None)))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller with its record
+                failed.append((i, exc))
+        for i, fut in sent:
+            try:
+                await fut
+            except Exception as exc:  # noqa: BLE001
+                failed.append((i, exc))
+        if failed:
+            raise ProduceFailed([(records[i], exc) for i, exc in sorted(failed, key=lambda f: f[0])], len(records))
 
 
 def _in_message(event: Any) -> InMessage:
@@ -84,10 +92,8 @@ def create_app(
         web_port=settings.web_port,
         web_in_thread=False,
         producer_acks=-1,
-        # A dead letter carries the original value, and a message over max_message_bytes must be
-        # dead-lettered too: a client-side cap near max_message_bytes made that produce fail on
-        # every retry (a stalled partition). Only the broker's own limit applies.
-        producer_max_request_size=PRODUCER_MAX_REQUEST_BYTES,
+        # A dead letter over this (or the broker's limit) is sent without its value (stream/delivery.py)
+        producer_max_request_size=settings.producer_max_request_bytes,
         consumer_max_fetch_size=max_fetch,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4 * settings.batch_max_messages, 1000),

@@ -119,6 +119,11 @@ class Settings(BaseSettings):
         "that never serves them keeps the worker from going on), or dead_letter: send one record naming "
         "the offsets to the dead-letter topic, count them (consumer_unrecovered_offsets) and go on"
     )
+    producer_max_request_bytes: int = Field(
+        1 << 30, ge=1024, description="the largest record the worker's producer sends (the client-side check); "
+        "the default leaves the limit to the broker. A dead letter refused as too large, by either, is sent "
+        "again without the original message (stream/delivery.py)"
+    )
     insert_retry_initial: float = Field(0.5, gt=0)
     insert_retry_max: float = Field(30.0, gt=0)
 

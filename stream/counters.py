@@ -24,6 +24,8 @@ class Counters:
     traces_recovered: int = 0
     write_retries: int = 0
     send_retries: int = 0
+    send_refused: int = 0  # record deliveries Kafka refused for good (stream/delivery.py), retried
+    dead_letter_values_omitted: int = 0  # dead letters too large, sent without the original message
     action_events: int = 0
     sample_classes: dict[str, int] = field(default_factory=dict)
     sampled: int = 0

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+DLQ_HEADER_PREFIX = "tracejudge.dlq."
 REASON = "tracejudge.dlq.reason"
 DETAIL = "tracejudge.dlq.detail"
 SOURCE_TOPIC = "tracejudge.dlq.source.topic"
 SOURCE_PARTITION = "tracejudge.dlq.source.partition"
 SOURCE_OFFSET = "tracejudge.dlq.source.offset"
 SOURCE_LAST_OFFSET = "tracejudge.dlq.source.last_offset"  # only on an ``unrecovered_offsets`` record
+VALUE_OMITTED = "tracejudge.dlq.value_omitted"  # bytes left out of a dead letter too large (stream/delivery.py)
 UNRECOVERED_OFFSETS = "unrecovered_offsets"
 MAX_DETAIL = 2000
 

@@ -39,6 +39,7 @@ from judges.providers.base import Provider
 from schemas.model import Trace
 from stream import judge_envelope
 from stream.calibrate_cli import latest_calibrations, monitoring_only
+from stream.delivery import DeliveryCounts, deliver
 from stream.dlq import InMessage, OutRecord, dead_letter
 from stream.judge_backlog import drain_backlog
 from stream.judge_drift import check_drift
@@ -116,7 +117,7 @@ class JudgeService:
         self.counters: dict[str, int] = {
             "messages": 0, "dead_lettered": 0, "verdicts": 0, "replay_skipped": 0, "backlog_added": 0,
             "backlog_judged": 0, "write_retries": 0, "alerts": 0, "assignments": 0, "spans_by_reference": 0,
-            "spans_ref_not_found": 0,
+            "spans_ref_not_found": 0, "dead_letter_values_omitted": 0, "send_refused": 0,
         }  # fmt: skip
         for provider in self.providers.values():
             if isinstance(provider, MissingKeyProvider):
@@ -227,7 +228,10 @@ class JudgeService:
             log.error("to_judge %s/%d@%d: %s: dead-lettered", m.topic, m.partition, m.offset, reason)
             dlq.append(dead_letter(m, self.dlq_topic, "spans_ref_not_found", reason))
         if dlq:
-            await self._retry(lambda: self.send(dlq), "dead-letter to_judge")
+            counts = DeliveryCounts()
+            await deliver(self.send, dlq, self._retry, "dead-letter to_judge", counts)
+            self.counters["dead_letter_values_omitted"] += counts.values_omitted
+            self.counters["send_refused"] += counts.refused
             self.counters["dead_lettered"] += len(dlq)
         return items
 

@@ -90,6 +90,10 @@ SPECS: tuple[Spec, ...] = (
     _c("store_insert_failures", "ClickHouse insert attempts that failed (and were retried), by table", ("table",),
        "{insert}"),  # fmt: skip
     _c("kafka_send_retries", "Kafka deliveries retried", unit="{retry}"),
+    _c("kafka_send_refused", "record deliveries Kafka refused for good (authorization, topic, size), retried until "
+       "the configuration changes", ("component",), "{record}"),
+    _c("dead_letter_values_omitted", "dead letters refused as too large and sent without the original message "
+       "(it stays at its source offset)", ("component",), "{message}"),
     _g("open_traces", "traces held in memory, waiting to complete", unit="{trace}"),
     _c("gc_collections", "garbage collections of this process, by generation", ("generation",), "{collection}"),
     _c("gc_pause_seconds", "time garbage collections stopped this process, by generation", ("generation",), "s"),
@@ -149,6 +153,8 @@ PIPELINE_FIELDS: dict[str, tuple[str, str | None]] = {
     "gate_errors": ("gate_errors", "gate"),
     "signals": ("signals", "type"),
     "send_retries": ("kafka_send_retries", None),
+    "send_refused": ("kafka_send_refused", "component"),
+    "dead_letter_values_omitted": ("dead_letter_values_omitted", "component"),
     "skipped_offsets": ("consumer_skipped_offsets", "topic"),
     "reread_messages": ("consumer_reread_messages", None),
     "unrecovered_offsets": ("consumer_unrecovered_offsets", "topic"),
@@ -163,7 +169,10 @@ JUDGE_COUNTER_FIELDS = {
     "assignments": "judge_partition_assignments", "spans_by_reference": "judge_spans_by_reference",
     "spans_ref_not_found": "judge_spans_ref_not_found",
     "dead_lettered": None, "verdicts": None, "write_retries": None,  # dead_letters / judge_verdicts / store_write_retries
+    "send_refused": None, "dead_letter_values_omitted": None,  # PER_COMPONENT
 }  # fmt: skip
+#: counters both the pipeline and the judge service keep -> family (labelled component=ingest / judging)
+PER_COMPONENT = {"send_refused": "kafka_send_refused", "dead_letter_values_omitted": "dead_letter_values_omitted"}
 RUNNER_STAT_FIELDS = {
     "calls": "judge_calls", "cache_hits": "judge_cache_hits", "escalations": "judge_escalations",
     "budget_skipped": "judge_budget_skipped", "deferred": "judge_deferred", "paused_skips": "judge_paused_skips",
@@ -275,7 +284,7 @@ def _pipeline(pipeline: Pipeline, out: Snapshot) -> None:
     c = pipeline.counters.as_dict()
     settings = pipeline.settings
     for key, (family, label) in PIPELINE_FIELDS.items():
-        if key in ("dead_lettered", "dead_letter_reasons", "write_retries"):
+        if key in ("dead_lettered", "dead_letter_reasons", "write_retries", *PER_COMPONENT):
             continue
         value = c.get(key, 0)
         if label is None:
@@ -291,6 +300,8 @@ def _pipeline(pipeline: Pipeline, out: Snapshot) -> None:
     _put(out, "dead_letters", spans_dlq, topic=settings.dlq_topic)
     _put(out, "dead_letters", max(0, c.get("dead_lettered", 0) - spans_dlq), topic=settings.events_dlq_topic)
     _put(out, "store_write_retries", c.get("write_retries", 0), component="ingest")
+    for key, family in PER_COMPONENT.items():
+        _put(out, family, c.get(key, 0), component="ingest")
     _put(out, "open_traces", len(pipeline.assembler))
     for g in range(3):
         _put(out, "gc_collections", PAUSES.collections[g], generation=str(g))
@@ -331,6 +342,8 @@ def _judging(judging: JudgeService, verdicts: VerdictStats | None, out: Snapshot
             _put(out, family, counters.get(key, 0))
     _put(out, "dead_letters", counters.get("dead_lettered", 0), topic=judging.dlq_topic)
     _put(out, "store_write_retries", counters.get("write_retries", 0), component="judging")
+    for key, family in PER_COMPONENT.items():
+        _put(out, family, counters.get(key, 0), component="judging")
     for key, family in RUNNER_STAT_FIELDS.items():
         _put(out, family, stats.get(key, 0))
     if verdicts is not None:

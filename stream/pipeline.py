@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from schemas.decode import DecodeError, Limits, decode_request, parse_message
 from schemas.model import Span
@@ -34,6 +34,7 @@ from stream.config import Settings
 from stream.counters import Counters
 from stream.decide import TraceDecider
 from stream.decision_rows import encode_for_judges, gate_rows, signal_rows
+from stream.delivery import DeliveryCounts, Producer, deliver
 from stream.dlq import InMessage, OutRecord, dead_letter, unrecovered_offsets
 from stream.events import EventJoiner
 from stream.retry import retry_forever
@@ -61,12 +62,6 @@ class Stored:
 Clock = Callable[[], int]  # nanoseconds
 Sleep = Callable[[float], Awaitable[None]]
 OnComplete = Callable[[list[CompletedTrace]], Awaitable[None]]
-
-
-class Producer(Protocol):
-    async def send_all(self, records: Sequence[OutRecord]) -> None:
-        """Deliver every record (wait for the broker's acknowledgement) or raise."""
-        ...
 
 
 def token(prefix: str, parts: Iterable[str]) -> str:
@@ -169,7 +164,7 @@ class Pipeline:
         if local:
             stored.append(await self._begin_ingest(local))
         if out:
-            await self._retry(lambda: self.producer.send_all(out), "produce", "send_retries")
+            await self._deliver(out, "produce")
         return stored
 
     async def finish_batch(self, stored: Sequence[Stored]) -> None:
@@ -235,7 +230,7 @@ class Pipeline:
         good, bad = self.events.parse(msgs)
         if bad:
             self.counters.dead_lettered += len(bad)
-            await self._retry(lambda: self.producer.send_all(bad), "produce", "send_retries")
+            await self._deliver(bad, "produce")
         if good:
             tok = message_token("events", (m for m, _ in good))
             now_ms = self.clock() // 1_000_000
@@ -338,7 +333,7 @@ class Pipeline:
             if d is not None and d.decision.sampled
         ]
         if to_judge:
-            await self._retry(lambda: self.producer.send_all(to_judge), "produce to_judge", "send_retries")
+            await self._deliver(to_judge, "produce to_judge")
         if self.decider is not None:
             gates = [r for c, d in decided if d for r in gate_rows(c, d)]
             signals = [r for c, d in decided if d for r in signal_rows(c, d)]
@@ -361,7 +356,7 @@ class Pipeline:
         """Skipped offsets that could not be read again (``gap_unrecovered: dead_letter``): one
         dead-letter record names them, acknowledged by Kafka before the consumer goes past them."""
         record = unrecovered_offsets(topic, partition, first, last, self.settings.dlq_topic, detail)
-        await self._retry(lambda: self.producer.send_all([record]), "produce", "send_retries")
+        await self._deliver([record], "produce")
         u = self.counters.unrecovered_offsets
         u[topic] = u.get(topic, 0) + last - first + 1
 
@@ -371,6 +366,12 @@ class Pipeline:
         r = self.counters.dead_letter_reasons
         r[reason] = r.get(reason, 0) + 1
         return dead_letter(msg, self.settings.dlq_topic, reason, detail)
+
+    async def _deliver(self, records: Sequence[OutRecord], what: str) -> None:
+        counts = DeliveryCounts()
+        await deliver(self.producer.send_all, records, lambda op, w: self._retry(op, w, "send_retries"), what, counts)
+        self.counters.dead_letter_values_omitted += counts.values_omitted
+        self.counters.send_refused += counts.refused
 
     async def _retry(self, op: Callable[[], Awaitable[Any]], what: str, counter: str) -> Any:
         def count() -> None:

@@ -1,0 +1,58 @@
+"""A dead letter larger than the producer may send, end to end: real tansu broker, real
+``tracejudge worker`` process, real embedded ClickHouse. tansu has no size limit of its own, so the
+refusal is the real client's (``producer_max_request_bytes`` → aiokafka's ``max_request_size``),
+which raises the same ``MessageSizeTooLargeError`` a broker's refusal does."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from stream import dlq
+from tests.factories import genai_trace, proto
+from tests.stream.conftest import Deployment, wait_for
+
+LIMIT = 64 * 1024
+
+
+def test_a_dead_letter_over_the_size_limit_goes_without_its_value_and_the_partition_goes_on(
+    deployment: Callable[..., Deployment], consume: Any,
+) -> None:  # fmt: skip
+    rng = random.Random(5)
+    d = deployment(partitions=1, producer_max_request_bytes=LIMIT)
+    worker = d.start_worker()
+    traces = [genai_trace(rng, 3) for _ in range(6)]
+    key = lambda t: t[0].trace_id.hex().encode()  # noqa: E731
+    garbage = b"\x00\x01not otlp\xff" * 20_000  # 220 KB: its dead letter is over the limit
+    first: list[tuple[bytes | None, bytes, int | None]] = [(key(t), proto(t), 0) for t in traces[:3]]
+    first += [(b"poison", garbage, 0), (None, b"\x00bad\xff", 0)]  # offsets 3 and 4
+    d.produce(first)
+    db = "tracejudge"
+    stored = lambda: int(worker.sql(f"SELECT count() FROM {db}.traces FINAL")[0][0])  # noqa: E731
+    metrics = lambda: httpx.get(f"{worker.url}/metrics", timeout=10).text  # noqa: E731
+    committed = f'tracejudge_consumer_committed_offset{{partition="0",topic="{d.input_topic}"}}'
+    # the partition goes on: the commit passes the poison message, and later messages are stored
+    assert wait_for(lambda: f"{committed} 5.0" in metrics(), 60), "the commit did not pass the poison message"
+    d.produce([(key(t), proto(t), 0) for t in traces[3:]])
+    assert wait_for(lambda: stored() >= len(traces), 60), "the traces after the poison message were not stored"
+    assert stored() == len(traces)
+
+    # by source offset: the small one is acknowledged first, the big one only on its second try
+    dead = sorted(consume(d.dlq_topic, expect=2, timeout=30), key=lambda r: int(dict(r.headers)[dlq.SOURCE_OFFSET]))
+    assert len(dead) == 2
+    big, small = (dict(r.headers) for r in dead)
+    assert dead[0].value == b"" and dead[0].key == b"poison"
+    assert big[dlq.REASON] == b"undecodable" and int(big[dlq.SOURCE_OFFSET]) == 3
+    assert big[dlq.SOURCE_TOPIC] == d.input_topic.encode() and big[dlq.SOURCE_PARTITION] == b"0"
+    assert int(big[dlq.VALUE_OMITTED]) == len(garbage)
+    assert dead[1].value == b"\x00bad\xff" and dlq.VALUE_OMITTED not in small  # under the limit: whole
+    assert int(small[dlq.SOURCE_OFFSET]) == 4
+
+    counters = worker.status()["counters"]
+    assert counters["dead_letter_values_omitted"] == 1 and counters["dead_lettered"] == 2
+    assert counters["send_refused"] == 0 and counters["send_retries"] == 1
+    assert 'tracejudge_dead_letter_values_omitted_total{component="ingest"} 1.0' in metrics()
+    assert worker.proc.poll() is None
