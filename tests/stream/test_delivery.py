@@ -22,6 +22,8 @@ from faust.exceptions import ProducerSendError
 from stream import dlq
 from stream.delivery import DeliveryCounts, ProduceFailed, deliver, refused, too_large, without_value
 from stream.dlq import InMessage, OutRecord
+from tests.judges.fake_provider import FakeProviderServer
+from tests.stream.judging_support import service
 
 Rule = Callable[[OutRecord, int], BaseException | None]  # (record, attempt) -> error to fail it with
 
@@ -169,3 +171,16 @@ def test_an_authorization_failure_is_retried_until_it_is_fixed_and_counted(caplo
 def test_what_counts_as_too_large_and_as_final(error: BaseException, large: bool, final: bool) -> None:
     assert too_large(error) is large
     assert refused(error) is final
+
+
+def test_the_judge_service_sends_its_dead_letters_the_same_way(store: Any) -> None:
+    """The judge's dead letters (to_judge messages it cannot decode) take the same path and counters."""
+    with FakeProviderServer() as server:
+        svc, _ = service(store, server)
+        p = ScriptedProducer(lambda r, n: MessageSizeTooLargeError() if len(r.value or b"") > 1000 else None)
+        svc.send = p.send_all
+        garbage = [InMessage("traces.to_judge", 0, 7, b"k", b"{" * 5000), InMessage("traces.to_judge", 0, 8, b"k", b"{")]
+        asyncio.run(svc.handle_batch(garbage))
+    assert [dict(r.headers)[dlq.SOURCE_OFFSET] for r in p.delivered] == [b"8", b"7"]
+    assert p.delivered[1].value == b"" and dict(p.delivered[1].headers)[dlq.VALUE_OMITTED] == b"5000"
+    assert svc.counters["dead_letter_values_omitted"] == 1 and svc.counters["dead_lettered"] == 2
