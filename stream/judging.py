@@ -46,7 +46,7 @@ from stream.judge_drift import check_drift
 from stream.judge_rows import CallContext, VerdictRecord, verdict_row
 from stream.judge_runner import JudgeRunner, Outcome
 from stream.judge_sink import JudgeSink
-from stream.pipeline import message_token
+from stream.provenance import message_token
 from stream.retry import retry_forever
 
 log = logging.getLogger(__name__)

@@ -19,10 +19,9 @@ a trace row is written only after all of its held spans are stored.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +36,7 @@ from stream.decision_rows import encode_for_judges, gate_rows, signal_rows
 from stream.delivery import DeliveryCounts, Producer, deliver
 from stream.dlq import InMessage, OutRecord, dead_letter, unrecovered_offsets
 from stream.events import EventJoiner
+from stream.provenance import message_token, sources, token
 from stream.retry import retry_forever
 from stream.rows import span_row, trace_row
 from stream.sink import Sink
@@ -62,26 +62,6 @@ class Stored:
 Clock = Callable[[], int]  # nanoseconds
 Sleep = Callable[[float], Awaitable[None]]
 OnComplete = Callable[[list[CompletedTrace]], Awaitable[None]]
-
-
-def token(prefix: str, parts: Iterable[str]) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode())
-        h.update(b"\0")
-    return f"{prefix}:{h.hexdigest()[:32]}"
-
-
-def message_token(prefix: str, msgs: Iterable[InMessage]) -> str:
-    """The deduplication token of an insert made from ``msgs``.
-
-    A replay of the same messages (a retry, a rebalance, a restart before the commit) gives the same
-    token, so ClickHouse drops the repeated insert. Offsets alone do not identify a message: after a
-    topic is recreated, or a memory-only broker restarts, new messages reuse old offsets, and their
-    inserts would be dropped as duplicates of old ones for as long as the table's deduplication
-    window remembers them. The record's timestamp and size, which a replay reads back unchanged, tell
-    them apart."""
-    return token(prefix, (f"{m.topic}/{m.partition}/{m.offset}/{m.timestamp_ms}/{len(m.value or b'')}" for m in msgs))
 
 
 class Pipeline:
@@ -204,7 +184,7 @@ class Pipeline:
             # The insert runs without the lock, so completed traces can be decided meanwhile;
             # trace rows wait for every insert that was in flight (see _spans_stored).
             insert = asyncio.ensure_future(
-                self._retry(lambda: self.sink.write_spans(rows, tok), "insert spans", "write_retries")
+                self._retry(lambda: self.sink.write_spans(rows, tok), f"insert spans of {sources(items)}", "write_retries")
             )
             self._inserts.add(insert)
             insert.add_done_callback(self._inserts.discard)

@@ -4,6 +4,7 @@ end to end in test_worker_e2e.py; here a list stands in for the producer)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -107,12 +108,14 @@ def test_bad_messages_are_dead_lettered_and_good_ones_still_stored(store: ClickH
     assert p.counters.dead_lettered == 2
 
 
-def test_clickhouse_outage_is_retried_until_stored(store: ClickHouseStore) -> None:
+def test_clickhouse_outage_is_retried_until_stored(store: ClickHouseStore, caplog: pytest.LogCaptureFixture) -> None:
     sink = FlakySink(store, failures=3)
     p, _, _ = make(store, sink=sink)
     t = genai_trace(random.Random(2), 5)
-    asyncio.run(p.handle_batch([msg(proto(t), 0, t[0].trace_id.hex().encode())]))
+    with caplog.at_level(logging.WARNING, logger="stream.retry"):
+        asyncio.run(p.handle_batch([msg(proto(t), 0, t[0].trace_id.hex().encode())]))
     assert p.counters.write_retries == 3
+    assert caplog.text.count(f"insert spans of {TOPIC}[0]@0 failed") == 3  # the offsets to look at
     assert count(store, "SELECT count() FROM {db}.spans") == 5
 
 
