@@ -1,0 +1,178 @@
+"""Reading a dead-letter topic back: what is in it (``tracejudge dlq show``), and sending its
+messages to be processed again (``tracejudge dlq replay``) once what dead-lettered them is fixed.
+
+A dead letter (:mod:`stream.dlq`) is the original message plus ``tracejudge.dlq.*`` headers. Replay
+sends the original key, value and headers (without tracejudge's) to the source topic named in the
+headers, or to ``--to``. Two kinds of dead letter carry no message and name source offsets instead:
+``unrecovered_offsets`` (offsets the consumer skipped and could not read again) and one sent
+without its value because it was too large (``tracejudge.dlq.value_omitted``, see
+:mod:`stream.delivery`). Their messages are read from the source topic at those offsets, as long
+as its retention still keeps them; offsets no longer there are reported as missing.
+
+Replaying is safe to repeat: the worker stores a span once however often it arrives
+(``ReplacingMergeTree``, read with ``FINAL``; a copy after its trace completed counts as late), and
+the judge skips a (trace, judge, rubric) that has a verdict. Nothing records what was replayed;
+choose reasons whose cause is fixed (replaying ``undecodable`` only dead-letters the messages
+again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from stream import dlq
+
+FETCH_BYTES = 64 * 1024 * 1024  # dead letters carry whole input messages (up to the broker's limit)
+IDLE_POLL_MS = 500
+IDLE_POLLS = 20  # polls without progress before a read gives up (10 s)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    partition: int  # of the dead-letter topic
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+    def header(self, name: str) -> str | None:
+        return next((v.decode("utf-8", "replace") for k, v in self.headers if k == name), None)
+
+    @property
+    def reason(self) -> str:
+        return self.header(dlq.REASON) or "(none)"
+
+    @property
+    def detail(self) -> str:
+        return self.header(dlq.DETAIL) or ""
+
+    @property
+    def source(self) -> tuple[str, int, int, int] | None:
+        """(topic, partition, first offset, last offset) of the message(s), if the headers say."""
+        topic, part, first = (self.header(h) for h in (dlq.SOURCE_TOPIC, dlq.SOURCE_PARTITION, dlq.SOURCE_OFFSET))
+        if topic is None or part is None or first is None:
+            return None
+        try:
+            return topic, int(part), int(first), int(self.header(dlq.SOURCE_LAST_OFFSET) or first)
+        except ValueError:
+            return None
+
+    @property
+    def omitted_bytes(self) -> int | None:
+        v = self.header(dlq.VALUE_OMITTED)
+        return int(v) if v is not None and v.isdigit() else None
+
+    @property
+    def names_offsets(self) -> bool:
+        """Carries no message: it must be read from the source topic."""
+        return self.reason == dlq.UNRECOVERED_OFFSETS or self.omitted_bytes is not None
+
+    @property
+    def original_headers(self) -> list[tuple[str, bytes]]:
+        return [(k, v) for k, v in self.headers if not k.startswith(dlq.DLQ_HEADER_PREFIX)]
+
+
+@dataclass
+class ReplayResult:
+    dead_letters: int = 0  # matched
+    sent: int = 0  # messages produced
+    missing: list[tuple[str, int, int]] = field(default_factory=list)  # (topic, partition, offset) not found
+    unreplayable: list[DeadLetter] = field(default_factory=list)  # names no source to read from
+
+
+def _consumer(bootstrap: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                            auto_offset_reset="earliest", max_partition_fetch_bytes=FETCH_BYTES,
+                            fetch_max_bytes=FETCH_BYTES)  # fmt: skip
+
+
+async def scan(bootstrap: str, topic: str) -> AsyncIterator[DeadLetter]:
+    """Every record of ``topic`` up to its end when the scan starts, partition by partition."""
+    consumer = _consumer(bootstrap)
+    await consumer.start()
+    try:
+        if topic not in await consumer.topics():
+            raise LookupError(f"topic {topic!r} does not exist")
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            consumer.assign([tp])  # one at a time: no prefetch of the others
+            async for r in _read(consumer, tp, None, ends[tp] - 1):
+                yield DeadLetter(r.partition, r.offset, r.timestamp, r.key, r.value, tuple(r.headers or ()))
+    finally:
+        await consumer.stop()
+
+
+async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, first: int | None, last: int) -> AsyncIterator[Any]:
+    """Records of ``tp`` from ``first`` (None: the earliest) to ``last`` inclusive, or to the end."""
+    end = (await consumer.end_offsets([tp]))[tp]
+    if first is None:
+        first = (await consumer.beginning_offsets([tp]))[tp]
+    last = min(last, end - 1)
+    if first > last:
+        return
+    consumer.seek(tp, first)
+    idle = 0
+    while idle < IDLE_POLLS:  # a broker that stops serving the range ends the read (offsets then missing)
+        position = await consumer.position(tp)
+        batch = await consumer.getmany(tp, timeout_ms=IDLE_POLL_MS)
+        for r in batch.get(tp, ()):
+            if r.offset > last:
+                return
+            yield r
+        if await consumer.position(tp) > last:
+            return
+        idle = 0 if await consumer.position(tp) > position else idle + 1
+
+
+async def replay(bootstrap: str, topic: str, reasons: Iterable[str], to: str | None = None,
+                 dry_run: bool = False, on_send: Callable[[DeadLetter, str, int], None] | None = None) -> ReplayResult:  # fmt: skip
+    """Send the messages of ``topic``'s dead letters with one of ``reasons`` to their source topic
+    (or ``to``). ``on_send(dead_letter, destination, messages)`` is called per dead letter."""
+    wanted = set(reasons)
+    result = ReplayResult()
+    producer = None if dry_run else AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=1 << 30)
+    reader = _consumer(bootstrap)
+    await reader.start()
+    if producer is not None:
+        await producer.start()
+    try:
+        async for d in scan(bootstrap, topic):  # to the end the topic had when the scan started
+            if d.reason not in wanted:
+                continue
+            result.dead_letters += 1
+            src = d.source
+            dest = to or (src[0] if src else None)
+            if dest is None or (d.names_offsets and src is None):
+                result.unreplayable.append(d)
+                continue
+            messages = [(d.key, d.value, d.original_headers)]
+            if d.names_offsets and src is not None:
+                messages = await _from_source(reader, src, result)
+            if producer is not None:
+                for key, value, headers in messages:
+                    await producer.send_and_wait(dest, value, key=key, headers=headers or None)
+            result.sent += len(messages)
+            if on_send is not None:
+                on_send(d, dest, len(messages))
+    finally:
+        await reader.stop()
+        if producer is not None:
+            await producer.stop()
+    return result
+
+
+async def _from_source(reader: AIOKafkaConsumer, src: tuple[str, int, int, int],
+                       result: ReplayResult) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:  # fmt: skip
+    topic, partition, first, last = src
+    tp = TopicPartition(topic, partition)
+    reader.assign([tp])
+    found = [r async for r in _read(reader, tp, first, last)]
+    have = {r.offset for r in found}
+    result.missing.extend((topic, partition, o) for o in range(first, last + 1) if o not in have)
+    return [(r.key, r.value, list(r.headers or ())) for r in found]
