@@ -15,6 +15,7 @@ Ctrl-C stops everything cleanly.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -22,6 +23,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,7 @@ from stream.demo import product_events
 from stream.demo.broker import LocalBroker
 from stream.demo.fleet import Fleet, FleetStats
 from stream.demo.judging import DemoJudging, _judges_summary, _setup_judging, _wait_for_judging
+from stream.dlq_replay import scan
 
 
 def _free_port() -> int:
@@ -137,7 +141,9 @@ def run_demo(settings: Settings, traces: int, rate: float, console: Console) -> 
             stats = _run_fleet(
                 bootstrap, settings.input_topic, settings.events_topic, traces, rate, stop, worker, console, settle
             )
-            _summary(worker, stats, started_ms, settings.clickhouse_database, console, judging)
+            dlq_topics = [settings.dlq_topic, settings.events_dlq_topic]
+            dead = lambda: _dead_letters(bootstrap, dlq_topics, started_ms)  # noqa: E731
+            _summary(worker, stats, started_ms, settings.clickhouse_database, console, judging, dead)
             return 0
         except KeyboardInterrupt:
             stop.set()
@@ -204,8 +210,29 @@ def _completed(worker: WorkerProcess) -> int:
         return 0
 
 
+def _dead_letters(bootstrap: str, topics: list[str], since_ms: int) -> str:
+    """``topic: reason ×n, …`` for the dead letters written since ``since_ms`` (read back from the
+    dead-letter topics as ``tracejudge dlq show`` does); a read that fails says so."""
+    async def count() -> Counter[tuple[str, str]]:
+        found: Counter[tuple[str, str]] = Counter()
+        for topic in topics:
+            try:
+                async for d in scan(bootstrap, topic):
+                    if (d.timestamp_ms or 0) >= since_ms:
+                        found[topic, d.reason] += 1
+            except LookupError:  # never created: nothing was dead-lettered there
+                continue
+        return found
+
+    try:
+        found = asyncio.run(count())
+    except Exception as exc:  # noqa: BLE001 - the summary goes on without it
+        return f"could not read the dead-letter topics: {exc}"
+    return "; ".join(f"{t}: {r} ×{n}" for (t, r), n in sorted(found.items())) or "none"
+
+
 def _summary(worker: WorkerProcess, stats: FleetStats, started_ms: int, db: str, console: Console,
-             judging: DemoJudging | None = None) -> None:  # fmt: skip
+             judging: DemoJudging | None = None, dead: Callable[[], str] | None = None) -> None:  # fmt: skip
     if judging is not None:
         _wait_for_judging(worker, started_ms, db, console, len(judging.judges))
     status = worker.status()
@@ -215,6 +242,8 @@ def _summary(worker: WorkerProcess, stats: FleetStats, started_ms: int, db: str,
         f"({stats.seconds:.1f}s); worker stored {c['spans_stored']} spans, "
         f"dead-lettered {c['dead_lettered']} messages (the demo sends 2 malformed product events on purpose), {c['late_spans']} late spans."
     )
+    if dead is not None:
+        console.print(Text(f"dead letters read back (tracejudge dlq show): {dead()}"))
     for topic, n in sorted((c.get("skipped_offsets") or {}).items()):
         console.print(
             f"[yellow]the consumer skipped {n} offsets of {escape(topic)}; {c.get('reread_messages', 0)} "
