@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stream.cli import ConfigOpt, _settings, app, console, err
+from stream.cli_backfill import parse_time
 from stream.config import Settings
 from stream.dlq_replay import DeadLetter, replay, scan
 
@@ -23,6 +24,7 @@ dlq_app = typer.Typer(no_args_is_help=True, help="Inspect a dead-letter topic an
 app.add_typer(dlq_app, name="dlq")
 
 TopicOpt = typer.Option(None, "--topic", help="dead-letter topic (default: dlq_topic, e.g. otlp_spans.dlq)")
+SinceOpt = typer.Option(None, "--since", help="only dead letters written at or after this ISO time (UTC if no zone)")
 
 
 def _bootstrap(settings: Settings) -> str:
@@ -65,10 +67,12 @@ def show(
     reason: Optional[list[str]] = typer.Option(None, "--reason", help="only these reasons (repeatable)"),
     last: int = typer.Option(20, "--last", help="how many of the newest dead letters (by record time) to list"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per dead letter (no values), every one"),
+    since: Optional[str] = SinceOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Count a dead-letter topic's records by reason and list the newest, with their source offsets."""
     settings = _settings(config)
+    since_ms = parse_time(since, "--since") if since else None
     name = topic or settings.dlq_topic
     by_reason: Counter[str] = Counter()
     omitted: Counter[str] = Counter()
@@ -77,7 +81,7 @@ def show(
 
     async def read() -> None:
         async for d in scan(_bootstrap(settings), name):
-            if reason and d.reason not in reason:
+            if (reason and d.reason not in reason) or (since_ms is not None and (d.timestamp_ms or 0) < since_ms):
                 continue
             if as_json:
                 console.out(_as_json(d), highlight=False)
@@ -99,7 +103,10 @@ def show(
         raise typer.Exit(1) from None
     if as_json:
         return
-    summary = Table(title=f"{name}: {sum(by_reason.values())} dead letters")
+    console.print(Text(f"{name}: {sum(by_reason.values())} dead letters" + (f" since {since}" if since else "")))
+    if not by_reason:
+        return
+    summary = Table()
     for col in ("reason", "dead letters", "sent without the message", "bytes of messages"):
         summary.add_column(col, justify="left" if col == "reason" else "right")
     for r, n in by_reason.most_common():
@@ -121,6 +128,7 @@ def replay_cmd(
     topic: Optional[str] = TopicOpt,
     to: Optional[str] = typer.Option(None, "--to", help="send here instead of each message's source topic"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list what would be sent, send nothing"),
+    since: Optional[str] = SinceOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Send the messages of dead letters with the given reasons back to their source topic (or --to).
@@ -128,13 +136,14 @@ def replay_cmd(
     Dead letters that carry no message (reason unrecovered_offsets, or one sent without it because it was too large) are read from their source offsets. Exit code 1 if some offsets are gone."""
     settings = _settings(config)
     name = topic or settings.dlq_topic
+    since_ms = parse_time(since, "--since") if since else None
 
     def sent(d: DeadLetter, dest: str, n: int) -> None:
         verb = "would send" if dry_run else "sent"
         console.print(Text(f"{verb} {n} message(s) of {d.reason} {_source(d)} (dlq {d.partition}@{d.offset}) to {dest}"))
 
     try:
-        result = asyncio.run(replay(_bootstrap(settings), name, reason, to, dry_run, sent))
+        result = asyncio.run(replay(_bootstrap(settings), name, reason, to, dry_run, sent, since_ms))
     except LookupError as exc:
         err.print(Text(str(exc), style="red"))
         raise typer.Exit(1) from None

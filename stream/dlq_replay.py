@@ -131,9 +131,11 @@ async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, first: int | Non
 
 
 async def replay(bootstrap: str, topic: str, reasons: Iterable[str], to: str | None = None,
-                 dry_run: bool = False, on_send: Callable[[DeadLetter, str, int], None] | None = None) -> ReplayResult:  # fmt: skip
-    """Send the messages of ``topic``'s dead letters with one of ``reasons`` to their source topic
-    (or ``to``). ``on_send(dead_letter, destination, messages)`` is called per dead letter."""
+                 dry_run: bool = False, on_send: Callable[[DeadLetter, str, int], None] | None = None,
+                 since_ms: int | None = None) -> ReplayResult:  # fmt: skip
+    """Send the messages of ``topic``'s dead letters with one of ``reasons`` (and a record time at
+    or after ``since_ms``) to their source topic (or ``to``). ``on_send(dead_letter, destination,
+    messages)`` is called per dead letter."""
     wanted = set(reasons)
     result = ReplayResult()
     producer = None if dry_run else AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=1 << 30)
@@ -143,7 +145,7 @@ async def replay(bootstrap: str, topic: str, reasons: Iterable[str], to: str | N
         await producer.start()
     try:
         async for d in scan(bootstrap, topic):  # to the end the topic had when the scan started
-            if d.reason not in wanted:
+            if d.reason not in wanted or (since_ms is not None and (d.timestamp_ms or 0) < since_ms):
                 continue
             result.dead_letters += 1
             src = d.source

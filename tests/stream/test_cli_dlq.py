@@ -54,6 +54,10 @@ def test_show_then_replay_after_the_cause_is_fixed(deployment: Callable[..., Dep
     assert spans[big[0].trace_id.hex()] == 4
     assert worker.status()["counters"]["dead_lettered"] == 0  # this run dead-lettered nothing
 
+    later = tracejudge("dlq", "show", "--since", "2100-01-01", cwd=tmp_path, env=env)
+    assert later.returncode == 0 and f"{d.dlq_topic}: 0 dead letters since 2100-01-01" in later.stdout, later.stderr
+    bad = tracejudge("dlq", "replay", "--reason", "x", "--since", "yesterday", cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "not an ISO 8601 date/time" in bad.stderr
     gone = tracejudge("dlq", "show", "--topic", "no.such.topic", cwd=tmp_path, env=env)
     assert gone.returncode == 1 and "does not exist" in gone.stderr
 

@@ -6,6 +6,7 @@ test_cli_dlq.py."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -89,3 +90,11 @@ def test_a_dry_run_sends_nothing_and_the_default_destination_is_the_source_topic
     result = asyncio.run(replay(broker.bootstrap, dead, {"undecodable"}))
     assert result.sent == 1
     assert [r.value for r in consume(src, expect=7)][-1] == b"value 5"
+
+
+def test_replay_since_leaves_older_dead_letters_alone(broker: LocalBroker, new_topic: Callable[..., str]) -> None:
+    _, dead, dest = setup(broker, new_topic)
+    later = int(time.time() * 1000) + 3_600_000
+    assert asyncio.run(replay(broker.bootstrap, dead, REASONS, to=dest, dry_run=True, since_ms=later)).dead_letters == 0
+    assert asyncio.run(replay(broker.bootstrap, dead, REASONS, to=dest, dry_run=True, since_ms=0)).dead_letters == 4
+
