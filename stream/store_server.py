@@ -38,13 +38,12 @@ import io
 import json
 import logging
 import re
-import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -54,6 +53,7 @@ from clickhouse_connect.driver._backend.models import QueryRuntime
 from clickhouse_connect.driver.exceptions import Error as ClickHouseClientError
 
 from stream.http_body import BAD_ARGUMENTS, RequestError, body_stream, decompress, is_plain
+from stream.http_server import QuietHTTPServer
 from stream.store import connect
 
 log = logging.getLogger(__name__)
@@ -297,10 +297,10 @@ class _Handler(BaseHTTPRequestHandler):
                                                    "X-ClickHouse-Exception-Code": str(code)})  # fmt: skip
 
 
-class StoreServer(ThreadingHTTPServer):
+class StoreServer(QuietHTTPServer):
     """``StoreServer(data_dir, host, port)``; ``.dsn`` is what clients use; ``serve_forever()``."""
 
-    daemon_threads = True
+    label = "store server"  # a client that goes away mid-request is a killed worker: logged at DEBUG
 
     def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = 8124, config_file: Path | None = None) -> None:
         self.engine = Engine(data_dir, config_file)
@@ -314,13 +314,6 @@ class StoreServer(ThreadingHTTPServer):
     def dsn(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError):  # a client went away mid-request (a killed worker)
-            log.debug("store server: client %s went away: %r", client_address, exc)
-        else:
-            log.exception("store server: error serving %s", client_address)
 
     def server_close(self) -> None:
         super().server_close()

@@ -12,13 +12,14 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from stream.dashboard import pages, queries
 from stream.dashboard.trace_data import load_trace, valid_trace_id
+from stream.http_server import QuietHTTPServer
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def add_dashboard(app: Any, store: Any, budget: Any = None) -> Dashboard:
 
 
 # ---- standalone ----------------------------------------------------------------------------
-def make_server(dashboard: Dashboard, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+def make_server(dashboard: Dashboard, host: str = "127.0.0.1", port: int = 0) -> QuietHTTPServer:
     """An HTTP server for the dashboard (``serve_forever()`` to run; port 0 picks a free one)."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -180,6 +181,6 @@ def make_server(dashboard: Dashboard, host: str = "127.0.0.1", port: int = 0) ->
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
             log.debug("dashboard %s " + format, self.address_string(), *args)
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = QuietHTTPServer((host, port), Handler)
+    server.label = "dashboard"
     return server

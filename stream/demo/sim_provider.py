@@ -42,10 +42,11 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Self
 
 from stream.demo.sim_rules import UNCERTAIN_RATE, Judgement, judge_request, text_of, tokens
+from stream.http_server import QuietHTTPServer
 
 __all__ = ["SimulatedProvider", "judge_request", "SIM_API_KEY", "SIM_API_KEY_ENV", "SIM_HEADER"]
 
@@ -59,7 +60,7 @@ MAX_BODY_BYTES = 16 << 20
 # ---- the HTTP server ---------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(QuietHTTPServer):
     # socketserver listens with a backlog of 5: a judge opening a few dozen connections at once
     # overflowed it, and each dropped SYN was retried after Linux's 1 s initial RTO (measured: calls
     # of 1.24 s against a 0.2 s provider, in clusters). Real provider endpoints accept far more.

@@ -8,7 +8,7 @@ import asyncio
 import json
 import threading
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,6 +17,7 @@ import pytest
 from judges.config import parse_judging_config
 from stream.alerts import AlertEngine, escape
 from stream.estimate import estimate_pass_rate
+from stream.http_server import QuietHTTPServer
 from stream.judge_rows import ALERT_COLUMNS, CALL_COLUMNS
 from stream.store import ClickHouseStore
 from tests.stream.judging_support import FakeTime, config
@@ -54,7 +55,7 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
