@@ -132,4 +132,17 @@ async def run_with_retry(attempt_fn: Callable[[float], Awaitable[T]], policy: Re
                     f"next attempt in {delay:.2f}s would pass the {policy.deadline_s}s deadline; "
                     f"last error {err.kind}: {err.message}",
                     err.status, attempts=attempt) from err
-            await sleep(delay)
+            await sleep_at_least(delay, sleep, clock)
+
+
+async def sleep_at_least(delay: float, sleep: Sleep, clock: Clock) -> None:
+    """``sleep(delay)``, then sleep again for whatever ``clock`` says is left. uvloop's timers count
+    from the time cached at the start of the loop's iteration, so a sleep can end early by as long
+    as that iteration has run: a retry would then come before the ``Retry-After`` it honours."""
+    end = clock() + delay
+    await sleep(delay)
+    for _ in range(10):  # a real clock moves on; a test's frozen one must not spin forever
+        left = end - clock()
+        if left <= 0:
+            return
+        await sleep(left)

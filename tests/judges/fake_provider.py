@@ -81,6 +81,7 @@ class SentResponse:
     status: int
     usage: tuple[int, int] | None  # (input tokens, output tokens)
     sent_at: float  # on the server's clock, after the last byte was written
+    started_at: float = 0.0  # on the server's clock, before the first byte: the client had nothing earlier
 
 
 _OPENAI_ERRORS = {400: "invalid_request_error", 401: "invalid_request_error",
@@ -210,6 +211,7 @@ class FakeProviderServer:
             def _send(self, status: int, payload: bytes, content_type: str = "application/json",
                       extra: dict[str, str] | None = None, request: RecordedRequest | None = None,
                       usage: tuple[int, int] | None = None) -> None:
+                started = server.clock()
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(payload)))
@@ -221,7 +223,7 @@ class FakeProviderServer:
                 if request is None:
                     return
                 self.wfile.flush()
-                sent = SentResponse(request, status, usage, server.clock())
+                sent = SentResponse(request, status, usage, server.clock(), started)
                 with server._lock:
                     server.responses.append(sent)
                 if server.on_response is not None:

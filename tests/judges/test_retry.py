@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from judges.providers.retry import RetryPolicy, classify_status, parse_retry_after
+from judges.providers.retry import RetryPolicy, classify_status, parse_retry_after, sleep_at_least
 from tests.judges.fake_provider import Fail, FakeClock, FakeProviderServer, Hang, Reply
 from tests.judges.support import call_once, expect_error, expect_response
 
@@ -39,6 +40,33 @@ def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> N
 ])
 def test_classify_status(status: int, kind: str) -> None:
     assert classify_status(status) == kind
+
+
+class EarlyWaker(FakeClock):
+    """A sleep that ends early, as a uvloop timer does when its loop iteration started before the
+    timer was set: the first sleep advances the clock by 1 ms less than asked."""
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds - (0.001 if len(self.sleeps) == 1 else 0.0)
+
+
+def test_a_sleep_that_ends_early_is_made_up_for() -> None:
+    clock = EarlyWaker()
+    start = clock()
+    asyncio.run(sleep_at_least(1.0, clock.sleep, clock))
+    assert clock() - start >= 1.0
+    assert clock.sleeps[0] == 1.0 and len(clock.sleeps) == 2  # 1.0, then the 1 ms it ended early
+    exact = FakeClock()
+    asyncio.run(sleep_at_least(1.0, exact.sleep, exact))
+    assert exact.sleeps == [1.0]  # a sleep that keeps time is not repeated
+    frozen: list[float] = []
+
+    async def no_time_passes(seconds: float) -> None:
+        frozen.append(seconds)
+
+    asyncio.run(sleep_at_least(1.0, no_time_passes, lambda: 5.0))
+    assert len(frozen) == 11  # bounded: a clock that never moves does not hang the caller
 
 
 def test_backoff_is_full_jitter_with_exponential_cap() -> None:

@@ -148,7 +148,9 @@ def early_retries(server: FakeProviderServer) -> tuple[int, int, float | None]:
         told += 1
         wait = float(RETRY_AFTER)
         key = (case_of_body(s.request.body), tier_of(s.request.body))
-        early += sum(1 for t in by_key[key] if s.sent_at < t < s.sent_at + wait)
+        # early: before Retry-After had passed since the 429 started to go out (the client cannot
+        # have had it earlier; ``sent_at``, after the last byte, can be later than the client's read)
+        early += sum(1 for t in by_key[key] if s.sent_at < t < s.started_at + wait)
         later = [t - s.sent_at for t in by_key[key] if t > s.sent_at]
         if later:
             gaps.append(min(later))
