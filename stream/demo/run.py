@@ -142,7 +142,7 @@ def run_demo(settings: Settings, traces: int, rate: float, console: Console) -> 
                 bootstrap, settings.input_topic, settings.events_topic, traces, rate, stop, worker, console, settle
             )
             dlq_topics = [settings.dlq_topic, settings.events_dlq_topic]
-            dead = lambda: _dead_letters(bootstrap, dlq_topics, started_ms)  # noqa: E731
+            dead = lambda expect: _dead_letters(bootstrap, dlq_topics, started_ms, expect)  # noqa: E731
             _summary(worker, stats, started_ms, settings.clickhouse_database, console, judging, dead)
             return 0
         except KeyboardInterrupt:
@@ -210,9 +210,11 @@ def _completed(worker: WorkerProcess) -> int:
         return 0
 
 
-def _dead_letters(bootstrap: str, topics: list[str], since_ms: int) -> str:
+def _dead_letters(bootstrap: str, topics: list[str], since_ms: int, expect: int) -> str:
     """``topic: reason ×n, …`` for the dead letters written since ``since_ms`` (read back from the
-    dead-letter topics as ``tracejudge dlq show`` does); a read that fails says so."""
+    dead-letter topics as ``tracejudge dlq show`` does); a read that fails says so. The worker counts
+    a dead letter before Kafka has acknowledged it, so the read is repeated for up to 5 s until it
+    finds the ``expect`` dead letters the worker counted."""
     async def count() -> Counter[tuple[str, str]]:
         found: Counter[tuple[str, str]] = Counter()
         for topic in topics:
@@ -224,15 +226,19 @@ def _dead_letters(bootstrap: str, topics: list[str], since_ms: int) -> str:
                 continue
         return found
 
+    deadline = time.monotonic() + 5
     try:
         found = asyncio.run(count())
+        while sum(found.values()) < expect and time.monotonic() < deadline:
+            time.sleep(0.2)
+            found = asyncio.run(count())
     except Exception as exc:  # noqa: BLE001 - the summary goes on without it
         return f"could not read the dead-letter topics: {exc}"
     return "; ".join(f"{t}: {r} ×{n}" for (t, r), n in sorted(found.items())) or "none"
 
 
 def _summary(worker: WorkerProcess, stats: FleetStats, started_ms: int, db: str, console: Console,
-             judging: DemoJudging | None = None, dead: Callable[[], str] | None = None) -> None:  # fmt: skip
+             judging: DemoJudging | None = None, dead: Callable[[int], str] | None = None) -> None:  # fmt: skip
     if judging is not None:
         _wait_for_judging(worker, started_ms, db, console, len(judging.judges))
     status = worker.status()
@@ -243,7 +249,7 @@ def _summary(worker: WorkerProcess, stats: FleetStats, started_ms: int, db: str,
         f"dead-lettered {c['dead_lettered']} messages (the demo sends 2 malformed product events on purpose), {c['late_spans']} late spans."
     )
     if dead is not None:
-        console.print(Text(f"dead letters read back (tracejudge dlq show): {dead()}"))
+        console.print(Text(f"dead letters read back (tracejudge dlq show): {dead(c['dead_lettered'])}"))
     for topic, n in sorted((c.get("skipped_offsets") or {}).items()):
         console.print(
             f"[yellow]the consumer skipped {n} offsets of {escape(topic)}; {c.get('reread_messages', 0)} "
