@@ -98,3 +98,24 @@ def test_replay_since_leaves_older_dead_letters_alone(broker: LocalBroker, new_t
     assert asyncio.run(replay(broker.bootstrap, dead, REASONS, to=dest, dry_run=True, since_ms=later)).dead_letters == 0
     assert asyncio.run(replay(broker.bootstrap, dead, REASONS, to=dest, dry_run=True, since_ms=0)).dead_letters == 4
 
+
+
+def test_a_batch_of_several_records_is_read_whole(broker: LocalBroker, new_topic: Callable[..., str]) -> None:
+    """tansu answers ListOffsets with the last batch's base offset + 1: a scan bounded by it would
+    miss all but the first record of a batch (the demo's two dead letters, sent together)."""
+    topic, empty = new_topic(1), new_topic(4)
+
+    async def batch() -> None:
+        p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=50)
+        await p.start()
+        try:
+            futures = [await p.send(topic, b"v%d" % i, partition=0, headers=[(dlq.REASON, b"r")]) for i in range(3)]
+            assert [(await f).offset for f in futures] == [0, 1, 2]
+        finally:
+            await p.stop()
+
+    asyncio.run(batch())
+    assert [d.value for d in asyncio.run(_scan(broker.bootstrap, topic))] == [b"v0", b"v1", b"v2"]
+    started = time.monotonic()
+    assert asyncio.run(_scan(broker.bootstrap, empty)) == []
+    assert time.monotonic() - started < 5  # empty partitions end at their first fetch, not after idling
