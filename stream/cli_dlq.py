@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from aiokafka.errors import KafkaError
 from rich.table import Table
 from rich.text import Text
 
@@ -32,6 +33,12 @@ def _bootstrap(settings: Settings) -> str:
         err.print("[red]TRACEJUDGE_KAFKA_BOOTSTRAP is not set (or kafka_bootstrap in the config file).[/red]")
         raise typer.Exit(2)
     return settings.kafka_bootstrap
+
+
+def _why(exc: Exception, settings: Settings) -> str:
+    if isinstance(exc, KafkaError):
+        return f"Kafka at {settings.kafka_bootstrap}: {type(exc).__name__}: {exc}"
+    return str(exc)
 
 
 def _source(d: DeadLetter) -> str:
@@ -98,8 +105,8 @@ def show(
 
     try:
         asyncio.run(read())
-    except LookupError as exc:
-        err.print(Text(str(exc), style="red"))
+    except (LookupError, KafkaError) as exc:
+        err.print(Text(_why(exc, settings), style="red"))
         raise typer.Exit(1) from None
     if as_json:
         return
@@ -144,8 +151,8 @@ def replay_cmd(
 
     try:
         result = asyncio.run(replay(_bootstrap(settings), name, reason, to, dry_run, sent, since_ms))
-    except LookupError as exc:
-        err.print(Text(str(exc), style="red"))
+    except (LookupError, KafkaError) as exc:
+        err.print(Text(_why(exc, settings), style="red"))
         raise typer.Exit(1) from None
     verb = "would send" if dry_run else "sent"
     console.print(Text(f"{result.dead_letters} dead letters with reason {', '.join(reason)} in {name}: "

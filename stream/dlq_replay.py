@@ -93,10 +93,10 @@ def _consumer(bootstrap: str) -> AIOKafkaConsumer:
 
 
 async def scan(bootstrap: str, topic: str) -> AsyncIterator[DeadLetter]:
-    """Every record of ``topic`` up to its end when the scan starts, partition by partition."""
+    """Every record of ``topic``, partition by partition, each up to its end at its first fetch."""
     consumer = _consumer(bootstrap)
-    await consumer.start()
     try:
+        await consumer.start()
         if topic not in await consumer.topics():
             raise LookupError(f"topic {topic!r} does not exist")
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
@@ -144,10 +144,10 @@ async def replay(bootstrap: str, topic: str, reasons: Iterable[str], to: str | N
     result = ReplayResult()
     producer = None if dry_run else AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=1 << 30)
     reader = _consumer(bootstrap)
-    await reader.start()
-    if producer is not None:
-        await producer.start()
     try:
+        await reader.start()
+        if producer is not None:
+            await producer.start()
         async for d in scan(bootstrap, topic):  # to the end the topic had when the scan started
             if d.reason not in wanted or (since_ms is not None and (d.timestamp_ms or 0) < since_ms):
                 continue

@@ -68,3 +68,12 @@ def test_missing_offsets_are_printed_as_ranges() -> None:
     offsets = [("t", 1, 101), ("t", 1, 100), ("t", 1, 102), ("t", 1, 107), ("t", 0, 5), ("u", 1, 108)]
     assert _ranges(offsets) == "t[0]@5, t[1]@100-102, t[1]@107, u[1]@108"
     assert _ranges([]) == ""
+
+
+def test_an_unreachable_broker_is_a_clear_error(tmp_path: Path) -> None:
+    env = {"TRACEJUDGE_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    for args in (("dlq", "show"), ("dlq", "replay", "--reason", "x")):
+        run = tracejudge(*args, cwd=tmp_path, env=env)
+        assert run.returncode == 1, run.stderr
+        assert "Kafka at 127.0.0.1:1: KafkaConnectionError" in run.stderr and "Traceback" not in run.stderr
+        assert "Unclosed" not in run.stderr
