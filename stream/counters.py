@@ -14,6 +14,7 @@ class Counters:
     messages_in: int = 0
     spans_in: int = 0
     spans_stored: int = 0
+    refused_rows: dict[str, int] = field(default_factory=dict)  # by table: ClickHouse refused them (refused_rows.py)
     dead_lettered: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     repartitioned_messages: int = 0
@@ -38,6 +39,9 @@ class Counters:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def count_refused(self, table: str, rows: int) -> None:
+        self.refused_rows[table] = self.refused_rows.get(table, 0) + rows
 
     def count_skipped(self, topic: str, first: int, last: int) -> None:
         self.skipped_offsets[topic] = self.skipped_offsets.get(topic, 0) + last - first + 1

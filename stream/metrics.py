@@ -62,6 +62,8 @@ SPECS: tuple[Spec, ...] = (
     _c("messages_in", "Kafka messages taken from the input and repartition topics", unit="{message}"),
     _c("spans_in", "spans decoded from accepted messages", unit="{span}"),
     _c("spans_stored", "spans acknowledged by ClickHouse", unit="{span}"),
+    _c("store_refused_rows", "rows ClickHouse refused, by table (their messages are dead-lettered as "
+       "insert_rejected)", ("table",), "{row}"),  # fmt: skip
     _c("repartitioned_messages", "unkeyed input messages split per trace onto the repartition topic", unit="{message}"),
     _c("late_spans", "spans of traces that had already completed", unit="{span}"),
     _c("replayed_spans", "redelivered spans of open traces (deduplicated)", unit="{span}"),
@@ -140,6 +142,7 @@ PIPELINE_FIELDS: dict[str, tuple[str, str | None]] = {
     "messages_in": ("messages_in", None),
     "spans_in": ("spans_in", None),
     "spans_stored": ("spans_stored", None),
+    "refused_rows": ("store_refused_rows", "table"),
     "repartitioned_messages": ("repartitioned_messages", None),
     "late_spans": ("late_spans", None),
     "replayed_spans": ("replayed_spans", None),

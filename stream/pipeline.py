@@ -37,6 +37,7 @@ from stream.delivery import DeliveryCounts, Producer, deliver
 from stream.dlq import InMessage, OutRecord, dead_letter, unrecovered_offsets
 from stream.events import EventJoiner
 from stream.provenance import message_token, sources, token
+from stream.refused_rows import INSERT_REJECTED, Refusal, by_source, insert_isolating
 from stream.retry import retry_forever
 from stream.rows import span_row, trace_row
 from stream.sink import Sink
@@ -183,16 +184,31 @@ class Pipeline:
             tok = message_token("spans", (m for m, _ in items))
             # The insert runs without the lock, so completed traces can be decided meanwhile;
             # trace rows wait for every insert that was in flight (see _spans_stored).
-            insert = asyncio.ensure_future(
-                self._retry(lambda: self.sink.write_spans(rows, tok), f"insert spans of {sources(items)}", "write_retries")
-            )
+            insert = asyncio.ensure_future(self._insert_spans(items, rows, tok))
             self._inserts.add(insert)
             insert.add_done_callback(self._inserts.discard)
         return Stored(insert, len(rows), evicted)
 
+    async def _insert_spans(self, items: Sequence[tuple[InMessage, list[Span]]], rows: list[Any], tok: str) -> int:
+        """Store the spans of ``items`` (``rows``, in order). A span ClickHouse refuses dead-letters its
+        message, whose other spans are stored. Returns how many spans were refused."""
+        refused = await insert_isolating(self.sink.write_spans, rows, tok, f"insert spans of {sources(items)}",
+                                         self._store_retry)  # fmt: skip
+        if refused:
+            letters = []
+            for i, bad in by_source([len(spans) for _, spans in items], refused).items():
+                msg, spans = items[i]
+                first = spans[bad[0].index]
+                letters.append(self._dead_letter(msg, INSERT_REJECTED, (
+                    f"ClickHouse refused {len(bad)} of the message's {len(spans)} spans (first: span {first.span_id}"
+                    f" of trace {first.trace_id}); the others are stored: {bad[0].error}")))  # fmt: skip
+            self.counters.count_refused("spans", len(refused))
+            await self._deliver(letters, "produce")
+        return len(refused)
+
     async def _stored(self, chunk: Stored) -> None:
-        await chunk.insert
-        self.counters.spans_stored += chunk.rows
+        refused = await chunk.insert
+        self.counters.spans_stored += chunk.rows - refused
         if chunk.evicted:
             await self._write_completed(chunk.evicted)
 
@@ -215,8 +231,16 @@ class Pipeline:
             tok = message_token("events", (m for m, _ in good))
             now_ms = self.clock() // 1_000_000
             events = self.events
-            await self._retry(lambda: events.store.run(events.write, good, now_ms, tok), "insert events", "write_retries")
-            self.counters.action_events += len(good)
+            write = lambda part, t: events.store.run(events.write, part, now_ms, t)  # noqa: E731
+            refused = await insert_isolating(write, good, tok, "insert events", self._store_retry)
+            if refused:  # an event ClickHouse refuses is dead-lettered; the others are stored
+                letters = [dead_letter(m, events.dlq_topic, INSERT_REJECTED, f"ClickHouse refused the event: {r.error}")
+                           for r in refused for m in [good[r.index][0]]]  # fmt: skip
+                log.warning("dead-letter %d event(s) ClickHouse refused: %s", len(letters), refused[0].error[:300])
+                self.counters.dead_lettered += len(letters)
+                self.counters.count_refused("action_events", len(letters))
+                await self._deliver(letters, "produce")
+            self.counters.action_events += len(good) - len(refused)
 
     async def tick(self) -> int:
         """Complete due traces; returns how many. Called periodically by the worker."""
@@ -353,12 +377,17 @@ class Pipeline:
         self.counters.dead_letter_values_omitted += counts.values_omitted
         self.counters.send_refused += counts.refused
 
-    async def _retry(self, op: Callable[[], Awaitable[Any]], what: str, counter: str) -> Any:
+    async def _store_retry(self, op: Callable[[], Awaitable[Any]], what: str) -> Any:
+        """Retry through outages; a refusal of the rows (stream/refused_rows.py) is raised at once."""
+        return await self._retry(op, what, "write_retries", stop_on=(Refusal,))
+
+    async def _retry(self, op: Callable[[], Awaitable[Any]], what: str, counter: str,
+                     stop_on: tuple[type[BaseException], ...] = ()) -> Any:  # fmt: skip
         def count() -> None:
             setattr(self.counters, counter, getattr(self.counters, counter) + 1)
 
         return await retry_forever(op, what, sleep=self.sleep, initial=self.settings.insert_retry_initial,
-                                   maximum=self.settings.insert_retry_max, on_retry=count)  # fmt: skip
+                                   maximum=self.settings.insert_retry_max, on_retry=count, stop_on=stop_on)  # fmt: skip
 
 def _partitioned_by_trace(key: bytes | None, spans: list[Span]) -> bool:
     if not key or len(key) != 32:

@@ -20,14 +20,18 @@ async def retry_forever(
     initial: float = 0.5,
     maximum: float = 30.0,
     on_retry: Callable[[], None] | None = None,
+    stop_on: tuple[type[BaseException], ...] = (),
 ) -> Any:
-    """Run ``op`` until it returns, backing off exponentially (``initial`` → ``maximum``) with jitter."""
+    """Run ``op`` until it returns, backing off exponentially (``initial`` → ``maximum``) with jitter.
+    An exception of a ``stop_on`` type is raised at once (the caller handles it; not retried)."""
     delay = initial
     attempt = 0
     while True:
         try:
             return await op()
         except asyncio.CancelledError:
+            raise
+        except stop_on:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is retried; the caller holds the batch
             attempt += 1

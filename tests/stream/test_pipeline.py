@@ -4,6 +4,7 @@ end to end in test_worker_e2e.py; here a list stands in for the producer)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import Sequence
@@ -12,7 +13,8 @@ from typing import Any
 import pytest
 
 from stream.config import Settings
-from stream.dlq import REASON, InMessage, OutRecord
+from stream.dlq import DETAIL, REASON, SOURCE_OFFSET, InMessage, OutRecord
+from stream.events import EventJoiner
 from stream.pipeline import Pipeline
 from stream.sink import ClickHouseSink
 from stream.store import ClickHouseStore
@@ -117,6 +119,56 @@ def test_clickhouse_outage_is_retried_until_stored(store: ClickHouseStore, caplo
     assert p.counters.write_retries == 3
     assert caplog.text.count(f"insert spans of {TOPIC}[0]@0 failed") == 3  # the offsets to look at
     assert count(store, "SELECT count() FROM {db}.spans") == 5
+
+
+def test_a_span_clickhouse_refuses_dead_letters_its_message_and_every_other_span_is_stored(
+    store: ClickHouseStore,
+) -> None:
+    """A real refusal: a CHECK constraint on ``spans`` (as an unforeseen value would meet one). The
+    partition goes on: the message is dead-lettered (``insert_rejected``), its other spans stored."""
+    store.command(f"ALTER TABLE {store.database}.spans ADD CONSTRAINT no_poison CHECK name != 'poison'")
+    p, producer, clock = make(store, insert_chunk_spans=100_000)
+    traces = [genai_trace(random.Random(60 + i), 4) for i in range(3)]
+    traces[1][2].name = "poison"
+    batch = [msg(proto(t), i, t[0].trace_id.hex().encode()) for i, t in enumerate(traces)]
+    asyncio.run(p.handle_batch(batch))
+    [letter] = producer.records
+    headers = dict(letter.headers)
+    assert headers[REASON] == b"insert_rejected" and headers[SOURCE_OFFSET] == b"1" and letter.value == batch[1].value
+    detail = headers[DETAIL].decode()
+    assert f"span {traces[1][2].span_id.hex()} of trace {traces[1][2].trace_id.hex()}" in detail
+    assert "refused 1 of the message's 4 spans" in detail and "VIOLATED_CONSTRAINT" in detail
+    assert count(store, "SELECT count() FROM {db}.spans FINAL") == 11
+    assert count(store, "SELECT count() FROM {db}.spans FINAL WHERE name = 'poison'") == 0
+    assert (p.counters.refused_rows, p.counters.spans_stored, p.counters.dead_lettered) == ({"spans": 1}, 11, 1)
+    assert p.counters.dead_letter_reasons == {"insert_rejected": 1} and p.counters.write_retries == 0
+    # the trace still completes, judged on all of its spans (the refused one is in the dead letter)
+    clock.now += 5 * S
+    assert asyncio.run(p.tick()) == 3
+    # once the schema takes it, the dead letter replayed stores the refused span (and the others once)
+    store.command(f"ALTER TABLE {store.database}.spans DROP CONSTRAINT no_poison")
+    p2, producer2, _ = make(store)
+    asyncio.run(p2.handle_batch([msg(letter.value or b"", 7, letter.key)]))
+    assert producer2.records == [] and count(store, "SELECT count() FROM {db}.spans FINAL") == 12
+
+
+def test_a_product_event_clickhouse_refuses_is_dead_lettered_and_the_others_stored(store: ClickHouseStore) -> None:
+    store.command(f"ALTER TABLE {store.database}.action_events ADD CONSTRAINT no_poison CHECK conversation_id != 'x'")
+    events = EventJoiner(store, "events.dlq", ["regenerate"], 60)
+    p, producer, _ = make(store)
+    p.events = events
+    body = lambda i, conv: json.dumps({"trace_id": f"{i:032x}", "type": "regenerate", "ts": 1795341600,  # noqa: E731
+                                       "conversation_id": conv}).encode()  # fmt: skip
+    batch = [InMessage("events", 0, i, None, body(i, "x" if i == 2 else "c")) for i in range(5)]
+    asyncio.run(p.handle_events(batch))
+    [letter] = producer.records
+    headers = dict(letter.headers)
+    assert letter.topic == "events.dlq" and letter.value == batch[2].value
+    assert headers[REASON] == b"insert_rejected" and headers[SOURCE_OFFSET] == b"2"
+    assert b"VIOLATED_CONSTRAINT" in headers[DETAIL]
+    assert count(store, "SELECT count() FROM {db}.action_events FINAL") == 4
+    assert (p.counters.action_events, p.counters.dead_lettered, p.counters.write_retries) == (4, 1, 0)
+    assert p.counters.refused_rows == {"action_events": 1}
 
 
 def test_a_replay_is_stored_once_and_new_messages_at_reused_offsets_are_stored(store: ClickHouseStore) -> None:

@@ -1,0 +1,143 @@
+"""Rows ClickHouse refuses: find them by splitting the insert, store the others.
+
+A value ClickHouse will not take (a ``CHECK`` constraint it violates, a number out of its column's
+range, a row the client cannot serialize) fails its insert on every retry. Retried as an outage
+is, it would hold its partition for good. :func:`insert_isolating` tells the two apart
+(:func:`is_refusal`): an outage is retried until ClickHouse is back, as before; a refusal splits
+the insert in halves, again and again, until the refused rows stand alone. The other rows are
+stored (each part with its own deduplication token, derived from the insert's), and the caller
+gets the refused rows back to dead-letter their source messages.
+
+More than ``max_parts`` refused parts on one level of the split is not bad data but a schema or
+server problem (a column whose type no longer fits what the worker writes, say): the whole insert
+is then retried until it succeeds, as an outage is, and an ERROR line says why. The split stops
+there, so its cost stays at a few dozen inserts.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import struct
+from bisect import bisect_right
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Any
+
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
+
+log = logging.getLogger(__name__)
+
+#: ClickHouse error codes about the inserted values themselves (errorCodeToName): retrying the
+#: same rows cannot succeed. Not here: missing tables or columns, memory, too many parts, reads
+#: cut short (32, 33) — those are the server's state or the transfer, and are retried.
+REFUSAL_CODES = {
+    6: "CANNOT_PARSE_TEXT", 25: "CANNOT_PARSE_ESCAPE_SEQUENCE", 26: "CANNOT_PARSE_QUOTED_STRING",
+    27: "CANNOT_PARSE_INPUT_ASSERTION_FAILED", 38: "CANNOT_PARSE_DATE", 41: "CANNOT_PARSE_DATETIME",
+    53: "TYPE_MISMATCH", 69: "ARGUMENT_OUT_OF_BOUND", 70: "CANNOT_CONVERT_TYPE", 72: "CANNOT_PARSE_NUMBER",
+    117: "INCORRECT_DATA", 128: "TOO_LARGE_ARRAY_SIZE", 131: "TOO_LARGE_STRING_SIZE",
+    190: "SIZES_OF_ARRAYS_DONT_MATCH", 321: "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE",
+    349: "CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN", 376: "CANNOT_PARSE_UUID", 407: "DECIMAL_OVERFLOW",
+    441: "CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING", 467: "CANNOT_PARSE_BOOL", 469: "VIOLATED_CONSTRAINT",
+    675: "CANNOT_PARSE_IPV4", 676: "CANNOT_PARSE_IPV6",
+}  # fmt: skip
+# "Code: 469. DB::Exception: ..." (chDB) or "Received ClickHouse exception, code: 469, ..." (HTTP)
+_CODE = re.compile(r"\bcode: (\d+)", re.I)
+# what clickhouse-connect raises, unwrapped, when it cannot serialize a value for its column
+_SERIALIZATION_ERRORS = (TypeError, ValueError, AttributeError, OverflowError, struct.error)
+
+MAX_PARTS = 8
+INSERT_REJECTED = "insert_rejected"  # the dead-letter reason of a message with refused rows
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """True when ``exc`` says ClickHouse (or the client, serializing) refuses the rows themselves."""
+    if isinstance(exc, OperationalError):  # connection refused, reset, timed out
+        return False
+    if isinstance(exc, DataError):  # the client's own check, e.g. None in a non-Nullable column
+        return True
+    if isinstance(exc, DatabaseError):
+        m = _CODE.search(str(exc))
+        return m is not None and int(m.group(1)) in REFUSAL_CODES
+    return isinstance(exc, _SERIALIZATION_ERRORS)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    index: int  # of the row in the insert
+    error: str  # what ClickHouse (or the client) said
+
+
+Write = Callable[[Sequence[Sequence[Any]], str], Awaitable[None]]
+# the caller's retry (it counts and logs the attempts): runs the operation until it succeeds,
+# waiting out outages, and raises a :class:`Refusal` at once
+Retry = Callable[[Callable[[], Awaitable[None]], str], Awaitable[None]]
+
+
+class Refusal(Exception):
+    """Raised through the caller's retry when ClickHouse refuses the rows: not to be retried."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+async def insert_isolating(
+    write: Write, rows: Sequence[Sequence[Any]], token: str, what: str, retry: Retry, max_parts: int = MAX_PARTS
+) -> list[Refused]:
+    """Insert ``rows``; returns the rows ClickHouse refused (none stored), in order. Every other row
+    is stored when this returns. Outages are waited out through ``retry``."""
+
+    async def attempt(lo: int, hi: int) -> str | None:
+        part = rows if (lo, hi) == (0, len(rows)) else rows[lo:hi]
+        tok = token if (lo, hi) == (0, len(rows)) else f"{token}:{lo}-{hi}"
+
+        async def op() -> None:
+            try:
+                await write(part, tok)
+            except Exception as exc:
+                if is_refusal(exc):
+                    raise Refusal(exc) from exc
+                raise
+
+        try:
+            await retry(op, what if tok == token else f"{what} (rows {lo}-{hi - 1})")
+        except Refusal as r:
+            return f"{type(r.cause).__name__}: {r.cause}"
+        return None
+
+    if (error := await attempt(0, len(rows))) is None:
+        return []
+    level: list[tuple[int, int, str]] = [(0, len(rows), error)]
+    refused: list[Refused] = []
+    while level:
+        if len(level) > max_parts:
+            log.error("ClickHouse refuses rows in more than %d places of %s (%d rows): a schema or server problem, "
+                      "not bad data; retrying the whole insert until it succeeds: %s", max_parts, what, len(rows),
+                      level[0][2][:500])  # fmt: skip
+            await retry(lambda: write(rows, token), what)
+            return []
+        below: list[tuple[int, int, str]] = []
+        for lo, hi, error in level:
+            if hi - lo == 1:
+                refused.append(Refused(lo, error))
+                continue
+            mid = (lo + hi) // 2
+            for a, b in ((lo, mid), (mid, hi)):
+                if (err := await attempt(a, b)) is not None:
+                    below.append((a, b, err))
+        level = below
+    refused.sort(key=lambda r: r.index)
+    return refused
+
+
+def by_source(sizes: Sequence[int], refused: Sequence[Refused]) -> dict[int, list[Refused]]:
+    """Group refused rows by the source their row came from, for rows laid out source after source
+    (``sizes[i]`` rows of source ``i``); each index is made relative to its source."""
+    starts = list(accumulate(sizes, initial=0))
+    out: dict[int, list[Refused]] = {}
+    for r in refused:
+        i = bisect_right(starts, r.index) - 1  # the last start <= index: never an empty source
+        out.setdefault(i, []).append(Refused(r.index - starts[i], r.error))
+    return out

@@ -1,0 +1,147 @@
+"""Rows ClickHouse refuses, on real embedded ClickHouse: the refusals are real (a ``CHECK``
+constraint, a value the client cannot serialize), and so are the stored rows and the tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import clickhouse_connect
+import pytest
+
+from stream.refused_rows import MAX_PARTS, Refusal, Refused, by_source, insert_isolating, is_refusal
+from stream.retry import retry_forever
+from stream.store import ClickHouseStore
+
+POISON = "poison"
+
+
+def make_table(store: ClickHouseStore, check: str = f"name != '{POISON}'") -> str:
+    table = f"{store.database}.t"
+    store.command(f"CREATE TABLE {table} (id UInt64, name String, CONSTRAINT no_poison CHECK {check}) "
+                  "ENGINE = MergeTree ORDER BY id SETTINGS non_replicated_deduplication_window = 1000")  # fmt: skip
+    return table
+
+
+def raised(fn: Callable[[], Any]) -> BaseException:
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001
+        return exc
+    raise AssertionError("nothing raised")
+
+
+class Writer:
+    """The store's real insert into ``t``; records each call's rows and token."""
+
+    def __init__(self, store: ClickHouseStore, outages: int = 0) -> None:
+        self.store, self.outages = store, outages
+        self.calls: list[tuple[int, str]] = []
+
+    async def __call__(self, rows: Sequence[Sequence[Any]], token: str) -> None:
+        self.calls.append((len(rows), token))
+        if self.outages and len(self.calls) > 1:  # a connection lost in the middle of the split
+            self.outages -= 1
+            raise ConnectionResetError("connection reset by peer")
+        await self.store.ainsert("t", rows, ["id", "name"], token)
+
+
+def retry(attempts: list[str], on_sleep: Callable[[], None] = lambda: None) -> Callable[..., Awaitable[None]]:
+    async def sleep(_: float) -> None:
+        on_sleep()
+
+    def run(op: Callable[[], Awaitable[None]], what: str) -> Awaitable[None]:
+        return retry_forever(op, what, sleep=sleep, on_retry=lambda: attempts.append(what), stop_on=(Refusal,))
+
+    return run
+
+
+def stored(store: ClickHouseStore) -> list[int]:
+    return [r[0] for r in store.query(f"SELECT id FROM {store.database}.t ORDER BY id")[1]]
+
+
+def test_refusals_are_told_from_outages_by_what_clickhouse_and_the_client_raise(store: ClickHouseStore) -> None:
+    make_table(store)
+
+    def insert(table: str, row: list[Any]) -> Callable[[], None]:
+        return lambda: asyncio.run(store.ainsert(table, [row], ["id", "name"]))
+
+    violated = raised(insert("t", [1, POISON]))
+    assert "VIOLATED_CONSTRAINT" in str(violated) and is_refusal(violated)
+    assert is_refusal(raised(insert("t", [1, 2**70])))  # the client cannot serialize it
+    assert is_refusal(raised(insert("t", [1, None])))  # the client's own check (DataError)
+    unknown_table = raised(insert("missing", [1, "a"]))
+    assert "UNKNOWN_TABLE" in str(unknown_table) and not is_refusal(unknown_table)  # the server's state: retried
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    unreachable = raised(lambda: clickhouse_connect.get_client(host="127.0.0.1", port=port, connect_timeout=2))
+    assert type(unreachable).__name__ == "OperationalError" and not is_refusal(unreachable)
+    assert not is_refusal(ConnectionResetError("reset")) and not is_refusal(TimeoutError())
+
+
+def test_refused_rows_are_found_by_splitting_and_every_other_row_is_stored(store: ClickHouseStore) -> None:
+    make_table(store)
+    rows = [[i, POISON if i in (3, 40, 41) else f"n{i}"] for i in range(100)]
+    write, attempts = Writer(store), []
+    refused = asyncio.run(insert_isolating(write, rows, "tok", "insert t", retry(attempts)))
+    assert [r.index for r in refused] == [3, 40, 41]
+    assert all("VIOLATED_CONSTRAINT" in r.error for r in refused)
+    assert stored(store) == [i for i in range(100) if i not in (3, 40, 41)]
+    assert attempts == []  # refusals are not retried
+    # a few inserts per refused row (two per level of the split), not one per row
+    assert len(write.calls) <= 1 + 2 * 3 * 7, write.calls
+    tokens = [t for _, t in write.calls]
+    assert tokens[0] == "tok" and all(t.startswith("tok:") for t in tokens[1:]) and len(set(tokens)) == len(tokens)
+
+    # the same insert again (a redelivered batch): the same parts with the same tokens, stored once
+    again = asyncio.run(insert_isolating(Writer(store), rows, "tok", "insert t", retry([])))
+    assert again == refused and len(stored(store)) == 97
+
+
+def test_an_outage_during_the_split_is_waited_out(store: ClickHouseStore) -> None:
+    make_table(store)
+    rows = [[i, POISON if i == 9 else "ok"] for i in range(16)]
+    attempts: list[str] = []
+    refused = asyncio.run(insert_isolating(Writer(store, outages=2), rows, "tok", "insert t", retry(attempts)))
+    assert [r.index for r in refused] == [9]
+    assert len(attempts) == 2 and "(rows " in attempts[0]  # the retry names the part
+    assert stored(store) == [i for i in range(16) if i != 9]
+
+
+def test_a_single_refused_row_and_a_clean_insert(store: ClickHouseStore) -> None:
+    make_table(store)
+    write = Writer(store)
+    assert [r.index for r in asyncio.run(insert_isolating(write, [[1, POISON]], "a", "t", retry([])))] == [0]
+    assert asyncio.run(insert_isolating(write, [[2, "x"], [3, "y"]], "b", "t", retry([]))) == []
+    assert len(write.calls) == 2 and stored(store) == [2, 3]
+
+
+def test_refusals_everywhere_are_a_schema_problem_and_the_whole_insert_waits(
+    store: ClickHouseStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_table(store, check="name = 'expected'")  # a constraint no row meets: nothing is bad data
+    rows = [[i, f"n{i}"] for i in range(64)]
+    attempts: list[str] = []
+
+    def fix_after_two_tries() -> None:
+        if len(attempts) == 2:
+            store.command(f"ALTER TABLE {store.database}.t DROP CONSTRAINT no_poison")
+
+    write = Writer(store)
+    with caplog.at_level(logging.ERROR, logger="stream.refused_rows"):
+        refused = asyncio.run(insert_isolating(write, rows, "tok", "insert t", retry(attempts, fix_after_two_tries)))
+    assert refused == [] and stored(store) == list(range(64))  # nothing dead-lettered, all stored once fixed
+    assert f"more than {MAX_PARTS} places of insert t (64 rows)" in caplog.text
+    assert len(attempts) == 2 and write.calls[-1] == (64, "tok")
+    # the split stopped at the first level with more than MAX_PARTS refused parts: 64 -> 32 -> 16 -> 8 -> 4 rows
+    assert len(write.calls) == 1 + 2 + 4 + 8 + 16 + 3
+
+
+def test_refused_rows_are_grouped_by_their_source() -> None:
+    refused = [Refused(i, f"e{i}") for i in (0, 4, 5, 9)]
+    groups = by_source([2, 0, 4, 1, 3], refused)  # rows 0-1 | - | 2-5 | 6 | 7-9
+    assert groups == {0: [Refused(0, "e0")], 2: [Refused(2, "e4"), Refused(3, "e5")], 4: [Refused(2, "e9")]}
