@@ -8,6 +8,7 @@ import asyncio
 import heapq
 import json
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,7 +20,7 @@ from rich.text import Text
 from stream.cli import ConfigOpt, _settings, app, console, err
 from stream.cli_backfill import parse_time
 from stream.config import Settings
-from stream.dlq_replay import DeadLetter, replay, scan
+from stream.dlq_replay import DeadLetter, Replayed, replay, replay_log, replayed, scan
 
 dlq_app = typer.Typer(no_args_is_help=True, help="Inspect a dead-letter topic and replay its messages.")
 app.add_typer(dlq_app, name="dlq")
@@ -60,11 +61,16 @@ def _ranges(offsets: list[tuple[str, int, int]]) -> str:
     return ", ".join(f"{t}[{p}]@{a}" + (f"-{b}" if b != a else "") for t, p, a, b in runs)
 
 
-def _as_json(d: DeadLetter) -> str:
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _as_json(d: DeadLetter, r: Replayed | None) -> str:
     return json.dumps({
         "dlq_partition": d.partition, "dlq_offset": d.offset, "timestamp_ms": d.timestamp_ms, "reason": d.reason,
         "detail": d.detail, "source": _source(d), "value_bytes": len(d.value or b""), "value_omitted": d.omitted_bytes,
         "key": (d.key or b"").decode("utf-8", "replace"),
+        "replayed": None if r is None else {"at": _when(r.at_ms), "to": r.to, "messages": r.messages},
     })  # fmt: skip
 
 
@@ -84,16 +90,20 @@ def show(
     by_reason: Counter[str] = Counter()
     omitted: Counter[str] = Counter()
     size: Counter[str] = Counter()
+    again: Counter[str] = Counter()
     newest: list[tuple[int, int, int, DeadLetter]] = []  # min-heap by (timestamp, partition, offset)
+    done: dict[tuple[int, int], Replayed] = {}
 
     async def read() -> None:
+        done.update(await replayed(_bootstrap(settings), name))
         async for d in scan(_bootstrap(settings), name):
             if (reason and d.reason not in reason) or (since_ms is not None and (d.timestamp_ms or 0) < since_ms):
                 continue
             if as_json:
-                console.out(_as_json(d), highlight=False)
+                console.out(_as_json(d, done.get((d.partition, d.offset))), highlight=False)
                 continue
             by_reason[d.reason] += 1
+            again[d.reason] += (d.partition, d.offset) in done
             omitted[d.reason] += d.omitted_bytes is not None
             size[d.reason] += len(d.value or b"")
             item = (d.timestamp_ms or 0, d.partition, d.offset, DeadLetter(d.partition, d.offset, d.timestamp_ms,
@@ -114,18 +124,20 @@ def show(
     if not by_reason:
         return
     summary = Table()
-    for col in ("reason", "dead letters", "sent without the message", "bytes of messages"):
+    for col in ("reason", "dead letters", "replayed", "sent without the message", "bytes of messages"):
         summary.add_column(col, justify="left" if col == "reason" else "right")
     for r, n in by_reason.most_common():
-        summary.add_row(Text(r), f"{n:,}", f"{omitted[r]:,}", f"{size[r]:,}")
+        summary.add_row(Text(r), f"{n:,}", f"{again[r]:,}", f"{omitted[r]:,}", f"{size[r]:,}")
     console.print(summary)
     if newest:
         listing = Table(title=f"newest {len(newest)}")
-        for col in ("dlq offset", "reason", "source", "detail"):
+        for col in ("dlq offset", "reason", "source", "replayed", "detail"):
             listing.add_column(col)
         for *_, d in sorted(newest, key=lambda item: item[:3]):
             note = f" (message left out, {d.omitted_bytes:,} bytes)" if d.omitted_bytes is not None else ""
-            listing.add_row(f"{d.partition}@{d.offset}", Text(d.reason), Text(_source(d)), Text(d.detail[:300] + note))
+            r = done.get((d.partition, d.offset))
+            listing.add_row(f"{d.partition}@{d.offset}", Text(d.reason), Text(_source(d)),
+                            Text("" if r is None else _when(r.at_ms)), Text(d.detail[:300] + note))  # fmt: skip
         console.print(listing)
 
 
@@ -136,11 +148,12 @@ def replay_cmd(
     to: Optional[str] = typer.Option(None, "--to", help="send here instead of each message's source topic"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list what would be sent, send nothing"),
     since: Optional[str] = SinceOpt,
+    again: bool = typer.Option(False, "--again", help="send dead letters replayed before too"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Send the messages of dead letters with the given reasons back to their source topic (or --to).
 
-    Dead letters that carry no message (reason unrecovered_offsets, or one sent without it because it was too large) are read from their source offsets. Exit code 1 if some offsets are gone."""
+    Dead letters that carry no message (reason unrecovered_offsets, or one sent without it because it was too large) are read from their source offsets. Exit code 1 if some offsets are gone. Each dead letter replayed is recorded in <topic>.replayed; later replays skip it unless --again."""
     settings = _settings(config)
     name = topic or settings.dlq_topic
     since_ms = parse_time(since, "--since") if since else None
@@ -150,13 +163,18 @@ def replay_cmd(
         console.print(Text(f"{verb} {n} message(s) of {d.reason} {_source(d)} (dlq {d.partition}@{d.offset}) to {dest}"))
 
     try:
-        result = asyncio.run(replay(_bootstrap(settings), name, reason, to, dry_run, sent, since_ms))
+        result = asyncio.run(replay(_bootstrap(settings), name, reason, to, dry_run, sent, since_ms, again))
     except (LookupError, KafkaError) as exc:
         err.print(Text(_why(exc, settings), style="red"))
         raise typer.Exit(1) from None
     verb = "would send" if dry_run else "sent"
     console.print(Text(f"{result.dead_letters} dead letters with reason {', '.join(reason)} in {name}: "
                        f"{verb} {result.sent} message(s)"))  # fmt: skip
+    if result.already:
+        d, r = result.already[-1]
+        console.print(Text(f"{len(result.already)} of them replayed before, not sent again (--again sends them; "
+                           f"recorded in {replay_log(name)}, e.g. dlq {d.partition}@{d.offset} at {_when(r.at_ms)} "
+                           f"to {r.to})"))  # fmt: skip
     for d in result.unreplayable:
         err.print(Text(f"dlq {d.partition}@{d.offset}: no source topic or offsets in its headers; not replayed", style="red"))
     if result.missing:

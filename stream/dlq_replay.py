@@ -9,15 +9,20 @@ without its value because it was too large (``tracejudge.dlq.value_omitted``, se
 :mod:`stream.delivery`). Their messages are read from the source topic at those offsets, as long
 as its retention still keeps them; offsets no longer there are reported as missing.
 
-Replaying is safe to repeat: the worker stores a span once however often it arrives
-(``ReplacingMergeTree``, read with ``FINAL``; a copy after its trace completed counts as late), and
-the judge skips a (trace, judge, rubric) that has a verdict. Nothing records what was replayed;
-choose reasons whose cause is fixed (replaying ``undecodable`` only dead-letters the messages
-again).
+Each dead letter replayed is recorded, after its messages were acknowledged, in the topic
+``<dead-letter topic>.replayed`` (created on the first replay; one record per dead letter, keyed
+``<partition>@<offset>``, the value says when and where to). A later replay skips what is recorded
+there unless asked ``again``; ``show`` says which were replayed. A replay stopped between the send
+and the record sends that dead letter again next time, which is harmless: the worker stores a span
+once however often it arrives (``ReplacingMergeTree``, read with ``FINAL``; a copy after its trace
+completed counts as late), and the judge skips a (trace, judge, rubric) that has a verdict. Choose
+reasons whose cause is fixed (replaying ``undecodable`` only dead-letters the messages again).
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 from dataclasses import dataclass, field
@@ -25,6 +30,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream import dlq
+from stream.demo.broker import ensure_topics
 
 FETCH_BYTES = 64 * 1024 * 1024  # dead letters carry whole input messages (up to the broker's limit)
 IDLE_POLL_MS = 200
@@ -78,12 +84,43 @@ class DeadLetter:
         return [(k, v) for k, v in self.headers if not k.startswith(dlq.DLQ_HEADER_PREFIX)]
 
 
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """A record of the replay log: when a dead letter was replayed, where to, how many messages."""
+
+    at_ms: int
+    to: str
+    messages: int
+
+
 @dataclass
 class ReplayResult:
     dead_letters: int = 0  # matched
     sent: int = 0  # messages produced
     missing: list[tuple[str, int, int]] = field(default_factory=list)  # (topic, partition, offset) not found
     unreplayable: list[DeadLetter] = field(default_factory=list)  # names no source to read from
+    already: list[tuple[DeadLetter, Replayed]] = field(default_factory=list)  # replayed before: skipped
+
+
+def replay_log(topic: str) -> str:
+    """Where replays of ``topic``'s dead letters are recorded."""
+    return topic + ".replayed"
+
+
+async def replayed(bootstrap: str, topic: str) -> dict[tuple[int, int], Replayed]:
+    """(partition, offset) of ``topic``'s dead letters -> their latest replay; empty if none was."""
+    out: dict[tuple[int, int], Replayed] = {}
+    try:
+        async for r in scan(bootstrap, replay_log(topic)):
+            try:
+                partition, offset = (int(x) for x in (r.key or b"").decode().split("@"))
+                v = json.loads(r.value or b"")
+                out[partition, offset] = Replayed(int(v["at_ms"]), str(v["to"]), int(v["messages"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # not a record of ours
+    except LookupError:  # no replay yet
+        pass
+    return out
 
 
 def _consumer(bootstrap: str) -> AIOKafkaConsumer:
@@ -136,33 +173,44 @@ async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, first: int | Non
 
 async def replay(bootstrap: str, topic: str, reasons: Iterable[str], to: str | None = None,
                  dry_run: bool = False, on_send: Callable[[DeadLetter, str, int], None] | None = None,
-                 since_ms: int | None = None) -> ReplayResult:  # fmt: skip
+                 since_ms: int | None = None, again: bool = False) -> ReplayResult:  # fmt: skip
     """Send the messages of ``topic``'s dead letters with one of ``reasons`` (and a record time at
-    or after ``since_ms``) to their source topic (or ``to``). ``on_send(dead_letter, destination,
+    or after ``since_ms``) to their source topic (or ``to``), skipping those replayed before unless
+    ``again``; record each one sent in :func:`replay_log`. ``on_send(dead_letter, destination,
     messages)`` is called per dead letter."""
     wanted = set(reasons)
     result = ReplayResult()
+    done = {} if again else await replayed(bootstrap, topic)
     producer = None if dry_run else AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=1 << 30)
     reader = _consumer(bootstrap)
     try:
         await reader.start()
         if producer is not None:
+            await ensure_topics(bootstrap, {replay_log(topic): 1})
             await producer.start()
         async for d in scan(bootstrap, topic):  # to the end the topic had when the scan started
             if d.reason not in wanted or (since_ms is not None and (d.timestamp_ms or 0) < since_ms):
                 continue
             result.dead_letters += 1
+            if (before := done.get((d.partition, d.offset))) is not None:
+                result.already.append((d, before))
+                continue
             src = d.source
             dest = to or (src[0] if src else None)
             if dest is None or (d.names_offsets and src is None):
                 result.unreplayable.append(d)
                 continue
             messages = [(d.key, d.value, d.original_headers)]
+            missing_before = len(result.missing)
             if d.names_offsets and src is not None:
                 messages = await _from_source(reader, src, result)
             if producer is not None:
                 for key, value, headers in messages:
                     await producer.send_and_wait(dest, value, key=key, headers=headers or None)
+                if len(result.missing) == missing_before:  # some offsets not found: not done, try again later
+                    record = {"at_ms": int(time.time() * 1000), "to": dest, "messages": len(messages)}
+                    await producer.send_and_wait(replay_log(topic), json.dumps(record).encode(),
+                                                 key=f"{d.partition}@{d.offset}".encode())  # fmt: skip
             result.sent += len(messages)
             if on_send is not None:
                 on_send(d, dest, len(messages))

@@ -50,6 +50,11 @@ def test_show_then_replay_after_the_cause_is_fixed(deployment: Callable[..., Dep
     at = f"dlq {row['dlq_partition']}@{row['dlq_offset']}"
     assert f"sent 1 message(s) of message_too_large {d.input_topic}[0]@1 ({at}) to {d.input_topic}" in done.stdout
     assert wait_for(lambda: stored() == 4, 60), "the replayed trace was not stored"
+    twice = tracejudge("dlq", "replay", "--reason", "message_too_large", cwd=tmp_path, env=env)
+    assert twice.returncode == 0 and "sent 0 message(s)" in twice.stdout, twice.stdout + twice.stderr
+    assert "1 of them replayed before, not sent again (--again sends them" in twice.stdout
+    (row,) = [json.loads(line) for line in tracejudge("dlq", "show", "--json", cwd=tmp_path, env=env).stdout.splitlines()]
+    assert row["replayed"]["to"] == d.input_topic and row["replayed"]["messages"] == 1
     spans = dict(worker.sql(f"SELECT trace_id, span_count FROM {db}.traces FINAL"))
     assert spans[big[0].trace_id.hex()] == 4
     assert worker.status()["counters"]["dead_lettered"] == 0  # this run dead-lettered nothing

@@ -16,7 +16,7 @@ from stream import dlq
 from stream.delivery import without_value
 from stream.demo.broker import LocalBroker
 from stream.dlq import InMessage, OutRecord
-from stream.dlq_replay import replay, scan
+from stream.dlq_replay import replay, replay_log, replayed, scan
 
 REASONS = {"message_too_large", dlq.UNRECOVERED_OFFSETS}
 
@@ -90,6 +90,30 @@ def test_a_dry_run_sends_nothing_and_the_default_destination_is_the_source_topic
     result = asyncio.run(replay(broker.bootstrap, dead, {"undecodable"}))
     assert result.sent == 1
     assert [r.value for r in consume(src, expect=7)][-1] == b"value 5"
+
+
+def test_a_replay_is_recorded_and_not_repeated_unless_asked_again(
+    broker: LocalBroker, new_topic: Callable[..., str], consume: Any,
+) -> None:  # fmt: skip
+    src, dead, dest = setup(broker, new_topic)
+    before = int(time.time() * 1000)
+    first = asyncio.run(replay(broker.bootstrap, dead, REASONS, to=dest))
+    assert first.sent == 4 and first.already == []
+    log = asyncio.run(replayed(broker.bootstrap, dead))
+    # dlq offsets 0-2 recorded; 4 is not: its offsets were not found, so a later run tries it again
+    assert sorted(log) == [(0, 0), (0, 1), (0, 2)]
+    assert log[0, 2].to == dest and log[0, 2].messages == 2 and log[0, 0].at_ms >= before
+    assert [r.key for r in consume(replay_log(dead), expect=3)] == [b"0@0", b"0@1", b"0@2"]
+
+    second = asyncio.run(replay(broker.bootstrap, dead, REASONS, to=dest))
+    assert second.dead_letters == 4 and second.sent == 0 and [d.offset for d, _ in second.already] == [0, 1, 2]
+    assert second.missing == [(src, 0, 10), (src, 0, 11)]  # the incomplete one was tried again
+    assert len(consume(dest, idle=1.0)) == 4  # nothing sent twice
+    dry = asyncio.run(replay(broker.bootstrap, dead, REASONS, to=dest, dry_run=True, again=True))
+    assert dry.sent == 4 and dry.already == []
+    again = asyncio.run(replay(broker.bootstrap, dead, REASONS, to=dest, again=True))
+    assert again.sent == 4 and len(consume(dest, expect=8)) == 8
+    assert asyncio.run(replayed(broker.bootstrap, new_topic(1))) == {}  # never replayed
 
 
 def test_replay_since_leaves_older_dead_letters_alone(broker: LocalBroker, new_topic: Callable[..., str]) -> None:
