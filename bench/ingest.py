@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from bench.generate import generate
-    from stream.demo.broker import LocalBroker, ensure_topics
+    from stream.demo.broker import LocalBroker
+    from stream.topics import ensure_topics
 
     worker_env = dict(DEFAULT_WORKER_ENV)
     for item in args.worker_env:

@@ -149,7 +149,8 @@ def run_kafka(args: argparse.Namespace, base_url: str, work: Path) -> dict[str, 
     import yaml
 
     from bench.ingest import produce
-    from stream.demo.broker import LocalBroker, ensure_topics, free_port
+    from stream.demo.broker import LocalBroker, free_port
+    from stream.topics import ensure_topics
     from stream.demo.run import WorkerProcess
 
     msgs = envelopes(args.traces)

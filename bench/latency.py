@@ -114,7 +114,8 @@ def _wait_judging_ready(worker: Any, timeout: float = 90.0) -> None:
 
 
 def run(args: argparse.Namespace, work: Path, worker_env: dict[str, str]) -> dict[str, Any]:
-    from stream.demo.broker import LocalBroker, ensure_topics
+    from stream.demo.broker import LocalBroker
+    from stream.topics import ensure_topics
     from stream.store import ClickHouseStore
 
     dw = float(worker_env["TRACEJUDGE_DECISION_WAIT"])

@@ -128,7 +128,7 @@ async def topic_times(bootstrap: str, topic: str) -> dict[str, float]:
     produced each sampled trace)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from stream.demo.broker import topic_partitions
+    from stream.topics import topic_partitions
 
     tps = [TopicPartition(topic, p) for p in range(await topic_partitions(bootstrap, topic))]
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,

@@ -127,7 +127,7 @@ def settle(pid: int, seconds: float = 3.0) -> float:
 
 # ---------------------------------------------------------------------------------------------
 def open_traces_phase(bootstrap: str, work: Path, n: int, keep: int, seed: int) -> dict[str, Any]:
-    from stream.demo.broker import ensure_topics
+    from stream.topics import ensure_topics
     from stream.demo.run import WorkerProcess
 
     rng = random.Random(seed)
@@ -205,7 +205,7 @@ async def _steady_produce(bootstrap: str, topic: str, rate: float, seconds: floa
 def steady_phase(bootstrap: str, work: Path, rate: float, minutes: float, seed: int) -> dict[str, Any]:
     import threading
 
-    from stream.demo.broker import ensure_topics
+    from stream.topics import ensure_topics
     from stream.demo.run import WorkerProcess
 
     run_id = uuid.uuid4().hex[:8]

@@ -118,7 +118,7 @@ def _settled(statuses: list[dict[str, Any]], topic: str, partitions: int) -> boo
 
 def run_once(n: int, bootstrap: str, topic: str, partitions: int, spans: int, work: Path, broker_pid: int,
              worker_env: dict[str, str], dsn: str | None, timeout: float) -> dict[str, Any]:  # fmt: skip
-    from stream.demo.broker import ensure_topics
+    from stream.topics import ensure_topics
 
     run_id = uuid.uuid4().hex[:8]
     names = {k: f"{topic}.{k}.{run_id}" for k in ("dlq", "by_trace", "to_judge", "to_judge_dlq", "events", "events_dlq")}
@@ -249,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from bench.generate import generate
-    from stream.demo.broker import LocalBroker, ensure_topics
+    from stream.demo.broker import LocalBroker
+    from stream.topics import ensure_topics
 
     worker_env = parse_worker_env(args.worker_env, DEFAULT_WORKER_ENV)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="tracejudge-scaleout-"))

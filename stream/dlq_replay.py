@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream import dlq
-from stream.demo.broker import ensure_topics
+from stream.topics import ensure_topics
 
 FETCH_BYTES = 64 * 1024 * 1024  # dead letters carry whole input messages (up to the broker's limit)
 IDLE_POLL_MS = 200

@@ -23,7 +23,7 @@ from stream.app import FaustProducer, create_app
 from stream.config import Settings
 from stream.dashboard import add_dashboard
 from judges.config import load_judging_config
-from stream.demo.broker import ensure_topics, topic_partitions
+from stream.topics import ensure_topics, topic_partitions
 from stream.decide import TraceDecider
 from stream.event_loop import use_event_loop
 from stream.evaluation_events import build_evaluation_emitter

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-from stream.demo.broker import LocalBroker, ensure_topics
+from stream.demo.broker import LocalBroker
+from stream.topics import ensure_topics
 
 if TYPE_CHECKING:
     from stream.store import ClickHouseStore

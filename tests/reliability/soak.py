@@ -241,7 +241,8 @@ def _round(v: float | None) -> float | None:
 @contextlib.contextmanager
 def local_deployments(work: Path) -> Iterator[Callable[..., Deployment]]:
     """``make(**settings)`` against a broker of our own (the script's counterpart of the fixture)."""
-    from stream.demo.broker import LocalBroker, ensure_topics
+    from stream.demo.broker import LocalBroker
+    from stream.topics import ensure_topics
 
     made: list[Deployment] = []
     with LocalBroker(work / "tansu") as broker:

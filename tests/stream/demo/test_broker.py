@@ -1,4 +1,4 @@
-"""LocalBroker and ensure_topics against the real tansu binary."""
+"""LocalBroker against the real tansu binary."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from stream.demo.broker import BrokerError, LocalBroker, ensure_topics
+from stream.demo.broker import BrokerError, LocalBroker
 
 
 def _listening(bootstrap: str) -> bool:
@@ -23,35 +22,12 @@ def _listening(bootstrap: str) -> bool:
         return False
 
 
-async def _partition_count(bootstrap: str, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (desc,) = await admin.describe_topics([topic])
-        return len(desc["partitions"])
-    finally:
-        await admin.close()
-
-
 def test_session_broker_is_up(broker: LocalBroker) -> None:
     assert broker.running
     assert broker.bootstrap == f"127.0.0.1:{broker.port}"
     assert broker.startup_seconds is not None and broker.startup_seconds < 10
     assert _listening(broker.bootstrap)
     assert "tansu" in broker.log_tail()
-
-
-def test_ensure_topics_creates_partitions_and_is_idempotent(broker: LocalBroker) -> None:
-    name = f"ensure.{time.monotonic_ns()}"
-    asyncio.run(ensure_topics(broker.bootstrap, {name: 4, name + ".two": 2}))
-    asyncio.run(ensure_topics(broker.bootstrap, {name: 4}))  # already exists: no error
-    assert asyncio.run(_partition_count(broker.bootstrap, name)) == 4
-    assert asyncio.run(_partition_count(broker.bootstrap, name + ".two")) == 2
-
-
-def test_ensure_topics_refuses_zero_partitions(broker: LocalBroker) -> None:
-    with pytest.raises(ValueError, match="partition"):
-        asyncio.run(ensure_topics(broker.bootstrap, {"never.created": 0}))
 
 
 def test_produce_and_consume_with_group_and_commit(broker: LocalBroker, new_topic) -> None:

@@ -1,0 +1,46 @@
+"""Kafka topics the worker and the CLI create or inspect, through the admin API (Apache Kafka in
+production, tansu in tests and the demo)."""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+
+async def ensure_topics(bootstrap: str, topics: dict[str, int], *, replication_factor: int = 1,
+                        timeout: float = 10.0) -> None:
+    """Create each topic with its partition count; topics that already exist are left as they are.
+
+    Raises :class:`aiokafka.errors.KafkaError` (the broker's error for that topic) on any other failure.
+    Partition counts below 1 are refused here: tansu would create a topic with no partitions.
+    """
+    bad = {name: n for name, n in topics.items() if n < 1}
+    if bad:
+        raise ValueError(f"partition counts must be >= 1: {bad}")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    await admin.start()
+    try:
+        new = [NewTopic(name, num_partitions=n, replication_factor=replication_factor)
+               for name, n in topics.items()]
+        response = await admin.create_topics(new, timeout_ms=int(timeout * 1000))
+        for topic, code, *message in response.topic_errors:  # the call itself does not raise per topic
+            if code in (0, TopicAlreadyExistsError.errno):
+                continue
+            error = for_code(code)
+            raise error(f"creating topic {topic!r}: {message[0] if message else error.message}")
+    finally:
+        await admin.close()
+
+
+async def topic_partitions(bootstrap: str, topic: str, timeout: float = 10.0) -> int:
+    """How many partitions ``topic`` has (it must exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    parts = [p for t in described if t.get("topic") == topic for p in t.get("partitions") or []]
+    if not parts:
+        raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
+    return len(parts)
