@@ -8,10 +8,12 @@ the insert in halves, again and again, until the refused rows stand alone. The o
 stored (each part with its own deduplication token, derived from the insert's), and the caller
 gets the refused rows back to dead-letter their source messages.
 
-More than ``max_parts`` refused parts on one level of the split is not bad data but a schema or
-server problem (a column whose type no longer fits what the worker writes, say): the whole insert
-is then retried until it succeeds, as an outage is, and an ERROR line says why. The split stops
-there, so its cost stays at a few dozen inserts.
+A schema or server problem (a column whose type no longer fits what the worker writes, say)
+refuses every row; bad data leaves most rows good. So when a level of the split has
+``probe_parts`` parts or more and every one is refused, ``PROBES`` single rows spread over the
+insert are tried alone: if every one is refused too, the whole insert is retried until it
+succeeds, as an outage is, with an ERROR line saying why (the split stops there: 39 inserts).
+Otherwise the split goes on. Refused rows cost about 2 inserts per refused row per level.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ _CODE = re.compile(r"\bcode: (\d+)", re.I)
 # what clickhouse-connect raises, unwrapped, when it cannot serialize a value for its column
 _SERIALIZATION_ERRORS = (TypeError, ValueError, AttributeError, OverflowError, struct.error)
 
-MAX_PARTS = 8
+PROBE_PARTS = 16
+PROBES = 8
 INSERT_REJECTED = "insert_rejected"  # the dead-letter reason of a message with refused rows
 
 
@@ -84,7 +87,7 @@ class Refusal(Exception):
 
 
 async def insert_isolating(
-    write: Write, rows: Sequence[Sequence[Any]], token: str, what: str, retry: Retry, max_parts: int = MAX_PARTS
+    write: Write, rows: Sequence[Sequence[Any]], token: str, what: str, retry: Retry, probe_parts: int = PROBE_PARTS
 ) -> list[Refused]:
     """Insert ``rows``; returns the rows ClickHouse refused (none stored), in order. Every other row
     is stored when this returns. Outages are waited out through ``retry``."""
@@ -109,22 +112,29 @@ async def insert_isolating(
 
     if (error := await attempt(0, len(rows))) is None:
         return []
-    level: list[tuple[int, int, str]] = [(0, len(rows), error)]
+    level: list[tuple[int, int, str]] = [(0, len(rows), error)]  # the refused parts of one level
+    tried = 1  # parts tried on that level
+    probed = False
     refused: list[Refused] = []
     while level:
-        if len(level) > max_parts:
-            log.error("ClickHouse refuses rows in more than %d places of %s (%d rows): a schema or server problem, "
-                      "not bad data; retrying the whole insert until it succeeds: %s", max_parts, what, len(rows),
-                      level[0][2][:500])  # fmt: skip
-            await retry(lambda: write(rows, token), what)
-            return []
+        if not probed and tried >= probe_parts and len(level) == tried:
+            probed = True
+            probes = sorted({(2 * k + 1) * len(rows) // (2 * PROBES) for k in range(PROBES)})
+            if all([await attempt(i, i + 1) is not None for i in probes]):
+                log.error("ClickHouse refuses every one of %d parts of %s (%d rows), and each of %d rows alone: a "
+                          "schema or server problem, not bad data; retrying the whole insert until it succeeds: %s",
+                          tried, what, len(rows), len(probes), level[0][2][:500])  # fmt: skip
+                await retry(lambda: write(rows, token), what)
+                return []
         below: list[tuple[int, int, str]] = []
+        tried = 0
         for lo, hi, error in level:
             if hi - lo == 1:
                 refused.append(Refused(lo, error))
                 continue
             mid = (lo + hi) // 2
             for a, b in ((lo, mid), (mid, hi)):
+                tried += 1
                 if (err := await attempt(a, b)) is not None:
                     below.append((a, b, err))
         level = below

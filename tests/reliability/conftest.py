@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.stream.conftest import deployment  # noqa: F401 - the end-to-end fixture, shared
+from tests.stream.conftest import deployment, store_dsn  # noqa: F401 - the end-to-end fixtures, shared
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 # Every scenario runs twice over: a short version in the default test run (so CI keeps guarding
 # it) and a long one behind the `reliability` marker (`pytest -m reliability`, or the report:
@@ -87,3 +87,18 @@ def reset_peak_rss(pid: int) -> float:
     before = peak_rss_mb(pid)
     Path(f"/proc/{pid}/clear_refs").write_text("5")
     return before
+
+
+async def _produce_all(bootstrap: str, topic: str, msgs: list[tuple[bytes | None, bytes | None]]) -> list[tuple[int, int]]:
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=64 * 1024 * 1024, linger_ms=5)
+    await p.start()
+    try:
+        futures = [await p.send(topic, value, key=key) for key, value in msgs]
+        return [((md := await f).partition, md.offset) for f in futures]
+    finally:
+        await p.stop()
+
+
+def produce_all(bootstrap: str, topic: str, msgs: list[tuple[bytes | None, bytes | None]]) -> list[tuple[int, int]]:
+    """Produce (key, value) messages in order; returns where each landed: (partition, offset)."""
+    return asyncio.run(_produce_all(bootstrap, topic, msgs))

@@ -17,7 +17,6 @@ is still up.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections import Counter
@@ -25,12 +24,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from stream.dlq import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from tests.factories import SpanSpec, genai_trace, otlp_json, proto
-from tests.reliability.support import SIZES, committed_offsets, pick
+from tests.reliability.support import SIZES, committed_offsets, pick, produce_all
 from tests.stream.conftest import Deployment, wait_for
 
 MAX_MESSAGE = 512 * 1024  # the worker's max_message_bytes in this scenario
@@ -95,16 +93,6 @@ def _valid_weird(rng: random.Random, kind: int) -> tuple[Msg, int]:
     return (tid.hex().encode(), proto(spans)), len(spans)
 
 
-async def _produce(bootstrap: str, topic: str, msgs: list[Msg]) -> list[tuple[int, int]]:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=64 * 1024 * 1024, linger_ms=5)
-    await p.start()
-    try:
-        futures = [await p.send(topic, value, key=key) for key, value in msgs]
-        return [((md := await f).partition, md.offset) for f in futures]
-    finally:
-        await p.stop()
-
-
 @pytest.mark.parametrize("size", SIZES)
 def test_one_percent_poison_is_dead_lettered_the_rest_stored(
     size: str, deployment: Callable[..., Deployment], consume: Any, figures: Callable[..., None]
@@ -140,7 +128,7 @@ def test_one_percent_poison_is_dead_lettered_the_rest_stored(
     assert set(poison_kinds) <= set(kinds)
 
     started = time.monotonic()
-    where = asyncio.run(_produce(d.broker.bootstrap, d.input_topic, msgs))
+    where = produce_all(d.broker.bootstrap, d.input_topic, msgs)
     # the end offsets from the produce acknowledgements: tansu's ListOffsets(latest) lags behind
     # batched produces (support.end_offsets under-reports)
     ends: dict[int, int] = {}

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from stream.demo.broker import LocalBroker
 from stream.demo.run import WorkerProcess
+from stream.demo.store_server_process import StoreServerProcess
 
 
 def free_port() -> int:
@@ -100,3 +101,12 @@ def deployment(broker: LocalBroker, new_topic: Callable[..., str], tmp_path: Pat
     yield make
     for d in made:
         d.stop_all()
+
+
+@pytest.fixture
+def store_dsn(tmp_path: Path) -> Iterator[str]:
+    """A ``tracejudge store-server`` (a test can change the schema under a running worker through
+    it). Request it before ``deployment``, so that it stops after the workers."""
+    server = StoreServerProcess(tmp_path / "store")
+    yield server.dsn
+    server.stop()

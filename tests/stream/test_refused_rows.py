@@ -12,7 +12,7 @@ from typing import Any
 import clickhouse_connect
 import pytest
 
-from stream.refused_rows import MAX_PARTS, Refusal, Refused, by_source, insert_isolating, is_refusal
+from stream.refused_rows import PROBE_PARTS, Refusal, Refused, by_source, insert_isolating, is_refusal
 from stream.retry import retry_forever
 from stream.store import ClickHouseStore
 
@@ -60,7 +60,13 @@ def retry(attempts: list[str], on_sleep: Callable[[], None] = lambda: None) -> C
 
 
 def stored(store: ClickHouseStore) -> list[int]:
-    return [r[0] for r in store.query(f"SELECT id FROM {store.database}.t ORDER BY id")[1]]
+    """The distinct ids, as the worker's ReplacingMergeTree tables read with FINAL would show them
+    (a plain MergeTree here, so that :func:`raw_rows` sees every copy)."""
+    return [r[0] for r in store.query(f"SELECT DISTINCT id FROM {store.database}.t ORDER BY id")[1]]
+
+
+def raw_rows(store: ClickHouseStore) -> int:
+    return int(store.query(f"SELECT count() FROM {store.database}.t")[1][0][0])
 
 
 def test_refusals_are_told_from_outages_by_what_clickhouse_and_the_client_raise(store: ClickHouseStore) -> None:
@@ -98,8 +104,9 @@ def test_refused_rows_are_found_by_splitting_and_every_other_row_is_stored(store
     assert tokens[0] == "tok" and all(t.startswith("tok:") for t in tokens[1:]) and len(set(tokens)) == len(tokens)
 
     # the same insert again (a redelivered batch): the same parts with the same tokens, stored once
+    assert raw_rows(store) == 97
     again = asyncio.run(insert_isolating(Writer(store), rows, "tok", "insert t", retry([])))
-    assert again == refused and len(stored(store)) == 97
+    assert again == refused and raw_rows(store) == 97
 
 
 def test_an_outage_during_the_split_is_waited_out(store: ClickHouseStore) -> None:
@@ -135,10 +142,24 @@ def test_refusals_everywhere_are_a_schema_problem_and_the_whole_insert_waits(
     with caplog.at_level(logging.ERROR, logger="stream.refused_rows"):
         refused = asyncio.run(insert_isolating(write, rows, "tok", "insert t", retry(attempts, fix_after_two_tries)))
     assert refused == [] and stored(store) == list(range(64))  # nothing dead-lettered, all stored once fixed
-    assert f"more than {MAX_PARTS} places of insert t (64 rows)" in caplog.text
+    assert f"refuses every one of {PROBE_PARTS} parts of insert t (64 rows), and each of 8 rows alone" in caplog.text
     assert len(attempts) == 2 and write.calls[-1] == (64, "tok")
-    # the split stopped at the first level with more than MAX_PARTS refused parts: 64 -> 32 -> 16 -> 8 -> 4 rows
-    assert len(write.calls) == 1 + 2 + 4 + 8 + 16 + 3
+    # the split stopped at the first level of PROBE_PARTS parts, all refused (64 -> 32 -> 16 -> 8 -> 4
+    # rows), after 8 single rows were refused too; then 2 retries of the whole, and its success
+    assert len(write.calls) == 1 + 2 + 4 + 8 + 16 + 8 + 3
+
+
+def test_many_refused_rows_spread_everywhere_are_bad_data_not_a_schema_problem(store: ClickHouseStore) -> None:
+    """Every part of the first 16-part level holds a refused row; rows probed alone are fine."""
+    make_table(store)
+    bad = set(range(5, 600, 15))  # 40 rows, 2-3 in each part of 37 rows
+    rows = [[i, POISON if i in bad else "ok"] for i in range(600)]
+    write = Writer(store)
+    refused = asyncio.run(insert_isolating(write, rows, "tok", "insert t", retry([])))
+    assert [r.index for r in refused] == sorted(bad)
+    assert stored(store) == [i for i in range(600) if i not in bad]
+    # the 8 rows probed alone are stored again inside their parts: collapsed by FINAL, like a replay
+    assert raw_rows(store) == 560 + 8
 
 
 def test_refused_rows_are_grouped_by_their_source() -> None:

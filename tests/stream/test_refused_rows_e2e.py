@@ -8,25 +8,15 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import clickhouse_connect
 import httpx
-import pytest
 
-from stream.demo.store_server_process import StoreServerProcess
 from tests.factories import genai_trace, proto
 from tests.stream.conftest import Deployment, wait_for
 from tests.stream.test_cli import tracejudge
-
-
-@pytest.fixture
-def store_dsn(tmp_path: Path) -> Iterator[str]:
-    """A store server; requested before ``deployment``, so it stops after the workers."""
-    server = StoreServerProcess(tmp_path / "store")
-    yield server.dsn
-    server.stop()
 
 
 def test_a_refused_span_is_dead_lettered_the_partition_goes_on_and_a_replay_stores_it(
