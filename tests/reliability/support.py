@@ -102,3 +102,12 @@ async def _produce_all(bootstrap: str, topic: str, msgs: list[tuple[bytes | None
 def produce_all(bootstrap: str, topic: str, msgs: list[tuple[bytes | None, bytes | None]]) -> list[tuple[int, int]]:
     """Produce (key, value) messages in order; returns where each landed: (partition, offset)."""
     return asyncio.run(_produce_all(bootstrap, topic, msgs))
+
+
+def ends_of(where: list[tuple[int, int]]) -> dict[int, int]:
+    """Each partition's end offset after the produce that returned ``where`` (from the produce
+    acknowledgements: tansu's ListOffsets(latest) lags behind batched produces)."""
+    ends: dict[int, int] = {}
+    for p, o in where:
+        ends[p] = max(ends.get(p, 0), o + 1)
+    return ends

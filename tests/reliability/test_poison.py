@@ -28,7 +28,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from stream.dlq import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from tests.factories import SpanSpec, genai_trace, otlp_json, proto
-from tests.reliability.support import SIZES, committed_offsets, pick, produce_all
+from tests.reliability.support import SIZES, committed_offsets, ends_of, pick, produce_all
 from tests.stream.conftest import Deployment, wait_for
 
 MAX_MESSAGE = 512 * 1024  # the worker's max_message_bytes in this scenario
@@ -129,11 +129,7 @@ def test_one_percent_poison_is_dead_lettered_the_rest_stored(
 
     started = time.monotonic()
     where = produce_all(d.broker.bootstrap, d.input_topic, msgs)
-    # the end offsets from the produce acknowledgements: tansu's ListOffsets(latest) lags behind
-    # batched produces (support.end_offsets under-reports)
-    ends: dict[int, int] = {}
-    for p, o in where:
-        ends[p] = max(ends.get(p, 0), o + 1)
+    ends = ends_of(where)
     group = d.settings["TRACEJUDGE_CONSUMER_GROUP"]
     done = wait_for(lambda: committed_offsets(d.broker.bootstrap, group, d.input_topic) == ends,
                     timeout=pick(size, 120, 900), interval=1.0)  # fmt: skip

@@ -23,7 +23,7 @@ import pytest
 
 from stream.dlq import REASON, SOURCE_OFFSET, SOURCE_PARTITION
 from tests.factories import genai_trace, proto
-from tests.reliability.support import SIZES, committed_offsets, pick, produce_all
+from tests.reliability.support import SIZES, committed_offsets, ends_of, pick, produce_all
 from tests.stream.conftest import Deployment, wait_for
 from tests.stream.test_cli import tracejudge
 
@@ -56,9 +56,7 @@ def test_refused_spans_are_dead_lettered_every_other_span_stored_and_nothing_hel
 
     started = time.monotonic()
     where = produce_all(d.broker.bootstrap, d.input_topic, msgs)
-    ends: dict[int, int] = {}
-    for p, o in where:
-        ends[p] = max(ends.get(p, 0), o + 1)
+    ends = ends_of(where)
     group = d.settings["TRACEJUDGE_CONSUMER_GROUP"]
     held = not wait_for(lambda: committed_offsets(d.broker.bootstrap, group, d.input_topic) == ends,
                         timeout=pick(size, 120, 900), interval=1.0)  # fmt: skip
