@@ -4,16 +4,22 @@ A value ClickHouse will not take (a ``CHECK`` constraint it violates, a number o
 range, a row the client cannot serialize) fails its insert on every retry. Retried as an outage
 is, it would hold its partition for good. :func:`insert_isolating` tells the two apart
 (:func:`is_refusal`): an outage is retried until ClickHouse is back, as before; a refusal splits
-the insert in halves, again and again, until the refused rows stand alone. The other rows are
-stored (each part with its own deduplication token, derived from the insert's), and the caller
-gets the refused rows back to dead-letter their source messages.
+the insert, again and again, until the refused rows stand alone. The other rows are stored (each
+part with its own deduplication token, derived from the insert's), and the caller gets the refused
+rows back to dead-letter their source messages.
+
+Where to split: a violated constraint names the first row that violates it ("is violated at row
+N", counted over the whole insert), so such a part is cut around that row: the rows before it, the
+row alone, and the rows after it in two halves — about 4 inserts per refused row. The row is only
+taken as refused when it is refused alone, so a wrong hint costs inserts, never a good row. Other
+refusals (a type mismatch, a value the client cannot serialize) say no row: the part is cut in
+halves, about 2 inserts per refused row per level.
 
 A schema or server problem (a column whose type no longer fits what the worker writes, say)
-refuses every row; bad data leaves most rows good. So when a level of the split has
-``probe_parts`` parts or more and every one is refused, ``PROBES`` single rows spread over the
-insert are tried alone: if every one is refused too, the whole insert is retried until it
-succeeds, as an outage is, with an ERROR line saying why (the split stops there: 39 inserts).
-Otherwise the split goes on. Refused rows cost about 2 inserts per refused row per level.
+refuses every row; bad data leaves most rows good. So when ``probe_parts`` parts have been refused
+and none stored, ``PROBES`` single rows spread over the insert are tried alone: if every one is
+refused too, the whole insert is retried until it succeeds, as an outage is, with an ERROR line
+saying why (the split stops there: about 25 inserts). Otherwise the split goes on.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import logging
 import re
 import struct
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
@@ -48,6 +55,9 @@ REFUSAL_CODES = {
 _CODE = re.compile(r"\bcode: (\d+)", re.I)
 # what clickhouse-connect raises, unwrapped, when it cannot serialize a value for its column
 _SERIALIZATION_ERRORS = (TypeError, ValueError, AttributeError, OverflowError, struct.error)
+# "Constraint `c` for table db.t (uuid) is violated at row 57. Expression: ...": the first row (from 1,
+# over the whole insert) that violates it; the rows before it meet every constraint checked so far
+_VIOLATED_AT_ROW = re.compile(r"\bis violated at row (\d+)\b")
 
 PROBE_PARTS = 16
 PROBES = 8
@@ -112,34 +122,43 @@ async def insert_isolating(
 
     if (error := await attempt(0, len(rows))) is None:
         return []
-    level: list[tuple[int, int, str]] = [(0, len(rows), error)]  # the refused parts of one level
-    tried = 1  # parts tried on that level
-    probed = False
+    pending = deque([(0, len(rows), error)])  # refused parts, to be cut further
+    refused_parts, stored_parts, probed = 1, 0, False
     refused: list[Refused] = []
-    while level:
-        if not probed and tried >= probe_parts and len(level) == tried:
+    while pending:
+        if not probed and stored_parts == 0 and refused_parts >= probe_parts:
             probed = True
             probes = sorted({(2 * k + 1) * len(rows) // (2 * PROBES) for k in range(PROBES)})
             if all([await attempt(i, i + 1) is not None for i in probes]):
-                log.error("ClickHouse refuses every one of %d parts of %s (%d rows), and each of %d rows alone: a "
+                log.error("ClickHouse refuses all %d parts of %s (%d rows) tried, and each of %d rows alone: a "
                           "schema or server problem, not bad data; retrying the whole insert until it succeeds: %s",
-                          tried, what, len(rows), len(probes), level[0][2][:500])  # fmt: skip
+                          refused_parts, what, len(rows), len(probes), error[:500])  # fmt: skip
                 await retry(lambda: write(rows, token), what)
                 return []
-        below: list[tuple[int, int, str]] = []
-        tried = 0
-        for lo, hi, error in level:
-            if hi - lo == 1:
-                refused.append(Refused(lo, error))
-                continue
-            mid = (lo + hi) // 2
-            for a, b in ((lo, mid), (mid, hi)):
-                tried += 1
-                if (err := await attempt(a, b)) is not None:
-                    below.append((a, b, err))
-        level = below
+        lo, hi, error = pending.popleft()
+        if hi - lo == 1:
+            refused.append(Refused(lo, error))
+            continue
+        for a, b in _cut(lo, hi, error):
+            if (err := await attempt(a, b)) is None:
+                stored_parts += 1
+            else:
+                refused_parts += 1
+                pending.append((a, b, err))
     refused.sort(key=lambda r: r.index)
     return refused
+
+
+def _cut(lo: int, hi: int, error: str) -> list[tuple[int, int]]:
+    """The parts a refused part ``[lo, hi)`` is cut into: around the row the error names, if it
+    names one inside the part, else in halves."""
+    m = _VIOLATED_AT_ROW.search(error)
+    row = lo + int(m.group(1)) - 1 if m else -1
+    if not lo <= row < hi:
+        mid = (lo + hi) // 2
+        return [(lo, mid), (mid, hi)]
+    mid = (row + 1 + hi) // 2
+    return [(a, b) for a, b in ((lo, row), (row, row + 1), (row + 1, mid), (mid, hi)) if a < b]
 
 
 def by_source(sizes: Sequence[int], refused: Sequence[Refused]) -> dict[int, list[Refused]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import clickhouse_connect
 import pytest
 
-from stream.refused_rows import PROBE_PARTS, Refusal, Refused, by_source, insert_isolating, is_refusal
+from stream.refused_rows import PROBE_PARTS, Refusal, Refused, _cut, by_source, insert_isolating, is_refusal
 from stream.retry import retry_forever
 from stream.store import ClickHouseStore
 
@@ -98,8 +99,9 @@ def test_refused_rows_are_found_by_splitting_and_every_other_row_is_stored(store
     assert all("VIOLATED_CONSTRAINT" in r.error for r in refused)
     assert stored(store) == [i for i in range(100) if i not in (3, 40, 41)]
     assert attempts == []  # refusals are not retried
-    # a few inserts per refused row (two per level of the split), not one per row
-    assert len(write.calls) <= 1 + 2 * 3 * 7, write.calls
+    # the constraint names the row it refuses, so each part is cut around it: the rows before it,
+    # the row alone, the rest in two halves — at most 4 inserts per refused row, not one per level
+    assert len(write.calls) <= 1 + 4 * 3, write.calls
     tokens = [t for _, t in write.calls]
     assert tokens[0] == "tok" and all(t.startswith("tok:") for t in tokens[1:]) and len(set(tokens)) == len(tokens)
 
@@ -142,18 +144,68 @@ def test_refusals_everywhere_are_a_schema_problem_and_the_whole_insert_waits(
     with caplog.at_level(logging.ERROR, logger="stream.refused_rows"):
         refused = asyncio.run(insert_isolating(write, rows, "tok", "insert t", retry(attempts, fix_after_two_tries)))
     assert refused == [] and stored(store) == list(range(64))  # nothing dead-lettered, all stored once fixed
-    assert f"refuses every one of {PROBE_PARTS} parts of insert t (64 rows), and each of 8 rows alone" in caplog.text
+    assert f"refuses all {PROBE_PARTS} parts of insert t (64 rows) tried, and each of 8 rows alone" in caplog.text
     assert len(attempts) == 2 and write.calls[-1] == (64, "tok")
-    # the split stopped at the first level of PROBE_PARTS parts, all refused (64 -> 32 -> 16 -> 8 -> 4
-    # rows), after 8 single rows were refused too; then 2 retries of the whole, and its success
-    assert len(write.calls) == 1 + 2 + 4 + 8 + 16 + 8 + 3
+    # the split stopped once PROBE_PARTS parts were refused and none stored (each cut: the row the
+    # constraint names, then the rest in halves: 1 + 3 + 3 + 3 + 3 + 3), after 8 single rows were
+    # refused too; then 2 retries of the whole, and its success
+    assert len(write.calls) == PROBE_PARTS + 8 + 3
+
+
+def test_a_schema_problem_the_client_raises_is_found_the_same_way(store: ClickHouseStore) -> None:
+    """No row named (the client cannot serialize any row): the split halves, level by level, until
+    PROBE_PARTS parts are refused with none stored, then probes; nothing is dead-lettered."""
+    make_table(store)
+    rows = [[i, 2**70 + i] for i in range(64)]  # no row fits the String column
+    attempts: list[str] = []
+    write = Writer(store)
+
+    def fix_after_one_try() -> None:  # the worker is fixed: it writes strings again
+        for r in rows:
+            r[1] = str(r[1])
+
+    refused = asyncio.run(insert_isolating(write, rows, "tok", "insert t", retry(attempts, fix_after_one_try)))
+    assert refused == [] and stored(store) == list(range(64)) and len(attempts) == 1
+    assert len(write.calls) == 1 + 2 * 8 + 8 + 2  # the whole and 8 parts cut in halves: 17 refused, 8 probes
+
+
+def test_a_wrong_row_number_costs_inserts_never_a_good_row(store: ClickHouseStore) -> None:
+    """A server that counted rows differently (here: off by one, both ways) still gets exactly the
+    refused rows dead-lettered: a row is refused only when it is refused alone."""
+    make_table(store)
+    bad = {7, 8, 50, 99}
+    rows = [[i, POISON if i in bad else "ok"] for i in range(100)]
+    for shift in (1, -1):
+        store.command(f"TRUNCATE TABLE {store.database}.t")
+        inner = Writer(store)
+
+        async def lying(part: Sequence[Sequence[Any]], token: str, shift: int = shift) -> None:
+            try:
+                await inner(part, token)
+            except Exception as exc:  # the real refusal, its row number moved
+                text = re.sub(r"violated at row (\d+)", lambda m: f"violated at row {int(m[1]) + shift}", str(exc))
+                raise type(exc)(text) from exc
+
+        refused = asyncio.run(insert_isolating(lying, rows, f"tok{shift}", "insert t", retry([])))
+        assert [r.index for r in refused] == sorted(bad)
+        assert stored(store) == [i for i in range(100) if i not in bad]
+
+
+def test_parts_are_cut_around_the_row_a_constraint_names_else_in_halves() -> None:
+    named = "Code: 469. DB::Exception: Constraint `c` for table d.t (x) is violated at row 3. Expression: ..."
+    assert _cut(10, 20, named) == [(10, 12), (12, 13), (13, 16), (16, 20)]
+    assert _cut(0, 2, named.replace("row 3", "row 1")) == [(0, 1), (1, 2)]  # nothing before, one after
+    assert _cut(10, 20, named.replace("row 3", "row 10")) == [(10, 19), (19, 20)]  # the last row
+    assert _cut(10, 20, named.replace("row 3", "row 11")) == [(10, 15), (15, 20)]  # outside the part: halves
+    assert _cut(10, 20, "TypeError: unsupported") == [(10, 15), (15, 20)]
 
 
 def test_many_refused_rows_spread_everywhere_are_bad_data_not_a_schema_problem(store: ClickHouseStore) -> None:
-    """Every part of the first 16-part level holds a refused row; rows probed alone are fine."""
+    """Every part of the first 16-part level holds a refused row; rows probed alone are fine. The
+    client refuses them (a number for a String column), so no row is named and the split halves."""
     make_table(store)
     bad = set(range(5, 600, 15))  # 40 rows, 2-3 in each part of 37 rows
-    rows = [[i, POISON if i in bad else "ok"] for i in range(600)]
+    rows = [[i, 2**70 if i in bad else "ok"] for i in range(600)]
     write = Writer(store)
     refused = asyncio.run(insert_isolating(write, rows, "tok", "insert t", retry([])))
     assert [r.index for r in refused] == sorted(bad)
