@@ -3,8 +3,8 @@
     python bench/floor.py --bootstrap HOST:PORT --topic T --partitions P --messages N \\
         --data-dir DIR --insert-spans N
 
-aiokafka ``getmany`` + ``ExportTraceServiceRequest.FromString`` + every attribute walked into
-Python values + batched inserts of raw-ish rows into the project's own ``spans`` table (in its own
+aiokafka ``getmany`` + ``ExportTraceServiceRequest.FromString`` (OTLP/JSON: ``orjson.loads``) +
+every attribute walked into Python values + batched inserts of raw-ish rows into the project's own ``spans`` table (in its own
 chDB data dir); nothing else. :func:`run_floor` runs this module as a child process (so it gets its
 own chDB and a clean interpreter) and returns the JSON line it prints: spans/s from the first
 fetched message to the last acknowledged insert.
@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python bench/floor.py` from anywhere
@@ -84,6 +87,63 @@ def _as_map(kvs: Any) -> tuple[dict[str, str], list[str]]:
     return out, typed
 
 
+def _jvalue(v: dict[str, Any]) -> Any:
+    """An OTLP/JSON AnyValue -> a Python value (the JSON twin of :func:`_value`)."""
+    for which, x in v.items():
+        if which == "stringValue" or which == "boolValue" or which == "doubleValue":
+            return x
+        if which == "intValue":
+            return int(x)
+        if which == "bytesValue":
+            return base64.b64decode(x)
+        if which == "arrayValue":
+            return [_jvalue(e) for e in x.get("values", ())]
+        if which == "kvlistValue":
+            return {kv["key"]: _jvalue(kv.get("value", {})) for kv in x.get("values", ())}
+    return None
+
+
+def _jas_map(kvs: list[dict[str, Any]]) -> tuple[dict[str, str], list[str]]:
+    out: dict[str, str] = {}
+    typed: list[str] = []
+    for kv in kvs:
+        v = _jvalue(kv.get("value", {}))
+        if isinstance(v, str):
+            out[kv["key"]] = v
+        else:
+            out[kv["key"]] = _json(v)
+            typed.append(kv["key"])
+    return out, typed
+
+
+def floor_rows_json(value: bytes, topic: str, partition: int, offset: int, now_ms: int) -> list[tuple[Any, ...]]:
+    """The same rows from OTLP/JSON: ``orjson.loads`` and a walk of the document."""
+    rows = []
+    for rs in orjson.loads(value).get("resourceSpans", ()):
+        res, res_typed = _jas_map(rs.get("resource", {}).get("attributes", ()))
+        service = res.get("service.name", "")
+        for ss in rs.get("scopeSpans", ()):
+            scope = ss.get("scope", {})
+            for s in ss.get("spans", ()):
+                attrs, typed = _jas_map(s.get("attributes", ()))
+                events = _json([
+                    {"name": e.get("name", ""), "time_ns": int(e.get("timeUnixNano", 0)),
+                     "attributes": {kv["key"]: _jvalue(kv.get("value", {})) for kv in e.get("attributes", ())}}
+                    for e in s.get("events", ())
+                ])  # fmt: skip
+                start, end = int(s.get("startTimeUnixNano", 0)), int(s.get("endTimeUnixNano", 0))
+                kind, status = s.get("kind", 0), s.get("status", {})
+                code = status.get("code", 0)
+                rows.append((
+                    s["traceId"].lower(), s["spanId"].lower(), s.get("parentSpanId", "").lower(), s.get("name", ""),
+                    _KIND[kind] if 0 <= kind < 6 else "unspecified", service, scope.get("name", ""),
+                    scope.get("version", ""), start, end, (end - start) / 1e6,
+                    _STATUS[code] if 0 <= code < 3 else "unset", status.get("message", ""), attrs, typed, res,
+                    res_typed, events, topic, partition, offset, now_ms,
+                ))  # fmt: skip
+    return rows
+
+
 def floor_rows(
     value: bytes, topic: str, partition: int, offset: int, now_ms: int
 ) -> list[tuple[Any, ...]]:
@@ -91,6 +151,8 @@ def floor_rows(
         ExportTraceServiceRequest,
     )
 
+    if value[:1] == b"{":
+        return floor_rows_json(value, topic, partition, offset, now_ms)
     rows = []
     req = ExportTraceServiceRequest.FromString(value)
     for rs in req.resource_spans:

@@ -1,12 +1,13 @@
 """Ingest benchmark: the real worker against a bare-bones floor, on the same Kafka input.
 
-    python bench/ingest.py [--spans N] [--repeat K] [--worker-env KEY=VALUE ...]
+    python bench/ingest.py [--spans N] [--repeat K] [--encoding otlp_json] [--worker-env KEY=VALUE ...]
 
 1. Generates realistic GenAI agent traces (see :mod:`bench.generate`), one OTLP protobuf message
-   per trace keyed by its trace id (the Collector's kafka exporter with partition_traces_by_id),
-   and produces them once to a 4-partition topic on a local tansu broker.
+   per trace keyed by its trace id (the Collector's kafka exporter with partition_traces_by_id;
+   ``--encoding otlp_json``: the same requests as OTLP/JSON), and produces them once to a
+   4-partition topic on a local tansu broker.
 2. **Floor** (:mod:`bench.floor`, a child process with its own chDB data dir): aiokafka
-   ``getmany`` + protobuf decode + attribute walk + batched inserts of raw-ish rows into the
+   ``getmany`` + protobuf decode (``orjson.loads`` for OTLP/JSON) + attribute walk + batched inserts of raw-ish rows into the
    project's ``spans`` table. Nothing else. Spans/s from the first fetched message to the last
    acknowledged insert.
 3. **Full** (:mod:`bench.full`): the real ``tracejudge worker`` (fresh data dir and consumer group)
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=1, help="alternating floor/full runs (default 1)"
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--encoding", choices=("otlp_proto", "otlp_json"), default="otlp_proto",
+                   help="how the input is written (the Collector's kafka exporter `encoding`); default otlp_proto")  # fmt: skip
     p.add_argument(
         "--insert-spans",
         type=int,
@@ -144,9 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     t0 = time.perf_counter()
     corpus = generate(args.spans, seed=args.seed)
+    if args.encoding == "otlp_json":  # as the exporter's otlp_json marshaler writes it
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        from schemas.otlp_json import to_otlp_json
+
+        corpus.messages = [(k, to_otlp_json(ExportTraceServiceRequest.FromString(v))) for k, v in corpus.messages]
     gen_s = time.perf_counter() - t0
     n_bytes = corpus.bytes
-    print(f"input: {corpus.traces:,} messages (1 trace each, keyed by trace id), {corpus.spans:,} spans, "
+    print(f"input: {corpus.traces:,} {args.encoding} messages (1 trace each, keyed by trace id), {corpus.spans:,} spans, "
           f"{n_bytes / 1e6:,.1f} MB, {n_bytes / corpus.spans:,.0f} bytes/span, "
           f"{corpus.spans / corpus.traces:.1f} spans/message (generated in {gen_s:.1f}s)")  # fmt: skip
     print(
@@ -244,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "input": {"messages": corpus.traces, "spans": corpus.spans, "bytes": n_bytes,
                   "bytes_per_span": n_bytes / corpus.spans, "partitions": TOPIC_PARTITIONS,
-                  "seed": args.seed, "generate_s": gen_s},
+                  "seed": args.seed, "encoding": args.encoding, "generate_s": gen_s},
         "worker_env": worker_env,
         "event_loop": event_loop,
         "floor": {"insert_spans": args.insert_spans, "runs": floors, "median_spans_per_s": med_floor},

@@ -205,7 +205,7 @@ def _where(ri: int, si: int, pi: int) -> str:
     return f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
 
 
-# decode_request builds each span's complete field dict itself (``Span.wrap``, ~2 µs/span less
+# new_span builds each span's complete field dict itself (``Span.wrap``, ~2 µs/span less
 # than ``Span.fast`` with keywords), keeping the key order ``Span.fast`` gave (``model_dump`` follows
 # it): fields with a static default first, in declaration order (the raw layer's, then the
 # normalized layer's as placeholders), then the fields with a default factory. normalize_new
@@ -231,10 +231,38 @@ if (
     raise ImportError("schemas.decode: Span's fields changed; update _RAW_STATIC / _FACTORY_FIELDS and decode_request")
 
 
+def new_span(trace_id: str, span_id: str, parent: str | None, name: str, otel_kind: str, start: int, end: int,
+             status: StatusCode, status_message: str, scope_name: str, scope_version: str,
+             attributes: dict[str, Any], events: tuple[SpanEvent, ...], resource: dict[str, Any],
+             truncated: tuple[str, ...]) -> Span:  # fmt: skip
+    """A decoded span from its raw layer, normalized (``Span.wrap`` over the complete field dict,
+    ~2 µs less per span than ``Span.fast`` with keywords). Both decoders build spans here."""
+    return normalize_new(Span.wrap({
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "parent_span_id": parent,
+        "name": name,
+        "otel_kind": otel_kind,
+        "start_ns": start,
+        "end_ns": end,
+        "status_code": status,
+        "status_message": status_message,
+        "scope_name": scope_name,
+        "scope_version": scope_version,
+        **NORMALIZED_PLACEHOLDERS,
+        "attributes": attributes,
+        "events": events,
+        "resource_attributes": resource,
+        "truncated_attributes": truncated,
+        "usage": None,  # usage, finish_reasons, exceptions: set by normalize_new
+        "finish_reasons": None,
+        "exceptions": None,
+    }))
+
+
 def decode_request(req: ExportTraceServiceRequest, limits: Limits = DEFAULT_LIMITS) -> list[Span]:
     spans: list[Span] = []
     conv = _AttrConverter(limits)  # one per request; ``truncated`` is reset per resource and span
-    placeholders = NORMALIZED_PLACEHOLDERS
     for ri, rs in enumerate(req.resource_spans):
         conv.truncated = []
         resource = conv.attrs(rs.resource.attributes)
@@ -278,28 +306,12 @@ def decode_request(req: ExportTraceServiceRequest, limits: Limits = DEFAULT_LIMI
                 kind = ps.kind
                 status = ps.status
                 code = status.code
-                span = Span.wrap({
-                    "trace_id": trace_id,
-                    "span_id": span_id,
-                    "parent_span_id": parent,
-                    "name": ps.name,
-                    "otel_kind": _OTEL_KIND[kind] if 0 <= kind < len(_OTEL_KIND) else "unspecified",
-                    "start_ns": start,
-                    "end_ns": end,
-                    "status_code": _STATUS[code] if 0 <= code < 3 else StatusCode.UNSET,
-                    "status_message": status.message,
-                    "scope_name": scope_name,
-                    "scope_version": scope_version,
-                    **placeholders,
-                    "attributes": attributes,
-                    "events": events,
-                    "resource_attributes": resource,
-                    "truncated_attributes": (*truncated, *res_truncated) if truncated or res_truncated else (),
-                    "usage": None,  # usage, finish_reasons, exceptions: set by normalize_new
-                    "finish_reasons": None,
-                    "exceptions": None,
-                })
-                spans.append(normalize_new(span))
+                spans.append(new_span(
+                    trace_id, span_id, parent, ps.name, _OTEL_KIND[kind] if 0 <= kind < len(_OTEL_KIND) else "unspecified",
+                    start, end, _STATUS[code] if 0 <= code < 3 else StatusCode.UNSET, status.message, scope_name,
+                    scope_version, attributes, events, resource,
+                    (*truncated, *res_truncated) if truncated or res_truncated else (),
+                ))  # fmt: skip
     if not spans:
         raise DecodeError("no_spans", "the message holds no spans (wrong message type or empty request)")
     return spans
@@ -314,6 +326,24 @@ def parse_message(value: bytes | None, encoding: Encoding = "auto", limits: Limi
     return parse_request(value, encoding)
 
 
+def decode(
+    value: bytes | None, encoding: Encoding = "auto", limits: Limits = DEFAULT_LIMITS
+) -> tuple[list[Span], ExportTraceServiceRequest | None]:
+    """Decode one Kafka message value: its spans, and its protobuf request — ``None`` when OTLP/JSON
+    was read straight into spans (:mod:`schemas.otlp_json_spans`; ``parse_message`` gives the
+    request if it is needed). Raises :class:`DecodeError` for anything unacceptable."""
+    if value and len(value) <= limits.max_message_bytes and (
+        encoding == "otlp_json" or (encoding == "auto" and sniff_encoding(value) == "otlp_json")
+    ):
+        from schemas.otlp_json_spans import decode_otlp_json  # it builds on this module's parts
+
+        spans = decode_otlp_json(value, limits)
+        if spans is not None:
+            return spans, None
+    req = parse_message(value, encoding, limits)
+    return decode_request(req, limits), req
+
+
 def decode_message(value: bytes | None, encoding: Encoding = "auto", limits: Limits = DEFAULT_LIMITS) -> list[Span]:
     """Decode one Kafka message value; raise :class:`DecodeError` for anything unacceptable."""
-    return decode_request(parse_message(value, encoding, limits), limits)
+    return decode(value, encoding, limits)[0]

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.decode import DecodeError, Limits, decode_request, parse_message
+from schemas.decode import DecodeError, Limits, decode, parse_message
 from schemas.model import Span
 from schemas.split import split_by_trace
 from stream.assembly import TP, CompletedTrace, TraceAssembler
@@ -121,8 +121,10 @@ class Pipeline:
             if i and i % 50 == 0:
                 await asyncio.sleep(0)  # long batches must not starve heartbeats and timers
             try:
-                req = parse_message(msg.value, self.settings.input_encoding, self.limits)
-                spans = decode_request(req, self.limits)
+                spans, req = decode(msg.value, self.settings.input_encoding, self.limits)
+                here = not repartition or _partitioned_by_trace(msg.key, spans)
+                if not here and req is None:  # OTLP/JSON read straight into spans: parts are cut from a request
+                    req = parse_message(msg.value, self.settings.input_encoding, self.limits)
             except DecodeError as exc:
                 out.append(self._dead_letter(msg, exc.reason, exc.detail))
                 continue
@@ -130,7 +132,7 @@ class Pipeline:
                 log.exception("unexpected error decoding %s/%s@%s", msg.topic, msg.partition, msg.offset)
                 out.append(self._dead_letter(msg, "internal_error", repr(exc)))
                 continue
-            if not repartition or _partitioned_by_trace(msg.key, spans):
+            if here:
                 local.append((msg, spans))
                 held += len(spans)
                 if held >= self.settings.insert_chunk_spans:  # store in steps: memory per batch stays bounded

@@ -1,10 +1,12 @@
 """Scenario 8a: fuzz the OTLP decoders (fault matrix #13, first half).
 
-Every input goes through exactly what the worker runs on a Kafka value: ``parse_message`` then
-``decode_request`` (``auto`` sniffing and the explicit encodings). The guarantee: an input either
+Every input goes through exactly what the worker runs on a Kafka value: ``decode`` (``auto``
+sniffing and the explicit encodings). The guarantee: an input either
 decodes to valid spans — well-formed ids and times, rows the real ClickHouse store accepts — or
 raises :class:`DecodeError` with a known reason. Any other exception, an unknown reason, a
-decoded span the store refuses, or an input that takes more than ``SLOW_S`` is a failure.
+decoded span the store refuses, or an input that takes more than ``SLOW_S`` is a failure. So is
+OTLP/JSON that ``decode`` reads straight into spans (``schemas/otlp_json_spans.py``) into other
+spans than the reference path (``json_format``, then ``decode_request``) gives.
 
 Three generators, all hypothesis-driven, plus fixed deep-nesting cases:
 
@@ -35,7 +37,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.decode import DecodeError, Encoding, Limits, decode_request, parse_message
+from schemas.decode import DecodeError, Encoding, Limits, decode, decode_request, parse_message
 from schemas.model import Span
 from schemas.otlp_json import to_otlp_json
 from stream.rows import SPAN_COLUMNS, span_row
@@ -63,7 +65,7 @@ class Tally:
     def __init__(self, store: ClickHouseStore, limits: Limits = LIMITS) -> None:
         self.store = store
         self.limits = limits
-        self.inputs = self.decoded = self.spans = 0
+        self.inputs = self.decoded = self.spans = self.straight = 0  # straight: OTLP/JSON read straight into spans
         self.rejected: Counter[str] = Counter()
         self.failures: list[str] = []
         self.slowest = 0.0
@@ -73,7 +75,7 @@ class Tally:
         self.inputs += 1
         started = time.perf_counter()
         try:
-            spans = decode_request(parse_message(value, encoding, self.limits), self.limits)
+            spans, request = decode(value, encoding, self.limits)
         except DecodeError as exc:
             self._time(started, value, encoding)
             self.rejected[exc.reason] += 1
@@ -86,6 +88,14 @@ class Tally:
         self._time(started, value, encoding)
         self.decoded += 1
         self.spans += len(spans)
+        if request is None:  # read straight into spans: the reference path must give the same
+            try:
+                want: Any = decode_request(parse_message(value, encoding, self.limits), self.limits)
+            except DecodeError as exc:
+                want = exc.reason
+            if isinstance(want, str) or [s.model_dump() for s in want] != [s.model_dump() for s in spans]:
+                self._fail(f"OTLP/JSON read straight into spans differs from the reference path ({want!r:.80})", value)
+            self.straight += 1
         for s in spans:
             problem = span_problem(s)
             if problem:
@@ -119,7 +129,7 @@ class Tally:
             gc.disable()
             again = time.perf_counter()
             try:
-                decode_request(parse_message(value, encoding, self.limits), self.limits)
+                decode(value, encoding, self.limits)
             except DecodeError:
                 pass
             finally:
@@ -135,7 +145,7 @@ class Tally:
             raise AssertionError(self.failures[-1])
 
     def figures(self) -> dict[str, Any]:
-        return {"inputs": self.inputs, "decoded": self.decoded, "spans": self.spans,
+        return {"inputs": self.inputs, "decoded": self.decoded, "json_straight": self.straight, "spans": self.spans,
                 "rejected": sum(self.rejected.values()), "by_reason": dict(self.rejected.most_common()),
                 "crashes": len(self.failures), "slowest_ms": round(self.slowest * 1000, 1)}  # fmt: skip
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -164,14 +165,15 @@ def test_decoded_field_dict_matches_span_fast() -> None:
         assert span.model_dump() == via_fast.model_dump() and repr(span) == repr(via_fast)
 
 
-def test_open_spans_leave_the_garbage_collector_little_to_walk() -> None:
+@pytest.mark.parametrize("encode", [proto, otlp_json])
+def test_open_spans_leave_the_garbage_collector_little_to_walk(encode: Any) -> None:
     """A worker holds every span of its open traces: what a decoded span holds besides its field
     dict, its attribute dict and its token usage must not stay GC-tracked. Each young collection
     walks every tracked object (the four sequence fields were four lists per span, most of them
     empty: the shared empty tuple now, or a tuple of strings untracked at its first collection)."""
     specs = genai_trace(random.Random(9), 6)
     specs[1].attrs["gen_ai.response.finish_reasons"] = ["stop"]
-    spans = decode_message(proto(specs))
+    spans = decode_message(encode(specs))
     assert spans[1].finish_reasons == ("stop",)
     gc.collect()
     for s in spans:

@@ -18,7 +18,7 @@ from stream.events import EventJoiner
 from stream.pipeline import Pipeline
 from stream.sink import ClickHouseSink
 from stream.store import ClickHouseStore
-from tests.factories import genai_trace, proto
+from tests.factories import genai_trace, otlp_json, proto
 
 S = 1_000_000_000
 TOPIC = "otlp_spans"
@@ -85,10 +85,12 @@ def test_keyed_messages_are_ingested_and_completed(store: ClickHouseStore) -> No
     assert count(store, "SELECT count() FROM {db}.traces FINAL WHERE span_count = 6") == 3
 
 
-def test_unkeyed_batches_are_split_per_trace_for_repartitioning(store: ClickHouseStore) -> None:
+@pytest.mark.parametrize("encode", [proto, otlp_json])
+def test_unkeyed_batches_are_split_per_trace_for_repartitioning(store: ClickHouseStore, encode: Any) -> None:
+    """OTLP/JSON too: read straight into spans, its parts are cut from the request parsed again."""
     p, producer, _ = make(store)
     traces = [genai_trace(random.Random(i), 4) for i in range(3)]
-    asyncio.run(p.handle_batch([msg(proto([s for t in traces for s in t]), 0)]))
+    asyncio.run(p.handle_batch([msg(encode([s for t in traces for s in t]), 0)]))
     assert count(store, "SELECT count() FROM {db}.spans") == 0  # nothing stored here...
     keys = sorted(r.key for r in producer.records)  # ...one keyed message per trace instead
     assert keys == sorted(t[0].trace_id.hex().encode() for t in traces)

@@ -1,0 +1,213 @@
+"""OTLP/JSON straight to spans, without protobuf's JSON parser on the way.
+
+The reference path (:func:`schemas.otlp_json.parse_otlp_json`, then
+:func:`schemas.decode.decode_request`) builds a protobuf request with ``json_format.ParseDict``,
+which walks every field in pure Python: ~200 µs per span of the benchmark corpus, ten times all
+the rest of decoding. The Collector's otlp_json marshaler writes one regular shape (camelCase
+keys, ids in hex, 64-bit integers as strings or numbers, enums as numbers), so
+:func:`decode_otlp_json` reads that shape straight from ``orjson.loads``.
+
+It only returns spans the reference path returns for the same bytes, field for field. Anything it
+does not read exactly as the reference does — a snake_case or unknown key, an enum by name, a
+float where an integer goes, a null, links, bytes or empty values, scope attributes — and every
+input the reference rejects or truncates with the ``dead_letter`` policy (bad ids or times, too
+deep nesting, JSON orjson refuses) makes it return ``None``: the caller then decodes the message
+the reference way, which gives the verdict. tests/schemas/test_otlp_json_spans.py checks the
+equality on the captured fixtures, factory traces, the benchmark corpus and fuzzed documents.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import orjson
+
+from schemas.decode import _KEYS, _MAX_NS, _OTEL_KIND, _STATUS, DecodeError, Limits, _AttrConverter, _intern_key, new_span
+from schemas.model import Span, SpanEvent
+
+
+class _Unusual(Exception):
+    """Not the shape read here (or not valid): the reference path decides."""
+
+
+_TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
+_SPAN_ID = re.compile(r"[0-9a-fA-F]{16}")
+_UNSIGNED = re.compile(r"[0-9]{1,20}")
+_SIGNED = re.compile(r"-?[0-9]{1,19}")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+_U32, _U64, _I64 = 2**32, 2**64, 2**63
+
+# the keys read (or checked and ignored) per object; any other key: the reference path
+_TOP = frozenset({"resourceSpans"})
+_RESOURCE_SPANS = frozenset({"resource", "scopeSpans", "schemaUrl"})
+_RESOURCE = frozenset({"attributes", "droppedAttributesCount"})
+_SCOPE_SPANS = frozenset({"scope", "spans", "schemaUrl"})
+_SCOPE = frozenset({"name", "version", "droppedAttributesCount"})
+_SPAN = frozenset({
+    "traceId", "spanId", "parentSpanId", "name", "kind", "startTimeUnixNano", "endTimeUnixNano", "attributes",
+    "events", "status", "flags", "traceState", "droppedAttributesCount", "droppedEventsCount", "droppedLinksCount",
+})  # fmt: skip
+_EVENT = frozenset({"timeUnixNano", "name", "attributes", "droppedAttributesCount"})
+_STATUS_KEYS = frozenset({"code", "message"})
+_KEY_VALUE = frozenset({"key", "value"})
+_VALUES = frozenset({"values"})
+# unread fields of these objects, checked as json_format checks them: uint32 counts and flags, strings
+_U32_FIELDS = ("droppedAttributesCount", "droppedEventsCount", "droppedLinksCount", "flags")
+_STR_FIELDS = ("schemaUrl", "traceState")
+
+
+def decode_otlp_json(value: bytes, limits: Limits) -> list[Span] | None:
+    """The spans of an OTLP/JSON message, as ``decode_request(parse_otlp_json(value))`` gives
+    them; ``None`` for anything else (that path then decodes it and gives its verdict)."""
+    try:
+        doc = orjson.loads(value)
+        return _Reader(limits).request(doc)
+    except (orjson.JSONDecodeError, _Unusual, DecodeError, RecursionError):
+        return None
+
+
+def _obj(x: Any, keys: frozenset[str]) -> dict[str, Any]:
+    if type(x) is not dict or not x.keys() <= keys:
+        raise _Unusual
+    for f in _U32_FIELDS:
+        if f in x and not (type(v := x[f]) is int and 0 <= v < _U32):
+            raise _Unusual
+    for f in _STR_FIELDS:
+        if f in x and type(x[f]) is not str:
+            raise _Unusual
+    return x
+
+
+def _list(x: Any) -> list[Any]:
+    if type(x) is not list:
+        raise _Unusual
+    return x
+
+
+def _str(o: dict[str, Any], key: str) -> str:
+    v = o.get(key, "")
+    if type(v) is not str:
+        raise _Unusual
+    return v
+
+
+def _uint64(o: dict[str, Any], key: str) -> int:
+    v = o.get(key, 0)
+    if type(v) is str and _UNSIGNED.fullmatch(v):
+        v = int(v)
+    elif type(v) is not int:
+        raise _Unusual
+    if not 0 <= v < _U64:
+        raise _Unusual
+    return v
+
+
+def _id(o: dict[str, Any], key: str, pattern: re.Pattern[str], zero: str) -> str | None:
+    v = o.get(key, "")
+    if type(v) is not str:
+        raise _Unusual
+    if not v:
+        return None
+    if not pattern.fullmatch(v) or v == zero:
+        raise _Unusual
+    return v.lower()
+
+
+class _Reader:
+    __slots__ = ("conv", "limit4")
+
+    def __init__(self, limits: Limits) -> None:
+        self.conv = _AttrConverter(limits)  # its string limits and truncation record, as the reference's
+        self.limit4 = limits.max_attribute_bytes // 4
+
+    def request(self, doc: Any) -> list[Span] | None:
+        spans: list[Span] = []
+        conv = self.conv
+        for rs in _list(_obj(doc, _TOP).get("resourceSpans", [])):
+            _obj(rs, _RESOURCE_SPANS)
+            conv.truncated = []
+            resource = self.attrs(_obj(rs.get("resource", {}), _RESOURCE).get("attributes", []))
+            res_truncated = tuple([f"resource.{k}" for k in conv.truncated])
+            for ss in _list(rs.get("scopeSpans", [])):
+                _obj(ss, _SCOPE_SPANS)
+                scope = _obj(ss.get("scope", {}), _SCOPE)
+                scope_name, scope_version = _str(scope, "name"), _str(scope, "version")
+                for ps in _list(ss.get("spans", [])):
+                    spans.append(self.span(_obj(ps, _SPAN), scope_name, scope_version, resource, res_truncated))
+        return spans or None  # no spans: the reference's no_spans
+
+    def span(self, ps: dict[str, Any], scope_name: str, scope_version: str, resource: dict[str, Any],
+             res_truncated: tuple[str, ...]) -> Span:  # fmt: skip
+        trace_id = _id(ps, "traceId", _TRACE_ID, _ZERO_TRACE)
+        span_id = _id(ps, "spanId", _SPAN_ID, _ZERO_SPAN)
+        if trace_id is None or span_id is None:
+            raise _Unusual
+        start, end = _uint64(ps, "startTimeUnixNano"), _uint64(ps, "endTimeUnixNano")
+        if not 0 < start <= end <= _MAX_NS:
+            raise _Unusual
+        kind = ps.get("kind", 0)
+        status = _obj(ps.get("status", {}), _STATUS_KEYS)
+        code = status.get("code", 0)
+        if type(kind) is not int or not 0 <= kind < len(_OTEL_KIND) or type(code) is not int or not 0 <= code < 3:
+            raise _Unusual
+        self.conv.truncated = truncated = []
+        attributes = self.attrs(ps.get("attributes", []))
+        events = tuple([self.event(e) for e in _list(ps.get("events", []))])
+        return new_span(
+            trace_id, span_id, _id(ps, "parentSpanId", _SPAN_ID, _ZERO_SPAN), _str(ps, "name"), _OTEL_KIND[kind],
+            start, end, _STATUS[code], _str(status, "message"), scope_name, scope_version, attributes, events,
+            resource, (*truncated, *res_truncated) if truncated or res_truncated else (),
+        )  # fmt: skip
+
+    def event(self, e: Any) -> SpanEvent:
+        _obj(e, _EVENT)
+        return SpanEvent.fast(name=_str(e, "name"), time_ns=_uint64(e, "timeUnixNano"),
+                              attributes=self.attrs(e.get("attributes", [])))  # fmt: skip
+
+    def attrs(self, kvs: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        keys, limit4 = _KEYS, self.limit4
+        for kv in _list(kvs):
+            if type(kv) is not dict or kv.keys() != _KEY_VALUE or type(key := kv["key"]) is not str:
+                raise _Unusual
+            key = keys.get(key) or _intern_key(key)
+            v = kv["value"]
+            # the common case inline: a short non-empty string
+            if type(v) is dict and len(v) == 1 and type(s := v.get("stringValue")) is str and s and len(s) <= limit4:
+                out[key] = s
+            else:
+                out[key] = self.value(key, v, 0)
+        return out
+
+    def value(self, key: str, v: Any, depth: int) -> Any:
+        if type(v) is not dict or len(v) != 1:
+            raise _Unusual  # an empty AnyValue, or two members of its oneof
+        [(which, x)] = v.items()
+        if which == "stringValue" and type(x) is str:
+            return self.conv.string(key, x)
+        if which == "intValue":
+            if type(x) is str and _SIGNED.fullmatch(x):
+                x = int(x)
+            if type(x) is int and -_I64 <= x < _I64:
+                return x
+        elif which == "boolValue" and type(x) is bool:
+            return x
+        elif which == "doubleValue":
+            if type(x) is float and math.isfinite(x):
+                return x
+            if type(x) is int and -_I64 <= x < _I64:
+                return float(x)
+        elif depth > 16:  # the reference's attribute_too_deep
+            raise _Unusual
+        elif which == "arrayValue":
+            return [self.value(key, e, depth + 1) for e in _list(_obj(x, _VALUES).get("values", []))]
+        elif which == "kvlistValue":
+            out = {}
+            for kv in _list(_obj(x, _VALUES).get("values", [])):
+                if type(kv) is not dict or kv.keys() != _KEY_VALUE or type(k := kv["key"]) is not str:
+                    raise _Unusual
+                out[k] = self.value(key, kv["value"], depth + 1)
+            return out
+        raise _Unusual

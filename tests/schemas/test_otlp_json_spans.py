@@ -1,0 +1,165 @@
+"""OTLP/JSON read straight into spans gives exactly what the reference path gives (json_format into
+a protobuf request, then decode_request), or steps aside for it."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.decode import DecodeError, Limits, decode, decode_request, parse_message
+from schemas.otlp_json_spans import decode_otlp_json
+from tests.factories import genai_trace, otlp_json, proto
+from tests.reliability.fuzz_inputs import JSON_DOCS, JSON_OP, damage, to_text
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "otlp"
+LIMITS = Limits()
+
+
+def reference(value: bytes, limits: Limits = LIMITS) -> list[dict[str, Any]] | str:
+    """The reference path's spans (as dicts, every field), or its dead-letter reason."""
+    try:
+        return [s.model_dump() for s in decode_request(parse_message(value, "otlp_json", limits), limits)]
+    except DecodeError as exc:
+        return exc.reason
+
+
+def fast(value: bytes, limits: Limits = LIMITS) -> list[dict[str, Any]] | None:
+    spans = decode_otlp_json(value, limits)
+    return None if spans is None else [s.model_dump() for s in spans]
+
+
+def one_span_doc(seed: int = 1) -> tuple[dict[str, Any], dict[str, Any]]:
+    doc = json.loads(otlp_json(genai_trace(random.Random(seed), 3)))
+    return doc, doc["resourceSpans"][0]["scopeSpans"][0]["spans"][1]
+
+
+def dumps(doc: Any) -> bytes:
+    return json.dumps(doc, ensure_ascii=False).encode()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json")))
+def test_captured_instrumentation_decodes_straight_to_the_reference_spans(name: str) -> None:
+    value = (FIXTURES / name).read_bytes()
+    got = fast(value)
+    assert got is not None and got == reference(value)
+    spans, request = decode(value)
+    assert request is None and [s.model_dump() for s in spans] == got  # the worker's path took it
+
+
+def test_factory_traces_and_the_collector_shape_of_every_field() -> None:
+    rng = random.Random(5)
+    for n in (1, 2, 7, 20):
+        value = otlp_json(genai_trace(rng, n))
+        assert fast(value) == reference(value) and fast(value) is not None
+    doc, span = one_span_doc()
+    # what the Collector's marshaler writes besides: flags, schema URLs, counts, events, status
+    doc["resourceSpans"][0]["schemaUrl"] = "https://opentelemetry.io/schemas/1.26.0"
+    doc["resourceSpans"][0]["scopeSpans"][0]["schemaUrl"] = ""
+    span.update(flags=257, traceState="k=v", droppedAttributesCount=2, droppedEventsCount=0, droppedLinksCount=1,
+                kind=3, status={"code": 2, "message": "boom"}, startTimeUnixNano=int(span["startTimeUnixNano"]),
+                events=[{"timeUnixNano": span["endTimeUnixNano"], "name": "exception", "droppedAttributesCount": 0,
+                         "attributes": [{"key": "exception.type", "value": {"stringValue": "KeyError"}}]}])  # fmt: skip
+    span["attributes"] += [
+        {"key": "n", "value": {"intValue": "-9223372036854775808"}}, {"key": "m", "value": {"intValue": 7}},
+        {"key": "b", "value": {"boolValue": False}}, {"key": "d", "value": {"doubleValue": 0.25}},
+        {"key": "d2", "value": {"doubleValue": 3}}, {"key": "e", "value": {"stringValue": ""}},
+        {"key": "a", "value": {"arrayValue": {"values": [{"stringValue": "x"}, {"intValue": "2"}]}}},
+        {"key": "a0", "value": {"arrayValue": {}}},
+        {"key": "kv", "value": {"kvlistValue": {"values": [{"key": "k", "value": {"boolValue": True}}]}}},
+        {"key": "gen_ai.request.model", "value": {"stringValue": "twice: the last one counts"}},
+    ]  # fmt: skip
+    span["traceId"] = span["traceId"].upper()
+    got = fast(dumps(doc))
+    assert got is not None and got == reference(dumps(doc))
+    assert got[1]["trace_id"] == span["traceId"].lower() and got[1]["attributes"]["d2"] == 3.0
+
+
+@pytest.mark.parametrize("limit,policy", [(64, "truncate"), (64, "dead_letter"), (1 << 20, "truncate")])
+def test_long_strings_are_cut_or_refused_as_the_reference_does(limit: int, policy: Any) -> None:
+    limits = Limits(max_attribute_bytes=limit, oversize_attribute_policy=policy)
+    doc, span = one_span_doc(2)
+    span["attributes"].append({"key": "long", "value": {"stringValue": "é" * 100}})
+    span["events"] = [{"timeUnixNano": "5", "name": "e", "attributes": [
+        {"key": "long.event", "value": {"arrayValue": {"values": [{"stringValue": "x" * 200}]}}}]}]  # fmt: skip
+    doc["resourceSpans"][0]["resource"]["attributes"].append({"key": "r", "value": {"stringValue": "y" * 300}})
+    value = dumps(doc)
+    want = reference(value, limits)
+    if policy == "dead_letter" and limit == 64:
+        assert want == "attribute_too_large" and fast(value, limits) is None  # the reference path says why
+    else:
+        assert fast(value, limits) == want
+        if limit == 64:
+            assert {"long", "long.event", "resource.r"} <= set(want[1]["truncated_attributes"])
+
+
+UNUSUAL = {
+    "snake_case key": lambda d, s: s.__setitem__("span_id", s.pop("spanId")),
+    "enum by name": lambda d, s: s.__setitem__("kind", "SPAN_KIND_CLIENT"),
+    "unknown field": lambda d, s: s.__setitem__("x-vendor", {"anything": [1]}),
+    "link": lambda d, s: s.__setitem__("links", [{"traceId": s["traceId"], "spanId": s["spanId"]}]),
+    "bytes value": lambda d, s: s["attributes"].append({"key": "b", "value": {"bytesValue": "AAE="}}),
+    "empty value": lambda d, s: s["attributes"].append({"key": "e", "value": {}}),
+    "null name": lambda d, s: s.__setitem__("name", None),
+    "float int": lambda d, s: s["attributes"].append({"key": "i", "value": {"intValue": 2.0}}),
+    "int64 overflow": lambda d, s: s["attributes"].append({"key": "i", "value": {"intValue": str(2**63)}}),
+    "time as float": lambda d, s: s.__setitem__("startTimeUnixNano", float(s["startTimeUnixNano"])),
+    "scope attributes": lambda d, s: d["resourceSpans"][0]["scopeSpans"][0]["scope"].__setitem__(
+        "attributes", [{"key": "a", "value": {"stringValue": "b"}}]),
+    "zero start": lambda d, s: s.__setitem__("startTimeUnixNano", "0"),
+    "end before start": lambda d, s: s.__setitem__("endTimeUnixNano", "1"),
+    "zero span id": lambda d, s: s.__setitem__("spanId", "0" * 16),
+    "base64 id": lambda d, s: s.__setitem__("traceId", "AAAAAAAAAAAAAAAAAAAAAQ=="),
+    "short parent": lambda d, s: s.__setitem__("parentSpanId", "abcd"),
+    "too deep": lambda d, s: s["attributes"].append({"key": "deep", "value": json.loads(
+        '{"arrayValue":{"values":[' * 18 + '{"stringValue":"x"}' + "]}}" * 18)}),
+    "two oneof members": lambda d, s: s["attributes"].append({"key": "t", "value": {"stringValue": "a", "intValue": 1}}),
+    "no spans": lambda d, s: d["resourceSpans"][0]["scopeSpans"][0].__setitem__("spans", []),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(UNUSUAL))
+def test_anything_unusual_is_left_to_the_reference_path(case: str) -> None:
+    doc, span = one_span_doc(3)
+    UNUSUAL[case](doc, span)
+    value = dumps(doc)
+    assert fast(value) is None
+    want = reference(value)
+    try:
+        spans, request = decode(value, "otlp_json")
+        assert request is not None and [s.model_dump() for s in spans] == want
+    except DecodeError as exc:
+        assert exc.reason == want
+
+
+@pytest.mark.parametrize("value", [b"\xef\xbb\xbf" + otlp_json(genai_trace(random.Random(4), 2)),
+                                   b'{"resourceSpans":[{"resource":{"attributes":[{"key":"s","value":{"stringValue":"\\ud800"}}]}}]}',
+                                   b'{"resourceSpans":[]', b"{}", b'{"resourceSpans":[]}'])  # fmt: skip
+def test_json_orjson_refuses_or_without_spans_goes_the_reference_way(value: bytes) -> None:
+    assert decode_otlp_json(value, LIMITS) is None
+    try:
+        spans, request = decode(value, "otlp_json")
+        assert request is not None and [s.model_dump() for s in spans] == reference(value)
+    except DecodeError as exc:
+        assert exc.reason == reference(value)
+
+
+def test_protobuf_input_keeps_its_request() -> None:
+    value = proto(genai_trace(random.Random(6), 3))
+    spans, request = decode(value)
+    assert request is not None and len(spans) == 3
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(st.integers(0, len(JSON_DOCS) - 1), st.lists(JSON_OP, min_size=1, max_size=4))
+def test_fuzzed_documents_decode_to_the_reference_spans_or_step_aside(index: int, ops: list[Any]) -> None:
+    """The fault suite's damaged OTLP/JSON documents (wrong types, numbers as strings, odd ids,
+    renamed keys, deep nesting, NaN): never different spans, never spans the reference refuses."""
+    value = to_text(damage(JSON_DOCS[index], ops), "")
+    got, want = fast(value, LIMITS), reference(value, LIMITS)
+    assert got is None or got == want, (value[:300], want if isinstance(want, str) else "spans")
