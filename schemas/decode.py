@@ -228,7 +228,7 @@ if (
     [n for n, f in Span.model_fields.items() if f.default_factory is None][: len(_RAW_STATIC)] != list(_RAW_STATIC)
     or {n for n, f in Span.model_fields.items() if f.default_factory is not None} != set(_FACTORY_FIELDS)
 ):  # a changed Span must not silently decode into a different shape
-    raise ImportError("schemas.decode: Span's fields changed; update _RAW_STATIC / _FACTORY_FIELDS and decode_request")
+    raise ImportError("schemas.decode: Span's fields changed; update _RAW_STATIC / _FACTORY_FIELDS and new_span")
 
 
 def new_span(trace_id: str, span_id: str, parent: str | None, name: str, otel_kind: str, start: int, end: int,
