@@ -5,17 +5,16 @@ from __future__ import annotations
 import http.client
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
+from stream.http_server import QuietHTTPServer
 from tests.reliability.tcp_proxy import TcpProxy
 
 
-class Upstream(ThreadingHTTPServer):
-    daemon_threads = True
-
+class Upstream(QuietHTTPServer):  # a reset by the proxy's cut is a DEBUG line, not a traceback
     def __init__(self) -> None:
         self.received: list[bytes] = []
 
