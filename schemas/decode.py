@@ -119,11 +119,7 @@ class _AttrConverter:
         if which == "double_value":
             return v.double_value
         if which == "bytes_value":
-            b: bytes = v.bytes_value
-            if len(b) > self.limits.max_attribute_bytes:
-                self._oversize(key, len(b))
-                b = b[: self.limits.max_attribute_bytes]
-            return b
+            return self.blob(key, v.bytes_value)
         if depth > 16:
             raise DecodeError("attribute_too_deep", f"attribute {key!r} nests deeper than 16 levels")
         if which == "array_value":
@@ -167,6 +163,13 @@ class _AttrConverter:
             return s[:limit] + TRUNCATION_MARK
         self._oversize(key, _utf8_len(s))
         return s[:limit].encode("utf-8")[:limit].decode("utf-8", "ignore") + TRUNCATION_MARK
+
+    def blob(self, key: str, b: bytes) -> bytes:
+        """``b``, or its first ``max_attribute_bytes`` bytes, recorded as truncated (no mark appended)."""
+        if len(b) > self.limits.max_attribute_bytes:
+            self._oversize(key, len(b))
+            b = b[: self.limits.max_attribute_bytes]
+        return b
 
     def _oversize(self, key: str, size: int) -> None:
         if self.limits.oversize_attribute_policy == "dead_letter":

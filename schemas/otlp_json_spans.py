@@ -4,12 +4,14 @@ The reference path (:func:`schemas.otlp_json.parse_otlp_json`, then
 :func:`schemas.decode.decode_request`) builds a protobuf request with ``json_format.ParseDict``,
 which walks every field in pure Python: ~200 µs per span of the benchmark corpus, ten times all
 the rest of decoding. The Collector's otlp_json marshaler writes one regular shape (camelCase
-keys, ids in hex, 64-bit integers as strings or numbers, enums as numbers), so
-:func:`decode_otlp_json` reads that shape straight from ``orjson.loads``.
+keys, ids in hex, 64-bit integers as strings or numbers, enums as numbers, bytes in base64), so
+:func:`decode_otlp_json` reads that shape straight from ``orjson.loads``. Span links and scope
+attributes, which the decoder does not keep, are checked (at least as strictly as ``json_format``) and
+dropped, as the reference path drops them.
 
 It only returns spans the reference path returns for the same bytes, field for field. Anything it
 does not read exactly as the reference does — a snake_case or unknown key, an enum by name, a
-float where an integer goes, a null, links, bytes or empty values, scope attributes — and every
+float where an integer goes, a null, a link id that is not an even number of hex digits — and every
 input the reference rejects or truncates with the ``dead_letter`` policy (bad ids or times, too
 deep nesting, JSON orjson refuses) makes it return ``None``: the caller then decodes the message
 the reference way, which gives the verdict. tests/schemas/test_otlp_json_spans.py checks the
@@ -18,6 +20,8 @@ equality on the captured fixtures, factory traces, the benchmark corpus and fuzz
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 from typing import Any
@@ -36,6 +40,7 @@ _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 _SPAN_ID = re.compile(r"[0-9a-fA-F]{16}")
 _UNSIGNED = re.compile(r"[0-9]{1,20}")
 _SIGNED = re.compile(r"-?[0-9]{1,19}")
+_LINK_ID = re.compile(r"(?:[0-9a-fA-F]{2})*")  # a link's ids are only hex-decoded by the reference path
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 _U32, _U64, _I64 = 2**32, 2**64, 2**63
 
@@ -44,14 +49,17 @@ _TOP = frozenset({"resourceSpans"})
 _RESOURCE_SPANS = frozenset({"resource", "scopeSpans", "schemaUrl"})
 _RESOURCE = frozenset({"attributes", "droppedAttributesCount"})
 _SCOPE_SPANS = frozenset({"scope", "spans", "schemaUrl"})
-_SCOPE = frozenset({"name", "version", "droppedAttributesCount"})
+_SCOPE = frozenset({"name", "version", "attributes", "droppedAttributesCount"})
 _SPAN = frozenset({
     "traceId", "spanId", "parentSpanId", "name", "kind", "startTimeUnixNano", "endTimeUnixNano", "attributes",
-    "events", "status", "flags", "traceState", "droppedAttributesCount", "droppedEventsCount", "droppedLinksCount",
+    "events", "links", "status", "flags", "traceState", "droppedAttributesCount", "droppedEventsCount",
+    "droppedLinksCount",
 })  # fmt: skip
+_LINK = frozenset({"traceId", "spanId", "traceState", "attributes", "droppedAttributesCount", "flags"})
 _EVENT = frozenset({"timeUnixNano", "name", "attributes", "droppedAttributesCount"})
 _STATUS_KEYS = frozenset({"code", "message"})
 _KEY_VALUE = frozenset({"key", "value"})
+_KEY_ONLY = frozenset({"key"})
 _VALUES = frozenset({"values"})
 # unread fields of these objects, checked as json_format checks them: uint32 counts and flags, strings
 _U32_FIELDS = ("droppedAttributesCount", "droppedEventsCount", "droppedLinksCount", "flags")
@@ -86,6 +94,13 @@ def _list(x: Any) -> list[Any]:
     return x
 
 
+def _valueless(kv: Any) -> tuple[str, dict[str, Any]]:
+    """A key without a value (json_format writes an unset value so): the reference's None."""
+    if type(kv) is not dict or kv.keys() != _KEY_ONLY or type(key := kv["key"]) is not str:
+        raise _Unusual
+    return key, {}
+
+
 def _str(o: dict[str, Any], key: str) -> str:
     v = o.get(key, "")
     if type(v) is not str:
@@ -116,11 +131,21 @@ def _id(o: dict[str, Any], key: str, pattern: re.Pattern[str], zero: str) -> str
 
 
 class _Reader:
-    __slots__ = ("conv", "limit4")
+    __slots__ = ("conv", "limit4", "checker")
 
     def __init__(self, limits: Limits) -> None:
         self.conv = _AttrConverter(limits)  # its string limits and truncation record, as the reference's
         self.limit4 = limits.max_attribute_bytes // 4
+        self.checker: _Reader | None = None  # reads attributes that are dropped (no limits: not kept)
+
+    def dropped_attrs(self, kvs: Any) -> None:
+        """Attributes the reference path parses and then drops (a link's, the scope's): read to
+        check them as strictly as kept ones, with no size limit, and thrown away."""
+        if kvs == []:
+            return
+        if self.checker is None:
+            self.checker = _Reader(Limits(max_attribute_bytes=1 << 62))
+        self.checker.attrs(kvs)
 
     def request(self, doc: Any) -> list[Span] | None:
         spans: list[Span] = []
@@ -134,6 +159,7 @@ class _Reader:
                 _obj(ss, _SCOPE_SPANS)
                 scope = _obj(ss.get("scope", {}), _SCOPE)
                 scope_name, scope_version = _str(scope, "name"), _str(scope, "version")
+                self.dropped_attrs(scope.get("attributes", []))
                 for ps in _list(ss.get("spans", [])):
                     spans.append(self.span(_obj(ps, _SPAN), scope_name, scope_version, resource, res_truncated))
         return spans or None  # no spans: the reference's no_spans
@@ -155,11 +181,21 @@ class _Reader:
         self.conv.truncated = truncated = []
         attributes = self.attrs(ps.get("attributes", []))
         events = tuple([self.event(e) for e in _list(ps.get("events", []))])
+        for link in _list(ps.get("links", [])):
+            self.link(link)
         return new_span(
             trace_id, span_id, _id(ps, "parentSpanId", _SPAN_ID, _ZERO_SPAN), _str(ps, "name"), _OTEL_KIND[kind],
             start, end, _STATUS[code], _str(status, "message"), scope_name, scope_version, attributes, events,
             resource, (*truncated, *res_truncated) if truncated or res_truncated else (),
         )  # fmt: skip
+
+    def link(self, link: Any) -> None:
+        """Checked and dropped, as the reference path drops links (it only converts their hex ids)."""
+        _obj(link, _LINK)
+        for f in ("traceId", "spanId"):
+            if f in link and not (type(i := link[f]) is str and _LINK_ID.fullmatch(i)):
+                raise _Unusual
+        self.dropped_attrs(link.get("attributes", []))
 
     def event(self, e: Any) -> SpanEvent:
         _obj(e, _EVENT)
@@ -170,10 +206,11 @@ class _Reader:
         out: dict[str, Any] = {}
         keys, limit4 = _KEYS, self.limit4
         for kv in _list(kvs):
-            if type(kv) is not dict or kv.keys() != _KEY_VALUE or type(key := kv["key"]) is not str:
-                raise _Unusual
+            if type(kv) is dict and kv.keys() == _KEY_VALUE and type(key := kv["key"]) is str:
+                v = kv["value"]
+            else:
+                key, v = _valueless(kv)
             key = keys.get(key) or _intern_key(key)
-            v = kv["value"]
             # the common case inline: a short non-empty string
             if type(v) is dict and len(v) == 1 and type(s := v.get("stringValue")) is str and s and len(s) <= limit4:
                 out[key] = s
@@ -182,8 +219,12 @@ class _Reader:
         return out
 
     def value(self, key: str, v: Any, depth: int) -> Any:
-        if type(v) is not dict or len(v) != 1:
-            raise _Unusual  # an empty AnyValue, or two members of its oneof
+        if type(v) is not dict:
+            raise _Unusual
+        if len(v) != 1:
+            if not v:
+                return None  # an empty AnyValue: the reference's None
+            raise _Unusual  # two members of its oneof
         [(which, x)] = v.items()
         if which == "stringValue" and type(x) is str:
             return self.conv.string(key, x)
@@ -194,6 +235,13 @@ class _Reader:
                 return x
         elif which == "boolValue" and type(x) is bool:
             return x
+        elif which == "bytesValue" and type(x) is str:
+            encoded = x.encode("utf-8")
+            try:  # exactly json_format's reading of a bytes field (padded, URL-safe or standard alphabet)
+                b = base64.urlsafe_b64decode(encoded + b"=" * (4 - len(encoded) % 4))
+            except binascii.Error:
+                raise _Unusual from None
+            return self.conv.blob(key, b)
         elif which == "doubleValue":
             if type(x) is float and math.isfinite(x):
                 return x
@@ -206,8 +254,10 @@ class _Reader:
         elif which == "kvlistValue":
             out = {}
             for kv in _list(_obj(x, _VALUES).get("values", [])):
-                if type(kv) is not dict or kv.keys() != _KEY_VALUE or type(k := kv["key"]) is not str:
-                    raise _Unusual
-                out[k] = self.value(key, kv["value"], depth + 1)
+                if type(kv) is dict and kv.keys() == _KEY_VALUE and type(k := kv["key"]) is str:
+                    out[k] = self.value(key, kv["value"], depth + 1)
+                else:
+                    k, v = _valueless(kv)
+                    out[k] = self.value(key, v, depth + 1)
             return out
         raise _Unusual

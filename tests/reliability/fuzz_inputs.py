@@ -14,7 +14,10 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from tests.factories import T0, genai_trace, otlp_json, proto
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from schemas.otlp_json import to_otlp_json
+from tests.factories import T0, genai_trace, otlp_json, proto, request
 
 MAX_NS = 2**63 - 1
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "otlp"
@@ -27,7 +30,22 @@ def corpus() -> list[bytes]:
     for n in (1, 3, 8):
         spans = genai_trace(rng, n)
         values += [proto(spans), otlp_json(spans)]
-    return values
+    rare = with_rare_fields(request(genai_trace(rng, 3)))
+    return values + [rare.SerializeToString(), to_otlp_json(rare)]
+
+
+def with_rare_fields(req: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
+    """Fields the GenAI fixtures lack: links, scope attributes, bytes and empty attribute values."""
+    scope_spans = req.resource_spans[0].scope_spans[0]
+    scope_spans.scope.attributes.add(key="scope.k").value.string_value = "v"
+    first, second = scope_spans.spans[0], scope_spans.spans[1]
+    link = second.links.add(trace_id=first.trace_id, span_id=first.span_id, trace_state="k=v", flags=1)
+    link.attributes.add(key="link.k").value.int_value = 3
+    second.links.add(trace_id=bytes(16), span_id=b"\x01" * 8)
+    second.attributes.add(key="blob").value.bytes_value = b"\x00\x01\xfe\xff"
+    second.attributes.add(key="empty").value.SetInParent()  # an empty AnyValue: {"value": {}}
+    second.attributes.add(key="unset")  # no value at all: json_format writes {"key": "unset"}
+    return req
 
 
 CORPUS = corpus()
@@ -160,6 +178,7 @@ def attrs(field: int) -> st.SearchStrategy[bytes]:
 
 
 ATTRS, EVENT_ATTRS, RESOURCE_ATTRS = attrs(9), attrs(3), attrs(1)
+LINK_ATTRS, SCOPE_ATTRS = attrs(4), attrs(3)  # Span.Link.attributes, InstrumentationScope.attributes
 
 
 D5, D20, ONE_TWO, ZERO_ONE = st.integers(0, 4), st.integers(0, 19), st.integers(1, 2), st.integers(0, 1)
@@ -176,10 +195,14 @@ def span_bytes(draw: st.DrawFn) -> bytes:
         f_len(11, f_fixed64(1, draw(TIMES)) + f_len(2, draw(EVENT_NAMES).encode()) + draw(EVENT_ATTRS))
         for _ in range(draw(ZERO_ONE))
     )
+    links = b"".join(  # Span.Link: trace_id, span_id, trace_state, attributes (the decoder keeps no link)
+        f_len(13, f_len(1, draw(TRACE_ID)) + f_len(2, draw(SPAN_ID)) + f_len(3, draw(TEXT).encode()) + draw(LINK_ATTRS))
+        for _ in range(draw(ZERO_ONE))
+    )
     parts = [
         f_len(1, draw(TRACE_ID)), f_len(2, draw(SPAN_ID)), draw(PARENT), f_len(5, draw(TEXT).encode()),
         f_varint(6, draw(I64)), f_fixed64(7, start), f_fixed64(8, start + draw(DURATIONS)), draw(ATTRS),
-        events, f_len(15, f_varint(3, draw(I64)) + f_len(2, draw(TEXT).encode())),
+        events, links, f_len(15, f_varint(3, draw(I64)) + f_len(2, draw(TEXT).encode())),
     ]  # fmt: skip
     draw(ORDER).shuffle(parts)  # field order is free in protobuf
     if draw(D5) == 0:
@@ -205,7 +228,8 @@ def request_bytes(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
         for _ in range(draw(ONE_TWO)):
             batch = draw(SPANS)
             spans += batch
-            scopes += f_len(2, f_len(1, f_len(1, draw(TEXT).encode())) + b"".join(f_len(2, s) for s in batch))
+            scope = f_len(1, draw(TEXT).encode()) + draw(SCOPE_ATTRS)
+            scopes += f_len(2, f_len(1, scope) + b"".join(f_len(2, s) for s in batch))
         if draw(D5) == 0:
             scopes += draw(UNKNOWN)
         out.append(f_len(1, f_len(1, draw(RESOURCE_ATTRS)) + scopes))

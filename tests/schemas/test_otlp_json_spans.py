@@ -98,19 +98,55 @@ def test_long_strings_are_cut_or_refused_as_the_reference_does(limit: int, polic
             assert {"long", "long.event", "resource.r"} <= set(want[1]["truncated_attributes"])
 
 
+READ_AND_DROPPED = {  # what the decoder does not keep: checked as json_format checks it, then dropped
+    "links": lambda d, s: s.__setitem__("links", [
+        {"traceId": s["traceId"], "spanId": s["spanId"], "traceState": "k=v", "droppedAttributesCount": 1, "flags": 257,
+         "attributes": [{"key": "link.k", "value": {"intValue": "3"}},
+                        {"key": "huge", "value": {"stringValue": "x" * 5000}}]},  # no limit applies: not kept
+        {"traceId": "", "spanId": ""}, {}]),
+    "scope attributes": lambda d, s: d["resourceSpans"][0]["scopeSpans"][0]["scope"].update(
+        attributes=[{"key": "a", "value": {"stringValue": "b"}}, {"key": "e"}], droppedAttributesCount=0),
+}
+READ_AND_KEPT = {  # rarer attribute values, as the reference path keeps them
+    "bytes value": lambda d, s: s["attributes"].append({"key": "b", "value": {"bytesValue": "AAE="}}),
+    "bytes, URL-safe and unpadded": lambda d, s: s["attributes"].append({"key": "b", "value": {"bytesValue": "-_8"}}),
+    "bytes with a stray character": lambda d, s: s["attributes"].append({"key": "b", "value": {"bytesValue": "AA!E="}}),
+    "long bytes": lambda d, s: s["attributes"].append({"key": "b", "value": {"bytesValue": "AAAA" * 2000}}),
+    "empty value": lambda d, s: s["attributes"].append({"key": "e", "value": {}}),
+    "key without a value": lambda d, s: s["attributes"].append({"key": "e"}),
+    "empty values nested": lambda d, s: s["attributes"].append({"key": "e", "value": {"arrayValue": {"values": [
+        {}, {"kvlistValue": {"values": [{"key": "k"}, {"key": "j", "value": {}}]}}]}}}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("limits", [Limits(max_attribute_bytes=4096, oversize_attribute_policy="dead_letter"),
+                                    Limits(max_attribute_bytes=4096), LIMITS])  # fmt: skip
+@pytest.mark.parametrize("case", list(READ_AND_DROPPED) + list(READ_AND_KEPT))
+def test_links_scope_attributes_bytes_and_empty_values_decode_straight(case: str, limits: Limits) -> None:
+    doc, span = one_span_doc(3)
+    (READ_AND_DROPPED | READ_AND_KEPT)[case](doc, span)
+    value = dumps(doc)
+    got, want = fast(value, limits), reference(value, limits)
+    if case == "long bytes" and limits.oversize_attribute_policy == "dead_letter":
+        assert want == "attribute_too_large" and got is None  # the reference path says why
+        return
+    assert got is not None and got == want
+    if case == "long bytes":
+        assert len(got[1]["attributes"]["b"]) == min(6000, limits.max_attribute_bytes)
+        assert ("b" in got[1]["truncated_attributes"]) == (limits.max_attribute_bytes < 6000)
+    if case in READ_AND_DROPPED:
+        doc, span = one_span_doc(3)
+        assert got == fast(dumps(doc), limits)  # the same spans as without them
+
+
 UNUSUAL = {
     "snake_case key": lambda d, s: s.__setitem__("span_id", s.pop("spanId")),
     "enum by name": lambda d, s: s.__setitem__("kind", "SPAN_KIND_CLIENT"),
     "unknown field": lambda d, s: s.__setitem__("x-vendor", {"anything": [1]}),
-    "link": lambda d, s: s.__setitem__("links", [{"traceId": s["traceId"], "spanId": s["spanId"]}]),
-    "bytes value": lambda d, s: s["attributes"].append({"key": "b", "value": {"bytesValue": "AAE="}}),
-    "empty value": lambda d, s: s["attributes"].append({"key": "e", "value": {}}),
     "null name": lambda d, s: s.__setitem__("name", None),
     "float int": lambda d, s: s["attributes"].append({"key": "i", "value": {"intValue": 2.0}}),
     "int64 overflow": lambda d, s: s["attributes"].append({"key": "i", "value": {"intValue": str(2**63)}}),
     "time as float": lambda d, s: s.__setitem__("startTimeUnixNano", float(s["startTimeUnixNano"])),
-    "scope attributes": lambda d, s: d["resourceSpans"][0]["scopeSpans"][0]["scope"].__setitem__(
-        "attributes", [{"key": "a", "value": {"stringValue": "b"}}]),
     "zero start": lambda d, s: s.__setitem__("startTimeUnixNano", "0"),
     "end before start": lambda d, s: s.__setitem__("endTimeUnixNano", "1"),
     "zero span id": lambda d, s: s.__setitem__("spanId", "0" * 16),
@@ -120,6 +156,18 @@ UNUSUAL = {
         '{"arrayValue":{"values":[' * 18 + '{"stringValue":"x"}' + "]}}" * 18)}),
     "two oneof members": lambda d, s: s["attributes"].append({"key": "t", "value": {"stringValue": "a", "intValue": 1}}),
     "no spans": lambda d, s: d["resourceSpans"][0]["scopeSpans"][0].__setitem__("spans", []),
+    "bytes not base64": lambda d, s: s["attributes"].append({"key": "b", "value": {"bytesValue": "A"}}),
+    "bytes as a number": lambda d, s: s["attributes"].append({"key": "b", "value": {"bytesValue": 7}}),
+    "null value": lambda d, s: s["attributes"].append({"key": "n", "value": None}),
+    "link id of odd length": lambda d, s: s.__setitem__("links", [{"traceId": "abc", "spanId": s["spanId"]}]),
+    "link id not hex": lambda d, s: s.__setitem__("links", [{"spanId": "zz" * 8}]),
+    "link count negative": lambda d, s: s.__setitem__("links", [{"droppedAttributesCount": -1}]),
+    "link unknown key": lambda d, s: s.__setitem__("links", [{"linkId": "x"}]),
+    "link not an object": lambda d, s: s.__setitem__("links", ["x"]),
+    "link value two members": lambda d, s: s.__setitem__("links", [{"attributes": [
+        {"key": "t", "value": {"stringValue": "a", "intValue": 1}}]}]),
+    "scope attribute without key": lambda d, s: d["resourceSpans"][0]["scopeSpans"][0]["scope"].__setitem__(
+        "attributes", [{"value": {"stringValue": "b"}}]),
 }  # fmt: skip
 
 
