@@ -5,13 +5,15 @@ The reference path (:func:`schemas.otlp_json.parse_otlp_json`, then
 which walks every field in pure Python: ~200 µs per span of the benchmark corpus, ten times all
 the rest of decoding. The Collector's otlp_json marshaler writes one regular shape (camelCase
 keys, ids in hex, 64-bit integers as strings or numbers, enums as numbers, bytes in base64), so
-:func:`decode_otlp_json` reads that shape straight from ``orjson.loads``. Span links and scope
-attributes, which the decoder does not keep, are checked (at least as strictly as ``json_format``) and
-dropped, as the reference path drops them.
+:func:`decode_otlp_json` reads that shape straight from ``orjson.loads``. Span links, scope
+attributes and a resource's entity references, which the decoder does not keep, are checked (at
+least as strictly as ``json_format``) and dropped, as the reference path drops them. Keys that
+no OTLP field has (a newer producer's field, a vendor's) are skipped, as the reference path skips
+them (``ignore_unknown_fields``); a ``null`` member counts as absent, as ``json_format`` clears it.
 
 It only returns spans the reference path returns for the same bytes, field for field. Anything it
-does not read exactly as the reference does — a snake_case or unknown key, an enum by name, a
-float where an integer goes, a null, a link id that is not an even number of hex digits — and every
+does not read exactly as the reference does — a snake_case key, an enum by name, a float where an
+integer goes, a null in a list, a link id that is not an even number of hex digits — and every
 input the reference rejects or truncates with the ``dead_letter`` policy (bad ids or times, too
 deep nesting, JSON orjson refuses) makes it return ``None``: the caller then decodes the message
 the reference way, which gives the verdict. tests/schemas/test_otlp_json_spans.py checks the
@@ -27,6 +29,12 @@ import re
 from typing import Any
 
 import orjson
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
 from schemas.decode import _KEYS, _MAX_NS, _OTEL_KIND, _STATUS, DecodeError, Limits, _AttrConverter, _intern_key, new_span
 from schemas.model import Span, SpanEvent
@@ -44,23 +52,44 @@ _LINK_ID = re.compile(r"(?:[0-9a-fA-F]{2})*")  # a link's ids are only hex-decod
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 _U32, _U64, _I64 = 2**32, 2**64, 2**63
 
-# the keys read (or checked and ignored) per object; any other key: the reference path
-_TOP = frozenset({"resourceSpans"})
-_RESOURCE_SPANS = frozenset({"resource", "scopeSpans", "schemaUrl"})
-_RESOURCE = frozenset({"attributes", "droppedAttributesCount"})
-_SCOPE_SPANS = frozenset({"scope", "spans", "schemaUrl"})
-_SCOPE = frozenset({"name", "version", "attributes", "droppedAttributesCount"})
-_SPAN = frozenset({
-    "traceId", "spanId", "parentSpanId", "name", "kind", "startTimeUnixNano", "endTimeUnixNano", "attributes",
+
+# per OTLP message read: the keys read (or checked and dropped) from its JSON object (a plain
+# frozenset: the hot path's subset test is fastest so) -> every name json_format knows for that
+# message (its fields' JSON and proto names)
+_KNOWN: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _keys(message: Any, *read: str) -> frozenset[str]:
+    keys, known = frozenset(read), frozenset(n for f in message.DESCRIPTOR.fields for n in (f.json_name, f.name))
+    assert _KNOWN.setdefault(keys, known) == known, f"{message.DESCRIPTOR.name}: same keys read, other names"
+    return keys
+
+
+# any other key: skipped when no field of the message has that name, else the reference path
+_TOP = _keys(ExportTraceServiceRequest, "resourceSpans")
+_RESOURCE_SPANS = _keys(ResourceSpans, "resource", "scopeSpans", "schemaUrl")
+_RESOURCE = _keys(Resource, "attributes", "droppedAttributesCount", "entityRefs")
+_ENTITY_REF = _keys(EntityRef, "schemaUrl", "type", "idKeys", "descriptionKeys")
+_SCOPE_SPANS = _keys(ScopeSpans, "scope", "spans", "schemaUrl")
+_SCOPE = _keys(InstrumentationScope, "name", "version", "attributes", "droppedAttributesCount")
+_SPAN = _keys(
+    PbSpan, "traceId", "spanId", "parentSpanId", "name", "kind", "startTimeUnixNano", "endTimeUnixNano", "attributes",
     "events", "links", "status", "flags", "traceState", "droppedAttributesCount", "droppedEventsCount",
     "droppedLinksCount",
-})  # fmt: skip
-_LINK = frozenset({"traceId", "spanId", "traceState", "attributes", "droppedAttributesCount", "flags"})
-_EVENT = frozenset({"timeUnixNano", "name", "attributes", "droppedAttributesCount"})
-_STATUS_KEYS = frozenset({"code", "message"})
-_KEY_VALUE = frozenset({"key", "value"})
-_KEY_ONLY = frozenset({"key"})
-_VALUES = frozenset({"values"})
+)  # fmt: skip
+_LINK = _keys(PbSpan.Link, "traceId", "spanId", "traceState", "attributes", "droppedAttributesCount", "flags")
+_EVENT = _keys(PbSpan.Event, "timeUnixNano", "name", "attributes", "droppedAttributesCount")
+_STATUS_KEYS = _keys(Status, "code", "message")
+_KEY_VALUE = _keys(KeyValue, "key", "value")
+_ANY_VALUE = _keys(AnyValue, "stringValue", "boolValue", "intValue", "doubleValue", "arrayValue", "kvlistValue",
+                   "bytesValue")  # fmt: skip
+_VALUES = _keys(ArrayValue, "values")  # an ArrayValue's and a KeyValueList's
+KINDS = (_TOP, _RESOURCE_SPANS, _RESOURCE, _ENTITY_REF, _SCOPE_SPANS, _SCOPE, _SPAN, _LINK, _EVENT, _STATUS_KEYS,
+         _KEY_VALUE, _ANY_VALUE, _VALUES)  # fmt: skip
+# a null member of one of these is absent for json_format (it clears the field)
+_NULLABLE = frozenset().union(*KINDS)
+# json_format takes a key of this form for an extension, and OTLP messages have none: it refuses it
+_EXTENSION = re.compile(r"\[[a-zA-Z0-9\._]*\]$")
 # unread fields of these objects, checked as json_format checks them: uint32 counts and flags, strings
 _U32_FIELDS = ("droppedAttributesCount", "droppedEventsCount", "droppedLinksCount", "flags")
 _STR_FIELDS = ("schemaUrl", "traceState")
@@ -71,14 +100,51 @@ def decode_otlp_json(value: bytes, limits: Limits) -> list[Span] | None:
     them; ``None`` for anything else (that path then decodes it and gives its verdict)."""
     try:
         doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    try:
         return _Reader(limits).request(doc)
-    except (orjson.JSONDecodeError, _Unusual, DecodeError, RecursionError):
+    except (_Unusual, DecodeError, RecursionError):
+        if b"null" not in value:
+            return None
+    try:  # once more with null members taken out, as json_format clears them
+        return _Reader(limits).request(_without_nulls(doc))
+    except (_Unusual, DecodeError, RecursionError):
         return None
 
 
+def _without_nulls(doc: Any) -> Any:
+    """``doc`` without its null members of read keys (a null in a list stays: the reference refuses
+    it). A null member of any other key is left for :func:`_known_only` to judge."""
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            for k in [k for k, v in node.items() if v is None and k in _NULLABLE]:
+                del node[k]
+            stack.extend(node.values())
+        elif type(node) is list:
+            stack.extend(node)
+    return doc
+
+
+def _known_only(x: dict[str, Any], keys: frozenset[str]) -> dict[str, Any]:
+    """``x`` without the keys that name no field of its message, which json_format skips; a key
+    naming a field that is not read here (a snake_case name) or an extension: the reference path."""
+    out, known = {}, _KNOWN[keys]
+    for k, v in x.items():
+        if k in keys:
+            out[k] = v
+        elif k in known or _EXTENSION.match(k):
+            raise _Unusual
+    return out
+
+
 def _obj(x: Any, keys: frozenset[str]) -> dict[str, Any]:
-    if type(x) is not dict or not x.keys() <= keys:
+    if type(x) is not dict:
         raise _Unusual
+    if not x.keys() <= keys:
+        x = _known_only(x, keys)
     for f in _U32_FIELDS:
         if f in x and not (type(v := x[f]) is int and 0 <= v < _U32):
             raise _Unusual
@@ -94,11 +160,22 @@ def _list(x: Any) -> list[Any]:
     return x
 
 
-def _valueless(kv: Any) -> tuple[str, dict[str, Any]]:
-    """A key without a value (json_format writes an unset value so): the reference's None."""
-    if type(kv) is not dict or kv.keys() != _KEY_ONLY or type(key := kv["key"]) is not str:
+def _key_value(kv: Any) -> tuple[str, Any]:
+    """A KeyValue not of the usual ``{"key", "value"}`` shape. A key without a value (json_format
+    writes an unset value so) gets ``{}``: the reference's None."""
+    kv = _obj(kv, _KEY_VALUE)
+    if type(key := kv.get("key")) is not str:
         raise _Unusual
-    return key, {}
+    return key, kv.get("value", {})
+
+
+def _entity_ref(ref: Any) -> None:
+    """Checked and dropped, as the reference path drops a resource's entity references."""
+    ref = _obj(ref, _ENTITY_REF)
+    _str(ref, "type")
+    for f in ("idKeys", "descriptionKeys"):
+        if not all([type(k) is str for k in _list(ref.get(f, []))]):
+            raise _Unusual
 
 
 def _str(o: dict[str, Any], key: str) -> str:
@@ -151,12 +228,15 @@ class _Reader:
         spans: list[Span] = []
         conv = self.conv
         for rs in _list(_obj(doc, _TOP).get("resourceSpans", [])):
-            _obj(rs, _RESOURCE_SPANS)
+            rs = _obj(rs, _RESOURCE_SPANS)
             conv.truncated = []
-            resource = self.attrs(_obj(rs.get("resource", {}), _RESOURCE).get("attributes", []))
+            res = _obj(rs.get("resource", {}), _RESOURCE)
+            for ref in _list(res.get("entityRefs", [])):
+                _entity_ref(ref)
+            resource = self.attrs(res.get("attributes", []))
             res_truncated = tuple([f"resource.{k}" for k in conv.truncated])
             for ss in _list(rs.get("scopeSpans", [])):
-                _obj(ss, _SCOPE_SPANS)
+                ss = _obj(ss, _SCOPE_SPANS)
                 scope = _obj(ss.get("scope", {}), _SCOPE)
                 scope_name, scope_version = _str(scope, "name"), _str(scope, "version")
                 self.dropped_attrs(scope.get("attributes", []))
@@ -191,14 +271,14 @@ class _Reader:
 
     def link(self, link: Any) -> None:
         """Checked and dropped, as the reference path drops links (it only converts their hex ids)."""
-        _obj(link, _LINK)
+        link = _obj(link, _LINK)
         for f in ("traceId", "spanId"):
             if f in link and not (type(i := link[f]) is str and _LINK_ID.fullmatch(i)):
                 raise _Unusual
         self.dropped_attrs(link.get("attributes", []))
 
     def event(self, e: Any) -> SpanEvent:
-        _obj(e, _EVENT)
+        e = _obj(e, _EVENT)
         return SpanEvent.fast(name=_str(e, "name"), time_ns=_uint64(e, "timeUnixNano"),
                               attributes=self.attrs(e.get("attributes", [])))  # fmt: skip
 
@@ -209,7 +289,7 @@ class _Reader:
             if type(kv) is dict and kv.keys() == _KEY_VALUE and type(key := kv["key"]) is str:
                 v = kv["value"]
             else:
-                key, v = _valueless(kv)
+                key, v = _key_value(kv)
             key = keys.get(key) or _intern_key(key)
             # the common case inline: a short non-empty string
             if type(v) is dict and len(v) == 1 and type(s := v.get("stringValue")) is str and s and len(s) <= limit4:
@@ -222,9 +302,11 @@ class _Reader:
         if type(v) is not dict:
             raise _Unusual
         if len(v) != 1:
+            v = _obj(v, _ANY_VALUE)  # without unknown keys
             if not v:
                 return None  # an empty AnyValue: the reference's None
-            raise _Unusual  # two members of its oneof
+            if len(v) != 1:
+                raise _Unusual  # two members of its oneof
         [(which, x)] = v.items()
         if which == "stringValue" and type(x) is str:
             return self.conv.string(key, x)
@@ -257,7 +339,9 @@ class _Reader:
                 if type(kv) is dict and kv.keys() == _KEY_VALUE and type(k := kv["key"]) is str:
                     out[k] = self.value(key, kv["value"], depth + 1)
                 else:
-                    k, v = _valueless(kv)
+                    k, v = _key_value(kv)
                     out[k] = self.value(key, v, depth + 1)
             return out
+        if which not in _ANY_VALUE:  # alone and no AnyValue field's name: an empty value
+            return self.value(key, _obj(v, _ANY_VALUE), depth)
         raise _Unusual

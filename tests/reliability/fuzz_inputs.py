@@ -8,6 +8,7 @@ import base64
 import copy
 import json
 import random
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -276,7 +277,7 @@ JSON_WEIRD = st.recursive(
     json_containers,
     max_leaves=8,
 )
-JSON_OP = st.tuples(st.integers(0, 2**20), st.integers(0, 7), JSON_WEIRD, st.integers(0, 9))
+JSON_OP = st.tuples(st.integers(0, 2**20), st.integers(0, 8), JSON_WEIRD, st.integers(0, 9))
 
 
 def damage(doc: Any, ops: list[tuple[int, int, Any, int]]) -> Any:
@@ -306,6 +307,9 @@ def damage(doc: Any, ops: list[tuple[int, int, Any, int]]) -> Any:
             node[key] = [value]  # wrap in a list
         elif kind == 7 and isinstance(value, (dict, list)) and value:
             node[key] = json.loads(json.dumps(value)) if how % 2 else {"values": value}
+        elif kind == 8 and isinstance(node, dict):  # one more key: unknown, an extension, a snake_case twin; or null
+            extra = ["x-vendor", "[vendor.ext]", re.sub("([A-Z])", lambda m: "_" + m[1].lower(), key), key][how % 4]
+            node[extra] = None if how >= 5 else copy.deepcopy(weird)
     return doc
 
 

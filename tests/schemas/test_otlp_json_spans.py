@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.decode import DecodeError, Limits, decode, decode_request, parse_message
-from schemas.otlp_json_spans import decode_otlp_json
+from schemas.otlp_json_spans import _EXTENSION, _KNOWN, KINDS, decode_otlp_json
 from tests.factories import genai_trace, otlp_json, proto
 from tests.reliability.fuzz_inputs import JSON_DOCS, JSON_OP, damage, to_text
 
@@ -98,6 +99,20 @@ def test_long_strings_are_cut_or_refused_as_the_reference_does(limit: int, polic
             assert {"long", "long.event", "resource.r"} <= set(want[1]["truncated_attributes"])
 
 
+def _unknown_keys_everywhere(doc: dict[str, Any], span: dict[str, Any]) -> None:
+    """A key no OTLP field has (a newer producer's field, a vendor's) in every kind of object:
+    json_format skips it (ignore_unknown_fields), whatever its value."""
+    rs = doc["resourceSpans"][0]
+    span["links"] = [{"spanId": span["spanId"], "vendor.link": 1}]
+    span["events"] = [{"timeUnixNano": "5", "name": "e", "newField": [None]}]
+    span["attributes"] += [{"key": "k", "value": {"stringValue": "v", "vendor": None}, "newField": {}},
+                           {"key": "kv", "value": {"kvlistValue": {"values": [], "x": 2}}}]  # fmt: skip
+    rs["resource"]["entityRefs"] = [{"type": "host", "idKeys": [], "annotations": "?"}]
+    for i, o in enumerate([doc, rs, rs["resource"], rs["scopeSpans"][0], rs["scopeSpans"][0]["scope"], span,
+                           span["status"] if "status" in span else span.setdefault("status", {})]):  # fmt: skip
+        o[f"x-vendor-{i}"] = {"anything": [1, None, "[a.b]"]}
+
+
 READ_AND_DROPPED = {  # what the decoder does not keep: checked as json_format checks it, then dropped
     "links": lambda d, s: s.__setitem__("links", [
         {"traceId": s["traceId"], "spanId": s["spanId"], "traceState": "k=v", "droppedAttributesCount": 1, "flags": 257,
@@ -106,6 +121,17 @@ READ_AND_DROPPED = {  # what the decoder does not keep: checked as json_format c
         {"traceId": "", "spanId": ""}, {}]),
     "scope attributes": lambda d, s: d["resourceSpans"][0]["scopeSpans"][0]["scope"].update(
         attributes=[{"key": "a", "value": {"stringValue": "b"}}, {"key": "e"}], droppedAttributesCount=0),
+    "entity references": lambda d, s: d["resourceSpans"][0]["resource"].update(entityRefs=[
+        {"schemaUrl": "https://opentelemetry.io/schemas/1.36.0", "type": "k8s.pod", "idKeys": ["k8s.pod.uid"],
+         "descriptionKeys": ["k8s.pod.name"]}, {"type": "service"}, {}]),
+    "unknown keys": lambda d, s: [o.__setitem__("x-vendor", {"anything": [1, None, "[a.b]"]}) for o in (
+        d, d["resourceSpans"][0], d["resourceSpans"][0]["resource"], d["resourceSpans"][0]["scopeSpans"][0], s,
+        *s["attributes"], *[kv["value"] for kv in s["attributes"]])],
+    "null members of absent fields": lambda d, s: (
+        s.update(traceState=None, links=None, flags=None, droppedLinksCount=None),
+        d["resourceSpans"][0].update(schemaUrl=None),
+        d["resourceSpans"][0]["scopeSpans"][0]["scope"].update(attributes=None, droppedAttributesCount=None),
+        d["resourceSpans"][0]["resource"].update(entityRefs=None, droppedAttributesCount=None)),
 }
 READ_AND_KEPT = {  # rarer attribute values, as the reference path keeps them
     "bytes value": lambda d, s: s["attributes"].append({"key": "b", "value": {"bytesValue": "AAE="}}),
@@ -116,13 +142,24 @@ READ_AND_KEPT = {  # rarer attribute values, as the reference path keeps them
     "key without a value": lambda d, s: s["attributes"].append({"key": "e"}),
     "empty values nested": lambda d, s: s["attributes"].append({"key": "e", "value": {"arrayValue": {"values": [
         {}, {"kvlistValue": {"values": [{"key": "k"}, {"key": "j", "value": {}}]}}]}}}),
+    "unknown keys everywhere": _unknown_keys_everywhere,
+    "null name": lambda d, s: s.__setitem__("name", None),
+    "null parent": lambda d, s: s.__setitem__("parentSpanId", None),
+    "null status": lambda d, s: s.__setitem__("status", None),
+    "null value": lambda d, s: s["attributes"].append({"key": "n", "value": None}),
+    "null oneof member beside one": lambda d, s: s["attributes"].extend([
+        {"key": "i", "value": {"intValue": "5", "stringValue": None}},
+        {"key": "j", "value": {"boolValue": None, "doubleValue": 0.5}}]),
+    "null array values": lambda d, s: s["attributes"].append({"key": "a", "value": {"arrayValue": {"values": None}}}),
+    "unknown key in a value": lambda d, s: s["attributes"].append({"key": "u", "value": {"intValue": 1, "unit": "s"}}),
+    "unknown member alone": lambda d, s: s["attributes"].append({"key": "u", "value": {"decimalValue": "1.5"}}),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("limits", [Limits(max_attribute_bytes=4096, oversize_attribute_policy="dead_letter"),
                                     Limits(max_attribute_bytes=4096), LIMITS])  # fmt: skip
 @pytest.mark.parametrize("case", list(READ_AND_DROPPED) + list(READ_AND_KEPT))
-def test_links_scope_attributes_bytes_and_empty_values_decode_straight(case: str, limits: Limits) -> None:
+def test_rarer_forms_decode_straight_to_the_reference_spans(case: str, limits: Limits) -> None:
     doc, span = one_span_doc(3)
     (READ_AND_DROPPED | READ_AND_KEPT)[case](doc, span)
     value = dumps(doc)
@@ -142,8 +179,19 @@ def test_links_scope_attributes_bytes_and_empty_values_decode_straight(case: str
 UNUSUAL = {
     "snake_case key": lambda d, s: s.__setitem__("span_id", s.pop("spanId")),
     "enum by name": lambda d, s: s.__setitem__("kind", "SPAN_KIND_CLIENT"),
-    "unknown field": lambda d, s: s.__setitem__("x-vendor", {"anything": [1]}),
-    "null name": lambda d, s: s.__setitem__("name", None),
+    "extension key": lambda d, s: s.__setitem__("[vendor.ext]", {"anything": [1]}),
+    "extension key in a value": lambda d, s: s["attributes"].append({"key": "x", "value": {"[a]": 1}}),
+    "snake_case twin, null": lambda d, s: s.__setitem__("trace_id", None),
+    "snake_case value member": lambda d, s: s["attributes"].append({"key": "x", "value": {"string_value": "a"}}),
+    "null in a list": lambda d, s: s["attributes"].append(None),
+    "null array element": lambda d, s: s["attributes"].append({"key": "a", "value": {"arrayValue": {"values": [
+        {"stringValue": "a"}, None]}}}),
+    "null key": lambda d, s: s["attributes"].append({"key": None, "value": {"stringValue": "a"}}),
+    "null trace id": lambda d, s: s.__setitem__("traceId", None),
+    "entity reference id key a number": lambda d, s: d["resourceSpans"][0]["resource"].__setitem__(
+        "entityRefs", [{"type": "host", "idKeys": [1]}]),
+    "entity reference type a list": lambda d, s: d["resourceSpans"][0]["resource"].__setitem__(
+        "entityRefs", [{"type": ["host"]}]),
     "float int": lambda d, s: s["attributes"].append({"key": "i", "value": {"intValue": 2.0}}),
     "int64 overflow": lambda d, s: s["attributes"].append({"key": "i", "value": {"intValue": str(2**63)}}),
     "time as float": lambda d, s: s.__setitem__("startTimeUnixNano", float(s["startTimeUnixNano"])),
@@ -158,17 +206,22 @@ UNUSUAL = {
     "no spans": lambda d, s: d["resourceSpans"][0]["scopeSpans"][0].__setitem__("spans", []),
     "bytes not base64": lambda d, s: s["attributes"].append({"key": "b", "value": {"bytesValue": "A"}}),
     "bytes as a number": lambda d, s: s["attributes"].append({"key": "b", "value": {"bytesValue": 7}}),
-    "null value": lambda d, s: s["attributes"].append({"key": "n", "value": None}),
     "link id of odd length": lambda d, s: s.__setitem__("links", [{"traceId": "abc", "spanId": s["spanId"]}]),
     "link id not hex": lambda d, s: s.__setitem__("links", [{"spanId": "zz" * 8}]),
     "link count negative": lambda d, s: s.__setitem__("links", [{"droppedAttributesCount": -1}]),
-    "link unknown key": lambda d, s: s.__setitem__("links", [{"linkId": "x"}]),
+    "link snake_case key": lambda d, s: s.__setitem__("links", [{"span_id": "x"}]),
     "link not an object": lambda d, s: s.__setitem__("links", ["x"]),
     "link value two members": lambda d, s: s.__setitem__("links", [{"attributes": [
         {"key": "t", "value": {"stringValue": "a", "intValue": 1}}]}]),
     "scope attribute without key": lambda d, s: d["resourceSpans"][0]["scopeSpans"][0]["scope"].__setitem__(
         "attributes", [{"value": {"stringValue": "b"}}]),
 }  # fmt: skip
+
+
+def test_keys_read_are_names_json_format_knows_and_extensions_are_spotted_alike() -> None:
+    for keys in KINDS:
+        assert keys <= _KNOWN[keys]  # a typo here would skip a real field as unknown
+    assert _EXTENSION.pattern == json_format._VALID_EXTENSION_NAME.pattern
 
 
 @pytest.mark.parametrize("case", list(UNUSUAL))
