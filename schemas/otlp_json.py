@@ -20,6 +20,12 @@ _ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "paren
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
+# json_format's nesting limit that takes exactly the messages protobuf's own parser (upb, limit 100)
+# takes: its default (100) counts one level more, so a link attribute nested ~30 levels deep, which
+# the protobuf decoder reads and drops, was refused in OTLP/JSON (tests/schemas/test_otlp_json.py)
+MAX_MESSAGE_DEPTH = 101
+
+
 class OtlpJsonError(ValueError):
     pass
 
@@ -67,7 +73,7 @@ def parse_otlp_json(data: bytes | str) -> ExportTraceServiceRequest:
     _walk_spans(doc, _hex_to_b64)
     req = ExportTraceServiceRequest()
     try:
-        json_format.ParseDict(doc, req, ignore_unknown_fields=True)
+        json_format.ParseDict(doc, req, ignore_unknown_fields=True, max_recursion_depth=MAX_MESSAGE_DEPTH)
     except ArithmeticError as exc:  # e.g. Infinity / 1e400 for an integer field: OverflowError
         raise OtlpJsonError(f"number out of range: {exc}") from None
     return req
