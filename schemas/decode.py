@@ -70,6 +70,11 @@ def sniff_encoding(value: bytes) -> Literal["otlp_proto", "otlp_json"]:
     return "otlp_proto"
 
 
+def is_json(value: bytes, encoding: Encoding) -> bool:
+    """Whether ``value`` is taken for OTLP/JSON (named by ``encoding``, or sniffed when ``auto``)."""
+    return encoding == "otlp_json" or (encoding == "auto" and sniff_encoding(value) == "otlp_json")
+
+
 def parse_request(value: bytes, encoding: Encoding = "auto") -> ExportTraceServiceRequest:
     sniffed = encoding == "auto"
     if sniffed:
@@ -335,9 +340,7 @@ def decode(
     """Decode one Kafka message value: its spans, and its protobuf request — ``None`` when OTLP/JSON
     was read straight into spans (:mod:`schemas.otlp_json_spans`; ``parse_message`` gives the
     request if it is needed). Raises :class:`DecodeError` for anything unacceptable."""
-    if value and len(value) <= limits.max_message_bytes and (
-        encoding == "otlp_json" or (encoding == "auto" and sniff_encoding(value) == "otlp_json")
-    ):
+    if value and len(value) <= limits.max_message_bytes and is_json(value, encoding):
         from schemas.otlp_json_spans import decode_otlp_json  # it builds on this module's parts
 
         spans = decode_otlp_json(value, limits)

@@ -18,6 +18,7 @@ class Counters:
     dead_lettered: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     repartitioned_messages: int = 0
+    otlp_json_slow_messages: int = 0  # OTLP/JSON not read straight into spans: protobuf's JSON parser
     late_spans: int = 0
     replayed_spans: int = 0
     spans_not_held: int = 0

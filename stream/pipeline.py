@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.decode import DecodeError, Limits, decode, parse_message
+from schemas.decode import DecodeError, Limits, decode, is_json, parse_message
 from schemas.model import Span
 from schemas.split import split_by_trace
 from stream.assembly import TP, CompletedTrace, TraceAssembler
@@ -122,6 +122,8 @@ class Pipeline:
                 await asyncio.sleep(0)  # long batches must not starve heartbeats and timers
             try:
                 spans, req = decode(msg.value, self.settings.input_encoding, self.limits)
+                if req is not None and msg.value and is_json(msg.value, self.settings.input_encoding):
+                    self._json_not_straight(msg)
                 here = not repartition or _partitioned_by_trace(msg.key, spans)
                 if not here and req is None:  # OTLP/JSON read straight into spans: parts are cut from a request
                     req = parse_message(msg.value, self.settings.input_encoding, self.limits)
@@ -365,6 +367,16 @@ class Pipeline:
         await self._deliver([record], "produce")
         u = self.counters.unrecovered_offsets
         u[topic] = u.get(topic, 0) + last - first + 1
+
+    def _json_not_straight(self, msg: InMessage) -> None:
+        """OTLP/JSON the fast reader (schemas/otlp_json_spans.py) left to protobuf's JSON parser:
+        correct, ~10x the CPU per span. Counted; the first one is logged with what to look for."""
+        if not self.counters.otlp_json_slow_messages:
+            log.warning("OTLP/JSON %s/%d@%d is not in the shape the Collector's otlp_json marshaler writes (e.g. "
+                        "snake_case keys, enums by name, a null in a list): decoded through protobuf's JSON parser, "
+                        "~10x the CPU per span; counted in tracejudge_otlp_json_slow_messages_total (README, Input "
+                        "formats)", msg.topic, msg.partition, msg.offset)  # fmt: skip
+        self.counters.otlp_json_slow_messages += 1
 
     def _dead_letter(self, msg: InMessage, reason: str, detail: str) -> OutRecord:
         log.warning("dead-letter %s/%d@%d: %s: %s", msg.topic, msg.partition, msg.offset, reason, detail[:300])

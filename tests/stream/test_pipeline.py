@@ -101,6 +101,27 @@ def test_unkeyed_batches_are_split_per_trace_for_repartitioning(store: ClickHous
     assert count(store, "SELECT count() FROM {db}.spans FINAL") == 12 and producer2.records == []
 
 
+def test_otlp_json_not_in_the_collectors_shape_is_stored_counted_and_logged_once(
+    store: ClickHouseStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """snake_case keys are valid protobuf JSON but not what the fast reader reads: the message takes
+    protobuf's JSON parser (~10x the CPU), which an operator must be able to see."""
+    def snake_case(trace: Any) -> bytes:
+        doc = json.loads(otlp_json(trace))
+        for span in doc["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+            span["span_id"] = span.pop("spanId")
+        return json.dumps(doc).encode()
+
+    p, producer, _ = make(store)
+    traces = [genai_trace(random.Random(70 + i), 3) for i in range(4)]
+    values = [otlp_json(traces[0]), proto(traces[1]), snake_case(traces[2]), snake_case(traces[3])]
+    with caplog.at_level(logging.WARNING, logger="stream.pipeline"):
+        asyncio.run(p.handle_batch([msg(v, i, t[0].trace_id.hex().encode()) for i, (v, t) in enumerate(zip(values, traces))]))
+    assert p.counters.otlp_json_slow_messages == 2  # not the Collector-shaped JSON, not protobuf
+    assert caplog.text.count("is not in the shape") == 1 and f"{TOPIC}/0@2 " in caplog.text
+    assert count(store, "SELECT count() FROM {db}.spans FINAL") == 12 and producer.records == []
+
+
 def test_bad_messages_are_dead_lettered_and_good_ones_still_stored(store: ClickHouseStore) -> None:
     p, producer, _ = make(store)
     good = genai_trace(random.Random(1), 3)
