@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.decode import DecodeError, Limits, decode, is_json, parse_message
+from schemas.decode import DecodeError
 from schemas.model import Span
 from schemas.split import split_by_trace
 from stream.assembly import TP, CompletedTrace, TraceAssembler
@@ -36,6 +36,7 @@ from stream.decision_rows import encode_for_judges, gate_rows, signal_rows
 from stream.delivery import DeliveryCounts, Producer, deliver
 from stream.dlq import InMessage, OutRecord, dead_letter, unrecovered_offsets
 from stream.events import EventJoiner
+from stream.input_message import MessageReader
 from stream.provenance import message_token, sources, token
 from stream.refused_rows import INSERT_REJECTED, Refusal, by_source, insert_isolating
 from stream.retry import retry_forever
@@ -85,9 +86,6 @@ class Pipeline:
         self.on_complete = on_complete
         self.decider = decider
         self.events = events
-        self.limits = Limits(
-            settings.max_message_bytes, settings.max_attribute_bytes, settings.oversize_attribute_policy
-        )
         self.assembler = TraceAssembler(
             settings.decision_wait,
             settings.max_trace_age,
@@ -96,6 +94,7 @@ class Pipeline:
             settings.decided_cache_size,
         )
         self.counters = Counters()
+        self.reader = MessageReader(settings, self.counters)
         self.lock = asyncio.Lock()
         self._inserts: set[asyncio.Future[Any]] = set()
         self.owned: set[TP] = set()
@@ -121,12 +120,7 @@ class Pipeline:
             if i and i % 50 == 0:
                 await asyncio.sleep(0)  # long batches must not starve heartbeats and timers
             try:
-                spans, req = decode(msg.value, self.settings.input_encoding, self.limits)
-                if req is not None and msg.value and is_json(msg.value, self.settings.input_encoding):
-                    self._json_not_straight(msg)
-                here = not repartition or _partitioned_by_trace(msg.key, spans)
-                if not here and req is None:  # OTLP/JSON read straight into spans: parts are cut from a request
-                    req = parse_message(msg.value, self.settings.input_encoding, self.limits)
+                spans, to_split = self.reader.read(msg, repartition)
             except DecodeError as exc:
                 out.append(self._dead_letter(msg, exc.reason, exc.detail))
                 continue
@@ -134,7 +128,7 @@ class Pipeline:
                 log.exception("unexpected error decoding %s/%s@%s", msg.topic, msg.partition, msg.offset)
                 out.append(self._dead_letter(msg, "internal_error", repr(exc)))
                 continue
-            if here:
+            if to_split is None:
                 local.append((msg, spans))
                 held += len(spans)
                 if held >= self.settings.insert_chunk_spans:  # store in steps: memory per batch stays bounded
@@ -144,7 +138,7 @@ class Pipeline:
                     local, held = [], 0
             else:
                 self.counters.repartitioned_messages += 1
-                for tid, part in split_by_trace(req).items():
+                for tid, part in split_by_trace(to_split).items():
                     out.append(OutRecord(self.settings.repartition_topic, tid.encode(), part))
         if local:
             stored.append(await self._begin_ingest(local))
@@ -368,16 +362,6 @@ class Pipeline:
         u = self.counters.unrecovered_offsets
         u[topic] = u.get(topic, 0) + last - first + 1
 
-    def _json_not_straight(self, msg: InMessage) -> None:
-        """OTLP/JSON the fast reader (schemas/otlp_json_spans.py) left to protobuf's JSON parser:
-        correct, ~10x the CPU per span. Counted; the first one is logged with what to look for."""
-        if not self.counters.otlp_json_slow_messages:
-            log.warning("OTLP/JSON %s/%d@%d is not in the shape the Collector's otlp_json marshaler writes (e.g. "
-                        "snake_case keys, enums by name, a null in a list): decoded through protobuf's JSON parser, "
-                        "~10x the CPU per span; counted in tracejudge_otlp_json_slow_messages_total (README, Input "
-                        "formats)", msg.topic, msg.partition, msg.offset)  # fmt: skip
-        self.counters.otlp_json_slow_messages += 1
-
     def _dead_letter(self, msg: InMessage, reason: str, detail: str) -> OutRecord:
         log.warning("dead-letter %s/%d@%d: %s: %s", msg.topic, msg.partition, msg.offset, reason, detail[:300])
         self.counters.dead_lettered += 1
@@ -402,9 +386,3 @@ class Pipeline:
 
         return await retry_forever(op, what, sleep=self.sleep, initial=self.settings.insert_retry_initial,
                                    maximum=self.settings.insert_retry_max, on_retry=count, stop_on=stop_on)  # fmt: skip
-
-def _partitioned_by_trace(key: bytes | None, spans: list[Span]) -> bool:
-    if not key or len(key) != 32:
-        return False
-    k = key.decode("ascii", "replace").lower()
-    return all(s.trace_id == k for s in spans)

@@ -115,7 +115,7 @@ def test_otlp_json_not_in_the_collectors_shape_is_stored_counted_and_logged_once
     p, producer, _ = make(store)
     traces = [genai_trace(random.Random(70 + i), 3) for i in range(4)]
     values = [otlp_json(traces[0]), proto(traces[1]), snake_case(traces[2]), snake_case(traces[3])]
-    with caplog.at_level(logging.WARNING, logger="stream.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="stream.input_message"):
         asyncio.run(p.handle_batch([msg(v, i, t[0].trace_id.hex().encode()) for i, (v, t) in enumerate(zip(values, traces))]))
     assert p.counters.otlp_json_slow_messages == 2  # not the Collector-shaped JSON, not protobuf
     assert caplog.text.count("is not in the shape") == 1 and f"{TOPIC}/0@2 " in caplog.text

@@ -1,0 +1,47 @@
+"""What one input message becomes: ingested here, or its request cut per trace for repartitioning."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from schemas.decode import DecodeError
+from stream.config import Settings
+from stream.counters import Counters
+from stream.dlq import InMessage
+from stream.input_message import MessageReader, partitioned_by_trace
+from tests.factories import genai_trace, otlp_json, proto
+
+
+def reader() -> MessageReader:
+    return MessageReader(Settings(), Counters())
+
+
+@pytest.mark.parametrize("encode", [proto, otlp_json])
+def test_keyed_by_its_trace_is_ingested_here_and_anything_else_is_split(encode: object) -> None:
+    t, u = genai_trace(random.Random(1), 3), genai_trace(random.Random(2), 2)
+    tid = t[0].trace_id.hex().encode()
+    r = reader()
+    spans, to_split = r.read(InMessage("in", 0, 0, tid.upper(), encode(t), None))  # type: ignore[operator]
+    assert len(spans) == 3 and to_split is None
+    for key in (None, b"x" * 32, tid):  # unkeyed, another key, or two traces under one key
+        value = encode(t + u if key == tid else t)  # type: ignore[operator]
+        spans, to_split = r.read(InMessage("in", 0, 1, key, value, None))
+        assert to_split is not None and len(to_split.resource_spans) >= 1
+        assert spans and r.read(InMessage("in", 0, 1, key, value, None), repartition=False)[1] is None
+    assert r.counters.otlp_json_slow_messages == 0  # the Collector's shape, or protobuf
+
+
+def test_partitioned_by_trace_needs_the_32_hex_trace_id_of_every_span() -> None:
+    t = genai_trace(random.Random(3), 2)
+    tid = t[0].trace_id.hex()
+    spans = reader().read(InMessage("in", 0, 0, None, proto(t), None))[0]
+    assert partitioned_by_trace(tid.encode(), spans) and partitioned_by_trace(tid.upper().encode(), spans)
+    assert not partitioned_by_trace(None, spans) and not partitioned_by_trace(tid[:31].encode(), spans)
+
+
+def test_undecodable_raises_for_the_caller_to_dead_letter() -> None:
+    with pytest.raises(DecodeError) as exc:
+        reader().read(InMessage("in", 0, 0, None, b"\xffjunk", None))
+    assert exc.value.reason == "undecodable"
