@@ -19,6 +19,7 @@ span attribute ``tracejudge.invalid_utf8`` (lossless). OTLP/JSON that is not UTF
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
@@ -60,14 +61,29 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
+_JSON_OBJECT_START = re.compile(rb"[ \t\r\n]*\{")  # RFC 8259's whitespace, then an object (no copy of the value)
+
+
 def sniff_encoding(value: bytes) -> Literal["otlp_proto", "otlp_json"]:
-    """OTLP/JSON starts with ``{``. A leading newline is ambiguous: 0x0A also starts every
-    protobuf request (field 1, length-delimited), so only space / tab / CR count as JSON
-    whitespace here; :func:`parse_request` falls back to JSON when protobuf fails on ``\n{``."""
+    """OTLP/JSON starts with ``{``, after JSON's whitespace. A leading newline is ambiguous: 0x0A
+    also starts every protobuf request (field 1, length-delimited: ``\\n{`` is a first
+    ResourceSpans of 123 bytes), so a value led by a newline is JSON only when protobuf cannot read it."""
     head = value[:1]
-    if head == b"{" or (head in (b" ", b"\t", b"\r") and value.lstrip()[:1] == b"{"):
+    if head == b"{":
         return "otlp_json"
+    if head in (b" ", b"\t", b"\r", b"\n") and _JSON_OBJECT_START.match(value):
+        if head != b"\n" or not _reads_as_protobuf(value):
+            return "otlp_json"
     return "otlp_proto"
+
+
+def _reads_as_protobuf(value: bytes) -> bool:
+    """``value`` is a protobuf request, strings that are not UTF-8 (which are repaired) aside."""
+    try:
+        ExportTraceServiceRequest.FromString(value)
+    except ProtobufDecodeError:
+        return repair_request(value) is not None
+    return True
 
 
 def is_json(value: bytes, encoding: Encoding) -> bool:
@@ -76,8 +92,7 @@ def is_json(value: bytes, encoding: Encoding) -> bool:
 
 
 def parse_request(value: bytes, encoding: Encoding = "auto") -> ExportTraceServiceRequest:
-    sniffed = encoding == "auto"
-    if sniffed:
+    if encoding == "auto":
         encoding = sniff_encoding(value)
     try:
         if encoding == "otlp_json":
@@ -89,9 +104,6 @@ def parse_request(value: bytes, encoding: Encoding = "auto") -> ExportTraceServi
             repaired = repair_request(value)
             if repaired is not None:
                 return repaired[0]
-            if sniffed and value.lstrip()[:1] == b"{":
-                encoding = "otlp_json"
-                return parse_otlp_json(value)
             raise
     except UnicodeDecodeError as exc:  # OTLP/JSON bytes that are not UTF-8 are not JSON: no repair
         raise DecodeError(

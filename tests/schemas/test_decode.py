@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from schemas.decode import TRUNCATION_MARK, DecodeError, Limits, _utf8_len, decode_message, sniff_encoding
+from schemas.decode import TRUNCATION_MARK, DecodeError, Limits, _utf8_len, decode, decode_message, sniff_encoding
 from schemas.model import Span
 from schemas.normalize import normalize_span
 from schemas.otlp_json import parse_otlp_json, to_otlp_json
@@ -41,9 +42,40 @@ def test_json_ids_are_hex_and_ints_may_be_strings() -> None:
 def test_sniffing() -> None:
     assert sniff_encoding(b'{"resourceSpans":[]}') == "otlp_json"
     assert sniff_encoding(b' \r\n{"resourceSpans":[]}') == "otlp_json"
-    assert sniff_encoding(b"\n\x7b") == "otlp_proto"  # 0x0A starts every protobuf request
-    assert decode_message(b"\n" + otlp_json(genai_trace(random.Random(0), 1)))  # fallback to JSON
+    assert sniff_encoding(b"\x0c{}") == "otlp_proto"  # not JSON whitespace
     assert sniff_encoding(proto(genai_trace(random.Random(0), 1))) == "otlp_proto"
+
+
+def _resource_spans_of(size: int) -> bytes:
+    """A protobuf request whose first ResourceSpans is ``size`` bytes long: it starts with
+    0x0A (field 1, length-delimited) and the length byte."""
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.schema_url = "x"
+    rs.schema_url = "x" * (size - len(rs.SerializeToString()) + 1)
+    value = req.SerializeToString()
+    assert value[:2] == b"\n" + bytes([size])
+    return value
+
+
+def test_a_leading_newline_is_json_only_when_protobuf_cannot_read_it() -> None:
+    # 0x0A starts every protobuf request: ``\n{`` is one whose first ResourceSpans is 123 bytes long
+    ambiguous = _resource_spans_of(ord("{"))
+    assert sniff_encoding(ambiguous) == "otlp_proto"
+    with pytest.raises(DecodeError) as exc:
+        decode_message(ambiguous)
+    assert exc.value.reason == "no_spans"  # read as the (empty) protobuf request it is
+    spans = genai_trace(random.Random(0), 3)
+    for lead in (b"\n", b"\n\r\n  ", b"\n\n"):
+        value = lead + otlp_json(spans)
+        assert sniff_encoding(value) == "otlp_json"
+        decoded, req = decode(value)
+        assert req is None  # read straight into spans, not through protobuf's JSON parser
+        assert decoded == decode_message(otlp_json(spans)) == decode_message(proto(spans))
+    assert sniff_encoding(b"\n\x7b") == "otlp_json"  # protobuf cannot read it: neither can JSON
+    with pytest.raises(DecodeError) as exc:
+        decode_message(b"\n\x7b")
+    assert exc.value.reason == "undecodable" and "otlp_json" in exc.value.detail
 
 
 def _bad_id(**kw: bytes) -> bytes:

@@ -45,3 +45,14 @@ def test_undecodable_raises_for_the_caller_to_dead_letter() -> None:
     with pytest.raises(DecodeError) as exc:
         reader().read(InMessage("in", 0, 0, None, b"\xffjunk", None))
     assert exc.value.reason == "undecodable"
+
+
+def test_json_off_the_fast_path_is_counted_with_or_without_a_leading_newline() -> None:
+    t = genai_trace(random.Random(4), 3)
+    fast = otlp_json(t)
+    slow = fast.replace(b'"traceId"', b'"trace_id"')  # snake_case: protobuf's JSON parser takes it, slowly
+    r = reader()
+    want = r.read(InMessage("in", 0, 0, None, proto(t), None), repartition=False)[0]
+    for offset, value in enumerate((fast, b"\n" + fast, slow, b"\n" + slow)):
+        assert r.read(InMessage("in", 0, offset, None, value, None), repartition=False)[0] == want
+    assert r.counters.otlp_json_slow_messages == 2
