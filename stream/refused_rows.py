@@ -9,11 +9,13 @@ part with its own deduplication token, derived from the insert's), and the calle
 rows back to dead-letter their source messages.
 
 Where to split: a violated constraint names the first row that violates it ("is violated at row
-N", counted over the whole insert), so such a part is cut around that row: the rows before it, the
-row alone, and the rows after it in two halves — about 4 inserts per refused row. The row is only
-taken as refused when it is refused alone, so a wrong hint costs inserts, never a good row. Other
-refusals (a type mismatch, a value the client cannot serialize) say no row: the part is cut in
-halves, about 2 inserts per refused row per level.
+N", counted over the whole insert), so such a part is cut in three: the rows before it, the row
+alone, and the rows after it, whose own refusal names the next such row — about 3 inserts per
+refused row. The row is only taken as refused when it is refused alone, so a wrong hint costs
+inserts, never a good row; once a named row is stored alone, the rest of the insert is cut in
+halves, so a server that counts rows differently cannot make the split peel one row per insert.
+Other refusals (a type mismatch, a value the client cannot serialize) say no row: the part is cut
+in halves, about 2 inserts per refused row per level.
 
 A schema or server problem (a column whose type no longer fits what the worker writes, say)
 refuses every row; bad data leaves most rows good. So when ``probe_parts`` parts have been refused
@@ -123,7 +125,7 @@ async def insert_isolating(
     if (error := await attempt(0, len(rows))) is None:
         return []
     pending = deque([(0, len(rows), error)])  # refused parts, to be cut further
-    refused_parts, stored_parts, probed = 1, 0, False
+    refused_parts, stored_parts, probed, hints = 1, 0, False, True
     refused: list[Refused] = []
     while pending:
         if not probed and stored_parts == 0 and refused_parts >= probe_parts:
@@ -139,9 +141,10 @@ async def insert_isolating(
         if hi - lo == 1:
             refused.append(Refused(lo, error))
             continue
-        for a, b in _cut(lo, hi, error):
+        for a, b, named in _cut(lo, hi, error if hints else ""):
             if (err := await attempt(a, b)) is None:
                 stored_parts += 1
+                hints = hints and not named  # the row the server named is not refused: its numbers are not
             else:
                 refused_parts += 1
                 pending.append((a, b, err))
@@ -149,16 +152,15 @@ async def insert_isolating(
     return refused
 
 
-def _cut(lo: int, hi: int, error: str) -> list[tuple[int, int]]:
-    """The parts a refused part ``[lo, hi)`` is cut into: around the row the error names, if it
-    names one inside the part, else in halves."""
+def _cut(lo: int, hi: int, error: str) -> list[tuple[int, int, bool]]:
+    """The parts ``(start, end, named)`` a refused part ``[lo, hi)`` is cut into: around the row
+    the error names (``named``: that row alone), if it names one inside the part, else in halves."""
     m = _VIOLATED_AT_ROW.search(error)
     row = lo + int(m.group(1)) - 1 if m else -1
     if not lo <= row < hi:
         mid = (lo + hi) // 2
-        return [(lo, mid), (mid, hi)]
-    mid = (row + 1 + hi) // 2
-    return [(a, b) for a, b in ((lo, row), (row, row + 1), (row + 1, mid), (mid, hi)) if a < b]
+        return [(lo, mid, False), (mid, hi, False)]
+    return [(a, b, a == row) for a, b in ((lo, row), (row, row + 1), (row + 1, hi)) if a < b]
 
 
 def by_source(sizes: Sequence[int], refused: Sequence[Refused]) -> dict[int, list[Refused]]:

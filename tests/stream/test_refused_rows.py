@@ -100,8 +100,8 @@ def test_refused_rows_are_found_by_splitting_and_every_other_row_is_stored(store
     assert stored(store) == [i for i in range(100) if i not in (3, 40, 41)]
     assert attempts == []  # refusals are not retried
     # the constraint names the row it refuses, so each part is cut around it: the rows before it,
-    # the row alone, the rest in two halves — at most 4 inserts per refused row, not one per level
-    assert len(write.calls) <= 1 + 4 * 3, write.calls
+    # the row alone, the rest: the whole, 3 + 3 for rows 3 and 40, then 41 alone and the rest after it
+    assert len(write.calls) == 1 + 3 + 3 + 2, write.calls
     tokens = [t for _, t in write.calls]
     assert tokens[0] == "tok" and all(t.startswith("tok:") for t in tokens[1:]) and len(set(tokens)) == len(tokens)
 
@@ -144,12 +144,14 @@ def test_refusals_everywhere_are_a_schema_problem_and_the_whole_insert_waits(
     with caplog.at_level(logging.ERROR, logger="stream.refused_rows"):
         refused = asyncio.run(insert_isolating(write, rows, "tok", "insert t", retry(attempts, fix_after_two_tries)))
     assert refused == [] and stored(store) == list(range(64))  # nothing dead-lettered, all stored once fixed
-    assert f"refuses all {PROBE_PARTS} parts of insert t (64 rows) tried, and each of 8 rows alone" in caplog.text
-    assert len(attempts) == 2 and write.calls[-1] == (64, "tok")
     # the split stopped once PROBE_PARTS parts were refused and none stored (each cut: the row the
-    # constraint names, then the rest in halves: 1 + 3 + 3 + 3 + 3 + 3), after 8 single rows were
-    # refused too; then 2 retries of the whole, and its success
-    assert len(write.calls) == PROBE_PARTS + 8 + 3
+    # constraint names alone, then the rest: 1 + 2 × 8 = 17), after 8 single rows were refused
+    # too; then 2 retries of the whole, and its success
+    parts = 1 + 2 * 8
+    assert parts >= PROBE_PARTS
+    assert f"refuses all {parts} parts of insert t (64 rows) tried, and each of 8 rows alone" in caplog.text
+    assert len(attempts) == 2 and write.calls[-1] == (64, "tok")
+    assert len(write.calls) == parts + 8 + 3
 
 
 def test_a_schema_problem_the_client_raises_is_found_the_same_way(store: ClickHouseStore) -> None:
@@ -191,13 +193,34 @@ def test_a_wrong_row_number_costs_inserts_never_a_good_row(store: ClickHouseStor
         assert stored(store) == [i for i in range(100) if i not in bad]
 
 
+def test_a_server_naming_a_good_row_cannot_make_the_split_peel_one_row_per_insert(store: ClickHouseStore) -> None:
+    """Cut around a named row, a part loses one row per insert when the named row is good; once a
+    named row is stored alone, the rest of the insert is cut in halves."""
+    make_table(store)
+    rows = [[i, POISON if i == 90 else "ok"] for i in range(100)]
+    inner = Writer(store)
+
+    async def first_row(part: Sequence[Sequence[Any]], token: str) -> None:
+        try:
+            await inner(part, token)
+        except Exception as exc:  # the real refusal, naming the part's first row whatever it was
+            raise type(exc)(re.sub(r"violated at row \d+", "violated at row 1", str(exc))) from exc
+
+    refused = asyncio.run(insert_isolating(first_row, rows, "tok", "insert t", retry([])))
+    assert [r.index for r in refused] == [90]
+    assert stored(store) == [i for i in range(100) if i != 90]
+    # the whole, row 0 alone (stored: the hint is wrong) and rows 1-99, then halves: 2 per level
+    assert len(inner.calls) <= 3 + 2 * 7, inner.calls
+
+
 def test_parts_are_cut_around_the_row_a_constraint_names_else_in_halves() -> None:
     named = "Code: 469. DB::Exception: Constraint `c` for table d.t (x) is violated at row 3. Expression: ..."
-    assert _cut(10, 20, named) == [(10, 12), (12, 13), (13, 16), (16, 20)]
-    assert _cut(0, 2, named.replace("row 3", "row 1")) == [(0, 1), (1, 2)]  # nothing before, one after
-    assert _cut(10, 20, named.replace("row 3", "row 10")) == [(10, 19), (19, 20)]  # the last row
-    assert _cut(10, 20, named.replace("row 3", "row 11")) == [(10, 15), (15, 20)]  # outside the part: halves
-    assert _cut(10, 20, "TypeError: unsupported") == [(10, 15), (15, 20)]
+    assert _cut(10, 20, named) == [(10, 12, False), (12, 13, True), (13, 20, False)]
+    assert _cut(0, 2, named.replace("row 3", "row 1")) == [(0, 1, True), (1, 2, False)]  # nothing before
+    assert _cut(10, 20, named.replace("row 3", "row 10")) == [(10, 19, False), (19, 20, True)]  # the last row
+    halves = [(10, 15, False), (15, 20, False)]
+    assert _cut(10, 20, named.replace("row 3", "row 11")) == halves  # outside the part
+    assert _cut(10, 20, "TypeError: unsupported") == halves
 
 
 def test_many_refused_rows_spread_everywhere_are_bad_data_not_a_schema_problem(store: ClickHouseStore) -> None:
