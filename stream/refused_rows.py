@@ -9,11 +9,14 @@ part with its own deduplication token, derived from the insert's), and the calle
 rows back to dead-letter their source messages.
 
 Where to split: a violated constraint names the first row that violates it ("is violated at row
-N", counted over the whole insert), so such a part is cut in three: the rows before it, the row
-alone, and the rows after it, whose own refusal names the next such row — about 3 inserts per
-refused row. The row is only taken as refused when it is refused alone, so a wrong hint costs
-inserts, never a good row; once a named row is stored alone, the rest of the insert is cut in
-halves, so a server that counts rows differently cannot make the split peel one row per insert.
+N", counted from 1 over the part inserted). The rows before it are stored, the row is tried
+alone, and the rows after it are tried a few expected gaps between refused rows at a time (twice
+the rows per refused row seen so far; doubling while parts are stored); a refused part names its
+next refused row, and so on — about 3 inserts per refused row, each row sent ~2–3 times. (Trying
+all the rows after it at once would save a few inserts but send them again for every refused
+row.) The row is only taken as refused when it is refused alone, so a wrong hint costs inserts,
+never a good row; once a named row is stored alone, row numbers are ignored for the rest of the
+insert, so a server that counts rows differently cannot make the split store one row per insert.
 Other refusals (a type mismatch, a value the client cannot serialize) say no row: the part is cut
 in halves, about 2 inserts per refused row per level.
 
@@ -124,10 +127,19 @@ async def insert_isolating(
 
     if (error := await attempt(0, len(rows))) is None:
         return []
-    pending = deque([(0, len(rows), error)])  # refused parts, to be cut further
+    # (lo, hi, error, step): rows [lo, hi) refused with ``error``; or, with ``error`` None, rows not
+    # tried yet, to be tried ``step`` at a time
+    todo: deque[tuple[int, int, str | None, int]] = deque([(0, len(rows), error, 0)])
     refused_parts, stored_parts, probed, hints = 1, 0, False, True
     refused: list[Refused] = []
-    while pending:
+
+    async def tried(lo: int, hi: int) -> str | None:
+        nonlocal refused_parts, stored_parts
+        err = await attempt(lo, hi)
+        refused_parts, stored_parts = refused_parts + (err is not None), stored_parts + (err is None)
+        return err
+
+    while todo:
         if not probed and stored_parts == 0 and refused_parts >= probe_parts:
             probed = True
             probes = sorted({(2 * k + 1) * len(rows) // (2 * PROBES) for k in range(PROBES)})
@@ -137,30 +149,43 @@ async def insert_isolating(
                           refused_parts, what, len(rows), len(probes), error[:500])  # fmt: skip
                 await retry(lambda: write(rows, token), what)
                 return []
-        lo, hi, error = pending.popleft()
-        if hi - lo == 1:
-            refused.append(Refused(lo, error))
+        lo, hi, error, step = todo.popleft()
+        rest = hi  # rows [hi, rest) are not tried yet
+        if error is None:
+            hi = min(rest, lo + step)
+            if (error := await tried(lo, hi)) is None:
+                if hi < rest:
+                    todo.append((hi, rest, None, 2 * step))
+                continue
+        row = _named_row(error, lo, hi) if hints else None
+        if row is None or hi - lo == 1:
+            if hi < rest:
+                todo.append((hi, rest, None, step))
+            if hi - lo == 1:
+                refused.append(Refused(lo, error))
+                continue
+            mid = (lo + hi) // 2
+            for a, b in ((lo, mid), (mid, hi)):
+                if (err := await tried(a, b)) is not None:
+                    todo.append((a, b, err, 0))
             continue
-        for a, b, named in _cut(lo, hi, error if hints else ""):
-            if (err := await attempt(a, b)) is None:
-                stored_parts += 1
-                hints = hints and not named  # the row the server named is not refused: its numbers are not
-            else:
-                refused_parts += 1
-                pending.append((a, b, err))
+        if row > lo and (err := await tried(lo, row)) is not None:
+            todo.append((lo, row, err, 0))
+        if (err := await tried(row, row + 1)) is None:
+            hints = False  # the row the server named is not refused: its row numbers are not to be trusted
+        else:
+            refused.append(Refused(row, err))
+        if row + 1 < rest:  # the rows after it, a few expected gaps between refused rows at a time
+            todo.append((row + 1, rest, None, max(1, 2 * (row + 1) // max(1, len(refused)))))
     refused.sort(key=lambda r: r.index)
     return refused
 
 
-def _cut(lo: int, hi: int, error: str) -> list[tuple[int, int, bool]]:
-    """The parts ``(start, end, named)`` a refused part ``[lo, hi)`` is cut into: around the row
-    the error names (``named``: that row alone), if it names one inside the part, else in halves."""
+def _named_row(error: str, lo: int, hi: int) -> int | None:
+    """The row of ``[lo, hi)`` a violated constraint names (its number counts from 1 within the part)."""
     m = _VIOLATED_AT_ROW.search(error)
     row = lo + int(m.group(1)) - 1 if m else -1
-    if not lo <= row < hi:
-        mid = (lo + hi) // 2
-        return [(lo, mid, False), (mid, hi, False)]
-    return [(a, b, a == row) for a, b in ((lo, row), (row, row + 1), (row + 1, hi)) if a < b]
+    return row if lo <= row < hi else None
 
 
 def by_source(sizes: Sequence[int], refused: Sequence[Refused]) -> dict[int, list[Refused]]:

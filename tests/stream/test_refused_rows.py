@@ -13,7 +13,7 @@ from typing import Any
 import clickhouse_connect
 import pytest
 
-from stream.refused_rows import PROBE_PARTS, Refusal, Refused, _cut, by_source, insert_isolating, is_refusal
+from stream.refused_rows import PROBE_PARTS, Refusal, Refused, _named_row, by_source, insert_isolating, is_refusal
 from stream.retry import retry_forever
 from stream.store import ClickHouseStore
 
@@ -99,9 +99,11 @@ def test_refused_rows_are_found_by_splitting_and_every_other_row_is_stored(store
     assert all("VIOLATED_CONSTRAINT" in r.error for r in refused)
     assert stored(store) == [i for i in range(100) if i not in (3, 40, 41)]
     assert attempts == []  # refusals are not retried
-    # the constraint names the row it refuses, so each part is cut around it: the rows before it,
-    # the row alone, the rest: the whole, 3 + 3 for rows 3 and 40, then 41 alone and the rest after it
-    assert len(write.calls) == 1 + 3 + 3 + 2, write.calls
+    # the constraint names the row it refuses: the rows before it are stored, the row is tried
+    # alone, and the rows after it a few expected gaps at a time (doubling while they are stored):
+    # the whole; 0-2, 3; 4-11, 12-27, 28-59 (names 40); 28-39, 40; 41-81 (names 41), 41; 42-69, 70-99
+    assert [t for _, t in write.calls][1:] == [f"tok:{r}" for r in (
+        "0-3", "3-4", "4-12", "12-28", "28-60", "28-40", "40-41", "41-82", "41-42", "42-70", "70-100")]
     tokens = [t for _, t in write.calls]
     assert tokens[0] == "tok" and all(t.startswith("tok:") for t in tokens[1:]) and len(set(tokens)) == len(tokens)
 
@@ -144,11 +146,11 @@ def test_refusals_everywhere_are_a_schema_problem_and_the_whole_insert_waits(
     with caplog.at_level(logging.ERROR, logger="stream.refused_rows"):
         refused = asyncio.run(insert_isolating(write, rows, "tok", "insert t", retry(attempts, fix_after_two_tries)))
     assert refused == [] and stored(store) == list(range(64))  # nothing dead-lettered, all stored once fixed
-    # the split stopped once PROBE_PARTS parts were refused and none stored (each cut: the row the
-    # constraint names alone, then the rest: 1 + 2 × 8 = 17), after 8 single rows were refused
-    # too; then 2 retries of the whole, and its success
-    parts = 1 + 2 * 8
-    assert parts >= PROBE_PARTS
+    # the split stopped once PROBE_PARTS parts were refused and none stored (the whole and row 0
+    # alone, then each next part of 2 rows and its first row alone: 2 + 2 × 7 = 16), after 8 single
+    # rows were refused too; then 2 retries of the whole, and its success
+    parts = 2 + 2 * 7
+    assert parts == PROBE_PARTS
     assert f"refuses all {parts} parts of insert t (64 rows) tried, and each of 8 rows alone" in caplog.text
     assert len(attempts) == 2 and write.calls[-1] == (64, "tok")
     assert len(write.calls) == parts + 8 + 3
@@ -194,8 +196,8 @@ def test_a_wrong_row_number_costs_inserts_never_a_good_row(store: ClickHouseStor
 
 
 def test_a_server_naming_a_good_row_cannot_make_the_split_peel_one_row_per_insert(store: ClickHouseStore) -> None:
-    """Cut around a named row, a part loses one row per insert when the named row is good; once a
-    named row is stored alone, the rest of the insert is cut in halves."""
+    """Trusting a named row that is good would store one row per insert; once a named row is stored
+    alone, row numbers are ignored for the rest of the insert and refused parts are cut in halves."""
     make_table(store)
     rows = [[i, POISON if i == 90 else "ok"] for i in range(100)]
     inner = Writer(store)
@@ -209,18 +211,18 @@ def test_a_server_naming_a_good_row_cannot_make_the_split_peel_one_row_per_inser
     refused = asyncio.run(insert_isolating(first_row, rows, "tok", "insert t", retry([])))
     assert [r.index for r in refused] == [90]
     assert stored(store) == [i for i in range(100) if i != 90]
-    # the whole, row 0 alone (stored: the hint is wrong) and rows 1-99, then halves: 2 per level
-    assert len(inner.calls) <= 3 + 2 * 7, inner.calls
+    # the whole and row 0 alone (stored: the hint is wrong), then the rest in doubling parts (at
+    # most 7 over 99 rows), the refused one in halves: 2 per level
+    assert len(inner.calls) <= 2 + 7 + 2 * 7, inner.calls
 
 
-def test_parts_are_cut_around_the_row_a_constraint_names_else_in_halves() -> None:
+def test_the_row_a_constraint_names_counts_from_1_within_the_part() -> None:
     named = "Code: 469. DB::Exception: Constraint `c` for table d.t (x) is violated at row 3. Expression: ..."
-    assert _cut(10, 20, named) == [(10, 12, False), (12, 13, True), (13, 20, False)]
-    assert _cut(0, 2, named.replace("row 3", "row 1")) == [(0, 1, True), (1, 2, False)]  # nothing before
-    assert _cut(10, 20, named.replace("row 3", "row 10")) == [(10, 19, False), (19, 20, True)]  # the last row
-    halves = [(10, 15, False), (15, 20, False)]
-    assert _cut(10, 20, named.replace("row 3", "row 11")) == halves  # outside the part
-    assert _cut(10, 20, "TypeError: unsupported") == halves
+    assert _named_row(named, 10, 20) == 12
+    assert _named_row(named.replace("row 3", "row 1"), 0, 2) == 0
+    assert _named_row(named.replace("row 3", "row 10"), 10, 20) == 19  # the last row
+    assert _named_row(named.replace("row 3", "row 11"), 10, 20) is None  # outside the part
+    assert _named_row("TypeError: unsupported", 10, 20) is None
 
 
 def test_many_refused_rows_spread_everywhere_are_bad_data_not_a_schema_problem(store: ClickHouseStore) -> None:
