@@ -11,8 +11,10 @@ rows back to dead-letter their source messages.
 Where to split: a violated constraint names the first row that violates it ("is violated at row
 N", counted from 1 over the part inserted). The rows before it are stored, the row is tried
 alone, and the rows after it are tried a few expected gaps between refused rows at a time (twice
-the rows per refused row seen so far; doubling while parts are stored); a refused part names its
-next refused row, and so on — about 3 inserts per refused row, each row sent ~2–3 times. (Trying
+the rows per refused row seen so far; a quarter of the part after a part whose first row is
+refused, so that in a run of refused rows the parts shrink to one row; doubling while parts are
+stored); a refused part names its next refused row, and so on — about 3 inserts per refused row
+spread out, ~1 in a run, each row sent ~2–4 times. (Trying
 all the rows after it at once would save a few inserts but send them again for every refused
 row.) The row is only taken as refused when it is refused alone, so a wrong hint costs inserts,
 never a good row; once a named row is stored alone, row numbers are ignored for the rest of the
@@ -175,8 +177,10 @@ async def insert_isolating(
             hints = False  # the row the server named is not refused: its row numbers are not to be trusted
         else:
             refused.append(Refused(row, err))
-        if row + 1 < rest:  # the rows after it, a few expected gaps between refused rows at a time
-            todo.append((row + 1, rest, None, max(1, 2 * (row + 1) // max(1, len(refused)))))
+        if row + 1 < rest:  # the rows after it, a few expected gaps between refused rows at a time,
+            # or a quarter of this part when its first row is refused (in a run, parts shrink to 1 row)
+            step = (hi - lo) // 4 if row == lo else 2 * (row + 1) // max(1, len(refused))
+            todo.append((row + 1, rest, None, max(1, step)))
     refused.sort(key=lambda r: r.index)
     return refused
 

@@ -100,10 +100,12 @@ def test_refused_rows_are_found_by_splitting_and_every_other_row_is_stored(store
     assert stored(store) == [i for i in range(100) if i not in (3, 40, 41)]
     assert attempts == []  # refusals are not retried
     # the constraint names the row it refuses: the rows before it are stored, the row is tried
-    # alone, and the rows after it a few expected gaps at a time (doubling while they are stored):
-    # the whole; 0-2, 3; 4-11, 12-27, 28-59 (names 40); 28-39, 40; 41-81 (names 41), 41; 42-69, 70-99
+    # alone, and the rows after it a few expected gaps at a time (doubling while they are stored),
+    # a quarter of the part after a part whose first row is refused (40, 41: a run): the whole;
+    # 0-2, 3; 4-11, 12-27, 28-59 (names 40); 28-39, 40; 41-81 (names 41, its first row), 41; then
+    # 42-51, 52-71, 72-99
     assert [t for _, t in write.calls][1:] == [f"tok:{r}" for r in (
-        "0-3", "3-4", "4-12", "12-28", "28-60", "28-40", "40-41", "41-82", "41-42", "42-70", "70-100")]
+        "0-3", "3-4", "4-12", "12-28", "28-60", "28-40", "40-41", "41-82", "41-42", "42-52", "52-72", "72-100")]
     tokens = [t for _, t in write.calls]
     assert tokens[0] == "tok" and all(t.startswith("tok:") for t in tokens[1:]) and len(set(tokens)) == len(tokens)
 
@@ -146,10 +148,11 @@ def test_refusals_everywhere_are_a_schema_problem_and_the_whole_insert_waits(
     with caplog.at_level(logging.ERROR, logger="stream.refused_rows"):
         refused = asyncio.run(insert_isolating(write, rows, "tok", "insert t", retry(attempts, fix_after_two_tries)))
     assert refused == [] and stored(store) == list(range(64))  # nothing dead-lettered, all stored once fixed
-    # the split stopped once PROBE_PARTS parts were refused and none stored (the whole and row 0
-    # alone, then each next part of 2 rows and its first row alone: 2 + 2 × 7 = 16), after 8 single
-    # rows were refused too; then 2 retries of the whole, and its success
-    parts = 2 + 2 * 7
+    # the split stopped once PROBE_PARTS parts were refused and none stored (the whole, row 0
+    # alone; 1-16, 1; 2-5, 2; then 3 to 12 one at a time: each part's first row is refused, so the
+    # next part is a quarter of it), after 8 single rows were refused too; then 2 retries of the
+    # whole, and its success
+    parts = 6 + 10
     assert parts == PROBE_PARTS
     assert f"refuses all {parts} parts of insert t (64 rows) tried, and each of 8 rows alone" in caplog.text
     assert len(attempts) == 2 and write.calls[-1] == (64, "tok")
@@ -193,6 +196,20 @@ def test_a_wrong_row_number_costs_inserts_never_a_good_row(store: ClickHouseStor
         refused = asyncio.run(insert_isolating(lying, rows, f"tok{shift}", "insert t", retry([])))
         assert [r.index for r in refused] == sorted(bad)
         assert stored(store) == [i for i in range(100) if i not in bad]
+
+
+def test_a_run_of_refused_rows_costs_one_insert_each(store: ClickHouseStore) -> None:
+    make_table(store)
+    bad = set(range(20, 60))
+    rows = [[i, POISON if i in bad else "ok"] for i in range(100)]
+    write = Writer(store)
+    refused = asyncio.run(insert_isolating(write, rows, "tok", "insert t", retry([])))
+    assert [r.index for r in refused] == sorted(bad)
+    assert stored(store) == [i for i in range(100) if i not in bad]
+    # the whole; 0-19, 20 alone; 21-62 (names 21, its first row), 21 alone; the part after it a
+    # quarter of that: 22-31 (names 22), 22 alone; 23-24 (names 23), 23 alone; then 24 to 59 one at
+    # a time (a part of one row refused is refused alone: 36); then 60-99 in parts of 1, 2, 4, 8, 16, 9
+    assert len(write.calls) == 1 + 2 + 2 + 2 + 2 + 36 + 6, write.calls  # 85 when the run is not seen
 
 
 def test_a_server_naming_a_good_row_cannot_make_the_split_peel_one_row_per_insert(store: ClickHouseStore) -> None:
