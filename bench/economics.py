@@ -44,9 +44,10 @@ for the judge, bench/sim_judge.py):
   default policy, plus the policy's commented ``required_action`` example ``refund_needs_tool``;
   negative signal types of the semantic miner and of ``action_signals``) that fire with the
   per-kind recall given there. On top, every detector fires on ANY trace with the base rate of
-  ``NOISE`` (false positives on successes, e.g. a retried tool error that recovered — the default
-  policy counts it; ``ignore_recovered`` on ``span_error``/``tool_error`` would not, and how much of
-  real noise that is depends on the agent, so ``NOISE`` does not assume it —, a user who
+  ``NOISE`` (false positives on successes, e.g. a tool error the agent got past by retrying with
+  other arguments — the default policy's ``ignore_recovered: identical_retry`` skips only
+  identical retries, ``true`` would skip these too; how much of real noise either is depends on
+  the agent, so ``NOISE`` does not assume it —, a user who
   regenerates for variety); about 5.5 % of successes get flagged, cf. the 5 % of the estimator's
   coverage experiment in tests/stream/test_estimate.py. ``--fp-scale`` multiplies ``NOISE``.
 * gate-detectable failure: a true failure on which at least one counted gate or negative signal

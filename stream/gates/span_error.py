@@ -1,9 +1,9 @@
 """``span_error``: spans whose OTel status is ERROR (optionally only spans of some kinds).
 
-``ignore_recovered: true`` does not count an error span that a later span of the same name under
-the same parent (by start time) completed without error: a retry that recovered. Off by default;
-either way the reason counts the recovered spans. :mod:`stream.gates.tool_error` has the same
-option for tool calls.
+``ignore_recovered`` (:mod:`stream.gates.retries`): ``identical_retry`` skips an error span that a
+later span of the same name under the same parent, with the same input, completed without error
+status; ``true`` one that any later span of the same name and parent did. The reason counts the
+recovered spans either way.
 """
 
 from __future__ import annotations
@@ -14,17 +14,21 @@ from pydantic import Field
 
 from schemas.model import Span, SpanKind, StatusCode, Trace
 from stream.gates.base import BaseGate, Evidence, GateResult, GateSpecBase
-from stream.gates.text import clip, plural, recovered_note
+from stream.gates.retries import IgnoreRecovered, Wording, all_skipped, note, recovered_spans, skipped
+from stream.gates.text import clip, plural
 
 
-_RECOVERED = "recovered by a later successful span of the same name and parent"
+_HOW = "recovered by a later successful span of the same name and parent"
+WORDING = Wording(_HOW, f"{_HOW} with the same input", f"{_HOW} with other input")
 
 
 class SpanErrorSpec(GateSpecBase):
     type: Literal["span_error"] = "span_error"
     kinds: list[SpanKind] | None = Field(default=None, description="only spans of these kinds; default all")
-    ignore_recovered: bool = Field(
-        default=False, description="do not count an error span followed by a successful sibling of the same name"
+    ignore_recovered: IgnoreRecovered = Field(
+        default=False,
+        description="identical_retry: do not count an error span followed by a successful sibling of the same name "
+        "with the same input; true: by any successful sibling of the same name",
     )
 
 
@@ -44,11 +48,13 @@ class SpanErrorGate(BaseGate):
         bad = sorted((s for s in spans if s.status_code == StatusCode.ERROR), key=lambda s: s.start_ns)
         if not bad:
             return self.passed(f"no error status on {plural(len(spans), 'span')}")
-        kept = _unrecovered(spans, bad)
-        recovered = len(bad) - len(kept)
-        if self.ignore_recovered:
+        mode = self.ignore_recovered
+        retried, other = recovered_spans(spans, bad, _has_error_status, mode)
+        if mode:
+            dropped = skipped(mode, retried, other)
+            kept = [s for s in bad if id(s) not in dropped]
             if not kept:
-                return self.passed(f"{plural(recovered, 'error span')} of {len(spans)} {_RECOVERED}")
+                return self.passed(f"{plural(len(dropped), 'error span')} of {len(spans)} {all_skipped(mode, WORDING)}")
             bad = kept
         evidence = [
             Evidence(s.span_id, clip(s.status_message) or None, f"{s.kind.value} span {s.name!r}"
@@ -57,15 +63,8 @@ class SpanErrorGate(BaseGate):
         ]  # fmt: skip
         names = ", ".join(dict.fromkeys(s.name for s in bad))
         reason = f"{plural(len(bad), 'span')} with error status: {clip(names, 200)}"
-        return self.failed(reason + recovered_note(recovered, self.ignore_recovered, _RECOVERED), evidence)
+        return self.failed(reason + note(mode, retried, other, WORDING), evidence)
 
 
-def _unrecovered(spans: list[Span], bad: list[Span]) -> list[Span]:
-    """The error spans (``bad``, by start time) that no later successful span of the same name
-    under the same parent followed."""
-    last_ok: dict[tuple[str | None, str], int] = {}
-    for s in spans:
-        if s.status_code != StatusCode.ERROR:
-            key = (s.parent_span_id, s.name)
-            last_ok[key] = max(last_ok.get(key, s.start_ns), s.start_ns)
-    return [s for s in bad if last_ok.get((s.parent_span_id, s.name), s.start_ns) <= s.start_ns]
+def _has_error_status(span: Span) -> bool:
+    return span.status_code == StatusCode.ERROR

@@ -102,11 +102,3 @@ def _literals(items: list[tuple[object, object]]) -> set[str]:
             if low >= 1:
                 found |= _literals(list(sub.data))
     return found
-
-
-def recovered_note(n: int, ignored: bool, how: str) -> str:
-    """The end of a failing reason that names ``n`` errors a retry made good (``how``: "recovered
-    by ..."): what a gate's ``ignore_recovered`` would drop, or (``ignored``) did drop."""
-    if not n:
-        return ""
-    return f" ({n} more {how}, ignored)" if ignored else f" ({n} {how})"

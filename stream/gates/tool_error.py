@@ -6,25 +6,25 @@ result; the defaults catch a JSON ``"error": <something>`` member, a Python trac
 starting with ``Error``/``Exception``). Results are read from tool spans, or from ``role=tool``
 messages when the trace has no tool spans (see :func:`stream.gates.trace_view.tool_uses`).
 
-``ignore_recovered: true`` does not count a failed call that a later call of the same tool (by
-start time) completed without error: the agent retried and recovered (a transient 503, a
-timeout). Such retries are a common false positive of this gate, and every false positive is a
-judge call (see README, judge economics). The gate still fails on a tool whose last call failed.
-Off by default (a retry with other arguments can hide a wrong call); either way the reason counts
-the recovered calls, so the stored gate results show what the option would drop.
+``ignore_recovered`` (:mod:`stream.gates.retries`): ``identical_retry`` skips a failed call that a
+later call of the same tool with the same arguments (compared as JSON) completed without error,
+``true`` one that any later call of the same tool did; the gate still fails on a tool whose last
+call failed. The reason counts the recovered calls either way.
 """
 
 from __future__ import annotations
 
 import re
+from operator import attrgetter
 from typing import Literal
 
 from pydantic import Field
 
 from schemas.model import StatusCode, Trace
 from stream.gates.base import BaseGate, Evidence, GateResult, GateSpecBase, Regex
-from stream.gates.text import clip, clip_around, plural, recovered_note
-from stream.gates.trace_view import ToolUse, tool_uses
+from stream.gates.retries import IgnoreRecovered, Wording, all_skipped, note, recovered, skipped
+from stream.gates.text import clip, clip_around, plural
+from stream.gates.trace_view import ToolUse, arguments_key, tool_uses
 
 DEFAULT_RESULT_PATTERNS = [
     r'"error"\s*:\s*+(?!null\b|false\b|""|\{\s*\}|\[\s*\])',  # {"error": ...} unless empty/null/false
@@ -33,15 +33,18 @@ DEFAULT_RESULT_PATTERNS = [
 ]
 
 
-_RECOVERED = "recovered by a later successful call of the same tool"
+_HOW = "recovered by a later successful call of the same tool"
+WORDING = Wording(_HOW, f"{_HOW} with the same arguments", f"{_HOW} with other arguments")
 
 
 class ToolErrorSpec(GateSpecBase):
     type: Literal["tool_error"] = "tool_error"
     result_patterns: list[Regex] = Field(default_factory=lambda: list(DEFAULT_RESULT_PATTERNS))
     ignore_tools: list[str] = Field(default_factory=list, description="tool names never checked")
-    ignore_recovered: bool = Field(
-        default=False, description="do not count a failed call followed by a successful call of the same tool"
+    ignore_recovered: IgnoreRecovered = Field(
+        default=False,
+        description="identical_retry: do not count a failed call followed by a successful call of the same tool "
+        "with the same arguments; true: by any successful call of the same tool",
     )
 
 
@@ -87,24 +90,29 @@ class ToolErrorGate(BaseGate):
                         break
         if not evidence:
             return self.passed(f"{plural(len(uses), 'tool call')} without error")
-        kept, recovered = _drop_recovered(uses, failed_at, evidence)
-        if self.ignore_recovered:
+        mode = self.ignore_recovered
+        retried, other = _recovered(uses, failed_at, mode == "identical_retry")
+        if mode:
+            dropped = skipped(mode, retried, other)
+            kept = [e for i, e in zip(failed_at, evidence, strict=True) if id(uses[i]) not in dropped]
             if not kept:
-                return self.passed(f"{plural(len(uses), 'tool call')}: {plural(recovered, 'failed call')}"
-                                   f" {_RECOVERED}")  # fmt: skip
+                return self.passed(f"{plural(len(uses), 'tool call')}: {plural(len(dropped), 'failed call')} "
+                                   f"{all_skipped(mode, WORDING)}")  # fmt: skip
             evidence = kept
         tools = ", ".join(dict.fromkeys((e.detail or "").split(":")[0].removeprefix("tool ") for e in evidence))
         reason = f"{plural(len(evidence), 'failed tool call')} of {len(uses)}: {clip(tools, 200)}"
-        return self.failed(reason + recovered_note(recovered, self.ignore_recovered, _RECOVERED), evidence)
+        return self.failed(reason + note(mode, retried, other, WORDING), evidence)
 
 
-def _drop_recovered(uses: list[ToolUse], failed_at: list[int], evidence: list[Evidence]) -> tuple[list[Evidence], int]:
-    """The evidence of failed calls that no later call of the same tool made good, and how many
-    failed calls were made good. ``failed_at``: index in ``uses`` of each evidence item's call."""
-    failed = set(failed_at)
-    last_ok: dict[str, int] = {}
-    for i, u in enumerate(uses):
-        if i not in failed:
-            last_ok[u.name] = i
-    kept = [e for i, e in zip(failed_at, evidence, strict=True) if last_ok.get(uses[i].name, -1) < i]
-    return kept, len(evidence) - len(kept)
+def _recovered(uses: list[ToolUse], failed_at: list[int], compare: bool) -> tuple[set[int], set[int]]:
+    """The failed calls (``id``s; ``failed_at``: their indices in ``uses``) that a later successful
+    call of the same tool made good: with the same arguments, and otherwise."""
+    pos = {id(u): i for i, u in enumerate(uses)}
+    bad = [uses[i] for i in failed_at]
+    failed = {id(u) for u in bad}
+    return recovered(uses, lambda u: id(u) in failed, attrgetter("name"), lambda u: pos[id(u)],
+                     _arguments if compare else None, bad)
+
+
+def _arguments(use: ToolUse) -> bytes | str | None:
+    return None if use.arguments is None else arguments_key(use.arguments)

@@ -144,6 +144,17 @@ def token_totals(trace: Trace) -> tuple[int, int, int]:
     return usage.input, usage.output, usage.total
 
 
+def input_key(span: Span) -> bytes | str | None:
+    """What a retry of ``span`` repeats, as a comparable key: a tool span's arguments
+    (:func:`arguments_key`), else its system instructions and input messages; None when the span
+    recorded neither (then no other span counts as its retry)."""
+    if span.kind == SpanKind.TOOL and span.tool_arguments is not None:
+        return arguments_key(span.tool_arguments)
+    if span.input_messages or span.system_instructions:
+        return repr((span.system_instructions, span.input_messages))
+    return None
+
+
 def canonical_json(text: str | None) -> str:
     """Arguments compared by meaning: JSON re-serialized with sorted keys, other text stripped."""
     if text is None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -120,3 +121,49 @@ def test_ignore_recovered_drops_errors_a_later_sibling_made_good(calls: tuple[tu
 def test_real_error_traces_are_not_recovered(stem: str) -> None:
     r = SpanErrorGate(SpanErrorSpec(ignore_recovered=True)).evaluate(fixture_trace(stem))
     assert r.outcome == GateOutcome.FAIL and r.reason.startswith("2 spans with error status")
+
+
+_SAME = "recovered by a later successful span of the same name and parent with the same input"
+_OTHER = "recovered by a later successful span of the same name and parent with other input"
+
+
+def llm_retry(same_input: bool, capture: bool = True) -> Trace:
+    """A chat call that fails and is made again: with the same messages, or after one more user turn."""
+    t = AgentTrace()
+    t.llm(user="hi", error=True, capture=capture)
+    t.history.pop()  # the failed call answered nothing: a retry sends the same conversation
+    t.llm(user=None if same_input else "hello?", answer="hello", capture=capture)
+    return t.build()
+
+
+def tool_retry(first: Any, second: Any) -> Trace:
+    t = AgentTrace()
+    t.llm(user="hi", tool_calls=[("lookup", {})], finish="tool_calls")
+    t.tool("lookup", first, error=True, status_message="503 upstream")
+    t.tool("lookup", second, result="ok")
+    t.llm(answer="done")
+    return t.build()
+
+
+@pytest.mark.parametrize(
+    ("trace", "outcome", "reason"),
+    [
+        (lambda: llm_retry(True), GateOutcome.PASS, f"1 error span of 3 {_SAME}"),
+        (lambda: llm_retry(False), GateOutcome.FAIL, f"1 span with error status: chat gpt-4o-mini (1 {_OTHER})"),
+        (lambda: llm_retry(True, capture=False), GateOutcome.FAIL,
+         f"1 span with error status: chat gpt-4o-mini (1 {_OTHER})"),
+        (lambda: tool_retry({"id": 1, "q": "x"}, '{"q": "x", "id": 1}'), GateOutcome.PASS, f"1 error span of 5 {_SAME}"),
+        (lambda: tool_retry({"id": 1}, {"id": 2}), GateOutcome.FAIL,
+         f"1 span with error status: execute_tool lookup (1 {_OTHER})"),
+        (lambda: tool_retry(None, None), GateOutcome.FAIL, f"1 span with error status: execute_tool lookup (1 {_OTHER})"),
+    ],
+    ids=["llm-same-messages", "llm-other-messages", "llm-messages-not-recorded", "tool-same-arguments",
+         "tool-other-arguments", "tool-arguments-not-recorded"],
+)
+def test_identical_retry_drops_only_errors_retried_with_the_same_input(trace: Callable[[], Trace],
+                                                                     outcome: GateOutcome, reason: str) -> None:  # fmt: skip
+    t = trace()
+    r = SpanErrorGate(SpanErrorSpec(ignore_recovered="identical_retry")).evaluate(t)
+    assert (r.outcome, r.reason) == (outcome, reason)
+    assert SpanErrorGate(SpanErrorSpec(ignore_recovered=True)).evaluate(t).outcome == GateOutcome.PASS  # any retry
+    assert SpanErrorGate(SpanErrorSpec()).evaluate(t).outcome == GateOutcome.FAIL

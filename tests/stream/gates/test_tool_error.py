@@ -4,6 +4,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from schemas.model import Trace
 from stream.gates.base import GateOutcome
@@ -143,3 +144,59 @@ def test_ignore_recovered_reads_calls_seen_only_in_messages() -> None:
     r = ToolErrorGate(ToolErrorSpec(ignore_recovered=True)).evaluate(trace)
     assert (r.outcome, r.reason) == (
         GateOutcome.PASS, "2 tool calls: 1 failed call recovered by a later successful call of the same tool")
+
+
+def calls_with(*results: tuple[str, Any, str | None]) -> Trace:
+    """Tool spans in order: (name, arguments, result); a None result is a span with error status.
+    Arguments: a dict, a JSON text as given, or None (not recorded)."""
+    t = AgentTrace()
+    t.llm(user="weather?", tool_calls=[(name, args or {}) for name, args, _ in results], finish="tool_calls")
+    for name, args, res in results:
+        t.tool(name, args, result=res, error=res is None, status_message="timeout" if res is None else None)
+    t.llm(answer="18°C")
+    return t.build()
+
+
+_SAME, _OTHER = "same arguments", "other arguments"
+
+
+@pytest.mark.parametrize(
+    ("results", "outcome", "reason"),
+    [
+        ((("w", {"city": "Paris", "unit": "C"}, None), ("w", '{"unit": "C", "city": "Paris"}', OK)), GateOutcome.PASS,
+         f"2 tool calls: 1 failed call recovered by a later successful call of the same tool with the {_SAME}"),
+        ((("w", {"city": "Paris"}, ERR), ("w", {"city": "Paris"}, None), ("w", {"city": "Paris"}, OK)),
+         GateOutcome.PASS,
+         f"3 tool calls: 2 failed calls recovered by a later successful call of the same tool with the {_SAME}"),
+        ((("w", {"city": "Paris"}, None), ("w", {"city": "Lyon"}, OK)), GateOutcome.FAIL,
+         f"1 failed tool call of 2: w (1 recovered by a later successful call of the same tool with {_OTHER})"),
+        ((("w", None, None), ("w", None, OK)), GateOutcome.FAIL,
+         f"1 failed tool call of 2: w (1 recovered by a later successful call of the same tool with {_OTHER})"),
+        ((("w", {"city": "Paris"}, None), ("w", {"city": "Paris"}, OK), ("w", {"city": "Rome"}, None),
+          ("w", {"city": "Lyon"}, OK)), GateOutcome.FAIL,
+         f"1 failed tool call of 4: w (1 more recovered by a later successful call of the same tool with the {_SAME},"
+         f" ignored; 1 recovered by a later successful call of the same tool with {_OTHER})"),
+        ((("w", {"city": "Paris"}, OK), ("w", {"city": "Paris"}, None)), GateOutcome.FAIL, "1 failed tool call of 2: w"),
+        ((("w", {"city": "Paris"}, None), ("geo", {"city": "Paris"}, OK)), GateOutcome.FAIL,
+         "1 failed tool call of 2: w"),
+    ],
+    ids=["retry-keys-reordered", "two-retries", "other-arguments", "arguments-not-recorded", "mixed",
+         "error-after-success", "other-tool"],
+)
+def test_identical_retry_drops_only_failed_calls_retried_with_the_same_arguments(
+    results: tuple[tuple[str, Any, str | None], ...], outcome: GateOutcome, reason: str
+) -> None:
+    t = calls_with(*results)
+    r = ToolErrorGate(ToolErrorSpec(ignore_recovered="identical_retry")).evaluate(t)
+    assert (r.outcome, r.reason) == (outcome, reason)
+    failed = [i for i, (_, _, res) in enumerate(results) if res != OK]
+    wider = ToolErrorGate(ToolErrorSpec(ignore_recovered=True)).evaluate(t)  # never flags more than identical_retry
+    assert len(wider.evidence) <= len(r.evidence) <= len(failed)
+    assert len(ToolErrorGate(ToolErrorSpec()).evaluate(t).evidence) == len(failed)
+
+
+def test_ignore_recovered_setting_is_validated_at_policy_load() -> None:
+    assert ToolErrorSpec.model_validate({"ignore_recovered": "identical_retry"}).ignore_recovered == "identical_retry"
+    assert ToolErrorSpec.model_validate({"ignore_recovered": True}).ignore_recovered is True
+    with pytest.raises(ValidationError, match="identical_retry"):
+        ToolErrorSpec.model_validate({"ignore_recovered": "sometimes"})
