@@ -2,6 +2,13 @@
 
 Arguments are compared after JSON canonicalization (sorted keys, no whitespace) when they parse,
 as stripped text otherwise, so ``{"a": 1, "b": 2}`` and ``{"b":2,"a":1}`` are the same call.
+
+``ignore_errors: true`` does not count calls whose tool span recorded an error (error status,
+``error.type`` or an exception): calling a failing tool again with the same arguments is a retry,
+not a loop. A retry that never got past the error still fails ``tool_error`` (its last call
+failed); one that did is what ``ignore_recovered: identical_retry`` skips there, so the two agree
+(the default policy sets both). Calls that answered, even with an error-looking result, still count:
+an agent asking the same thing again and again and getting the same answer is stuck.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ class LoopSpec(GateSpecBase):
     severity: Severity = "warning"
     min_repeats: int = Field(default=3, ge=2, description="identical calls that make a loop")
     ignore_tools: list[str] = Field(default_factory=list, description="tools expected to repeat (polling)")
+    ignore_errors: bool = Field(default=False, description="do not count calls whose tool span recorded an error "
+                                "(retries of a failing call)")  # fmt: skip
 
 
 def _ids(uses: list[ToolUse], limit: int = 5) -> str:
@@ -36,11 +45,16 @@ class LoopGate(BaseGate):
         super().__init__(spec)
         self.min_repeats = spec.min_repeats
         self.ignore = frozenset(spec.ignore_tools)
+        self.ignore_errors = spec.ignore_errors
 
     def evaluate(self, trace: Trace) -> GateResult:
         uses = [u for u in tool_uses(trace) if u.name not in self.ignore]
         if not uses:
             return self.not_applicable("no tool calls")
+        errored = ""
+        if self.ignore_errors and (n := sum(1 for u in uses if u.span is not None and u.span.is_error)):
+            uses = [u for u in uses if u.span is None or not u.span.is_error]
+            errored = f" ({plural(n, 'call')} with an error not counted)"
         per_name = Counter(u.name for u in uses)
         groups: dict[tuple[str, bytes | str], list[ToolUse]] = {}
         for u in uses:  # only tools called often enough can loop: parse only their arguments
@@ -51,12 +65,12 @@ class LoopGate(BaseGate):
         loops = [((name, canonical_json(g[0].arguments)), g) for (name, _), g in groups.items()
                  if len(g) >= self.min_repeats]  # fmt: skip
         if not loops:
-            return self.passed(f"no tool call repeated {self.min_repeats} times with the same arguments")
+            return self.passed(f"no tool call repeated {self.min_repeats} times with the same arguments{errored}")
         evidence = [
             Evidence(g[0].span_id, clip(args), f"{name} called {len(g)} times, spans {_ids(g)}")
             for (name, args), g in loops
         ]
         worst = max(loops, key=lambda kg: len(kg[1]))
         reason = (f"{plural(len(loops), 'repeated call')}: {worst[0][0]} called {len(worst[1])} times "
-                  f"with the same arguments (limit {self.min_repeats})")  # fmt: skip
+                  f"with the same arguments (limit {self.min_repeats}){errored}")  # fmt: skip
         return self.failed(reason, evidence)

@@ -64,3 +64,38 @@ def test_loop(trace: Callable[[], Trace], spec: dict[str, Any], outcome: GateOut
 @pytest.mark.parametrize("stem", AGENT_FIXTURES)
 def test_agent_fixtures_pass(stem: str) -> None:
     assert LoopGate(LoopSpec()).evaluate(fixture_trace(stem)).outcome == GateOutcome.PASS
+
+
+def attempts(*outcomes: str) -> Trace:
+    """The same search call made once per outcome: "timeout" (error status + exception event),
+    "error" (the tool answered an error-looking result) or "ok"."""
+    t = AgentTrace()
+    t.llm(user="find my order", tool_calls=[("search", {"q": "order 7"})], finish="tool_calls")
+    for o in outcomes:
+        if o == "timeout":
+            t.tool("search", {"q": "order 7"}, error=True, status_message="timeout", exception=("TimeoutError", "timeout"))
+        else:
+            t.tool("search", {"q": "order 7"}, result='{"error": "index busy"}' if o == "error" else '{"hits": 1}')
+    t.llm(answer="found it")
+    return t.build()
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "outcome", "reason"),
+    [
+        (("timeout", "timeout", "ok"), GateOutcome.PASS,
+         "no tool call repeated 3 times with the same arguments (2 calls with an error not counted)"),
+        (("timeout", "ok", "ok", "ok"), GateOutcome.FAIL,
+         "1 repeated call: search called 3 times with the same arguments (limit 3) (1 call with an error not counted)"),
+        (("error", "error", "error"), GateOutcome.FAIL,
+         "1 repeated call: search called 3 times with the same arguments (limit 3)"),  # answered: stuck, not a retry
+        (("ok", "ok", "ok"), GateOutcome.FAIL, "1 repeated call: search called 3 times with the same arguments (limit 3)"),
+    ],
+    ids=["retried-timeouts", "repeats-after-a-retry", "same-error-result", "same-answer"],
+)
+def test_ignore_errors_does_not_count_retries_of_a_failing_call(outcomes: tuple[str, ...], outcome: GateOutcome,
+                                                                reason: str) -> None:  # fmt: skip
+    t = attempts(*outcomes)
+    r = LoopGate(LoopSpec(ignore_errors=True)).evaluate(t)
+    assert (r.outcome, r.reason) == (outcome, reason)
+    assert LoopGate(LoopSpec()).evaluate(t).outcome == GateOutcome.FAIL  # off by default: every call counts
