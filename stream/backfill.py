@@ -5,7 +5,7 @@ whose verdicts stay).
 Which traces: the ``traces`` rows (FINAL) that were sampled (``sampled = 1``, ``inclusion_p > 0``,
 so estimates over the verdicts stay unbiased) and completed in ``[since, until)``, that the rubric
 applies to, oldest first. Each is rebuilt from ClickHouse exactly as the worker would have sent it
-on ``traces.to_judge``: spans from ``spans`` FINAL (``RAW_SPAN_SELECT`` / ``span_from_row``,
+on ``traces.to_judge`` (:mod:`stream.stored_traces`): spans from ``spans`` FINAL (``span_from_row``,
 re-normalized; late spans excluded, as from the assembled trace), the decision from the trace row
 (``sample_class``, ``sample_rule``, ``sample_stratum``, ``inclusion_p``, ``policy_version``), the
 failed gates with evidence from ``gate_results`` (in ``failed_gates`` order) and the signals from
@@ -41,7 +41,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,13 +49,13 @@ from judges.budget import BudgetBook, Level, Reservation
 from judges.config import BudgetSpec, JudgingConfig
 from judges.prompt import extract_values
 from judges.providers.base import Provider
-from schemas.model import CompletionReason, Trace
+from schemas.model import Trace
 from stream.dlq import OutRecord
 from stream.judge_rows import VERDICT_COLUMNS
 from stream.judge_sink import JudgeSink
 from stream.judging import JudgeService
-from stream.rows import RAW_SPAN_SELECT, from_json, span_from_row
 from stream.store import ClickHouseStore
+from stream.stored_traces import TRACE_ROW_SELECT, load_traces
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +172,7 @@ class Backfill:
 
     async def _page(self, since_ms: int, until_ms: int, after: tuple[int, str]) -> list[tuple[Any, ...]]:
         _, rows = await self.store.aquery(
-            "SELECT trace_id, toUnixTimestamp64Milli(completed_at) AS c, completion_reason, "
-            "toUnixTimestamp64Milli(first_seen), toUnixTimestamp64Milli(last_seen), sample_class, sample_rule, "
-            f"sample_stratum, inclusion_p, policy_version, failed_gates {self._window()} AND {self._done(negate=True)} "
+            f"SELECT {TRACE_ROW_SELECT} {self._window()} AND {self._done(negate=True)} "
             "AND (c, trace_id) > ({ac:Int64}, {at:String}) ORDER BY c, trace_id LIMIT {n:UInt32}",
             {**self._params(since_ms, until_ms), "ac": after[0], "at": after[1], "n": self.page_size})  # fmt: skip
         return rows
@@ -183,50 +180,7 @@ class Backfill:
     # ---- rebuilding what the worker sent ----------------------------------------------------------
     async def load(self, trace_rows: Sequence[tuple[Any, ...]]) -> list[tuple[Trace, dict[str, Any]]]:
         """Traces and to_judge meta rebuilt from ClickHouse (traces without stored spans are left out)."""
-        ids = [str(r[0]) for r in trace_rows]
-        if not ids:
-            return []
-        _, span_rows = await self.store.aquery(
-            f"SELECT {RAW_SPAN_SELECT} FROM {self.db}.spans FINAL WHERE trace_id IN {{ids:Array(String)}} "
-            "AND is_late = 0 ORDER BY trace_id, start_time, span_id", {"ids": ids})  # fmt: skip
-        _, gate_rows = await self.store.aquery(
-            f"SELECT trace_id, gate, gate_type, reason, evidence FROM {self.db}.gate_results FINAL "
-            "WHERE trace_id IN {ids:Array(String)} AND outcome = 'fail' ORDER BY trace_id, gate", {"ids": ids})  # fmt: skip
-        _, signal_rows = await self.store.aquery(
-            f"SELECT trace_id, type, polarity, source, evidence, message_index FROM {self.db}.signals FINAL "
-            "WHERE trace_id IN {ids:Array(String)} AND is_late = 0 "
-            "ORDER BY trace_id, source = 'action', message_index, ts, type, rule, signal_key", {"ids": ids})  # fmt: skip
-        spans: dict[str, list[Any]] = defaultdict(list)
-        for row in span_rows:
-            span, _offset = span_from_row(row)
-            spans[span.trace_id].append(span)
-        gates: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for tid, gate, gtype, reason, evidence in gate_rows:
-            ev = [{"span_id": e.get("span_id"), "text": e.get("text")} for e in from_json(evidence or "[]")]
-            gates[str(tid)].append({"gate": gate, "type": gtype, "reason": reason, "evidence": ev})
-        signals: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for tid, stype, polarity, source, evidence, index in signal_rows:
-            signals[str(tid)].append({"type": stype, "polarity": polarity, "source": source, "evidence": evidence,
-                                      "message_index": None if int(index) < 0 else int(index)})  # fmt: skip
-        out = []
-        for (tid, completed_ms, reason, first_ms, last_ms, cls, rule, stratum, p, pv, failed) in trace_rows:
-            if not spans.get(tid):
-                continue
-            try:
-                completion = CompletionReason(reason)
-            except ValueError:
-                completion = CompletionReason.MAX_AGE
-            trace = Trace.fast(trace_id=tid, spans=spans[tid], completion_reason=completion,
-                               first_seen_ns=int(first_ms) * 1_000_000, last_seen_ns=int(last_ms) * 1_000_000,
-                               completed_ns=int(completed_ms) * 1_000_000)  # fmt: skip
-            order = {g: i for i, g in enumerate(failed)}
-            meta = {
-                "decision": {"class": cls, "rule": rule, "stratum": stratum, "p": float(p), "policy_version": pv},
-                "failed_gates": sorted(gates.get(tid, []), key=lambda g: order.get(g["gate"], len(order))),
-                "signals": signals.get(tid, []),
-            }
-            out.append((trace, meta))
-        return out
+        return await self.store.run(load_traces, self.store, trace_rows)
 
     # ---- the run ------------------------------------------------------------------------------------
     async def refresh_budget(self) -> float:

@@ -247,3 +247,4 @@ from stream import cli_dashboard  # noqa: E402,F401 - registers commands
 from stream import cli_store_server  # noqa: E402,F401 - registers commands
 from stream import cli_check  # noqa: E402,F401 - registers commands
 from stream import cli_dlq  # noqa: E402,F401 - registers commands
+from stream import cli_policy_diff  # noqa: E402,F401 - registers commands

@@ -114,8 +114,10 @@ class EventJoiner:
             self.store.insert("signals", signals, SIGNAL_COLUMNS, dedup_token=token + ":signals")
         self.store.insert("action_events", events, EVENT_COLUMNS, dedup_token=token)
 
-    def signals_for(self, traces: Sequence[Trace]) -> dict[str, list[Signal]]:
-        """Action signals for traces about to be decided (trace id, or conversation + window)."""
+    def signals_for(self, traces: Sequence[Trace], exclude_late: bool = False) -> dict[str, list[Signal]]:
+        """Action signals for traces about to be decided (trace id, or conversation + window).
+        ``exclude_late``: leave out events stored as late (they came after a trace's decision), to
+        re-decide stored traces with the events their decision saw."""
         if not traces:
             return {}
         ids = [t.trace_id for t in traces]
@@ -123,7 +125,8 @@ class EventJoiner:
         _, rows = self.store.query(
             "SELECT event_id, type, toUnixTimestamp64Milli(ts), trace_id, conversation_id, attributes "
             f"FROM {self.db}.action_events FINAL "
-            "WHERE trace_id IN {ids:Array(String)} OR (trace_id = '' AND conversation_id IN {convs:Array(String)})",
+            "WHERE (trace_id IN {ids:Array(String)} OR (trace_id = '' AND conversation_id IN {convs:Array(String)}))"
+            + (" AND is_late = 0" if exclude_late else ""),
             {"ids": ids, "convs": convs},
         )
         events = [ActionEvent(r[0], r[1], int(r[2]), r[3], r[4], r[5]) for r in rows]
