@@ -94,26 +94,26 @@ def sql(
 
 @app.command()
 def estimate(
-    judge: Optional[str] = typer.Option(None, "--judge", help="labels from this judge's verdicts (newest rubric version)"),
+    judge: Optional[str] = typer.Option(None, "--judge", help="labels from this judge's verdicts (newest rubric version; default: the only judge with verdicts)"),
     rubric_hash: Optional[str] = typer.Option(None, "--rubric-hash", help="a specific judge version"),
     labels: Optional[Path] = typer.Option(None, "--labels", help='JSONL: {"trace_id": "...", "passed": true|false} per labeled trace'),
     method: str = typer.Option("poststratified", help="poststratified | hajek | ht"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Pass rate over ALL traffic from judged samples, weighted by the recorded inclusion probabilities."""
-    from stream.estimate_cli import LabelError, estimate_from_labels, labels_from_verdicts, read_labels
+    from stream.estimate_cli import LabelError, estimate_from_labels, labels_from_verdicts, only_judge, read_labels
 
     settings = _settings(config)
-    if (judge is None) == (labels is None):
-        err.print("[red]give exactly one of --judge or --labels[/red]")
+    if judge is not None and labels is not None:
+        err.print("[red]give one of --judge or --labels, not both[/red]")
         raise typer.Exit(2)
     query = lambda q: run_sql(settings, q)  # noqa: E731
     try:
-        if judge is not None:
+        if labels is None:
+            judge = judge or only_judge(query, settings.clickhouse_database)
             found, version, statuses = labels_from_verdicts(query, settings.clickhouse_database, judge, rubric_hash)
             console.print(f"judge {escape(judge)} version {version[:12]}: verdicts by status {statuses}")
         else:
-            assert labels is not None
             found = read_labels(labels)
         result, naive, missing = estimate_from_labels(query, settings.clickhouse_database, found, method)  # type: ignore[arg-type]
     except (LabelError, ValueError, OSError) as exc:
@@ -133,18 +133,20 @@ def estimate(
 
 @app.command()
 def gates(
-    judge: str = typer.Option(..., "--judge", help="precision against this judge's verdicts (newest rubric version)"),
+    judge: Optional[str] = typer.Option(None, "--judge", help="precision against this judge's verdicts (newest rubric version; default: the only judge with verdicts)"),
     rubric_hash: Optional[str] = typer.Option(None, "--rubric-hash", help="a specific judge version"),
     pass_label: str = typer.Option("pass", "--pass-label", help="the judge's label for a passing trace"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Per-gate precision: of the traces each gate failed that the judge labelled, how many failed."""
-    from stream.estimate_cli import LabelError
+    from stream.estimate_cli import LabelError, only_judge
     from stream.gate_precision import gate_precision
 
     settings = _settings(config)
+    query = lambda q: run_sql(settings, q)  # noqa: E731
     try:
-        version, rows = gate_precision(lambda q: run_sql(settings, q), settings.clickhouse_database, judge,
+        judge = judge or only_judge(query, settings.clickhouse_database)
+        version, rows = gate_precision(query, settings.clickhouse_database, judge,
                                        rubric_hash, pass_label)  # fmt: skip
     except (LabelError, ValueError) as exc:
         err.print(f"[red]{escape(str(exc))}[/red]")

@@ -70,6 +70,18 @@ def newest_rubric_hash(query: Query, db: str, judge: str) -> str:
     return valid_rubric_hash(str(rows[0][0]))
 
 
+def only_judge(query: Query, db: str) -> str:
+    """The judge when exactly one has verdicts (what ``--judge`` defaults to), else a LabelError that
+    names the judges to choose from."""
+    _, rows = query(f"SELECT judge, count() FROM {db}.verdicts FINAL GROUP BY judge ORDER BY judge")
+    if len(rows) == 1:
+        return str(rows[0][0])
+    if not rows:
+        raise LabelError("no verdicts yet: nothing to label the traces with")
+    names = ", ".join(f"{j} ({n:,} verdicts)" for j, n in rows)
+    raise LabelError(f"several judges have verdicts, give --judge: {names}")
+
+
 def labels_from_verdicts(
     query: Query, db: str, judge: str, rubric_hash: str | None = None, pass_label: str = "pass"
 ) -> tuple[dict[str, bool], str, dict[str, int]]:

@@ -74,3 +74,16 @@ def test_estimate_from_verdicts_uses_one_judge_version(store: ClickHouseStore) -
     assert est.rate == pytest.approx((20 * 9 / 19 + 180) / 200)
     with pytest.raises(LabelError):
         labels_from_verdicts(store.query, store.database, "x'; DROP TABLE t --")
+
+
+def test_the_judge_defaults_to_the_only_one_with_verdicts(store: ClickHouseStore) -> None:
+    from stream.estimate_cli import only_judge
+
+    cols = ["trace_id", "judge", "rubric_hash", "status", "label", "judged_at"]
+    with pytest.raises(LabelError, match="no verdicts yet"):
+        only_judge(store.query, store.database)
+    store.insert("verdicts", [[f"{i:032x}", "task_completion", "a" * 64, "ok", "pass", i] for i in range(3)], cols)
+    assert only_judge(store.query, store.database) == "task_completion"
+    store.insert("verdicts", [[f"{i:032x}", "groundedness", "b" * 64, "ok", "fail", i] for i in range(2)], cols)
+    with pytest.raises(LabelError, match=r"give --judge: groundedness \(2 verdicts\), task_completion \(3 verdicts\)"):
+        only_judge(store.query, store.database)
