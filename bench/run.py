@@ -1,6 +1,6 @@
 """The whole benchmark suite in one run, and the README's Performance table from its results.
 
-    python -m bench.run                 # = make bench: all six, 30-45 minutes on a 2-core machine
+    python -m bench.run                 # = make bench: all six, 35-50 minutes on a 2-core machine
     python -m bench.run --quick         # shorter runs (smaller inputs, 2-minute steady load): ~12 minutes
     python -m bench.run --only ingest,judge
 
@@ -127,7 +127,8 @@ def economics_rows(r: dict[str, Any]) -> list[Row]:
 
 Bench = tuple[str, Callable[[bool, Path], list[str]], Callable[[dict[str, Any]], list[Row]]]
 BENCHES: list[Bench] = [
-    ("ingest", lambda q, out: ["bench/ingest.py", "--repeat", "1" if q else "3", "--spans",
+    # five floor/full pairs: on these hosts one pair's ratio moves by +-0.1 within an hour
+    ("ingest", lambda q, out: ["bench/ingest.py", "--repeat", "1" if q else "5", "--spans",
                                "100000" if q else "200000", "--json", str(out)], ingest_rows),
     ("scaleout", lambda q, out: ["bench/scaleout.py", "--repeat", "1" if q else "3", "--spans",
                                  "150000" if q else "450000", "--json", str(out)],
