@@ -26,13 +26,14 @@ def policy_diff_command(
     since: Optional[str] = typer.Option(None, "--since", help="traces completed at or after this ISO time (default: 7 days ago)"),
     until: Optional[str] = typer.Option(None, "--until", help="... and before this ISO time (default: now)"),
     limit: int = typer.Option(20_000, "--limit", min=1, help="re-decide at most the N newest traces of the window"),
-    judge: Optional[str] = typer.Option(None, "--judge", help="label the changes with this judge's verdicts (newest version)"),
+    judge: Optional[str] = typer.Option(None, "--judge", help="label the changes with this judge's verdicts (newest version; "
+                                        "default: the only judge with verdicts)"),  # fmt: skip
     rubric_hash: Optional[str] = typer.Option(None, "--rubric-hash", help="a specific judge version"),
     pass_label: str = typer.Option("pass", "--pass-label", help="the judge's label for a passing trace"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """What a policy change would do: re-decide stored traces with both policies; changes in judge calls and recall."""
-    from stream.estimate_cli import LabelError
+    from stream.estimate_cli import LabelError, only_judge
     from stream.policy import PolicyError, load_policy
     from stream.policy_diff import NOT_JUDGED, policy_diff
     from stream.store import ClickHouseStore, StoreLockedError
@@ -53,7 +54,13 @@ def policy_diff_command(
         err.print(f"[red]{escape(str(exc))}[/red]\nStop the worker that holds the embedded store, or run against a "
                   "ClickHouse server.")  # fmt: skip
         raise typer.Exit(2) from None
+    unlabeled = None
     try:
+        if judge is None:
+            try:
+                judge = only_judge(store.query, store.database)
+            except LabelError as exc:  # none, or several to choose from: the counts go unlabeled
+                unlabeled = str(exc)
         with console.status("re-deciding stored traces...") as status:
             d = policy_diff(store, base, cand, since_ms, until_ms, limit, judge, rubric_hash, pass_label,
                             settings.action_join_window, lambda n: status.update(f"re-decided {n:,} traces..."))  # fmt: skip
@@ -81,6 +88,8 @@ def policy_diff_command(
     for title, counts in (("no longer suspected", d.dropped), ("newly suspected", d.added)):
         parts = ", ".join(f"{k} {counts[k]:,}" for k in ("fail", "pass", NOT_JUDGED) if counts[k])
         console.print(f"{title}: {sum(counts.values()):,}" + (f" — by {judged}: {parts}" if parts else ""))
+    if unlabeled:
+        console.print(f"(not labeled by verdicts: {escape(unlabeled)})")
     if d.dropped["fail"]:
         console.print(f"[yellow]{d.dropped['fail']:,} judged failing would no longer go to a judge at 1.0 "
                       f"(recall given up), e.g. {', '.join(d.dropped_failing)}[/yellow]")  # fmt: skip

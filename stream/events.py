@@ -114,26 +114,35 @@ class EventJoiner:
             self.store.insert("signals", signals, SIGNAL_COLUMNS, dedup_token=token + ":signals")
         self.store.insert("action_events", events, EVENT_COLUMNS, dedup_token=token)
 
-    def signals_for(self, traces: Sequence[Trace], exclude_late: bool = False) -> dict[str, list[Signal]]:
+    def signals_for(self, traces: Sequence[Trace], as_decided: bool = False) -> dict[str, list[Signal]]:
         """Action signals for traces about to be decided (trace id, or conversation + window).
-        ``exclude_late``: leave out events stored as late (they came after a trace's decision), to
-        re-decide stored traces with the events their decision saw."""
+
+        ``as_decided``: for stored traces re-decided (``Trace.completed_ns`` set), only the events
+        their decision saw. An event stored as late came after the decision of the trace it was
+        linked to, so it is left out for that trace and for any other trace completed before the
+        event was stored (``ingested_at``); a later trace of the conversation, decided after it
+        came, saw it. Events not stored as late came before every decision that joins them."""
         if not traces:
             return {}
         ids = [t.trace_id for t in traces]
         convs = sorted({c for t in traces if (c := t.conversation_id)})
         _, rows = self.store.query(
-            "SELECT event_id, type, toUnixTimestamp64Milli(ts), trace_id, conversation_id, attributes "
-            f"FROM {self.db}.action_events FINAL "
-            "WHERE (trace_id IN {ids:Array(String)} OR (trace_id = '' AND conversation_id IN {convs:Array(String)}))"
-            + (" AND is_late = 0" if exclude_late else ""),
+            "SELECT event_id, type, toUnixTimestamp64Milli(ts), trace_id, conversation_id, attributes"
+            + (", is_late, linked_trace_id, toUnixTimestamp64Milli(ingested_at)" if as_decided else "")
+            + f" FROM {self.db}.action_events FINAL "
+            "WHERE (trace_id IN {ids:Array(String)} OR (trace_id = '' AND conversation_id IN {convs:Array(String)}))",
             {"ids": ids, "convs": convs},
         )
         events = [ActionEvent(r[0], r[1], int(r[2]), r[3], r[4], r[5]) for r in rows]
+        # per event: (trace it was linked to as late, when it was stored), None when not late
+        late = [(str(r[7]), int(r[8])) if as_decided and r[6] else None for r in rows]
         out: dict[str, list[Signal]] = {}
         for t in traces:
             start_ms, end_ms = t.start_ns // 1_000_000, t.end_ns // 1_000_000
-            for e in events:
+            decided_ms = t.completed_ns // 1_000_000
+            for e, came_late in zip(events, late, strict=True):
+                if came_late is not None and (came_late[0] == t.trace_id or came_late[1] > decided_ms):
+                    continue
                 by_trace = e.trace_id == t.trace_id
                 by_conv = (
                     not e.trace_id

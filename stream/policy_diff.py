@@ -13,8 +13,9 @@ traces with both the current policy and the candidate — the same rebuilt trace
 * the traces it newly suspects, by the same verdicts;
 * per gate and per negative signal type, the traces it fails under each policy.
 
-Product events join as they did when the trace was decided: those stored as late (they came after
-the decision, and so could not change it) are left out.
+Product events join as they did when the trace was decided: an event stored as late (it came after
+the decision of the trace it was linked to, or of any trace completed before it was stored) could
+not change that decision and is left out for it (:meth:`EventJoiner.signals_for`, ``as_decided``).
 
 Both policies run on the same traces, so every difference is the policies' own. The current
 policy's decisions may differ from the stored ones (the policy changed since, spans that came after
@@ -117,7 +118,7 @@ def _labels(store: ClickHouseStore, ids: Sequence[str], judge: str | None, rubri
 def _compare(out: PolicyDiff, loaded: list[tuple[Trace, dict[str, Any]]], deciders: tuple[TraceDecider, ...],
              joiners: tuple[EventJoiner, ...], labels: dict[str, str]) -> None:  # fmt: skip
     traces = [t for t, _ in loaded]
-    actions = [j.signals_for(traces, exclude_late=True) for j in joiners]
+    actions = [j.signals_for(traces, as_decided=True) for j in joiners]
     for trace, meta in loaded:
         tid = trace.trace_id
         b, c = (d.decide(trace, a.get(tid, ())) for d, a in zip(deciders, actions, strict=True))

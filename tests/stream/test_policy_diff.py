@@ -53,24 +53,34 @@ def clean(seed: int, conversation: str | None = None) -> Trace:
     t.llm(user="hi", answer="hello")
     trace = t.build()
     if conversation is not None:  # as if the agent set gen_ai.conversation.id on its spans
-        trace = Trace.fast(trace_id=trace.trace_id, spans=[s.model_copy(update={"conversation_id": conversation})
-                                                            for s in trace.spans],
-                           completion_reason=trace.completion_reason)  # fmt: skip
+        spans = [s.model_copy(update={"conversation_id": conversation,  # what the stored row is rebuilt from too
+                                      "attributes": {**s.attributes, "gen_ai.conversation.id": conversation}})
+                 for s in trace.spans]  # fmt: skip
+        trace = Trace.fast(trace_id=trace.trace_id, spans=spans, completion_reason=trace.completion_reason)
     return trace
 
 
-def store_decided(store: ClickHouseStore, traces: list[Trace], policy: Policy) -> None:
+def store_decided(store: ClickHouseStore, traces: list[Trace], policy: Policy, completed_ns: int = COMPLETED_NS) -> None:
     """Decide with ``policy`` (and the stored product events) and write every row the worker writes."""
     decider = TraceDecider(policy)
     actions = EventJoiner(store, "", policy.action_signals, 600).signals_for(traces)
     done = [Trace.fast(trace_id=t.trace_id, spans=t.spans, completion_reason=t.completion_reason,
-                       first_seen_ns=COMPLETED_NS - 10**9, last_seen_ns=COMPLETED_NS, completed_ns=COMPLETED_NS)
+                       first_seen_ns=completed_ns - 10**9, last_seen_ns=completed_ns, completed_ns=completed_ns)
             for t in traces]  # fmt: skip
     write(store, [(t, decider.decide(t, actions.get(t.trace_id, ()))) for t in done])
 
 
 def event(store: ClickHouseStore, event_id: str, trace_id: str, kind: str, late: bool) -> None:
     store.insert("action_events", [[event_id, trace_id, "", kind, T, "{}", trace_id, int(late), T]],
+                 ["event_id", "trace_id", "conversation_id", "type", "ts", "attributes", "linked_trace_id", "is_late",
+                  "ingested_at"])  # fmt: skip
+
+
+def conversation_event(store: ClickHouseStore, event_id: str, conversation: str, kind: str, ts_ns: int,
+                       linked: str, ingested_ns: int) -> None:  # fmt: skip
+    """An event that names only its conversation, stored as late and linked to ``linked``."""
+    at = lambda ns: datetime.fromtimestamp(ns / 10**9, tz=timezone.utc)  # noqa: E731
+    store.insert("action_events", [[event_id, "", conversation, kind, at(ts_ns), "{}", linked, 1, at(ingested_ns)]],
                  ["event_id", "trace_id", "conversation_id", "type", "ts", "attributes", "linked_trace_id", "is_late",
                   "ingested_at"])  # fmt: skip
 
@@ -124,6 +134,21 @@ def test_same_policy_changes_nothing_and_matches_every_stored_decision(store: Cl
     assert d.rubric_hash == HASH
 
 
+def test_a_late_event_counts_for_the_traces_decided_after_it_came(store: ClickHouseStore) -> None:
+    # three traces of one conversation: `before` and `linked` decided, then a thumbs_down naming only the
+    # conversation comes (stored late, linked to `linked`, the latest started), then `after` is decided
+    # and joins it: only `after` is a suspected failure, and re-deciding must say so for all three
+    before, linked, after = (clean(500 + i, conversation="conv-x") for i in range(3))
+    policy = load_policy(None)
+    store_decided(store, [before], policy, COMPLETED_NS - 3 * 10**9)
+    store_decided(store, [linked], policy, COMPLETED_NS - 2 * 10**9)
+    conversation_event(store, "e3", "conv-x", "thumbs_down", after.start_ns, linked.trace_id, COMPLETED_NS - 10**9)
+    store_decided(store, [after], policy, COMPLETED_NS)
+    d = diff(store, policy, judge=None)
+    assert d.traces == 3 and d.base.suspected == 1 and d.base.reasons["signal:thumbs_down"] == 1
+    assert d.stored_differs == 0  # leaving out every late event would lose `after`'s; keeping it, add it to `before`
+
+
 def test_dropping_a_gate_counts_the_judged_failures_given_up(store: ClickHouseStore,
                                                              stored: dict[str, list[str]]) -> None:  # fmt: skip
     d = diff(store, candidate(tool_loop=None))
@@ -173,6 +198,9 @@ def test_the_command_prints_the_change(tmp_path: Path) -> None:
     assert "no longer suspected: 2 — by verdicts of task_completion abababababab: fail 1, pass 1" in text
     assert f"1 judged failing would no longer go to a judge at 1.0 (recall given up), e.g. {loops[0]}" in text
     assert "the current policy decides 0 of these traces differently" in text
+    unnamed = tracejudge(str(cand), "--since", "2020-01-01", "--until", "2100-01-01")  # the only judge with verdicts
+    assert unnamed.returncode == 0, unnamed.stderr
+    assert "by verdicts of task_completion abababababab: fail 1, pass 1" in " ".join(unnamed.stdout.split())
     missing = tracejudge(str(tmp_path / "missing.yaml"))
     assert missing.returncode == 2 and "missing.yaml" in " ".join(missing.stderr.split())
     nothing = tracejudge(str(cand), "--since", "2000-01-01", "--until", "2000-01-02")
