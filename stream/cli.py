@@ -226,7 +226,17 @@ def print_rows(columns: list[str], rows: list[Any], fmt: str = "table") -> None:
 
 
 def main() -> None:
-    app()
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    try:
+        app()
+    except DatabaseError as exc:  # what ClickHouse said, in one line, not a traceback
+        said = " ".join(str(exc).split())[:500]
+        hint = ""
+        if "UNKNOWN_DATABASE" in said or "UNKNOWN_TABLE" in said:
+            hint = "\nNo tracejudge tables here yet: start a worker, or run `tracejudge migrate` (check the store settings)."
+        err.print(f"[red]ClickHouse: {escape(said)}[/red]{hint}")
+        raise SystemExit(2) from None
 
 
 @app.command()

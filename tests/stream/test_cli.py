@@ -85,6 +85,17 @@ def test_invalid_policy_stops_the_worker_naming_the_entry(tmp_path: Path) -> Non
     assert run.returncode == 2 and "rate" in run.stderr
 
 
+def test_reading_an_empty_store_says_so_in_one_line(tmp_path: Path) -> None:
+    env = {"TRACEJUDGE_DATA_DIR": str(tmp_path / "data")}
+    for args in (["gates"], ["estimate", "--judge", "task_completion"],
+                 ["policy-diff", str(Path(__file__).parents[2] / "stream" / "default_policy.yaml")]):  # fmt: skip
+        run = tracejudge(*args, cwd=tmp_path, env=env)
+        said = " ".join(run.stderr.split())
+        assert run.returncode == 2, run.stdout + run.stderr
+        assert "ClickHouse: Code: 81" in said and "run `tracejudge migrate`" in said, said
+        assert "Traceback" not in run.stderr
+
+
 def test_migrate_creates_the_tables_once_and_reports_what_it_did(tmp_path: Path) -> None:
     # a subprocess with its own embedded store (this process may hold another chDB engine)
     env = {"TRACEJUDGE_DATA_DIR": str(tmp_path / "data")}
