@@ -33,6 +33,14 @@ EVENT_COLUMNS = (
 )  # fmt: skip
 
 
+def event_row(m: InMessage, e: ActionEvent, linked: str, now_ms: int) -> tuple[Any, ...]:
+    """One ``action_events`` row; ``linked``: the decided trace it is linked to (late), or ""."""
+    return (
+        e.event_id, e.trace_id, e.conversation_id, e.type, e.ts_ms, e.attributes_json, linked,
+        1 if linked else 0, m.topic, m.partition, m.offset, now_ms,
+    )  # fmt: skip
+
+
 class EventJoiner:
     def __init__(
         self,
@@ -96,10 +104,7 @@ class EventJoiner:
             linked, version = decided.get(e.event_id, ("", ""))
             late = 1 if linked else 0
             self.late_events += late
-            events.append((
-                e.event_id, e.trace_id, e.conversation_id, e.type, e.ts_ms, e.attributes_json, linked,
-                late, m.topic, m.partition, m.offset, now_ms,
-            ))  # fmt: skip
+            events.append(event_row(m, e, linked, now_ms))
             if linked:
                 s = e.signal(self.negative)
                 signals.append((
@@ -113,6 +118,12 @@ class EventJoiner:
         if signals:
             self.store.insert("signals", signals, SIGNAL_COLUMNS, dedup_token=token + ":signals")
         self.store.insert("action_events", events, EVENT_COLUMNS, dedup_token=token)
+
+    async def probe(self, batch: Sequence[tuple[InMessage, ActionEvent]], now_ms: int) -> list[Exception | None]:
+        """Each event's ``action_events`` row (unlinked) inserted alone into a copy of the table that
+        keeps nothing: what each insert raised (stream/refused_rows.py, ``KnownGood``)."""
+        rows = [event_row(m, e, "", now_ms) for m, e in batch]
+        return await self.store.ainsert_into_twin("action_events", rows, EVENT_COLUMNS)
 
     def signals_for(self, traces: Sequence[Trace], as_decided: bool = False) -> dict[str, list[Signal]]:
         """Action signals for traces about to be decided (trace id, or conversation + window).

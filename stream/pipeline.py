@@ -38,7 +38,7 @@ from stream.dlq import InMessage, OutRecord, dead_letter, unrecovered_offsets
 from stream.events import EventJoiner
 from stream.input_message import MessageReader
 from stream.provenance import message_token, sources, token
-from stream.refused_rows import INSERT_REJECTED, Refusal, by_source, insert_isolating
+from stream.refused_rows import INSERT_REJECTED, KnownGood, Refusal, by_source, insert_isolating
 from stream.retry import retry_forever
 from stream.rows import span_row, trace_row
 from stream.sink import Sink
@@ -86,6 +86,9 @@ class Pipeline:
         self.on_complete = on_complete
         self.decider = decider
         self.events = events
+        # the last rows each table took, to tell a schema problem from bad data in a small insert
+        self._known_spans = KnownGood(sink.probe_spans)
+        self._known_events = KnownGood(lambda batch: self.events.probe(batch, self.clock() // 1_000_000))  # type: ignore[union-attr]
         self.assembler = TraceAssembler(
             settings.decision_wait,
             settings.max_trace_age,
@@ -191,7 +194,7 @@ class Pipeline:
         """Store the spans of ``items`` (``rows``, in order). A span ClickHouse refuses dead-letters its
         message, whose other spans are stored. Returns how many spans were refused."""
         refused = await insert_isolating(self.sink.write_spans, rows, tok, f"insert spans of {sources(items)}",
-                                         self._store_retry)  # fmt: skip
+                                         self._store_retry, known=self._known_spans)  # fmt: skip
         if refused:
             letters = []
             for i, bad in by_source([len(spans) for _, spans in items], refused).items():
@@ -230,7 +233,8 @@ class Pipeline:
             now_ms = self.clock() // 1_000_000
             events = self.events
             write = lambda part, t: events.store.run(events.write, part, now_ms, t)  # noqa: E731
-            refused = await insert_isolating(write, good, tok, "insert events", self._store_retry)
+            refused = await insert_isolating(write, good, tok, "insert events", self._store_retry,
+                                             known=self._known_events)  # fmt: skip
             if refused:  # an event ClickHouse refuses is dead-lettered; the others are stored
                 letters = [dead_letter(m, events.dlq_topic, INSERT_REJECTED, f"ClickHouse refused the event: {r.error}")
                            for r in refused for m in [good[r.index][0]]]  # fmt: skip

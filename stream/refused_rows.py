@@ -27,6 +27,14 @@ refuses every row; bad data leaves most rows good. So when ``probe_parts`` parts
 and none stored, ``PROBES`` single rows spread over the insert are tried alone: if every one is
 refused too, the whole insert is retried until it succeeds, as an outage is, with an ERROR line
 saying why (the split stops there: about 25 inserts). Otherwise the split goes on.
+
+An insert too small for that (every row refused, fewer than ``probe_parts`` parts tried) asks
+:class:`KnownGood` instead: the last rows ClickHouse took for the table, one per stored insert,
+are inserted again, each alone, into a throwaway ``Null`` copy of the table (its columns and
+constraints as they are now; nothing is kept). If it refuses every one of them too, the table no
+longer takes what the worker writes: the insert is retried until it succeeds, as above, instead
+of dead-lettering every message of a quiet stream. With no such rows yet (a worker that has
+stored nothing since it started) the rows are dead-lettered, as bad data would be.
 """
 
 from __future__ import annotations
@@ -95,6 +103,32 @@ Write = Callable[[Sequence[Sequence[Any]], str], Awaitable[None]]
 Retry = Callable[[Callable[[], Awaitable[None]], str], Awaitable[None]]
 
 
+class KnownGood:
+    """The last rows ClickHouse took for one table (one per stored insert), to ask it again when it
+    refuses every row of an insert (see the module docstring)."""
+
+    def __init__(self, probe: Callable[[Sequence[Any]], Awaitable[list[Exception | None]]], keep: int = PROBES) -> None:
+        """``probe``: insert each row alone into a copy of the table that keeps nothing; what each raised."""
+        self._probe = probe
+        self._rows: deque[Any] = deque(maxlen=keep)
+
+    def took(self, part: Sequence[Any]) -> None:
+        self._rows.append(part[-1])
+
+    async def refused_now(self) -> bool:
+        """True when ClickHouse now refuses each known row alone; False when it takes one, when
+        there are none, or when it cannot be asked (no evidence either way)."""
+        rows = list(self._rows)
+        if not rows:
+            return False
+        try:
+            outcomes = await self._probe(rows)
+        except Exception as exc:  # noqa: BLE001 - an outage while asking: no evidence
+            log.warning("could not ask ClickHouse whether it still takes rows it took before: %s", exc)
+            return False
+        return all(e is not None and is_refusal(e) for e in outcomes)
+
+
 class Refusal(Exception):
     """Raised through the caller's retry when ClickHouse refuses the rows: not to be retried."""
 
@@ -104,10 +138,12 @@ class Refusal(Exception):
 
 
 async def insert_isolating(
-    write: Write, rows: Sequence[Sequence[Any]], token: str, what: str, retry: Retry, probe_parts: int = PROBE_PARTS
+    write: Write, rows: Sequence[Sequence[Any]], token: str, what: str, retry: Retry, probe_parts: int = PROBE_PARTS,
+    known: KnownGood | None = None,
 ) -> list[Refused]:
     """Insert ``rows``; returns the rows ClickHouse refused (none stored), in order. Every other row
-    is stored when this returns. Outages are waited out through ``retry``."""
+    is stored when this returns. Outages are waited out through ``retry``. ``known``: the table's
+    :class:`KnownGood`, told of each stored part and asked when every row is refused."""
 
     async def attempt(lo: int, hi: int) -> str | None:
         part = rows if (lo, hi) == (0, len(rows)) else rows[lo:hi]
@@ -125,6 +161,8 @@ async def insert_isolating(
             await retry(op, what if tok == token else f"{what} (rows {lo}-{hi - 1})")
         except Refusal as r:
             return f"{type(r.cause).__name__}: {r.cause}"
+        if known is not None:
+            known.took(part)
         return None
 
     if (error := await attempt(0, len(rows))) is None:
@@ -150,6 +188,8 @@ async def insert_isolating(
                           "schema or server problem, not bad data; retrying the whole insert until it succeeds: %s",
                           refused_parts, what, len(rows), len(probes), error[:500])  # fmt: skip
                 await retry(lambda: write(rows, token), what)
+                if known is not None:
+                    known.took(rows)
                 return []
         lo, hi, error, step = todo.popleft()
         rest = hi  # rows [hi, rest) are not tried yet
@@ -181,6 +221,13 @@ async def insert_isolating(
             # or a quarter of this part when its first row is refused (in a run, parts shrink to 1 row)
             step = (hi - lo) // 4 if row == lo else 2 * (row + 1) // max(1, len(refused))
             todo.append((row + 1, rest, None, max(1, step)))
+    if refused and stored_parts == 0 and not probed and known is not None and await known.refused_now():
+        log.error("ClickHouse refuses each of the %d rows of %s, and each of the last rows it took before: a schema "
+                  "or server problem, not bad data; retrying the whole insert until it succeeds: %s",
+                  len(rows), what, refused[0].error[:500])  # fmt: skip
+        await retry(lambda: write(rows, token), what)
+        known.took(rows)
+        return []
     refused.sort(key=lambda r: r.index)
     return refused
 

@@ -22,6 +22,11 @@ class Sink(Protocol):
 
     async def write_traces(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None: ...
 
+    async def probe_spans(self, rows: Sequence[Sequence[Any]]) -> list[Exception | None]:
+        """Each span row inserted alone where nothing is kept, as ``spans`` would take it: what each
+        insert raised (stream/refused_rows.py, ``KnownGood``)."""
+        ...
+
     async def write_gate_results(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None: ...
 
     async def write_signals(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None: ...
@@ -45,6 +50,9 @@ class ClickHouseSink:
 
     async def write_traces(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
         await self.store.ainsert("traces", rows, TRACE_COLUMNS, dedup_token)
+
+    async def probe_spans(self, rows: Sequence[Sequence[Any]]) -> list[Exception | None]:
+        return await self.store.ainsert_into_twin("spans", rows, SPAN_COLUMNS)
 
     async def write_gate_results(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
         from stream.decision_rows import GATE_COLUMNS

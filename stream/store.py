@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import os
 import re
+import secrets
 import tempfile
 import threading
 import time
@@ -27,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 import clickhouse_connect
 
-from stream.cluster import INSERT_SETTINGS, QUERY_SETTINGS, ClusterSpec, render
+from stream.cluster import INSERT_SETTINGS, LOCAL_SUFFIX, QUERY_SETTINGS, ClusterSpec, render
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +237,29 @@ class ClickHouseStore:
         stats.inserts += 1
         stats.rows += len(rows)
 
+    def _insert_into_twin(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> list[Exception | None]:
+        """Insert each of ``rows`` alone into a throwaway ``Null``-engine copy of ``table``: its
+        columns and constraints as they are now (on a cluster, its local table's), so ClickHouse
+        (and the client, serializing) refuses what ``table`` would refuse, and keeps nothing.
+        Returns what each insert raised, or None. The copy is on the server the client talks to."""
+        db, source = self.database, table + (LOCAL_SUFFIX if self.cluster else "")
+        twin = f"{table}_probe_{secrets.token_hex(4)}"
+        self._command(f"CREATE TABLE {db}.{twin} AS {db}.{source} ENGINE = Null", None, None)
+        try:
+            types = self._client.create_insert_context(f"{db}.{twin}", list(columns)).column_types
+            settings = {**self._insert_settings, **self._table_insert_settings.get(table, {})}
+            out: list[Exception | None] = []
+            for row in rows:
+                try:
+                    self._client.insert(f"{db}.{twin}", [row], column_names=list(columns), column_types=types,
+                                        settings=settings)  # fmt: skip
+                    out.append(None)
+                except Exception as exc:  # noqa: BLE001 - the caller tells refusals from the rest
+                    out.append(exc)
+            return out
+        finally:
+            self._command(f"DROP TABLE IF EXISTS {db}.{twin} SYNC", None, None)
+
     # ---- sync API: blocks the caller; never call from the event loop -----------------------
     def _on_thread(self) -> bool:
         return threading.current_thread().name.startswith("clickhouse")
@@ -314,6 +338,11 @@ class ClickHouseStore:
         self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str | None = None
     ) -> None:
         await self._run(self._insert, table, rows, columns, dedup_token)
+
+    async def ainsert_into_twin(
+        self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]
+    ) -> list[Exception | None]:
+        return await self._run(self._insert_into_twin, table, rows, columns)
 
     async def aquery(
         self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None

@@ -14,6 +14,7 @@ from tests.stream.test_store import (
     test_insert_with_same_dedup_token_is_stored_once,
     test_migrations_apply_once_in_order,
     test_read_only_is_enforced_by_clickhouse_too,
+    test_rows_inserted_into_a_twin_are_checked_as_the_table_would_and_kept_nowhere,
 )
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "test_migrations_apply_once_in_order",
     "test_read_only_is_enforced_by_clickhouse_too",
     "test_replayed_batch_is_not_judged_or_paid_again",
+    "test_rows_inserted_into_a_twin_are_checked_as_the_table_would_and_kept_nowhere",
     "test_verdicts_and_ledger_rows_for_a_batch",
 ]

@@ -194,6 +194,48 @@ def test_a_product_event_clickhouse_refuses_is_dead_lettered_and_the_others_stor
     assert p.counters.refused_rows == {"action_events": 1}
 
 
+class FixAfter:
+    """A retry's sleep that runs ``fix`` (the operator mending the schema) at its ``n``-th call."""
+
+    def __init__(self, n: int, fix: str, store: ClickHouseStore) -> None:
+        self.n, self.fix, self.store, self.calls = n, fix, store, 0
+
+    async def __call__(self, _: float) -> None:
+        self.calls += 1
+        if self.calls == self.n:
+            self.store.command(self.fix.format(db=self.store.database))
+
+
+def test_at_low_traffic_a_table_refusing_every_row_holds_its_partition_instead_of_dead_lettering(
+    store: ClickHouseStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One message per insert, too few rows to tell a schema problem by refused parts: once `spans`
+    (and `action_events`) take no row the worker writes, the rows they took before are refused too,
+    so the inserts wait, retried, and nothing is dead-lettered."""
+    settings = Settings(clickhouse_database=store.database, decision_wait=5)
+    fix = FixAfter(2, "ALTER TABLE {db}.spans DROP CONSTRAINT expected", store)
+    p = Pipeline(settings, ClickHouseSink(store), producer := ListProducer(), sleep=fix)
+    p.events = EventJoiner(store, "events.dlq", ["regenerate"], 60)
+    traces = [genai_trace(random.Random(70 + i), 4) for i in range(2)]
+    asyncio.run(p.handle_batch([msg(proto(traces[0]), 0, traces[0][0].trace_id.hex().encode())]))
+    store.command(f"ALTER TABLE {store.database}.spans ADD CONSTRAINT expected CHECK name = 'expected'")
+    with caplog.at_level(logging.ERROR, logger="stream.refused_rows"):
+        asyncio.run(p.handle_batch([msg(proto(traces[1]), 1, traces[1][0].trace_id.hex().encode())]))
+    assert producer.records == [] and p.counters.write_retries == 2 and p.counters.refused_rows == {}
+    assert count(store, "SELECT count() FROM {db}.spans FINAL") == 8
+    assert "refuses each of the 4 rows of insert spans of otlp_spans[0]@1" in caplog.text
+
+    body = lambda i: json.dumps({"trace_id": f"{i:032x}", "type": "regenerate", "ts": 1795341600}).encode()  # noqa: E731
+    asyncio.run(p.handle_events([InMessage("events", 0, 0, None, body(0))]))
+    store.command(f"ALTER TABLE {store.database}.action_events ADD CONSTRAINT expected CHECK type = 'expected'")
+    p.sleep = FixAfter(1, "ALTER TABLE {db}.action_events DROP CONSTRAINT expected", store)
+    asyncio.run(p.handle_events([InMessage("events", 0, 1, None, body(1))]))
+    assert producer.records == [] and p.counters.write_retries == 3 and p.counters.action_events == 2
+    assert count(store, "SELECT count() FROM {db}.action_events FINAL") == 2
+    tables = "SELECT count() FROM system.tables WHERE database = '{db}' AND name LIKE '%\\_probe\\_%'"
+    assert count(store, tables) == 0  # the copies asked are gone
+
+
 def test_a_replay_is_stored_once_and_new_messages_at_reused_offsets_are_stored(store: ClickHouseStore) -> None:
     """Offsets restart at 0 when a topic is recreated or a memory-only broker restarts: the new
     messages must not be dropped as duplicates of the old inserts at the same offsets."""

@@ -13,7 +13,16 @@ from typing import Any
 import clickhouse_connect
 import pytest
 
-from stream.refused_rows import PROBE_PARTS, Refusal, Refused, _named_row, by_source, insert_isolating, is_refusal
+from stream.refused_rows import (
+    PROBE_PARTS,
+    KnownGood,
+    Refusal,
+    Refused,
+    _named_row,
+    by_source,
+    insert_isolating,
+    is_refusal,
+)
 from stream.retry import retry_forever
 from stream.store import ClickHouseStore
 
@@ -131,6 +140,83 @@ def test_a_single_refused_row_and_a_clean_insert(store: ClickHouseStore) -> None
     assert [r.index for r in asyncio.run(insert_isolating(write, [[1, POISON]], "a", "t", retry([])))] == [0]
     assert asyncio.run(insert_isolating(write, [[2, "x"], [3, "y"]], "b", "t", retry([]))) == []
     assert len(write.calls) == 2 and stored(store) == [2, 3]
+
+
+def known_good(store: ClickHouseStore, asked: list[int] | None = None) -> KnownGood:
+    """The worker's :class:`KnownGood` for ``t``: its rows probed in a copy that keeps nothing."""
+
+    async def probe(rows: Sequence[Any]) -> list[Exception | None]:
+        if asked is not None:
+            asked.append(len(rows))
+        return await store.ainsert_into_twin("t", rows, ["id", "name"])
+
+    return KnownGood(probe)
+
+
+def probe_tables(store: ClickHouseStore) -> int:
+    sql = f"SELECT count() FROM system.tables WHERE database = '{store.database}' AND name LIKE 't_probe_%'"
+    return int(store.query(sql)[1][0][0])
+
+
+@pytest.mark.parametrize("change", ["constraint", "column type"])
+def test_a_small_insert_all_refused_after_a_schema_change_waits_instead_of_dead_lettering(
+    store: ClickHouseStore, caplog: pytest.LogCaptureFixture, change: str
+) -> None:
+    """Too few rows to tell a schema problem by refused parts (a quiet stream): the rows the table
+    took before are refused too, so the insert is retried until the schema takes it again."""
+    make_table(store)
+    known, attempts = known_good(store), []
+    for i in range(3):  # earlier inserts: each leaves its last row as known good
+        assert asyncio.run(insert_isolating(Writer(store), [[i, "7"]], f"k{i}", "insert t", retry([]), known=known)) == []
+    if change == "constraint":  # no row meets it
+        store.command(f"ALTER TABLE {store.database}.t ADD CONSTRAINT expected CHECK name = 'expected'")
+        undo = f"ALTER TABLE {store.database}.t DROP CONSTRAINT expected"
+    else:  # the worker's strings no longer fit: the client cannot serialize any row
+        store.command(f"ALTER TABLE {store.database}.t MODIFY COLUMN name UInt64")
+        undo = f"ALTER TABLE {store.database}.t MODIFY COLUMN name String"
+
+    def fix_after_two_tries() -> None:
+        if len(attempts) == 2:
+            store.command(undo)
+
+    rows = [[10, "a"], [11, "b"], [12, "c"]]
+    write = Writer(store)
+    with caplog.at_level(logging.ERROR, logger="stream.refused_rows"):
+        refused = asyncio.run(insert_isolating(write, rows, "tok", "insert t", retry(attempts, fix_after_two_tries),
+                                               known=known))  # fmt: skip
+    assert refused == [] and stored(store) == [0, 1, 2, 10, 11, 12]  # nothing dead-lettered, all stored once fixed
+    assert "refuses each of the 3 rows of insert t, and each of the last rows it took before" in caplog.text
+    assert len(attempts) == 2 and write.calls[-1] == (3, "tok")
+    assert probe_tables(store) == 0  # the copy it asked is gone
+
+
+def test_a_small_insert_of_bad_data_is_still_refused_when_the_table_takes_rows_it_took_before(
+    store: ClickHouseStore,
+) -> None:
+    make_table(store)
+    asked: list[int] = []
+    known = known_good(store, asked)
+    write = Writer(store)
+    # nothing stored yet: no evidence, the refused row is dead-lettered without asking
+    assert [r.index for r in asyncio.run(insert_isolating(write, [[1, POISON]], "a", "t", retry([]), known=known))] == [0]
+    assert asked == []
+    assert asyncio.run(insert_isolating(write, [[2, "x"], [3, "y"]], "b", "t", retry([]), known=known)) == []
+    refused = asyncio.run(insert_isolating(write, [[4, POISON], [5, POISON]], "c", "t", retry([]), known=known))
+    assert [r.index for r in refused] == [0, 1] and asked == [1]  # asked with the one known row: taken
+    assert stored(store) == [2, 3] and probe_tables(store) == 0
+
+
+def test_known_good_keeps_the_last_rows_and_an_outage_while_asking_is_no_evidence() -> None:
+    seen: list[list[Any]] = []
+
+    async def probe(rows: Sequence[Any]) -> list[Exception | None]:
+        seen.append(list(rows))
+        raise ConnectionResetError("connection reset by peer")
+
+    known = KnownGood(probe, keep=2)
+    for part in ([1, 2], [3], [4, 5]):
+        known.took(part)
+    assert asyncio.run(known.refused_now()) is False and seen == [[3, 5]]
 
 
 def test_refusals_everywhere_are_a_schema_problem_and_the_whole_insert_waits(
