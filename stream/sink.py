@@ -15,6 +15,7 @@ from schemas.model import Span
 from stream.assembly import TP, Decided
 from stream.rows import RAW_SPAN_SELECT, SPAN_COLUMNS, TRACE_COLUMNS, span_from_row
 from stream.store import ClickHouseStore
+from stream.table_copy import each_taken
 
 
 class Sink(Protocol):
@@ -52,7 +53,7 @@ class ClickHouseSink:
         await self.store.ainsert("traces", rows, TRACE_COLUMNS, dedup_token)
 
     async def probe_spans(self, rows: Sequence[Sequence[Any]]) -> list[Exception | None]:
-        return await self.store.ainsert_into_twin("spans", rows, SPAN_COLUMNS)
+        return await each_taken(self.store, "spans", SPAN_COLUMNS, rows)
 
     async def write_gate_results(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
         from stream.decision_rows import GATE_COLUMNS

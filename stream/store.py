@@ -15,7 +15,6 @@ import ipaddress
 import logging
 import os
 import re
-import secrets
 import tempfile
 import threading
 import time
@@ -28,7 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 import clickhouse_connect
 
-from stream.cluster import INSERT_SETTINGS, LOCAL_SUFFIX, QUERY_SETTINGS, ClusterSpec, render
+from stream.cluster import INSERT_SETTINGS, QUERY_SETTINGS, ClusterSpec, render
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +210,10 @@ class ClickHouseStore:
         result = self._client.query(sql, parameters=parameters, settings=self._settings(settings))
         return list(result.column_names), list(result.result_rows)
 
-    def _insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str | None) -> None:
+    def _insert(
+        self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str | None,
+        stats_as: str | None = None,
+    ) -> None:  # fmt: skip
         if not rows:
             return
         # Spans are partitioned by their (client-supplied) start day: one batch may legitimately
@@ -224,7 +226,8 @@ class ClickHouseStore:
         if (types := self._column_types.get(key)) is None:  # one DESCRIBE per table, not per insert
             types = self._client.create_insert_context(f"{self.database}.{table}", list(columns)).column_types
             self._column_types[key] = types
-        stats = self._insert_stats.get(table) or self._insert_stats.setdefault(table, InsertStats())
+        name = stats_as or table
+        stats = self._insert_stats.get(name) or self._insert_stats.setdefault(name, InsertStats())
         began = time.perf_counter()
         try:
             self._client.insert(f"{self.database}.{table}", rows, column_names=list(columns), column_types=types,
@@ -236,29 +239,6 @@ class ClickHouseStore:
         stats.seconds += time.perf_counter() - began
         stats.inserts += 1
         stats.rows += len(rows)
-
-    def _insert_into_twin(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> list[Exception | None]:
-        """Insert each of ``rows`` alone into a throwaway ``Null``-engine copy of ``table``: its
-        columns and constraints as they are now (on a cluster, its local table's), so ClickHouse
-        (and the client, serializing) refuses what ``table`` would refuse, and keeps nothing.
-        Returns what each insert raised, or None. The copy is on the server the client talks to."""
-        db, source = self.database, table + (LOCAL_SUFFIX if self.cluster else "")
-        twin = f"{table}_probe_{secrets.token_hex(4)}"
-        self._command(f"CREATE TABLE {db}.{twin} AS {db}.{source} ENGINE = Null", None, None)
-        try:
-            types = self._client.create_insert_context(f"{db}.{twin}", list(columns)).column_types
-            settings = {**self._insert_settings, **self._table_insert_settings.get(table, {})}
-            out: list[Exception | None] = []
-            for row in rows:
-                try:
-                    self._client.insert(f"{db}.{twin}", [row], column_names=list(columns), column_types=types,
-                                        settings=settings)  # fmt: skip
-                    out.append(None)
-                except Exception as exc:  # noqa: BLE001 - the caller tells refusals from the rest
-                    out.append(exc)
-            return out
-        finally:
-            self._command(f"DROP TABLE IF EXISTS {db}.{twin} SYNC", None, None)
 
     # ---- sync API: blocks the caller; never call from the event loop -----------------------
     def _on_thread(self) -> bool:
@@ -335,14 +315,18 @@ class ClickHouseStore:
         return await self._run(fn, *args)
 
     async def ainsert(
-        self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str | None = None
-    ) -> None:
-        await self._run(self._insert, table, rows, columns, dedup_token)
+        self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str | None = None,
+        stats_as: str | None = None,
+    ) -> None:  # fmt: skip
+        """``stats_as``: count the insert under that name in :meth:`insert_stats` (default: ``table``)."""
+        await self._run(self._insert, table, rows, columns, dedup_token, stats_as)
 
-    async def ainsert_into_twin(
-        self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]
-    ) -> list[Exception | None]:
-        return await self._run(self._insert_into_twin, table, rows, columns)
+    def forget_table(self, table: str) -> None:
+        """Drop what the store remembers of ``table`` (its column types), e.g. after dropping it."""
+        self._executor.submit(lambda: [self._column_types.pop(k) for k in list(self._column_types) if k[0] == table])
+
+    async def acommand(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        return await self._run(self._command, sql, parameters, None)
 
     async def aquery(
         self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None

@@ -25,6 +25,7 @@ from stream.refused_rows import (
 )
 from stream.retry import retry_forever
 from stream.store import ClickHouseStore
+from stream.table_copy import each_taken
 
 POISON = "poison"
 
@@ -148,13 +149,13 @@ def known_good(store: ClickHouseStore, asked: list[int] | None = None) -> KnownG
     async def probe(rows: Sequence[Any]) -> list[Exception | None]:
         if asked is not None:
             asked.append(len(rows))
-        return await store.ainsert_into_twin("t", rows, ["id", "name"])
+        return await each_taken(store, "t", ["id", "name"], rows)
 
     return KnownGood(probe)
 
 
-def probe_tables(store: ClickHouseStore) -> int:
-    sql = f"SELECT count() FROM system.tables WHERE database = '{store.database}' AND name LIKE 't_probe_%'"
+def copies_left(store: ClickHouseStore) -> int:
+    sql = f"SELECT count() FROM system.tables WHERE database = '{store.database}' AND startsWith(name, 't_copy_')"
     return int(store.query(sql)[1][0][0])
 
 
@@ -187,7 +188,7 @@ def test_a_small_insert_all_refused_after_a_schema_change_waits_instead_of_dead_
     assert refused == [] and stored(store) == [0, 1, 2, 10, 11, 12]  # nothing dead-lettered, all stored once fixed
     assert "refuses each of the 3 rows of insert t, and each of the last rows it took before" in caplog.text
     assert len(attempts) == 2 and write.calls[-1] == (3, "tok")
-    assert probe_tables(store) == 0  # the copy it asked is gone
+    assert copies_left(store) == 0  # the copy it asked is gone
 
 
 def test_a_small_insert_of_bad_data_is_still_refused_when_the_table_takes_rows_it_took_before(
@@ -203,7 +204,7 @@ def test_a_small_insert_of_bad_data_is_still_refused_when_the_table_takes_rows_i
     assert asyncio.run(insert_isolating(write, [[2, "x"], [3, "y"]], "b", "t", retry([]), known=known)) == []
     refused = asyncio.run(insert_isolating(write, [[4, POISON], [5, POISON]], "c", "t", retry([]), known=known))
     assert [r.index for r in refused] == [0, 1] and asked == [1]  # asked with the one known row: taken
-    assert stored(store) == [2, 3] and probe_tables(store) == 0
+    assert stored(store) == [2, 3] and copies_left(store) == 0
 
 
 def test_known_good_keeps_the_last_rows_and_an_outage_while_asking_is_no_evidence() -> None:

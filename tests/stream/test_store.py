@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 
 import json
 import subprocess
@@ -11,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from stream.cluster import LOCAL_SUFFIX
 from stream.store import TABLE_INSERT_SETTINGS, ClickHouseStore, is_read_only_sql, load_migrations, split_statements
 
 
@@ -36,23 +34,6 @@ def test_insert_with_same_dedup_token_is_stored_once(store: ClickHouseStore) -> 
     _, raw = store.query(f"SELECT count() FROM {store.database}.spans")
     _, final = store.query(f"SELECT count() FROM {store.database}.spans FINAL")
     assert raw == [(2,)] and final == [(1,)]
-
-
-def test_rows_inserted_into_a_twin_are_checked_as_the_table_would_and_kept_nowhere(store: ClickHouseStore) -> None:
-    """What ``KnownGood`` asks (stream/refused_rows.py): a ``Null`` copy of the table as it is now
-    (on a cluster, of its local table, which holds the constraints) refuses what the table would."""
-    db = store.database
-    data = "spans" + (LOCAL_SUFFIX if store.cluster else "")  # a Distributed table takes no constraint
-    store.command(f"ALTER TABLE {db}.{data} ADD CONSTRAINT no_poison CHECK name != 'poison'")
-    cols = ["trace_id", "span_id", "name", "start_time", "end_time", "ingested_at"]
-    good = ["a" * 32, "b" * 16, "ok", 1_700_000_000_000_000_000, 1_700_000_000_100_000_000, 1_700_000_000_000]
-    poison = [*good[:2], "poison", *good[3:]]
-    unserializable = [*good[:3], "not a time", *good[4:]]
-    out = asyncio.run(store.ainsert_into_twin("spans", [good, poison, unserializable], cols))
-    assert out[0] is None and "VIOLATED_CONSTRAINT" in str(out[1]) and out[2] is not None
-    assert store.query(f"SELECT count() FROM {db}.spans")[1] == [(0,)]  # nothing stored anywhere
-    tables = store.query(f"SELECT name FROM system.tables WHERE database = '{db}' AND name LIKE '%probe%'")[1]
-    assert tables == []
 
 
 def test_spans_inserts_skip_the_in_block_collapse_that_final_does_anyway(store: ClickHouseStore) -> None:

@@ -1,0 +1,67 @@
+"""A throwaway ``Null``-engine copy of a table: ClickHouse checks rows as the table would, and keeps none.
+
+``CREATE TABLE db.<table>_copy_<random> AS db.<table> ENGINE = Null`` copies the table's columns
+and constraints as they are now (on a cluster, those of its ``_local`` table: the ``Distributed``
+one has no constraints). A row inserted into the copy is serialized by the client, parsed and
+checked against every constraint by the server, exactly as an insert into the table would be, and
+then stored nowhere: no part, no merge, no deduplication log. :mod:`stream.refused_rows` uses it
+to find the rows of an insert ClickHouse refuses without writing a part for every piece of the
+split, and to ask whether a table still takes the rows it took before (:func:`each_taken`).
+
+The copy exists on the server the client talks to. Behind a load balancer over servers that do
+not share their tables, the next request may not find it: that insert then fails with an error
+that is not a refusal, and the callers go on without the copy. Dropping it is best effort: a copy
+left behind by an outage is an empty ``Null`` table (its name says what it is).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from stream.cluster import LOCAL_SUFFIX
+from stream.store import ClickHouseStore
+
+log = logging.getLogger(__name__)
+
+
+class NullCopy:
+    """``async with NullCopy(store, "spans", columns) as copy: await copy.insert(rows)``."""
+
+    def __init__(self, store: ClickHouseStore, table: str, columns: Sequence[str]) -> None:
+        self.store, self.table, self.columns = store, table, tuple(columns)
+        self.name = f"{table}_copy_{secrets.token_hex(4)}"
+
+    async def __aenter__(self) -> NullCopy:
+        db = self.store.database
+        source = self.table + (LOCAL_SUFFIX if self.store.cluster else "")
+        await self.store.acommand(f"CREATE TABLE {db}.{self.name} AS {db}.{source} ENGINE = Null")
+        return self
+
+    async def insert(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Raises what an insert of ``rows`` into the table would raise, and stores nothing."""
+        await self.store.ainsert(self.name, rows, self.columns, stats_as=f"{self.table} (copy)")
+
+    async def __aexit__(self, *_: object) -> None:
+        try:
+            await self.store.acommand(f"DROP TABLE IF EXISTS {self.store.database}.{self.name} SYNC")
+        except Exception as exc:  # noqa: BLE001 - an empty Null table left behind is harmless
+            log.warning("could not drop the copy %s.%s (an empty Null table): %s", self.store.database, self.name, exc)
+        self.store.forget_table(self.name)
+
+
+async def each_taken(
+    store: ClickHouseStore, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> list[Exception | None]:
+    """Each of ``rows`` inserted alone into a copy of ``table``: what each insert raised, or None."""
+    out: list[Exception | None] = []
+    async with NullCopy(store, table, columns) as copy:
+        for row in rows:
+            try:
+                await copy.insert([row])
+                out.append(None)
+            except Exception as exc:  # noqa: BLE001 - the caller tells refusals from the rest
+                out.append(exc)
+    return out
