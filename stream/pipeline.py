@@ -194,7 +194,7 @@ class Pipeline:
         """Store the spans of ``items`` (``rows``, in order). A span ClickHouse refuses dead-letters its
         message, whose other spans are stored. Returns how many spans were refused."""
         refused = await insert_isolating(self.sink.write_spans, rows, tok, f"insert spans of {sources(items)}",
-                                         self._store_retry, known=self._known_spans)  # fmt: skip
+                                         self._store_retry, known=self._known_spans, copy=self.sink.spans_copy)  # fmt: skip
         if refused:
             letters = []
             for i, bad in by_source([len(spans) for _, spans in items], refused).items():

@@ -22,6 +22,15 @@ insert, so a server that counts rows differently cannot make the split store one
 Other refusals (a type mismatch, a value the client cannot serialize) say no row: the part is cut
 in halves, about 2 inserts per refused row per level.
 
+In a copy (``copy``, :class:`stream.table_copy.NullCopy`; the worker's span inserts): the split
+runs against a ``Null`` copy of the table, which checks each part as the table would and keeps
+nothing, and then the rows it took are stored in one insert (its token derived from the
+insert's and the rows left out). So the table gets two inserts (the whole, refused; the rest)
+whatever the refusals, not a part per piece of the split, and the split's inserts cost no part,
+merge or deduplication entry. If the copy cannot be used (not created, gone, an outage) the split
+runs on the table itself, as above; if the table refuses rows its copy took (changed meanwhile),
+those are split on the table.
+
 A schema or server problem (a column whose type no longer fits what the worker writes, say)
 refuses every row; bad data leaves most rows good. So when ``probe_parts`` parts have been refused
 and none stored, ``PROBES`` single rows spread over the insert are tried alone: if every one is
@@ -39,15 +48,17 @@ stored nothing since it started) the rows are dead-lettered, as bad data would b
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import struct
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any
+from typing import Any, Protocol
 
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
@@ -137,18 +148,34 @@ class Refusal(Exception):
         self.cause = cause
 
 
+class Copy(Protocol):
+    """Where a split can be tried without storing anything (:class:`stream.table_copy.NullCopy`)."""
+
+    name: str
+
+    async def insert(self, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+class _CopyUnusable(Exception):
+    """The copy failed otherwise than by refusing rows (gone, an outage): split on the table itself."""
+
+
+@dataclass
+class _Split:
+    refused: list[Refused]
+    schema_problem: bool  # ``probe_parts`` parts refused, none taken, and every probe row refused alone
+
+
 async def insert_isolating(
     write: Write, rows: Sequence[Sequence[Any]], token: str, what: str, retry: Retry, probe_parts: int = PROBE_PARTS,
-    known: KnownGood | None = None,
+    known: KnownGood | None = None, copy: Callable[[], AbstractAsyncContextManager[Copy]] | None = None,
 ) -> list[Refused]:
     """Insert ``rows``; returns the rows ClickHouse refused (none stored), in order. Every other row
     is stored when this returns. Outages are waited out through ``retry``. ``known``: the table's
-    :class:`KnownGood`, told of each stored part and asked when every row is refused."""
+    :class:`KnownGood`, told of each stored part and asked when every row is refused. ``copy``: a
+    copy of the table that keeps nothing, to split in (see the module docstring)."""
 
-    async def attempt(lo: int, hi: int) -> str | None:
-        part = rows if (lo, hi) == (0, len(rows)) else rows[lo:hi]
-        tok = token if (lo, hi) == (0, len(rows)) else f"{token}:{lo}-{hi}"
-
+    async def attempt(part: Sequence[Sequence[Any]], tok: str, label: str) -> str | None:
         async def op() -> None:
             try:
                 await write(part, tok)
@@ -158,18 +185,80 @@ async def insert_isolating(
                 raise
 
         try:
-            await retry(op, what if tok == token else f"{what} (rows {lo}-{hi - 1})")
+            await retry(op, label)
         except Refusal as r:
             return f"{type(r.cause).__name__}: {r.cause}"
         if known is not None:
             known.took(part)
         return None
 
-    if (error := await attempt(0, len(rows))) is None:
+    def attempt_rows(lo: int, hi: int) -> Awaitable[str | None]:
+        if (lo, hi) == (0, len(rows)):
+            return attempt(rows, token, what)
+        return attempt(rows[lo:hi], f"{token}:{lo}-{hi}", f"{what} (rows {lo}-{hi - 1})")
+
+    if (error := await attempt(rows, token, what)) is None:
         return []
+    split = await _split_in_copy(copy, rows, error, what, probe_parts) if copy is not None else None
+    if split is not None and not split.schema_problem and len(split.refused) < len(rows):
+        # one insert of every row the copy took; its token names the rows left out, so a replay of
+        # the same rows with the same refusals is the same insert
+        left_out = {r.index for r in split.refused}
+        kept = [i for i in range(len(rows)) if i not in left_out]
+        tok = f"{token}:kept-{hashlib.blake2b(repr(sorted(left_out)).encode(), digest_size=8).hexdigest()}"
+        label = f"{what} ({len(kept)} rows of {len(rows)}, without the {len(left_out)} refused)"
+        if await attempt([rows[i] for i in kept], tok, label) is not None:
+            # the table refuses rows its copy took (it changed meanwhile): split those on the table
+            again = await insert_isolating(write, [rows[i] for i in kept], tok, label, retry, probe_parts, known)
+            split.refused = sorted(split.refused + [Refused(kept[r.index], r.error) for r in again],
+                                   key=lambda r: r.index)  # fmt: skip
+    if split is None:
+        split = await _split(attempt_rows, len(rows), error, probe_parts)
+    if split.schema_problem:
+        log.error("ClickHouse refuses all %d parts of %s (%d rows) tried, and each of %d rows alone: a schema or "
+                  "server problem, not bad data; retrying the whole insert until it succeeds: %s",
+                  probe_parts, what, len(rows), PROBES, error[:500])  # fmt: skip
+    elif len(split.refused) == len(rows) and known is not None and await known.refused_now():
+        log.error("ClickHouse refuses each of the %d rows of %s, and each of the last rows it took before: a schema "
+                  "or server problem, not bad data; retrying the whole insert until it succeeds: %s",
+                  len(rows), what, split.refused[0].error[:500])  # fmt: skip
+    else:
+        return split.refused
+    await retry(lambda: write(rows, token), what)
+    if known is not None:
+        known.took(rows)
+    return []
+
+
+async def _split_in_copy(
+    copy: Callable[[], AbstractAsyncContextManager[Copy]], rows: Sequence[Sequence[Any]], error: str, what: str,
+    probe_parts: int,
+) -> _Split | None:
+    """:func:`_split` against a copy of the table; None when the copy cannot be used."""
+    try:
+        async with copy() as c:
+
+            async def attempt(lo: int, hi: int) -> str | None:
+                try:
+                    await c.insert(rows[lo:hi])
+                except Exception as exc:
+                    if is_refusal(exc):  # dead letters name the table, not its copy (nor the copy's uuid)
+                        table = c.name.rsplit("_copy_", 1)[0]
+                        return re.sub(rf"\b{c.name}\b(?: \([0-9a-f-]{{36}}\))?", table, f"{type(exc).__name__}: {exc}")
+                    raise _CopyUnusable(exc) from exc
+                return None
+
+            return await _split(attempt, len(rows), error, probe_parts)
+    except Exception as exc:  # noqa: BLE001 - the copy is an economy, not a need
+        log.warning("could not split %s in a copy of the table, splitting on the table itself: %s", what, exc)
+        return None
+
+
+async def _split(attempt: Callable[[int, int], Awaitable[str | None]], n: int, error: str, probe_parts: int) -> _Split:
+    """Find the rows of ``[0, n)`` that ``attempt`` refuses, the whole having been refused with ``error``."""
     # (lo, hi, error, step): rows [lo, hi) refused with ``error``; or, with ``error`` None, rows not
     # tried yet, to be tried ``step`` at a time
-    todo: deque[tuple[int, int, str | None, int]] = deque([(0, len(rows), error, 0)])
+    todo: deque[tuple[int, int, str | None, int]] = deque([(0, n, error, 0)])
     refused_parts, stored_parts, probed, hints = 1, 0, False, True
     refused: list[Refused] = []
 
@@ -182,15 +271,9 @@ async def insert_isolating(
     while todo:
         if not probed and stored_parts == 0 and refused_parts >= probe_parts:
             probed = True
-            probes = sorted({(2 * k + 1) * len(rows) // (2 * PROBES) for k in range(PROBES)})
+            probes = sorted({(2 * k + 1) * n // (2 * PROBES) for k in range(PROBES)})
             if all([await attempt(i, i + 1) is not None for i in probes]):
-                log.error("ClickHouse refuses all %d parts of %s (%d rows) tried, and each of %d rows alone: a "
-                          "schema or server problem, not bad data; retrying the whole insert until it succeeds: %s",
-                          refused_parts, what, len(rows), len(probes), error[:500])  # fmt: skip
-                await retry(lambda: write(rows, token), what)
-                if known is not None:
-                    known.took(rows)
-                return []
+                return _Split([], True)
         lo, hi, error, step = todo.popleft()
         rest = hi  # rows [hi, rest) are not tried yet
         if error is None:
@@ -221,15 +304,8 @@ async def insert_isolating(
             # or a quarter of this part when its first row is refused (in a run, parts shrink to 1 row)
             step = (hi - lo) // 4 if row == lo else 2 * (row + 1) // max(1, len(refused))
             todo.append((row + 1, rest, None, max(1, step)))
-    if refused and stored_parts == 0 and not probed and known is not None and await known.refused_now():
-        log.error("ClickHouse refuses each of the %d rows of %s, and each of the last rows it took before: a schema "
-                  "or server problem, not bad data; retrying the whole insert until it succeeds: %s",
-                  len(rows), what, refused[0].error[:500])  # fmt: skip
-        await retry(lambda: write(rows, token), what)
-        known.took(rows)
-        return []
     refused.sort(key=lambda r: r.index)
-    return refused
+    return _Split(refused, False)
 
 
 def _named_row(error: str, lo: int, hi: int) -> int | None:

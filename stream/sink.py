@@ -9,13 +9,15 @@ unknown cannot create a second part.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from schemas.model import Span
 from stream.assembly import TP, Decided
+from stream.refused_rows import Copy
 from stream.rows import RAW_SPAN_SELECT, SPAN_COLUMNS, TRACE_COLUMNS, span_from_row
 from stream.store import ClickHouseStore
-from stream.table_copy import each_taken
+from stream.table_copy import NullCopy, each_taken
 
 
 class Sink(Protocol):
@@ -26,6 +28,10 @@ class Sink(Protocol):
     async def probe_spans(self, rows: Sequence[Sequence[Any]]) -> list[Exception | None]:
         """Each span row inserted alone where nothing is kept, as ``spans`` would take it: what each
         insert raised (stream/refused_rows.py, ``KnownGood``)."""
+        ...
+
+    def spans_copy(self) -> AbstractAsyncContextManager[Copy]:
+        """A copy of ``spans`` that keeps nothing, to find refused rows in (stream/refused_rows.py)."""
         ...
 
     async def write_gate_results(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None: ...
@@ -54,6 +60,9 @@ class ClickHouseSink:
 
     async def probe_spans(self, rows: Sequence[Sequence[Any]]) -> list[Exception | None]:
         return await each_taken(self.store, "spans", SPAN_COLUMNS, rows)
+
+    def spans_copy(self) -> NullCopy:
+        return NullCopy(self.store, "spans", SPAN_COLUMNS)
 
     async def write_gate_results(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
         from stream.decision_rows import GATE_COLUMNS

@@ -80,6 +80,7 @@ def test_refused_spans_are_dead_lettered_every_other_span_stored_and_nothing_hel
     undelivered = [pos for pos, i in index.items() if refused_in[i] and pos not in dlq]
     status = worker.status()
     counters, spans_inserts = status["counters"], status["store_inserts"]["spans"]
+    copy = status["store_inserts"].get("spans (copy)", {})  # the split's inserts, in a Null copy of spans
 
     admin.command("ALTER TABLE tracejudge.spans DROP CONSTRAINT no_poison")
     env = {k: v for k, v in d.settings.items() if k in ("TRACEJUDGE_KAFKA_BOOTSTRAP", "TRACEJUDGE_DLQ_TOPIC")}
@@ -92,6 +93,7 @@ def test_refused_spans_are_dead_lettered_every_other_span_stored_and_nothing_hel
             messages_dead_lettered=len(dlq), good_spans_lost=good_lost, refused_spans_stored=poison_stored,
             dead_lettered_twice=twice, wrong_dead_letters=wrong, partition_held=held,
             span_inserts=spans_inserts["inserts"], span_inserts_refused=spans_inserts["failures"],
+            copy_inserts=copy.get("inserts", 0) + copy.get("failures", 0),
             drain_s=round(drain_s, 1), stored_after_replay=int(admin.command(
                 "SELECT count() FROM tracejudge.spans FINAL")))  # fmt: skip
     assert not held, f"the commit did not reach the end: {committed_offsets(d.broker.bootstrap, group, d.input_topic)}"

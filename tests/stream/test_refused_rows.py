@@ -220,20 +220,26 @@ def test_known_good_keeps_the_last_rows_and_an_outage_while_asking_is_no_evidenc
     assert asyncio.run(known.refused_now()) is False and seen == [[3, 5]]
 
 
+def fixed_after_two_tries(store: ClickHouseStore, attempts: list[str]) -> Callable[[], None]:
+    """A retry's sleep hook: the schema is mended (the constraint dropped) at the second retry."""
+
+    def fix() -> None:
+        if len(attempts) == 2:
+            store.command(f"ALTER TABLE {store.database}.t DROP CONSTRAINT no_poison")
+
+    return fix
+
+
 def test_refusals_everywhere_are_a_schema_problem_and_the_whole_insert_waits(
     store: ClickHouseStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     make_table(store, check="name = 'expected'")  # a constraint no row meets: nothing is bad data
     rows = [[i, f"n{i}"] for i in range(64)]
     attempts: list[str] = []
-
-    def fix_after_two_tries() -> None:
-        if len(attempts) == 2:
-            store.command(f"ALTER TABLE {store.database}.t DROP CONSTRAINT no_poison")
-
     write = Writer(store)
     with caplog.at_level(logging.ERROR, logger="stream.refused_rows"):
-        refused = asyncio.run(insert_isolating(write, rows, "tok", "insert t", retry(attempts, fix_after_two_tries)))
+        refused = asyncio.run(insert_isolating(write, rows, "tok", "insert t",
+                                               retry(attempts, fixed_after_two_tries(store, attempts))))  # fmt: skip
     assert refused == [] and stored(store) == list(range(64))  # nothing dead-lettered, all stored once fixed
     # the split stopped once PROBE_PARTS parts were refused and none stored (the whole, row 0
     # alone; 1-16, 1; 2-5, 2; then 3 to 12 one at a time: each part's first row is refused, so the
