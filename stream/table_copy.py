@@ -11,12 +11,15 @@ split, and to ask whether a table still takes the rows it took before (:func:`ea
 The copy exists on the server the client talks to. Behind a load balancer over servers that do
 not share their tables, the next request may not find it: that insert then fails with an error
 that is not a refusal, and the callers go on without the copy. Dropping it is best effort: a copy
-left behind by an outage is an empty ``Null`` table (its name says what it is).
+left behind by an outage or a kill is an empty ``Null`` table (its name says what it is), and a
+worker drops those at start (:func:`drop_leftovers`; one still in use by another worker then
+fails that worker's next insert into it, which goes on without it).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +28,9 @@ from stream.cluster import LOCAL_SUFFIX
 from stream.store import ClickHouseStore
 
 log = logging.getLogger(__name__)
+
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*_copy_[0-9a-f]{8}$")
 
 
 class NullCopy:
@@ -65,3 +71,14 @@ async def each_taken(
             except Exception as exc:  # noqa: BLE001 - the caller tells refusals from the rest
                 out.append(exc)
     return out
+
+
+def drop_leftovers(store: ClickHouseStore) -> list[str]:
+    """Drop the copies a worker left behind (killed while it used one); returns their names."""
+    _, rows = store.query(
+        "SELECT name FROM system.tables WHERE database = {db:String} AND engine = 'Null'", {"db": store.database}
+    )
+    names = sorted(name for (name,) in rows if _NAME.match(name))
+    for name in names:
+        store.command(f"DROP TABLE IF EXISTS {store.database}.{name} SYNC")
+    return names

@@ -38,6 +38,7 @@ from stream.policy import load_policy
 from stream.prometheus import add_metrics_page
 from stream.sink import ClickHouseSink
 from stream.store import ClickHouseStore
+from stream.table_copy import drop_leftovers
 from stream.telemetry import setup_telemetry
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,8 @@ def run_worker(settings: Settings) -> None:
     applied = store.migrate()
     if applied:
         log.info("ClickHouse migrations applied: %s", ", ".join(applied))
+    if leftovers := drop_leftovers(store):
+        log.info("dropped %d table copies a previous worker left behind: %s", len(leftovers), ", ".join(leftovers))
     assert settings.kafka_bootstrap
     asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_plan(settings)))
 

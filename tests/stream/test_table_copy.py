@@ -8,7 +8,7 @@ import asyncio
 from stream.cluster import LOCAL_SUFFIX
 from stream.refused_rows import is_refusal
 from stream.store import ClickHouseStore
-from stream.table_copy import NullCopy, each_taken
+from stream.table_copy import NullCopy, drop_leftovers, each_taken
 
 COLS = ["trace_id", "span_id", "name", "start_time", "end_time", "ingested_at"]
 GOOD = ["a" * 32, "b" * 16, "ok", 1_700_000_000_000_000_000, 1_700_000_000_100_000_000, 1_700_000_000_000]
@@ -16,7 +16,7 @@ GOOD = ["a" * 32, "b" * 16, "ok", 1_700_000_000_000_000_000, 1_700_000_000_100_0
 
 def copies(store: ClickHouseStore) -> list[str]:
     sql = f"SELECT name FROM system.tables WHERE database = '{store.database}' AND position(name, '_copy_') > 0"
-    return [r[0] for r in store.query(sql)[1]]
+    return sorted(r[0] for r in store.query(sql)[1])
 
 
 def test_rows_inserted_into_a_copy_are_checked_as_the_table_would_and_kept_nowhere(store: ClickHouseStore) -> None:
@@ -53,3 +53,14 @@ def test_a_copy_dropped_under_its_user_fails_with_an_error_that_is_no_refusal(st
     exc = asyncio.run(run())
     assert "UNKNOWN_TABLE" in str(exc) and not is_refusal(exc)
     assert copies(store) == []
+
+
+def test_copies_left_behind_are_dropped_and_nothing_else(store: ClickHouseStore) -> None:
+    """A worker killed while it split an insert leaves its copy: the next worker drops it at start."""
+    left = NullCopy(store, "spans", COLS)
+    asyncio.run(left.__aenter__())  # entered, never left: the kill
+    store.command(f"CREATE TABLE {store.database}.spans_copy_notmine (x UInt8) ENGINE = Null")  # not a copy's name
+    store.command(f"CREATE TABLE {store.database}.keep_copy_0123abcd (x UInt8) ENGINE = Memory")  # not a Null table
+    assert drop_leftovers(store) == [left.name]
+    assert copies(store) == ["keep_copy_0123abcd", "spans_copy_notmine"]
+    assert drop_leftovers(store) == []
