@@ -24,7 +24,7 @@ from stream.dlq import InMessage, OutRecord, dead_letter
 from stream.signals.actions import KNOWN_TYPES, ActionEvent, EventError, parse_event
 from stream.signals.base import Signal
 from stream.store import ClickHouseStore
-from stream.table_copy import each_taken
+from stream.table_copy import NullCopy, each_taken
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class EventJoiner:
         """Each event's ``action_events`` row (unlinked) inserted alone into a copy of the table that
         keeps nothing: what each insert raised (stream/refused_rows.py, ``KnownGood``)."""
         rows = [event_row(m, e, "", now_ms) for m, e in batch]
-        return await each_taken(self.store, "action_events", EVENT_COLUMNS, rows)
+        return await each_taken(lambda: NullCopy(self.store, "action_events", EVENT_COLUMNS), rows)
 
     def signals_for(self, traces: Sequence[Trace], as_decided: bool = False) -> dict[str, list[Signal]]:
         """Action signals for traces about to be decided (trace id, or conversation + window).

@@ -42,6 +42,7 @@ from stream.refused_rows import INSERT_REJECTED, KnownGood, Refusal, by_source, 
 from stream.retry import retry_forever
 from stream.rows import span_row, trace_row
 from stream.sink import Sink
+from stream.table_copy import each_taken
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class Pipeline:
         self.decider = decider
         self.events = events
         # the last rows each table took, to tell a schema problem from bad data in a small insert
-        self._known_spans = KnownGood(sink.probe_spans)
+        self._known_spans = KnownGood(lambda rows: each_taken(sink.spans_copy, rows))
         self._known_events = KnownGood(lambda batch: self.events.probe(batch, self.clock() // 1_000_000))  # type: ignore[union-attr]
         self.assembler = TraceAssembler(
             settings.decision_wait,

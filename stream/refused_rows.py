@@ -58,9 +58,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any, Protocol
+from typing import Any
 
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
+
+from stream.table_copy import Copy
 
 log = logging.getLogger(__name__)
 
@@ -146,14 +148,6 @@ class Refusal(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
-
-
-class Copy(Protocol):
-    """Where a split can be tried without storing anything (:class:`stream.table_copy.NullCopy`)."""
-
-    name: str
-
-    async def insert(self, rows: Sequence[Sequence[Any]]) -> None: ...
 
 
 class _CopyUnusable(Exception):

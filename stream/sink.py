@@ -14,21 +14,15 @@ from typing import Any, Protocol
 
 from schemas.model import Span
 from stream.assembly import TP, Decided
-from stream.refused_rows import Copy
 from stream.rows import RAW_SPAN_SELECT, SPAN_COLUMNS, TRACE_COLUMNS, span_from_row
 from stream.store import ClickHouseStore
-from stream.table_copy import NullCopy, each_taken
+from stream.table_copy import Copy, NullCopy
 
 
 class Sink(Protocol):
     async def write_spans(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None: ...
 
     async def write_traces(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None: ...
-
-    async def probe_spans(self, rows: Sequence[Sequence[Any]]) -> list[Exception | None]:
-        """Each span row inserted alone where nothing is kept, as ``spans`` would take it: what each
-        insert raised (stream/refused_rows.py, ``KnownGood``)."""
-        ...
 
     def spans_copy(self) -> AbstractAsyncContextManager[Copy]:
         """A copy of ``spans`` that keeps nothing, to find refused rows in (stream/refused_rows.py)."""
@@ -57,9 +51,6 @@ class ClickHouseSink:
 
     async def write_traces(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
         await self.store.ainsert("traces", rows, TRACE_COLUMNS, dedup_token)
-
-    async def probe_spans(self, rows: Sequence[Sequence[Any]]) -> list[Exception | None]:
-        return await each_taken(self.store, "spans", SPAN_COLUMNS, rows)
 
     def spans_copy(self) -> NullCopy:
         return NullCopy(self.store, "spans", SPAN_COLUMNS)

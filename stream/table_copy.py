@@ -21,13 +21,22 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 from stream.cluster import LOCAL_SUFFIX
 from stream.store import ClickHouseStore
 
 log = logging.getLogger(__name__)
+
+
+class Copy(Protocol):
+    """Where rows can be tried without storing anything: what :class:`NullCopy` gives."""
+
+    name: str
+
+    async def insert(self, rows: Sequence[Sequence[Any]]) -> None: ...
 
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*_copy_[0-9a-f]{8}$")
@@ -58,12 +67,10 @@ class NullCopy:
         self.store.forget_table(self.name)
 
 
-async def each_taken(
-    store: ClickHouseStore, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-) -> list[Exception | None]:
-    """Each of ``rows`` inserted alone into a copy of ``table``: what each insert raised, or None."""
+async def each_taken(copy_of: Callable[[], AbstractAsyncContextManager[Copy]], rows: Sequence[Sequence[Any]]) -> list[Exception | None]:
+    """Each of ``rows`` inserted alone into a copy (``copy_of()``): what each insert raised, or None."""
     out: list[Exception | None] = []
-    async with NullCopy(store, table, columns) as copy:
+    async with copy_of() as copy:
         for row in rows:
             try:
                 await copy.insert([row])

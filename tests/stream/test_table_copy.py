@@ -27,7 +27,7 @@ def test_rows_inserted_into_a_copy_are_checked_as_the_table_would_and_kept_nowhe
     store.command(f"ALTER TABLE {db}.{data} ADD CONSTRAINT no_poison CHECK name != 'poison'")
     poison = [*GOOD[:2], "poison", *GOOD[3:]]
     unserializable = [*GOOD[:3], "not a time", *GOOD[4:]]
-    out = asyncio.run(each_taken(store, "spans", COLS, [GOOD, poison, unserializable]))
+    out = asyncio.run(each_taken(lambda: NullCopy(store, "spans", COLS), [GOOD, poison, unserializable]))
     assert out[0] is None and "VIOLATED_CONSTRAINT" in str(out[1]) and out[2] is not None
     assert all(is_refusal(e) for e in out[1:])
     assert store.query(f"SELECT count() FROM {db}.spans")[1] == [(0,)]  # nothing stored anywhere
