@@ -2,6 +2,7 @@
 
     python bench/floor.py --bootstrap HOST:PORT --topic T --partitions P --messages N \\
         --data-dir DIR --insert-spans N
+    python bench/floor.py ... --dsn http://HOST:PORT --partition-list 0,2,4,6 --barrier  # bench/scaleout_floor.py
 
 aiokafka ``getmany`` + ``ExportTraceServiceRequest.FromString`` (OTLP/JSON: ``orjson.loads``) +
 every attribute walked into Python values + batched inserts of raw-ish rows into the project's own ``spans`` table (in its own
@@ -183,8 +184,9 @@ async def run_floor_child(args: argparse.Namespace) -> dict[str, Any]:
     from stream.store import ClickHouseStore
 
     t0 = time.perf_counter()
-    store = ClickHouseStore(f"chdb://{Path(args.data_dir).resolve() / 'clickhouse'}")
-    store.migrate()
+    store = ClickHouseStore(args.dsn or f"chdb://{Path(args.data_dir).resolve() / 'clickhouse'}")
+    if not args.no_migrate:
+        store.migrate()
     startup = time.perf_counter() - t0
     consumer = AIOKafkaConsumer(
         bootstrap_servers=args.bootstrap, group_id=None, enable_auto_commit=False,
@@ -194,9 +196,13 @@ async def run_floor_child(args: argparse.Namespace) -> dict[str, Any]:
     await consumer.start()
     inserts: list[tuple[float, int]] = []
     try:
-        tps = [TopicPartition(args.topic, p) for p in range(args.partitions)]
+        owned = [int(x) for x in args.partition_list.split(",")] if args.partition_list else range(args.partitions)
+        tps = [TopicPartition(args.topic, p) for p in owned]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        if args.barrier:  # tell the parent we are ready, start when it says so (all children at once)
+            print("ready", flush=True)
+            sys.stdin.readline()
         rows: list[tuple[Any, ...]] = []
         pending: list[asyncio.Future[int]] = []
         messages = spans = 0
@@ -236,6 +242,9 @@ async def run_floor_child(args: argparse.Namespace) -> dict[str, Any]:
         "spans": spans, "messages": messages, "seconds": seconds, "spans_per_s": spans / seconds,
         "rows_in_table": stored, "inserts": len(inserts), "startup_s": startup,
         "insert_spans": args.insert_spans, "fetch_records": args.fetch_records,
+        # (time.perf_counter(), spans stored so far) at each insert: CLOCK_MONOTONIC, comparable
+        # across processes of this machine (bench/scaleout_floor.py merges them)
+        "first": first, "last": last, "insert_steps": inserts,
     }  # fmt: skip
 
 
@@ -267,15 +276,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--topic", required=True)
     p.add_argument("--partitions", type=int, required=True)
     p.add_argument("--messages", type=int, required=True, help="stop after this many")
-    p.add_argument("--data-dir", required=True, help="for the floor's own chDB")
+    p.add_argument("--data-dir", default=None, help="for the floor's own chDB (without --dsn)")
+    p.add_argument("--dsn", default=None, help="store here instead (e.g. a tracejudge store-server)")
+    p.add_argument("--partition-list", default=None, help="read only these partitions (comma-separated)")
+    p.add_argument("--no-migrate", action="store_true", help="the tables exist already")
+    p.add_argument("--barrier", action="store_true",
+                   help="print 'ready' once set up, then wait for a line on standard input before reading")
     p.add_argument("--insert-spans", type=int, default=Settings.model_fields["insert_chunk_spans"].default,
                    help="spans per insert (default: the worker's insert_chunk_spans)")
     p.add_argument("--fetch-records", type=int, default=500, help="getmany max_records")
     p.add_argument("--event-loop", choices=CHOICES, default=Settings.model_fields["event_loop"].default,
                    help="as the worker's TRACEJUDGE_EVENT_LOOP (default: the worker's default)")
     args = p.parse_args(argv)
+    if args.dsn is None and args.data_dir is None:
+        p.error("give --data-dir or --dsn")
     use_event_loop(args.event_loop)
-    print(json.dumps(asyncio.run(run_floor_child(args))))
+    print(json.dumps(asyncio.run(run_floor_child(args))), flush=True)
+    if args.barrier:  # stay (idle) until the parent has read this process's CPU time
+        sys.stdin.readline()
     return 0
 
 

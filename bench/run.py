@@ -1,6 +1,6 @@
 """The whole benchmark suite in one run, and the README's Performance table from its results.
 
-    python -m bench.run                 # = make bench: all six, 35-50 minutes on a 2-core machine
+    python -m bench.run                 # = make bench: all six (and the floor's own scale-out), 40-55 minutes on a 2-core machine
     python -m bench.run --quick         # shorter runs (smaller inputs, 2-minute steady load): ~12 minutes
     python -m bench.run --only ingest,judge
 
@@ -70,6 +70,18 @@ def scaleout_rows(r: dict[str, Any]) -> list[Row]:
     )]  # fmt: skip
 
 
+def scaleout_floor_rows(r: dict[str, Any]) -> list[Row]:
+    """Context for row 2, no target of its own: the same 1-vs-2 comparison with the floor (no
+    logic) in place of the workers, i.e. what the host's cores allow any consumer here."""
+    one, two = _get(r, "median_spans_per_s", "1"), _get(r, "median_spans_per_s", "2")
+    ratio, steady = r.get("ratio_spans_per_s"), r.get("ratio_spans_per_s_steady")
+    return [(
+        "2. Scale-out of the floor itself: 2 / 1 floor processes (no logic, same store-server and broker)",
+        f"{_f(two)} / {_f(one)} = **{_f(ratio, '.2f')}**" + (f"; steady state {_f(steady, '.2f')}" if steady else ""),
+        "— (the host's bound for row 2)", None,
+    )]  # fmt: skip
+
+
 def memory_rows(r: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     o, s = r.get("open"), r.get("steady")
@@ -133,6 +145,8 @@ BENCHES: list[Bench] = [
     ("scaleout", lambda q, out: ["bench/scaleout.py", "--repeat", "1" if q else "3", "--spans",
                                  "150000" if q else "450000", "--json", str(out)],
      scaleout_rows),
+    ("scaleout_floor", lambda q, out: ["bench/scaleout_floor.py", "--repeat", "1" if q else "3", "--spans",
+                                       "150000" if q else "450000", "--json", str(out)], scaleout_floor_rows),
     ("memory", lambda q, out: ["bench/memory.py", "--open-traces", "20000" if q else "50000", "--minutes",
                                "2" if q else "10", "--json", str(out)], memory_rows),
     ("latency", lambda q, out: ["bench/latency.py", "--seconds", "30" if q else "60", "--json", str(out)],
