@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import selectors
 import shutil
 import statistics
 import subprocess
@@ -85,6 +86,16 @@ def messages_per_partition(keys: list[bytes], partitions: int) -> list[int]:
     return counts
 
 
+def _line(proc: subprocess.Popen[str], deadline: float) -> str:
+    """The process's next output line, or "" once ``deadline`` (time.monotonic) has passed."""
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(max(0.0, deadline - time.monotonic())):
+            return ""
+    return proc.stdout.readline().strip()
+
+
 def run_once(n: int, bootstrap: str, topic: str, counts: list[int], work: Path, broker_pid: int,
              timeout: float) -> dict[str, Any]:  # fmt: skip
     partitions = len(counts)
@@ -103,10 +114,9 @@ def run_once(n: int, bootstrap: str, topic: str, counts: list[int], work: Path, 
             procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                                           text=True, cwd=str(ROOT)))  # fmt: skip
             log.close()
+        deadline = time.monotonic() + timeout
         for i, p in enumerate(procs):
-            assert p.stdout is not None
-            line = p.stdout.readline().strip()
-            if line != "ready":
+            if _line(p, deadline) != "ready":
                 raise RuntimeError(f"floor-{i} did not start: {(work / f'floor-{i}.log').read_text()[-2000:]}")
         pids = {f"floor-{i}": p.pid for i, p in enumerate(procs)}
         pids.update({"store-server": server.proc.pid, "broker": broker_pid})
@@ -119,10 +129,9 @@ def run_once(n: int, bootstrap: str, topic: str, counts: list[int], work: Path, 
         deadline = time.monotonic() + timeout
         results = []
         for i, p in enumerate(procs):
-            assert p.stdout is not None
-            line = p.stdout.readline().strip()  # the process's JSON line (blocks until it is done)
-            if not line or time.monotonic() > deadline:
-                raise RuntimeError(f"floor-{i} failed: {(work / f'floor-{i}.log').read_text()[-2000:]}")
+            line = _line(p, deadline)  # the process's JSON line, once it has stored its share
+            if not line:
+                raise RuntimeError(f"floor-{i} failed or timed out: {(work / f'floor-{i}.log').read_text()[-2000:]}")
             results.append(json.loads(line))
         cpu.stop()
         store = ClickHouseStore(server.dsn)
