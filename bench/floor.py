@@ -184,7 +184,7 @@ async def run_floor_child(args: argparse.Namespace) -> dict[str, Any]:
     from stream.store import ClickHouseStore
 
     t0 = time.perf_counter()
-    store = ClickHouseStore(args.dsn or f"chdb://{Path(args.data_dir).resolve() / 'clickhouse'}")
+    store = ClickHouseStore(args.dsn or f"chdb://{Path(args.data_dir).resolve() / 'clickhouse'}", args.database)
     if not args.no_migrate:
         store.migrate()
     startup = time.perf_counter() - t0
@@ -235,7 +235,7 @@ async def run_floor_child(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await consumer.stop()
     assert first is not None
-    _, ((stored,),) = store.query("SELECT count() FROM tracejudge.spans")
+    _, ((stored,),) = store.query(f"SELECT count() FROM {store.database}.spans")
     store.close()
     seconds = last - first
     return {
@@ -278,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, required=True, help="stop after this many")
     p.add_argument("--data-dir", default=None, help="for the floor's own chDB (without --dsn)")
     p.add_argument("--dsn", default=None, help="store here instead (e.g. a tracejudge store-server)")
+    p.add_argument("--database", default="tracejudge", help="the store's database (default tracejudge)")
     p.add_argument("--partition-list", default=None, help="read only these partitions (comma-separated)")
     p.add_argument("--no-migrate", action="store_true", help="the tables exist already")
     p.add_argument("--barrier", action="store_true",

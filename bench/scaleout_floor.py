@@ -1,6 +1,6 @@
 """The floor's own scale-out: 1 vs 2 floor processes on one store — what this host allows any worker.
 
-    python bench/scaleout_floor.py [--spans N] [--repeat K] [--partitions P]
+    python bench/scaleout_floor.py [--spans N] [--repeat K] [--partitions P] [--dsn http://...]
 
 Item 2 of the Performance table compares 1 and 2 ``tracejudge worker`` processes
 (:mod:`bench.scaleout`). On a 2-core host the store (a ``tracejudge store-server``) and the broker
@@ -12,7 +12,8 @@ worker, sets the bound.
 
 1. Generates and produces the scale-out benchmark's input (:mod:`bench.generate`, one message per
    trace keyed by trace id) once to a ``--partitions``-partition topic on a local tansu broker.
-2. Each run gets a fresh ``tracejudge store-server`` (tables created first) and starts 1 (resp. 2)
+2. Each run gets a fresh ``tracejudge store-server`` (or with ``--dsn`` a new database on that
+   ClickHouse server, dropped after the run; tables created first) and starts 1 (resp. 2)
    floor processes, each reading its share of the partitions (``0, 2, 4, ...`` and ``1, 3, 5, ...``)
    from the start until it has their messages, storing into that one store. They set up (connect,
    assign, read the end offsets), say so, and start reading together.
@@ -97,18 +98,23 @@ def _line(proc: subprocess.Popen[str], deadline: float) -> str:
 
 
 def run_once(n: int, bootstrap: str, topic: str, counts: list[int], work: Path, broker_pid: int,
-             timeout: float) -> dict[str, Any]:  # fmt: skip
+             timeout: float, dsn: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """One run of ``n`` floor processes; ``dsn``: a ClickHouse server, a fresh database on it
+    (dropped after), else a fresh store-server."""
     partitions = len(counts)
-    server = StoreServerProcess(work / "store", log_level="WARNING")
+    work.mkdir(parents=True, exist_ok=True)
+    server = StoreServerProcess(work / "store", log_level="WARNING") if dsn is None else None
+    store_dsn = server.dsn if server is not None else dsn
+    database = "tracejudge" if server is not None else f"bench_scaleout_floor_{uuid.uuid4().hex[:8]}"
     procs: list[subprocess.Popen[str]] = []
     try:
-        store = ClickHouseStore(server.dsn)
+        store = ClickHouseStore(store_dsn, database)
         store.migrate()
         store.close()
         shares = [list(range(partitions))[i::n] for i in range(n)]
         for i, share in enumerate(shares):
             cmd = [sys.executable, str(FLOOR), "--bootstrap", bootstrap, "--topic", topic,
-                   "--partitions", str(partitions), "--messages", str(sum(counts[q] for q in share)), "--dsn", server.dsn, "--no-migrate",
+                   "--partitions", str(partitions), "--messages", str(sum(counts[q] for q in share)), "--dsn", store_dsn, "--database", database, "--no-migrate",
                    "--barrier", "--partition-list", ",".join(map(str, share))]  # fmt: skip
             log = open(work / f"floor-{i}.log", "wb")  # noqa: SIM115 - closed with the process below
             procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
@@ -119,7 +125,9 @@ def run_once(n: int, bootstrap: str, topic: str, counts: list[int], work: Path, 
             if _line(p, deadline) != "ready":
                 raise RuntimeError(f"floor-{i} did not start: {(work / f'floor-{i}.log').read_text()[-2000:]}")
         pids = {f"floor-{i}": p.pid for i, p in enumerate(procs)}
-        pids.update({"store-server": server.proc.pid, "broker": broker_pid})
+        if server is not None:
+            pids["store-server"] = server.proc.pid
+        pids["broker"] = broker_pid
         cpu = CpuMeter(pids)
         cpu.start()
         for p in procs:  # go
@@ -134,8 +142,10 @@ def run_once(n: int, bootstrap: str, topic: str, counts: list[int], work: Path, 
                 raise RuntimeError(f"floor-{i} failed or timed out: {(work / f'floor-{i}.log').read_text()[-2000:]}")
             results.append(json.loads(line))
         cpu.stop()
-        store = ClickHouseStore(server.dsn)
-        _, ((stored,),) = store.query("SELECT count() FROM tracejudge.spans")
+        store = ClickHouseStore(store_dsn, database)
+        _, ((stored,),) = store.query(f"SELECT count() FROM {database}.spans")
+        if server is None:
+            store.command(f"DROP DATABASE IF EXISTS {database} SYNC")
         store.close()
     finally:
         for p in procs:
@@ -152,7 +162,8 @@ def run_once(n: int, bootstrap: str, topic: str, counts: list[int], work: Path, 
                 p.wait()
             if p.stdout is not None:
                 p.stdout.close()
-        server.stop()
+        if server is not None:
+            server.stop()
     first, last = min(r["first"] for r in results), max(r["last"] for r in results)
     spans, secs = sum(r["spans"] for r in results), last - first
     return {
@@ -178,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="alternating 1-process / 2-process runs (default 3)")
     p.add_argument("--partitions", type=int, default=8)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--dsn", default=None,
+                   help="a ClickHouse server (http://user:pass@host:8123), a fresh database per run; default: a store-server per run")
     p.add_argument("--timeout", type=float, default=300.0, help="per run, seconds")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
@@ -190,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     print(uptime())
     corpus = generate(args.spans, seed=args.seed)
-    print(f"input: {corpus.traces:,} messages, {corpus.spans:,} spans, {corpus.bytes / 1e6:,.1f} MB; store: a fresh "
-          "tracejudge store-server per run; floor: bench/floor.py (consume + decode + insert, no logic)")  # fmt: skip
+    store = f"ClickHouse server {args.dsn.split('@')[-1]}, a fresh database" if args.dsn else "a fresh tracejudge store-server"
+    print(f"input: {corpus.traces:,} messages, {corpus.spans:,} spans, {corpus.bytes / 1e6:,.1f} MB; store: {store} per run; "
+          "floor: bench/floor.py (consume + decode + insert, no logic)")  # fmt: skip
     runs: list[dict[str, Any]] = []
     try:
         with LocalBroker(work / "broker") as broker:
@@ -204,8 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.repeat):
                 for n in (1, 2):
                     d = work / f"run-{i}-{n}p"
-                    d.mkdir()
-                    r = run_once(n, broker.bootstrap, topic, counts, d, broker_pid, args.timeout)
+                    r = run_once(n, broker.bootstrap, topic, counts, d, broker_pid, args.timeout, args.dsn)
                     r["repeat"] = i
                     runs.append(r)
                     print(f"run {i + 1}/{args.repeat} {n} floor process{'es' if n > 1 else '  '}: "

@@ -13,6 +13,8 @@ from bench.generate import generate
 from bench.ingest import produce
 from bench.scaleout_floor import _merged_steps, messages_per_partition, run_once
 from stream.demo.broker import LocalBroker
+from stream.demo.store_server_process import StoreServerProcess
+from stream.store import ClickHouseStore
 
 
 def test_the_processes_insert_times_merge_into_one_rising_count() -> None:
@@ -44,3 +46,24 @@ def test_two_floor_processes_store_every_span_once(
     assert len(r["per_process"]) == 2 and all(p["spans"] > 0 for p in r["per_process"])
     assert set(r["cpu_cores"]) == {"floor-0", "floor-1", "store-server", "broker"}
     assert r["spans_per_s"] > 0
+
+
+def test_against_a_server_dsn_each_run_gets_its_own_database_and_drops_it(
+    broker: LocalBroker, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic(2)
+    corpus = generate(1_500, seed=4)
+    asyncio.run(produce(broker.bootstrap, topic, corpus.messages))
+    counts = messages_per_partition([k for k, _ in corpus.messages], 2)
+    server = StoreServerProcess(tmp_path / "server", log_level="WARNING")  # stands in for a ClickHouse server
+    try:
+        pid = broker._proc.pid if broker._proc else 0  # noqa: SLF001 - CPU accounting only
+        r = run_once(1, broker.bootstrap, topic, counts, tmp_path / "run", pid, timeout=120, dsn=server.dsn)
+        assert r["spans"] == r["rows_in_table"] == corpus.spans
+        assert set(r["cpu_cores"]) == {"floor-0", "broker"}  # the server is not this benchmark's process
+        store = ClickHouseStore(server.dsn)
+        _, rows = store.query("SELECT name FROM system.databases WHERE name LIKE 'bench_scaleout_floor_%'")
+        store.close()
+        assert rows == []
+    finally:
+        server.stop()
