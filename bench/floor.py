@@ -291,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.dsn is None and args.data_dir is None:
         p.error("give --data-dir or --dsn")
+    if args.partition_list is not None and not args.partition_list.strip():
+        p.error("--partition-list is empty")
     use_event_loop(args.event_loop)
     print(json.dumps(asyncio.run(run_floor_child(args))), flush=True)
     if args.barrier:  # stay (idle) until the parent has read this process's CPU time

@@ -113,9 +113,9 @@ def run_once(n: int, bootstrap: str, topic: str, counts: list[int], work: Path, 
         store.close()
         shares = [list(range(partitions))[i::n] for i in range(n)]
         for i, share in enumerate(shares):
-            cmd = [sys.executable, str(FLOOR), "--bootstrap", bootstrap, "--topic", topic,
-                   "--partitions", str(partitions), "--messages", str(sum(counts[q] for q in share)), "--dsn", store_dsn, "--database", database, "--no-migrate",
-                   "--barrier", "--partition-list", ",".join(map(str, share))]  # fmt: skip
+            cmd = [sys.executable, str(FLOOR), "--bootstrap", bootstrap, "--topic", topic, "--partitions",
+                   str(partitions), "--messages", str(sum(counts[q] for q in share)), "--dsn", store_dsn,
+                   "--database", database, "--no-migrate", "--barrier", "--partition-list", ",".join(map(str, share))]  # fmt: skip
             log = open(work / f"floor-{i}.log", "wb")  # noqa: SIM115 - closed with the process below
             procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                                           text=True, cwd=str(ROOT)))  # fmt: skip
@@ -144,8 +144,6 @@ def run_once(n: int, bootstrap: str, topic: str, counts: list[int], work: Path, 
         cpu.stop()
         store = ClickHouseStore(store_dsn, database)
         _, ((stored,),) = store.query(f"SELECT count() FROM {database}.spans")
-        if server is None:
-            store.command(f"DROP DATABASE IF EXISTS {database} SYNC")
         store.close()
     finally:
         for p in procs:
@@ -164,6 +162,13 @@ def run_once(n: int, bootstrap: str, topic: str, counts: list[int], work: Path, 
                 p.stdout.close()
         if server is not None:
             server.stop()
+        else:  # a failed run's database goes too
+            try:
+                store = ClickHouseStore(store_dsn, database)
+                store.command(f"DROP DATABASE IF EXISTS {database} SYNC")
+                store.close()
+            except Exception as exc:  # noqa: BLE001 - report, and keep the run's own error
+                print(f"could not drop database {database}: {exc}", file=sys.stderr)
     first, last = min(r["first"] for r in results), max(r["last"] for r in results)
     spans, secs = sum(r["spans"] for r in results), last - first
     return {
@@ -194,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=300.0, help="per run, seconds")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
+    if args.partitions < 2 or args.repeat < 1:
+        p.error("--partitions must be at least 2 (one share per process) and --repeat at least 1")
 
     from bench.generate import generate
     from stream.demo.broker import LocalBroker
