@@ -29,6 +29,7 @@ class Counters:
     send_refused: int = 0  # record deliveries Kafka refused for good (stream/delivery.py), retried
     dead_letter_values_omitted: int = 0  # dead letters too large, sent without the original message
     action_events: int = 0
+    action_events_late: int = 0  # linked to a trace decided without them (EventJoiner.late_events)
     sample_classes: dict[str, int] = field(default_factory=dict)
     sampled: int = 0
     gate_failures: dict[str, int] = field(default_factory=dict)

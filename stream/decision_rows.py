@@ -44,7 +44,12 @@ def signal_rows(c: CompletedTrace, d: TraceDecision) -> list[tuple[Any, ...]]:
     completed_ms = t.completed_ns // 1_000_000
     rows = []
     for s in d.signals:
-        key = str(s.message_index) if s.message_index is not None else (s.span_id or str(s.ts_ns or ""))
+        if s.key is not None:
+            key = s.key  # an action event's id: what EventJoiner looks for to tell what a decision saw
+        elif s.message_index is not None:
+            key = str(s.message_index)
+        else:
+            key = s.span_id or str(s.ts_ns or "")
         ts = s.ts_ns // 1_000_000 if s.ts_ns else completed_ms
         rows.append((
             t.trace_id, s.source, s.type, s.polarity, s.rule, key, s.evidence or "", s.span_id or "",

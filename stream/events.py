@@ -3,11 +3,20 @@
 Events and traces are keyed differently (an event may only know its conversation), so they are
 not co-partitioned; ClickHouse is the join point:
 
-* every valid event is stored in ``action_events`` (idempotent by event id); if its trace was
-  already decided it is linked to it right away, marked late, and written to ``signals``;
 * when a trace completes, the pipeline asks :meth:`EventJoiner.signals_for` for the events of that
   trace id, or of its conversation within ``action_join_window`` after the trace ended; they take
-  part in the sampling decision (a ``thumbs_down`` makes the trace a suspected failure).
+  part in the sampling decision (a ``thumbs_down`` makes the trace a suspected failure), and the
+  decision's ``signals`` rows name each one it saw (``signal_key`` = event id);
+* every valid event is stored in ``action_events`` (idempotent by event id); an event no decision
+  saw whose trace is already decided is linked to it, marked late, and written to ``signals``.
+
+The two sides run concurrently, so each writes before it reads: the events side stores an event,
+then looks for decided traces (:meth:`EventJoiner.write`); the pipeline stores a trace row, then
+looks again for events its decision did not see (:meth:`EventJoiner.link_missed`). Whichever
+reads second finds the other's row, so an event stored while its trace is being decided is linked
+late by one of them (or by both: the rows are the same and deduplicated) and is never lost between
+the decision and the late path. A decision's own ``signals`` rows, written before its trace row,
+tell the two apart: an event a decision saw is not linked late to that trace.
 
 Malformed events and unknown types go to the events dead-letter topic with the reason.
 """
@@ -15,12 +24,14 @@ Malformed events and unknown types go to the events dead-letter topic with the r
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from schemas.model import Trace
 from stream.decision_rows import SIGNAL_COLUMNS
 from stream.dlq import InMessage, OutRecord, dead_letter
+from stream.provenance import token
 from stream.signals.actions import KNOWN_TYPES, ActionEvent, EventError, parse_event
 from stream.signals.base import Signal
 from stream.store import ClickHouseStore
@@ -32,14 +43,35 @@ EVENT_COLUMNS = (
     "event_id", "trace_id", "conversation_id", "type", "ts", "attributes", "linked_trace_id",
     "is_late", "kafka_topic", "kafka_partition", "kafka_offset", "ingested_at",
 )  # fmt: skip
+STORED_COLUMNS = (
+    "event_id, type, toUnixTimestamp64Milli(ts), trace_id, conversation_id, attributes, is_late, linked_trace_id, "
+    "toUnixTimestamp64Milli(ingested_at), kafka_topic, kafka_partition, kafka_offset"
+)
 
 
-def event_row(m: InMessage, e: ActionEvent, linked: str, now_ms: int) -> tuple[Any, ...]:
-    """One ``action_events`` row; ``linked``: the decided trace it is linked to (late), or ""."""
-    return (
-        e.event_id, e.trace_id, e.conversation_id, e.type, e.ts_ms, e.attributes_json, linked,
-        1 if linked else 0, m.topic, m.partition, m.offset, now_ms,
-    )  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as ``action_events`` holds it: where it came from, and when it was stored."""
+
+    event: ActionEvent
+    topic: str
+    partition: int
+    offset: int
+    ingested_ms: int
+    linked: str = ""  # the decided trace it is linked to as late, or ""
+
+    @classmethod
+    def of(cls, m: InMessage, e: ActionEvent, now_ms: int) -> StoredEvent:
+        return cls(e, m.topic, m.partition, m.offset, now_ms)
+
+    def row(self, linked: str = "") -> tuple[Any, ...]:
+        """Its ``action_events`` row, linked (late) to ``linked``; ``ingested_at`` is the table's
+        version, so a linked row stored after the unlinked one replaces it."""
+        e = self.event
+        return (
+            e.event_id, e.trace_id, e.conversation_id, e.type, e.ts_ms, e.attributes_json, linked,
+            1 if linked else 0, self.topic, self.partition, self.offset, self.ingested_ms,
+        )  # fmt: skip
 
 
 class EventJoiner:
@@ -57,7 +89,7 @@ class EventJoiner:
         self.negative = frozenset(negative_types)
         self.known = known_types | self.negative
         self.window_ms = int(window_s * 1000)
-        self.late_events = 0
+        self.late_events = 0  # linked late by this joiner (either side)
 
     def parse(self, msgs: Sequence[InMessage]) -> tuple[list[tuple[InMessage, ActionEvent]], list[OutRecord]]:
         good, bad = [], []
@@ -69,62 +101,117 @@ class EventJoiner:
                 bad.append(dead_letter(m, self.dlq_topic, exc.reason, exc.detail))
         return good, bad
 
-    def find_decided(self, events: Sequence[ActionEvent]) -> dict[str, tuple[str, str]]:
-        """event id -> (trace id, policy version) for events whose trace is already decided."""
-        ids = sorted({e.trace_id for e in events if e.trace_id})
-        convs = sorted({e.conversation_id for e in events if e.conversation_id and not e.trace_id})
-        out: dict[str, tuple[str, str]] = {}
-        if ids:
-            _, rows = self.store.query(
-                f"SELECT trace_id, policy_version FROM {self.db}.traces FINAL WHERE trace_id IN {{ids:Array(String)}}",
-                {"ids": ids},
-            )
-            decided = dict(rows)
-            out.update({e.event_id: (e.trace_id, decided[e.trace_id]) for e in events if e.trace_id in decided})
-        if convs:
-            _, rows = self.store.query(
-                "SELECT conversation_id, trace_id, policy_version, toUnixTimestamp64Milli(start_time), "
-                f"toUnixTimestamp64Milli(end_time) FROM {self.db}.traces FINAL "
-                "WHERE conversation_id IN {convs:Array(String)} ORDER BY start_time",
-                {"convs": convs},
-            )
-            for e in events:
-                if e.trace_id or not e.conversation_id:
-                    continue
-                # the latest trace of the conversation that started before the event, within the window
-                match = [r for r in rows if r[0] == e.conversation_id and r[3] <= e.ts_ms <= r[4] + self.window_ms]
-                if match:
-                    out[e.event_id] = (match[-1][1], match[-1][2])
-        return out
+    def joins(self, t: Trace, e: ActionEvent) -> bool:
+        """Whether ``e`` is about ``t``: its trace id, or its conversation from the trace's start
+        to ``action_join_window`` after its end."""
+        if e.trace_id:
+            return e.trace_id == t.trace_id
+        return (
+            bool(e.conversation_id)
+            and e.conversation_id == t.conversation_id
+            and t.start_ns // 1_000_000 <= e.ts_ms <= t.end_ns // 1_000_000 + self.window_ms
+        )
 
-    def rows(self, batch: Sequence[tuple[InMessage, ActionEvent]], now_ms: int) -> tuple[list[Any], list[Any]]:
-        """(action_events rows, signals rows for late events) — runs on the ClickHouse thread."""
-        decided = self.find_decided([e for _, e in batch])
-        events, signals = [], []
-        for m, e in batch:
-            linked, version = decided.get(e.event_id, ("", ""))
-            late = 1 if linked else 0
-            self.late_events += late
-            events.append(event_row(m, e, linked, now_ms))
-            if linked:
-                s = e.signal(self.negative)
-                signals.append((
-                    linked, "action", s.type, s.polarity, s.rule, e.event_id, s.evidence or "", "", -1, "",
-                    1, version, e.ts_ms,
-                ))  # fmt: skip
-        return events, signals
-
-    def write(self, batch: Sequence[tuple[InMessage, ActionEvent]], now_ms: int, token: str) -> None:
-        events, signals = self.rows(batch, now_ms)
-        if signals:
-            self.store.insert("signals", signals, SIGNAL_COLUMNS, dedup_token=token + ":signals")
-        self.store.insert("action_events", events, EVENT_COLUMNS, dedup_token=token)
+    # ---- the events side -------------------------------------------------------------------
+    def write(self, batch: Sequence[tuple[InMessage, ActionEvent]], now_ms: int, dedup_token: str) -> None:
+        """Store ``batch``, then link late the events whose trace was decided without them — in
+        this order, so that a decision reading the events before this insert has written its trace
+        row by the time :meth:`link_late` looks (or else finds the event in :meth:`link_missed`).
+        Runs on the ClickHouse thread; a replay is deduplicated (``dedup_token``)."""
+        stored = [StoredEvent.of(m, e, now_ms) for m, e in batch]
+        self.store.insert("action_events", [s.row() for s in stored], EVENT_COLUMNS, dedup_token=dedup_token)
+        self.link_late(stored)
 
     async def probe(self, batch: Sequence[tuple[InMessage, ActionEvent]], now_ms: int) -> list[Exception | None]:
         """Each event's ``action_events`` row (unlinked) inserted alone into a copy of the table that
         keeps nothing: what each insert raised (stream/refused_rows.py, ``KnownGood``)."""
-        rows = [event_row(m, e, "", now_ms) for m, e in batch]
+        rows = [StoredEvent.of(m, e, now_ms).row() for m, e in batch]
         return await each_taken(lambda: NullCopy(self.store, "action_events", EVENT_COLUMNS), rows)
+
+    def link_late(self, stored: Sequence[StoredEvent]) -> int:
+        """Link each of ``stored`` to the decided trace it came late for (:meth:`find_decided`):
+        a late ``signals`` row, then the linked ``action_events`` row. Returns how many."""
+        found = self.find_decided([s.event for s in stored])
+        late = [(s, found[s.event.event_id]) for s in stored if s.event.event_id in found]
+        if not late:
+            return 0
+        signals = []
+        for s, (trace_id, version) in late:
+            x = s.event.signal(self.negative)
+            signals.append((
+                trace_id, "action", x.type, x.polarity, x.rule, s.event.event_id, x.evidence or "", "", -1, "",
+                1, version, s.event.ts_ms,
+            ))  # fmt: skip
+        # the same links give the same token, whichever side writes them (deduplicated)
+        tok = token("late", (f"{s.event.event_id}/{t}/{s.ingested_ms}" for s, (t, _) in late))
+        self.store.insert("signals", signals, SIGNAL_COLUMNS, dedup_token=tok + ":signals")
+        self.store.insert("action_events", [s.row(t) for s, (t, _) in late], EVENT_COLUMNS, dedup_token=tok)
+        self.late_events += len(late)
+        return len(late)
+
+    def find_decided(self, events: Sequence[ActionEvent]) -> dict[str, tuple[str, str]]:
+        """event id -> (trace id, policy version): for each event, the latest decided trace it is
+        about (:meth:`joins`, the latest started when several of its conversation are) whose
+        decision did not see it. Events every such decision saw, or with none decided, are absent."""
+        ids = sorted({e.trace_id for e in events if e.trace_id})
+        convs = sorted({e.conversation_id for e in events if e.conversation_id and not e.trace_id})
+        cols = (
+            "SELECT trace_id, conversation_id, policy_version, toUnixTimestamp64Milli(start_time), "
+            f"toUnixTimestamp64Milli(end_time) FROM {self.db}.traces FINAL WHERE "
+        )
+        by_id: dict[str, tuple[str, str]] = {}
+        by_conv: dict[str, list[tuple[Any, ...]]] = {}
+        if ids:  # by the table's key
+            by_id = {r[0]: (r[0], r[2]) for r in self.store.query(cols + "trace_id IN {ids:Array(String)}", {"ids": ids})[1]}
+        if convs:
+            for r in self.store.query(cols + "conversation_id IN {c:Array(String)} ORDER BY start_time", {"c": convs})[1]:
+                by_conv.setdefault(r[1], []).append(r)
+        candidates: dict[str, list[tuple[str, str]]] = {}  # event id -> [(trace id, version)], oldest first
+        for e in events:
+            if e.trace_id:
+                found = [by_id[e.trace_id]] if e.trace_id in by_id else []
+            else:
+                found = [(r[0], r[2]) for r in by_conv.get(e.conversation_id, ())
+                         if r[3] <= e.ts_ms <= r[4] + self.window_ms]  # fmt: skip
+            if found:
+                candidates[e.event_id] = found
+        if not candidates:
+            return {}
+        seen = self.seen_by_decisions(sorted({t for c in candidates.values() for t, _ in c}), sorted(candidates))
+        out = {}
+        for event_id, traces in candidates.items():
+            missed = [(t, v) for t, v in traces if (t, event_id) not in seen]
+            if missed:
+                out[event_id] = missed[-1]
+        return out
+
+    def seen_by_decisions(self, trace_ids: Collection[str], event_ids: Collection[str]) -> set[tuple[str, str]]:
+        """(trace id, event id) for each of these events a decision of these traces saw: the
+        decision's own ``signals`` rows (not late; read without FINAL, which would let a late row
+        of the same key stand in for it)."""
+        _, rows = self.store.query(
+            f"SELECT DISTINCT trace_id, signal_key FROM {self.db}.signals WHERE source = 'action' AND is_late = 0 "
+            "AND trace_id IN {t:Array(String)} AND signal_key IN {e:Array(String)}",
+            {"t": list(trace_ids), "e": list(event_ids)},
+        )
+        return {(str(t), str(k)) for t, k in rows}
+
+    # ---- the pipeline side -----------------------------------------------------------------
+    def stored_for(self, traces: Sequence[Trace]) -> list[tuple[StoredEvent, bool]]:
+        """The stored events of these traces' ids and conversations (not yet windowed), each with
+        whether it is stored as late."""
+        ids = [t.trace_id for t in traces]
+        convs = sorted({c for t in traces if (c := t.conversation_id)})
+        _, rows = self.store.query(
+            f"SELECT {STORED_COLUMNS} FROM {self.db}.action_events FINAL "
+            "WHERE (trace_id IN {ids:Array(String)} OR (trace_id = '' AND conversation_id IN {convs:Array(String)}))",
+            {"ids": ids, "convs": convs},
+        )
+        return [
+            (StoredEvent(ActionEvent(r[0], r[1], int(r[2]), r[3], r[4], r[5]), r[9], int(r[10]), int(r[11]), int(r[8]),
+                         str(r[7])), bool(r[6]))  # fmt: skip
+            for r in rows
+        ]
 
     def signals_for(self, traces: Sequence[Trace], as_decided: bool = False) -> dict[str, list[Signal]]:
         """Action signals for traces about to be decided (trace id, or conversation + window).
@@ -136,31 +223,25 @@ class EventJoiner:
         came, saw it. Events not stored as late came before every decision that joins them."""
         if not traces:
             return {}
-        ids = [t.trace_id for t in traces]
-        convs = sorted({c for t in traces if (c := t.conversation_id)})
-        _, rows = self.store.query(
-            "SELECT event_id, type, toUnixTimestamp64Milli(ts), trace_id, conversation_id, attributes"
-            + (", is_late, linked_trace_id, toUnixTimestamp64Milli(ingested_at)" if as_decided else "")
-            + f" FROM {self.db}.action_events FINAL "
-            "WHERE (trace_id IN {ids:Array(String)} OR (trace_id = '' AND conversation_id IN {convs:Array(String)}))",
-            {"ids": ids, "convs": convs},
-        )
-        events = [ActionEvent(r[0], r[1], int(r[2]), r[3], r[4], r[5]) for r in rows]
-        # per event: (trace it was linked to as late, when it was stored), None when not late
-        late = [(str(r[7]), int(r[8])) if as_decided and r[6] else None for r in rows]
         out: dict[str, list[Signal]] = {}
+        stored = self.stored_for(traces)
         for t in traces:
-            start_ms, end_ms = t.start_ns // 1_000_000, t.end_ns // 1_000_000
             decided_ms = t.completed_ns // 1_000_000
-            for e, came_late in zip(events, late, strict=True):
-                if came_late is not None and (came_late[0] == t.trace_id or came_late[1] > decided_ms):
+            for s, late in stored:
+                if as_decided and late and (s.linked == t.trace_id or s.ingested_ms > decided_ms):
                     continue
-                by_trace = e.trace_id == t.trace_id
-                by_conv = (
-                    not e.trace_id
-                    and e.conversation_id == t.conversation_id
-                    and start_ms <= e.ts_ms <= end_ms + self.window_ms
-                )
-                if by_trace or by_conv:
-                    out.setdefault(t.trace_id, []).append(e.signal(self.negative))
+                if self.joins(t, s.event):
+                    out.setdefault(t.trace_id, []).append(s.event.signal(self.negative))
         return out
+
+    def link_missed(self, traces: Sequence[Trace], seen: Mapping[str, Collection[str]]) -> int:
+        """After the trace rows of ``traces`` are stored: link late the events about them that
+        their decisions did not see (``seen``: trace id -> the event ids its decision saw) —
+        events stored while they were being decided, which the events side may have looked for
+        decided traces too early to find. Returns how many were linked."""
+        missed = [
+            s
+            for s, _ in self.stored_for(traces)
+            if any(self.joins(t, s.event) and s.event.event_id not in seen.get(t.trace_id, ()) for t in traces)
+        ]
+        return self.link_late(missed) if missed else 0

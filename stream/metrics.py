@@ -73,6 +73,8 @@ SPECS: tuple[Spec, ...] = (
     _c("traces_assembled", "traces completed and stored, by completion reason", ("completion_reason",), "{trace}"),
     _c("traces_recovered", "open traces rebuilt from ClickHouse on partition assignment", unit="{trace}"),
     _c("action_events", "valid product events stored", unit="{event}"),
+    _c("action_events_late", "product events linked late to a trace decided without them (a retried link "
+       "counts again)", unit="{event}"),  # fmt: skip
     _c("sampling_decisions", "completed traces by sampling class", ("sample_class",), "{trace}"),
     _c("traces_sampled", "completed traces sent to the judges topic", unit="{trace}"),
     _c("gate_failures", "gate results fail, by gate", ("gate",), "{trace}"),
@@ -153,6 +155,7 @@ PIPELINE_FIELDS: dict[str, tuple[str, str | None]] = {
     "traces_completed": ("traces_assembled", "completion_reason"),
     "traces_recovered": ("traces_recovered", None),
     "action_events": ("action_events", None),
+    "action_events_late": ("action_events_late", None),
     "sample_classes": ("sampling_decisions", "sample_class"),
     "sampled": ("traces_sampled", None),
     "gate_failures": ("gate_failures", "gate"),

@@ -244,6 +244,7 @@ class Pipeline:
                 self.counters.count_refused("action_events", len(letters))
                 await self._deliver(letters, "produce")
             self.counters.action_events += len(good) - len(refused)
+            self.counters.action_events_late = events.late_events
 
     async def tick(self) -> int:
         """Complete due traces; returns how many. Called periodically by the worker."""
@@ -320,18 +321,20 @@ class Pipeline:
         """Decide, then store. Order matters for crash safety: traces chosen for judging are
         delivered first, then gate results and signals, and the trace row last — its presence is
         what marks a trace as decided (recovery re-opens traces without one, and re-decides them
-        identically: gates and sampling are deterministic)."""
-        actions: dict[str, list[Any]] = {}
-        if self.events is not None and self.decider is not None:
-            traces = [c.trace for c in done]
+        identically: gates and sampling are deterministic). Product events stored while the batch
+        was being decided are linked late once its trace rows are in (:mod:`stream.events`)."""
+        actions: dict[str, list[Any]] | None = None
+        traces = [c.trace for c in done]
+        events = self.events if self.decider is not None else None
+        if events is not None:
             actions = await self._retry(
-                lambda: self.events.store.run(self.events.signals_for, traces), "join action events", "write_retries"
+                lambda: events.store.run(events.signals_for, traces), "join action events", "write_retries"
             )
         decided: list[tuple[CompletedTrace, Any]] = []
         for i, c in enumerate(done):
             if i and i % DECIDE_SLICE == 0:
                 await asyncio.sleep(0)  # ~5 ms per trace: judge calls, heartbeats and fetches go on
-            decided.append((c, self.decider.decide(c.trace, actions.get(c.trace.trace_id, ())) if self.decider else None))
+            decided.append((c, self.decider.decide(c.trace, (actions or {}).get(c.trace.trace_id, ())) if self.decider else None))
         await self._spans_stored()
         to_judge = [
             OutRecord(self.settings.judge_topic, c.trace.trace_id.encode(),
@@ -354,6 +357,11 @@ class Pipeline:
         rows = [trace_row(c.trace, c.tp[0], c.tp[1], c.max_offset, c.spans_not_held, d) for c, d in decided]
         tok = token("traces", (f"{c.trace.trace_id}/{c.max_offset}/{len(c.trace.spans)}" for c in done))
         await self._retry(lambda: self.sink.write_traces(rows, tok), "insert traces", "write_retries")
+        if events is not None and actions is not None:
+            seen = {tid: {s.key for s in signals} for tid, signals in actions.items()}
+            await self._retry(lambda: events.store.run(events.link_missed, traces, seen), "link action events",
+                              "write_retries")  # fmt: skip
+            self.counters.action_events_late = events.late_events
         for c, d in decided:
             self.counters.count_completed(c, d)
         if self.on_complete is not None:

@@ -56,6 +56,7 @@ class ActionEvent:
             span_id=None,
             language=None,
             ts_ns=self.ts_ms * 1_000_000,
+            key=self.event_id,
         )
 
 

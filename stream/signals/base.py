@@ -41,6 +41,7 @@ class Signal:
     span_id: str | None = None  # span where the evidence first appeared
     language: str | None = None  # lexicon language, for semantic signals
     ts_ns: int | None = None  # when it happened (start of that span), if known
+    key: str | None = None  # what tells it apart in its trace, when not its message: the action event id
 
 
 @runtime_checkable
