@@ -74,6 +74,24 @@ class StoredEvent:
         )  # fmt: skip
 
 
+class EventsCopy:
+    """A :class:`NullCopy` of ``action_events`` whose inserts take (message, event) pairs."""
+
+    def __init__(self, inner: NullCopy, now_ms: int) -> None:
+        self.inner, self.now_ms = inner, now_ms
+        self.name = inner.name
+
+    async def __aenter__(self) -> EventsCopy:
+        await self.inner.__aenter__()
+        return self
+
+    async def insert(self, batch: Sequence[Any]) -> None:
+        await self.inner.insert([StoredEvent.of(m, e, self.now_ms).row() for m, e in batch])
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.inner.__aexit__(*exc)
+
+
 class EventJoiner:
     def __init__(
         self,
@@ -122,11 +140,14 @@ class EventJoiner:
         self.store.insert("action_events", [s.row() for s in stored], EVENT_COLUMNS, dedup_token=dedup_token)
         self.link_late(stored)
 
+    def copy(self, now_ms: int) -> EventsCopy:
+        """A copy of ``action_events`` that keeps nothing, taking events as :meth:`write` does: where
+        the events of a refused insert are told apart (stream/refused_rows.py)."""
+        return EventsCopy(NullCopy(self.store, "action_events", EVENT_COLUMNS), now_ms)
+
     async def probe(self, batch: Sequence[tuple[InMessage, ActionEvent]], now_ms: int) -> list[Exception | None]:
-        """Each event's ``action_events`` row (unlinked) inserted alone into a copy of the table that
-        keeps nothing: what each insert raised (stream/refused_rows.py, ``KnownGood``)."""
-        rows = [StoredEvent.of(m, e, now_ms).row() for m, e in batch]
-        return await each_taken(lambda: NullCopy(self.store, "action_events", EVENT_COLUMNS), rows)
+        """Each event inserted alone into :meth:`copy`: what each insert raised (``KnownGood``)."""
+        return await each_taken(lambda: self.copy(now_ms), batch)
 
     def link_late(self, stored: Sequence[StoredEvent]) -> int:
         """Link each of ``stored`` to the decided trace it came late for (:meth:`find_decided`):

@@ -235,7 +235,7 @@ class Pipeline:
             events = self.events
             write = lambda part, t: events.store.run(events.write, part, now_ms, t)  # noqa: E731
             refused = await insert_isolating(write, good, tok, "insert events", self._store_retry,
-                                             known=self._known_events)  # fmt: skip
+                                             known=self._known_events, copy=lambda: events.copy(now_ms))  # fmt: skip
             if refused:  # an event ClickHouse refuses is dead-lettered; the others are stored
                 letters = [dead_letter(m, events.dlq_topic, INSERT_REJECTED, f"ClickHouse refused the event: {r.error}")
                            for r in refused for m in [good[r.index][0]]]  # fmt: skip

@@ -22,11 +22,11 @@ insert, so a server that counts rows differently cannot make the split store one
 Other refusals (a type mismatch, a value the client cannot serialize) say no row: the part is cut
 in halves, about 2 inserts per refused row per level.
 
-In a copy (``copy``, :class:`stream.table_copy.NullCopy`; the worker's span inserts): the split
-runs against a ``Null`` copy of the table, which checks each part as the table would and keeps
-nothing, and then the rows it took are stored in one insert (its token derived from the
-insert's and the rows left out). So the table gets two inserts (the whole, refused; the rest)
-whatever the refusals, not a part per piece of the split, and the split's inserts cost no part,
+In a copy (``copy``, :class:`stream.table_copy.NullCopy`; the worker's span and product-event
+inserts): the split runs against a ``Null`` copy of the table, which checks each part as the table
+would and keeps nothing, and then the rows it took are stored in one insert (its token derived
+from the insert's and the rows left out). So the table gets two inserts (the whole, refused; the
+rest) whatever the refusals, not a part per piece of the split, and the split's inserts cost no part,
 merge or deduplication entry. If the copy cannot be used (not created, gone, an outage) the split
 runs on the table itself, as above; if the table refuses rows its copy took (changed meanwhile),
 those are split on the table.

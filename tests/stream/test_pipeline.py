@@ -175,23 +175,35 @@ def test_a_span_clickhouse_refuses_dead_letters_its_message_and_every_other_span
     assert producer2.records == [] and count(store, "SELECT count() FROM {db}.spans FINAL") == 12
 
 
-def test_a_product_event_clickhouse_refuses_is_dead_lettered_and_the_others_stored(store: ClickHouseStore) -> None:
+def test_product_events_clickhouse_refuses_are_dead_lettered_and_the_others_stored_in_one_insert(
+    store: ClickHouseStore,
+) -> None:
+    """The refused events are found in a Null copy of `action_events`: the table itself gets the
+    whole insert (refused) and one insert of the rest."""
     store.command(f"ALTER TABLE {store.database}.action_events ADD CONSTRAINT no_poison CHECK conversation_id != 'x'")
     events = EventJoiner(store, "events.dlq", ["regenerate"], 60)
     p, producer, _ = make(store)
     p.events = events
     body = lambda i, conv: json.dumps({"trace_id": f"{i:032x}", "type": "regenerate", "ts": 1795341600,  # noqa: E731
                                        "conversation_id": conv}).encode()  # fmt: skip
-    batch = [InMessage("events", 0, i, None, body(i, "x" if i == 2 else "c")) for i in range(5)]
+    poison = {2, 9, 10, 23, 39}
+    batch = [InMessage("events", 0, i, None, body(i, "x" if i in poison else "c")) for i in range(40)]
     asyncio.run(p.handle_events(batch))
-    [letter] = producer.records
+    assert [int(dict(r.headers)[SOURCE_OFFSET]) for r in producer.records] == sorted(poison)
+    letter = producer.records[0]
     headers = dict(letter.headers)
     assert letter.topic == "events.dlq" and letter.value == batch[2].value
-    assert headers[REASON] == b"insert_rejected" and headers[SOURCE_OFFSET] == b"2"
-    assert b"VIOLATED_CONSTRAINT" in headers[DETAIL]
-    assert count(store, "SELECT count() FROM {db}.action_events FINAL") == 4
-    assert (p.counters.action_events, p.counters.dead_lettered, p.counters.write_retries) == (4, 1, 0)
-    assert p.counters.refused_rows == {"action_events": 1}
+    assert headers[REASON] == b"insert_rejected" and b"VIOLATED_CONSTRAINT" in headers[DETAIL]
+    assert b"action_events" in headers[DETAIL] and b"_copy_" not in headers[DETAIL]  # names the table
+    assert count(store, "SELECT count() FROM {db}.action_events") == 35  # raw: one part, no duplicate
+    assert count(store, "SELECT count() FROM {db}.action_events FINAL WHERE conversation_id = 'x'") == 0
+    assert (p.counters.action_events, p.counters.dead_lettered, p.counters.write_retries) == (35, 5, 0)
+    assert p.counters.refused_rows == {"action_events": 5}
+    stats = store.insert_stats()
+    assert (stats["action_events"]["inserts"], stats["action_events"]["failures"]) == (1, 1)
+    assert stats["action_events (copy)"]["inserts"] > 0
+    tables = "SELECT count() FROM system.tables WHERE database = '{db}' AND position(name, '_copy_') > 0"
+    assert count(store, tables) == 0  # the copy is gone
 
 
 class FixAfter:
