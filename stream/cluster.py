@@ -14,9 +14,9 @@ On one server (or chDB) every table of ``schemas/sql`` is created as written. Wi
   and signals are read together, and ``FINAL`` collapses a trace's replays on its shard), else the
   whole ORDER BY key, so rows that replace each other always land on the same shard.
 
-``ALTER TABLE ... ADD COLUMN`` alters both tables, ``MODIFY SETTING`` the local one, and every
-statement runs ``ON CLUSTER`` (unless ``clickhouse_on_cluster`` is off: then run ``tracejudge
-migrate`` against every server). Views are created on every server; they read the
+``ALTER TABLE ... ADD COLUMN`` alters both tables, ``MODIFY SETTING`` and ``ADD`` / ``MATERIALIZE
+PROJECTION`` the local one, and every statement runs ``ON CLUSTER`` (unless
+``clickhouse_on_cluster`` is off: then run ``tracejudge migrate`` against every server). Views are created on every server; they read the
 Distributed tables.
 
 What the store does differently on a cluster (:data:`INSERT_SETTINGS`, :data:`QUERY_SETTINGS`):
@@ -44,7 +44,10 @@ _CREATE_DATABASE = re.compile(r"^CREATE DATABASE IF NOT EXISTS (?P<db>[A-Za-z_][
 _CREATE_TABLE = re.compile(rf"^CREATE TABLE IF NOT EXISTS {_NAME}(?P<body>\s.*)$", re.S)
 _ENGINE = re.compile(r"\bENGINE\s*=\s*(?P<engine>[A-Za-z]*MergeTree)(?:\((?P<args>[^)]*)\))?")
 _ORDER_BY = re.compile(r"\bORDER BY\s+(?:\((?P<cols>[^)]*)\)|(?P<col>[A-Za-z_][A-Za-z0-9_]*))")
-_ALTER = re.compile(rf"^ALTER TABLE {_NAME}\s+(?P<action>(?P<verb>ADD COLUMN|MODIFY SETTING)\b.*)$", re.S)
+_ALTER = re.compile(
+    rf"^ALTER TABLE {_NAME}\s+(?P<action>(?P<verb>ADD COLUMN|MODIFY SETTING|ADD PROJECTION|MATERIALIZE PROJECTION)\b.*)$",
+    re.S,
+)
 _CREATE_VIEW = re.compile(rf"^CREATE OR REPLACE VIEW {_NAME}\s+AS\b(?P<query>.*)$", re.S)
 _NON_REPLICATED_WINDOW = re.compile(r"\bnon_replicated_deduplication_window\b")
 
@@ -84,7 +87,7 @@ def render(statement: str, spec: ClusterSpec | None) -> list[str]:
         return _create_table(m["db"], m["table"], m["body"], spec)
     if m := _ALTER.match(statement):
         local = f"ALTER TABLE {m['db']}.{m['table']}{LOCAL_SUFFIX}{spec.on} {m['action']}"
-        if m["verb"] == "MODIFY SETTING":  # a MergeTree setting: only the local table has it
+        if m["verb"] != "ADD COLUMN":  # a MergeTree setting or projection: only the local table has it
             return [local]
         return [local, f"ALTER TABLE {m['db']}.{m['table']}{spec.on} {m['action']}"]
     if m := _CREATE_VIEW.match(statement):

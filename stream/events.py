@@ -176,17 +176,25 @@ class EventJoiner:
         decision did not see it. Events every such decision saw, or with none decided, are absent."""
         ids = sorted({e.trace_id for e in events if e.trace_id})
         convs = sorted({e.conversation_id for e in events if e.conversation_id and not e.trace_id})
+        # without FINAL, so that the conversation lookup reads the table's by_conversation projection
+        # (schemas/sql/0009): every stored version of a trace row, the newest kept here
         cols = (
             "SELECT trace_id, conversation_id, policy_version, toUnixTimestamp64Milli(start_time), "
-            f"toUnixTimestamp64Milli(end_time) FROM {self.db}.traces FINAL WHERE "
+            f"toUnixTimestamp64Milli(end_time), completed_at FROM {self.db}.traces WHERE "
         )
-        by_id: dict[str, tuple[str, str]] = {}
-        by_conv: dict[str, list[tuple[Any, ...]]] = {}
+        rows: list[tuple[Any, ...]] = []
         if ids:  # by the table's key
-            by_id = {r[0]: (r[0], r[2]) for r in self.store.query(cols + "trace_id IN {ids:Array(String)}", {"ids": ids})[1]}
+            rows += self.store.query(cols + "trace_id IN {ids:Array(String)}", {"ids": ids})[1]
         if convs:
-            for r in self.store.query(cols + "conversation_id IN {c:Array(String)} ORDER BY start_time", {"c": convs})[1]:
-                by_conv.setdefault(r[1], []).append(r)
+            rows += self.store.query(cols + "conversation_id IN {c:Array(String)}", {"c": convs})[1]
+        newest: dict[str, tuple[Any, ...]] = {}
+        for r in rows:
+            if r[0] not in newest or r[5] > newest[r[0]][5]:
+                newest[r[0]] = r
+        by_id = {r[0]: (r[0], r[2]) for r in newest.values()}
+        by_conv: dict[str, list[tuple[Any, ...]]] = {}
+        for r in sorted(newest.values(), key=lambda r: (r[3], r[0])):  # by start time
+            by_conv.setdefault(r[1], []).append(r)
         candidates: dict[str, list[tuple[str, str]]] = {}  # event id -> [(trace id, version)], oldest first
         for e in events:
             if e.trace_id:
@@ -221,17 +229,23 @@ class EventJoiner:
     def stored_for(self, traces: Sequence[Trace]) -> list[tuple[StoredEvent, bool]]:
         """The stored events of these traces' ids and conversations (not yet windowed), each with
         whether it is stored as late."""
-        ids = [t.trace_id for t in traces]
+        ids = sorted({t.trace_id for t in traces})
         convs = sorted({c for t in traces if (c := t.conversation_id)})
-        _, rows = self.store.query(
-            f"SELECT {STORED_COLUMNS} FROM {self.db}.action_events FINAL "
-            "WHERE (trace_id IN {ids:Array(String)} OR (trace_id = '' AND conversation_id IN {convs:Array(String)}))",
-            {"ids": ids, "convs": convs},
-        )
+        # two lookups without FINAL, each read from its projection (schemas/sql/0009); of an event
+        # stored more than once (linked late, sent again) the newest version is kept, as FINAL
+        # would: the latest ingested_at, and at equal ones the linked row, which is stored after
+        sql = f"SELECT {STORED_COLUMNS} FROM {self.db}.action_events WHERE "
+        rows = self.store.query(sql + "trace_id IN {ids:Array(String)}", {"ids": ids})[1] if ids else []
+        if convs:
+            rows += self.store.query(sql + "trace_id = '' AND conversation_id IN {c:Array(String)}", {"c": convs})[1]
+        newest: dict[str, tuple[Any, ...]] = {}
+        for r in rows:
+            if r[0] not in newest or (r[8], r[6], r[7]) > (newest[r[0]][8], newest[r[0]][6], newest[r[0]][7]):
+                newest[r[0]] = r
         return [
             (StoredEvent(ActionEvent(r[0], r[1], int(r[2]), r[3], r[4], r[5]), r[9], int(r[10]), int(r[11]), int(r[8]),
                          str(r[7])), bool(r[6]))  # fmt: skip
-            for r in rows
+            for r in sorted(newest.values(), key=lambda r: (r[2], r[0]))  # by the event's time
         ]
 
     def signals_for(self, traces: Sequence[Trace], as_decided: bool = False) -> dict[str, list[Signal]]:

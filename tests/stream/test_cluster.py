@@ -117,6 +117,14 @@ def test_alters_and_views_run_on_every_server() -> None:
     assert render(setting, FULL) == [
         f"ALTER TABLE tracejudge.spans_local ON CLUSTER '{CLUSTER}' MODIFY SETTING min_bytes_for_wide_part = 1"
     ]
+    projection = "ALTER TABLE tracejudge.traces ADD PROJECTION IF NOT EXISTS p (SELECT * ORDER BY conversation_id)"
+    assert render(projection, FULL) == [  # the Distributed table has no parts, so no projection
+        f"ALTER TABLE tracejudge.traces_local ON CLUSTER '{CLUSTER}' ADD PROJECTION IF NOT EXISTS p "
+        "(SELECT * ORDER BY conversation_id)"
+    ]
+    assert render("ALTER TABLE tracejudge.traces MATERIALIZE PROJECTION p", FULL) == [
+        f"ALTER TABLE tracejudge.traces_local ON CLUSTER '{CLUSTER}' MATERIALIZE PROJECTION p"
+    ]
     view = render("CREATE OR REPLACE VIEW tracejudge.v AS\nSELECT 1", FULL)
     assert view == [f"CREATE OR REPLACE VIEW tracejudge.v ON CLUSTER '{CLUSTER}' AS\nSELECT 1"]
     assert render("CREATE DATABASE IF NOT EXISTS tracejudge", ClusterSpec(CLUSTER, on_cluster=False)) == [

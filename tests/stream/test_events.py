@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from schemas.decode import decode_message
 from schemas.model import Trace
 from stream.config import Settings
 from stream.decide import TraceDecider
@@ -167,3 +168,38 @@ def test_a_conversation_event_links_to_the_latest_trace_that_missed_it(store: Cl
     assert action_rows(store, "action_events", "event_id, linked_trace_id, is_late") == [("ev-9", second, 1)]
     assert p.counters.action_events_late == 1
 
+
+
+def test_the_newest_stored_version_of_a_trace_and_of_an_event_is_the_one_joined(store: ClickHouseStore) -> None:
+    """The joins read without FINAL (so that projections serve them) and keep the newest version
+    themselves: a trace row stored again later, an event linked late, then sent again."""
+    p, _, clock = pipeline(store)
+    trace = genai_trace(random.Random(5), 3)
+    tid = trace[0].trace_id.hex()
+    start(p, clock, trace)
+    assert asyncio.run(p.tick()) == 1
+    [(completed,)] = store.query(f"SELECT completed_at FROM {store.database}.traces")[1]
+    # the trace completed again (a replay after a crash, say), decided by a newer policy,
+    for years, version in ((1, "policy-2"), (-1, "policy-0")):  # and a stale copy stored last
+        store.insert("traces", [[tid, completed.replace(year=completed.year + years), version]],
+                     ["trace_id", "completed_at", "policy_version"])  # fmt: skip
+    joiner = p.events
+    assert joiner is not None
+    m = event_msg(11, trace, "trace")
+    stored = StoredEvent.of(m, parse_event(m.value, joiner.known), 1_000)
+    store.insert("action_events", [stored.row()], EVENT_COLUMNS)
+    assert joiner.link_late([stored]) == 1
+    assert action_rows(store, "signals", "trace_id, signal_key, is_late, policy_version") == [
+        (tid, "ev-11", 1, "policy-2")]  # fmt: skip
+    [(e, late)] = joiner.stored_for([as_trace(trace)])
+    assert (e.linked, late) == (tid, True)  # the linked row, stored after the unlinked one
+    # the same event sent again (a new message): stored later, unlinked, and that is what is read
+    again = StoredEvent.of(event_msg(12, trace, "trace"), stored.event, 2_000)
+    store.insert("action_events", [again.row()], EVENT_COLUMNS)
+    [(e, late)] = joiner.stored_for([as_trace(trace)])
+    assert (e.offset, e.linked, late) == (12, "", False)
+
+
+def as_trace(spans: list[SpanSpec]) -> Trace:
+    """What the joins read of a trace: id, conversation, start and end."""
+    return Trace.fast(trace_id=spans[0].trace_id.hex(), spans=decode_message(proto(spans)), completion_reason="timeout")

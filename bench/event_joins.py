@@ -1,0 +1,149 @@
+"""Product-event joins against a growing store: what one completed chunk and one events batch cost.
+
+    python bench/event_joins.py [--sizes 100000,1000000,3000000] [--chunk 100] [--batch 100] [--dsn DSN]
+
+The joins of :mod:`stream.events` read ClickHouse: per completed chunk of traces the pipeline reads
+their product events twice (:meth:`EventJoiner.signals_for` before deciding; the re-check,
+:meth:`EventJoiner.stored_for`, that :meth:`EventJoiner.link_missed` makes after the trace rows
+are in); per batch of product events the
+events side looks for decided traces (:meth:`EventJoiner.find_decided`). The benchmark stores
+traces (random ids, conversations of ~5 traces) and product events (one per 3 traces, half naming
+the trace, half only its conversation) up to each size, then times the real ``EventJoiner``
+methods on a chunk of stored traces and a batch of stored events: medians of ``--repeat`` calls.
+The other benchmarks start from empty tables, so they cannot show how these costs grow with what
+is stored.
+
+A benchmark, not a test: it asserts nothing about timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python bench/event_joins.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from stream.events import EventJoiner  # noqa: E402
+from stream.signals.actions import ActionEvent  # noqa: E402
+from stream.store import ClickHouseStore  # noqa: E402
+
+T0_MS = 1_790_000_000_000
+TRACE_COLUMNS = ["trace_id", "conversation_id", "start_time", "end_time", "policy_version", "completed_at"]
+EVENT_COLUMNS = ["event_id", "trace_id", "conversation_id", "type", "ts", "attributes", "linked_trace_id",
+                 "is_late", "ingested_at"]  # fmt: skip
+
+
+def fill(store: ClickHouseStore, rng: random.Random, start: int, stop: int, convs: int) -> None:
+    """Traces ``start`` to ``stop`` (one every 100 ms) and their events, 200k traces per insert."""
+    for lo in range(start, stop, 200_000):
+        traces, events = [], []
+        for i in range(lo, min(stop, lo + 200_000)):
+            tid, conv, st = rng.randbytes(16).hex(), f"conv-{rng.randrange(convs)}", T0_MS + i * 100
+            traces.append([tid, conv, st * 10**6, (st + 5_000) * 10**6, "v1", st + 6_000])  # ns, ns, ms
+            if i % 3 == 0:
+                events.append([rng.randbytes(8).hex(), "" if i % 2 else tid, conv, "regenerate", st + 1_000, "{}",
+                               "", 0, st + 7_000])  # fmt: skip
+        store.insert("traces", traces, TRACE_COLUMNS)
+        store.insert("action_events", events, EVENT_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What the joins read of a completed trace (a ``schemas.model.Trace`` derives them from its spans)."""
+
+    trace_id: str
+    conversation_id: str
+    start_ns: int
+    end_ns: int
+    completed_ns: int
+
+
+def sample(store: ClickHouseStore, chunk: int, batch: int) -> tuple[list[Any], list[ActionEvent]]:
+    db = store.database
+    _, rows = store.query(
+        "SELECT trace_id, conversation_id, toUnixTimestamp64Milli(start_time), toUnixTimestamp64Milli(end_time) "
+        f"FROM {db}.traces ORDER BY rand() LIMIT {{n:UInt32}}", {"n": chunk},
+    )  # fmt: skip
+    traces = [Completed(r[0], r[1], int(r[2]) * 10**6, int(r[3]) * 10**6, (int(r[3]) + 6_000) * 10**6) for r in rows]
+    _, rows = store.query(
+        "SELECT event_id, type, toUnixTimestamp64Milli(ts), trace_id, conversation_id "
+        f"FROM {db}.action_events ORDER BY rand() LIMIT {{n:UInt32}}", {"n": batch},
+    )  # fmt: skip
+    return traces, [ActionEvent(r[0], r[1], int(r[2]), r[3], r[4]) for r in rows]
+
+
+def timed(fn: Any, repeat: int) -> float:
+    xs = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        xs.append(time.perf_counter() - t)
+    return statistics.median(xs) * 1000
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="100000,1000000,3000000", help="traces stored at each measurement")
+    p.add_argument("--chunk", type=int, default=100, help="traces in a completed chunk (default 100)")
+    p.add_argument("--batch", type=int, default=100, help="product events in an events batch (default 100)")
+    p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--dsn", default=None, help="a ClickHouse server (a fresh database, dropped after); "
+                                               "default: embedded chDB in a temporary directory")  # fmt: skip
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args(argv)
+    sizes = sorted(int(x) for x in args.sizes.split(","))
+    if not sizes or sizes[0] < max(args.chunk, 3 * args.batch):
+        p.error("each size must hold at least --chunk traces and 3 x --batch of them (one event per 3 traces)")
+    tmp = Path(tempfile.mkdtemp(prefix="tj-joins-"))
+    dsn = args.dsn or f"chdb://{tmp / 'ch'}"
+    store = ClickHouseStore(dsn, f"bench_joins_{uuid.uuid4().hex[:8]}" if args.dsn else "tracejudge")
+    results: list[dict[str, Any]] = []
+    try:
+        store.migrate()
+        joiner = EventJoiner(store, "", ["regenerate"], 600)
+        rng, have = random.Random(1), 0
+        print(f"{'traces stored':>14} {'events':>10} {'signals_for':>12} {'re-check':>9} {'find_decided':>13}"
+              f"   (ms per call, medians of {args.repeat}; chunk {args.chunk} traces, batch {args.batch} events)")  # fmt: skip
+        for size in sizes:
+            fill(store, rng, have, size, max(1, size // 5))
+            have = size
+            traces, events = sample(store, args.chunk, args.batch)
+            row = {
+                "traces": size,
+                "events": (size + 2) // 3,
+                # what the timed calls find: every event of the batch has its trace stored
+                "found": {"signals_for": sum(map(len, joiner.signals_for(traces).values())),
+                          "stored_for": len(joiner.stored_for(traces)),
+                          "find_decided": len(joiner.find_decided(events)), "batch": len(events)},
+                "signals_for_ms": timed(lambda: joiner.signals_for(traces), args.repeat),
+                "recheck_ms": timed(lambda: joiner.stored_for(traces), args.repeat),  # link_missed's read
+                "find_decided_ms": timed(lambda: joiner.find_decided(events), args.repeat),
+            }
+            results.append(row)
+            print(f"{size:>14,} {row['events']:>10,} {row['signals_for_ms']:>12.1f} {row['recheck_ms']:>9.1f} "
+                  f"{row['find_decided_ms']:>13.1f}", flush=True)  # fmt: skip
+    finally:
+        if args.dsn:
+            store.command(f"DROP DATABASE IF EXISTS {store.database} SYNC")
+        store.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps({"chunk": args.chunk, "batch": args.batch, "repeat": args.repeat,
+                                         "results": results}, indent=2))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
