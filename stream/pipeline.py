@@ -323,7 +323,7 @@ class Pipeline:
         what marks a trace as decided (recovery re-opens traces without one, and re-decides them
         identically: gates and sampling are deterministic). Product events stored while the batch
         was being decided are linked late once its trace rows are in (:mod:`stream.events`)."""
-        actions: dict[str, list[Any]] | None = None
+        actions: dict[str, list[Any]] = {}
         traces = [c.trace for c in done]
         events = self.events if self.decider is not None else None
         if events is not None:
@@ -334,7 +334,7 @@ class Pipeline:
         for i, c in enumerate(done):
             if i and i % DECIDE_SLICE == 0:
                 await asyncio.sleep(0)  # ~5 ms per trace: judge calls, heartbeats and fetches go on
-            decided.append((c, self.decider.decide(c.trace, (actions or {}).get(c.trace.trace_id, ())) if self.decider else None))
+            decided.append((c, self.decider.decide(c.trace, actions.get(c.trace.trace_id, ())) if self.decider else None))
         await self._spans_stored()
         to_judge = [
             OutRecord(self.settings.judge_topic, c.trace.trace_id.encode(),
@@ -357,10 +357,9 @@ class Pipeline:
         rows = [trace_row(c.trace, c.tp[0], c.tp[1], c.max_offset, c.spans_not_held, d) for c, d in decided]
         tok = token("traces", (f"{c.trace.trace_id}/{c.max_offset}/{len(c.trace.spans)}" for c in done))
         await self._retry(lambda: self.sink.write_traces(rows, tok), "insert traces", "write_retries")
-        if events is not None and actions is not None:
+        if events is not None:  # the events stored while deciding, which no decision saw
             seen = {tid: {s.key for s in signals} for tid, signals in actions.items()}
-            await self._retry(lambda: events.store.run(events.link_missed, traces, seen), "link action events",
-                              "write_retries")  # fmt: skip
+            await self._retry(lambda: events.store.run(events.link_missed, traces, seen), "link events", "write_retries")
             self.counters.action_events_late = events.late_events
         for c, d in decided:
             self.counters.count_completed(c, d)
