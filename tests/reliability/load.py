@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 from aiokafka import AIOKafkaProducer
@@ -50,28 +50,15 @@ def messages_for(rng: random.Random, spans: list[SpanSpec], keyed: bool, partiti
     return [(None, proto(spans[::2]), p), (None, proto(spans[1::2]), (p + 1) % partitions)]
 
 
-class TraceLoad:
-    """Produces traces at a fixed rate from a background thread; remembers what the broker acked.
+class BackgroundProducer:
+    """Runs :meth:`_produce` (until ``_stop`` is set) on a thread of its own; ``stop`` raises what it raised."""
 
-    ``sent`` maps trace id → span count, for traces whose every message was acknowledged."""
-
-    def __init__(self, bootstrap: str, topic: str, *, rate: float, seed: int = 0, partitions: int = 4,
-                 failing_share: float = 0.3, keyed_share: float = 0.5) -> None:  # fmt: skip
-        self.bootstrap, self.topic, self.rate, self.partitions = bootstrap, topic, rate, partitions
-        self.failing_share, self.keyed_share = failing_share, keyed_share
-        self.rng = random.Random(seed)
-        self.sent: dict[str, int] = {}
-        self.failing: set[str] = set()
-        self.messages = 0
+    def __init__(self, name: str) -> None:
         self._stop = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="trace-load", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    @property
-    def spans(self) -> int:
-        return sum(self.sent.values())
-
-    def start(self) -> TraceLoad:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -79,13 +66,37 @@ class TraceLoad:
         self._stop.set()
         self._thread.join(60)
         if self._error is not None:
-            raise RuntimeError("the load producer failed") from self._error
+            raise RuntimeError(f"the {self._thread.name} producer failed") from self._error
 
     def _run(self) -> None:
         try:
             asyncio.run(self._produce())
         except BaseException as exc:  # surfaced by stop()
             self._error = exc
+
+    async def _produce(self) -> None:
+        raise NotImplementedError
+
+
+class TraceLoad(BackgroundProducer):
+    """Produces traces at a fixed rate from a background thread; remembers what the broker acked.
+
+    ``sent`` maps trace id → span count, for traces whose every message was acknowledged."""
+
+    def __init__(self, bootstrap: str, topic: str, *, rate: float, seed: int = 0, partitions: int = 4,
+                 failing_share: float = 0.3, keyed_share: float = 0.5) -> None:  # fmt: skip
+        super().__init__("trace-load")
+        self.bootstrap, self.topic, self.rate, self.partitions = bootstrap, topic, rate, partitions
+        self.failing_share, self.keyed_share = failing_share, keyed_share
+        self.rng = random.Random(seed)
+        self.sent: dict[str, int] = {}
+        self.conversations: dict[str, str] = {}  # trace id -> its gen_ai.conversation.id
+        self.failing: set[str] = set()
+        self.messages = 0
+
+    @property
+    def spans(self) -> int:
+        return sum(self.sent.values())
 
     async def _produce(self) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
@@ -105,6 +116,7 @@ class TraceLoad:
                 await asyncio.gather(*futures)
                 for spans, failing, msgs in batch:
                     tid = spans[0].trace_id.hex()
+                    self.conversations[tid] = spans[0].attrs.get("gen_ai.conversation.id", "")
                     self.sent[tid] = len(spans)
                     self.messages += len(msgs)
                     if failing:
