@@ -99,15 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=100, help="traces in a completed chunk (default 100)")
     p.add_argument("--batch", type=int, default=100, help="product events in an events batch (default 100)")
     p.add_argument("--repeat", type=int, default=7)
-    p.add_argument("--dsn", default=None, help="a ClickHouse server (a fresh database, dropped after); "
+    p.add_argument("--dsn", default=None, help="a ClickHouse server, or chDB (a fresh database, dropped after); "
                                                "default: embedded chDB in a temporary directory")  # fmt: skip
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
     sizes = sorted(int(x) for x in args.sizes.split(","))
     if not sizes or sizes[0] < max(args.chunk, 3 * args.batch):
         p.error("each size must hold at least --chunk traces and 3 x --batch of them (one event per 3 traces)")
-    tmp = Path(tempfile.mkdtemp(prefix="tj-joins-"))
-    dsn = args.dsn or f"chdb://{tmp / 'ch'}"
+    tmp = None if args.dsn else Path(tempfile.mkdtemp(prefix="tj-joins-"))
+    dsn = args.dsn or f"chdb://{tmp / 'ch'}"  # (a chDB engine of its own: run it as a process of its own)
     store = ClickHouseStore(dsn, f"bench_joins_{uuid.uuid4().hex[:8]}" if args.dsn else "tracejudge")
     results: list[dict[str, Any]] = []
     try:
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.dsn:
             store.command(f"DROP DATABASE IF EXISTS {store.database} SYNC")
         store.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps({"chunk": args.chunk, "batch": args.batch, "repeat": args.repeat,
                                          "results": results}, indent=2))  # fmt: skip

@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 from bench.event_joins import main
+from stream.store import ClickHouseStore
 
 
-def test_the_timed_joins_find_the_stored_traces_and_events(tmp_path: Path) -> None:
+def test_the_timed_joins_find_the_stored_traces_and_events(tmp_path: Path, chdb_dsn: str, store: ClickHouseStore) -> None:
+    # in a database of the session's engine: a second chDB engine cannot open in this process
     out = tmp_path / "joins.json"
-    assert main(["--sizes", "3000,6000", "--chunk", "60", "--batch", "40", "--repeat", "1", "--json", str(out)]) == 0
+    args = ["--sizes", "3000,6000", "--chunk", "60", "--batch", "40", "--repeat", "1", "--json", str(out)]
+    assert main([*args, "--dsn", chdb_dsn]) == 0
     results = json.loads(out.read_text())["results"]
     assert [r["traces"] for r in results] == [3000, 6000] and [r["events"] for r in results] == [1000, 2000]
     for r in results:
@@ -18,3 +21,4 @@ def test_the_timed_joins_find_the_stored_traces_and_events(tmp_path: Path) -> No
         assert found["batch"] == 40 and found["find_decided"] == 40  # each event's trace is decided
         assert found["stored_for"] > 0 and found["signals_for"] >= found["stored_for"] // 2
         assert min(r["signals_for_ms"], r["recheck_ms"], r["find_decided_ms"]) > 0
+    assert not [d for (d,) in store.query("SHOW DATABASES")[1] if d.startswith("bench_joins_")]  # dropped

@@ -1,4 +1,4 @@
-"""Scenario 12: product events while the worker is SIGKILLed again and again.
+"""Scenario 13: product events while the worker is SIGKILLed again and again.
 
 Traces stream in (as in scenario 1, without judging) and, for about half of them, a product event
 follows at a random delay: before the trace completes (it should join the decision), around its
@@ -127,7 +127,7 @@ def test_product_events_reach_their_traces_across_kills(
     missed_failure = [t for t, eid in in_decision if sent.get(eid, ("", "", "", 0))[2] == "thumbs_down"
                       and traces.get(t, ("", 0, 0, "suspected_failure"))[3] != "suspected_failure"]  # fmt: skip
     late = sum(1 for r in signal_rows if int(r[2]) == 1)
-    figures(scenario="12 product events under SIGKILL", guarantee="every event stored once and reaching its trace",
+    figures(scenario="13 product events under SIGKILL", guarantee="every event stored once and reaching its trace",
             kills=kills, traces=len(load.sent), events=len(sent), lost=len(set(sent) - set(in_table)),
             dup_final=sum(n - 1 for n in in_table.values()), in_decision=len(in_decision), linked_late=late,
             orphans=len(orphans), both_ways=len(both), thumbs_down_not_suspected=len(missed_failure))  # fmt: skip
