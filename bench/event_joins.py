@@ -103,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
                                                "default: embedded chDB in a temporary directory")  # fmt: skip
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
-    sizes = sorted(int(x) for x in args.sizes.split(","))
+    try:
+        sizes = sorted(int(x) for x in args.sizes.split(","))
+    except ValueError:
+        p.error(f"--sizes takes whole numbers separated by commas, not {args.sizes!r}")
+    if min(args.chunk, args.batch, args.repeat) < 1:
+        p.error("--chunk, --batch and --repeat must be at least 1")
     if not sizes or sizes[0] < max(args.chunk, 3 * args.batch):
         p.error("each size must hold at least --chunk traces and 3 x --batch of them (one event per 3 traces)")
     tmp = None if args.dsn else Path(tempfile.mkdtemp(prefix="tj-joins-"))

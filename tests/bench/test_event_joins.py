@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench.event_joins import main
 from stream.store import ClickHouseStore
 
@@ -22,3 +24,10 @@ def test_the_timed_joins_find_the_stored_traces_and_events(tmp_path: Path, chdb_
         assert found["stored_for"] > 0 and found["signals_for"] >= found["stored_for"] // 2
         assert min(r["signals_for_ms"], r["recheck_ms"], r["find_decided_ms"]) > 0
     assert not [d for (d,) in store.query("SHOW DATABASES")[1] if d.startswith("bench_joins_")]  # dropped
+
+
+@pytest.mark.parametrize("args", [["--sizes", "1e6"], ["--sizes", "3000", "--repeat", "0"], ["--sizes", "100"]])
+def test_bad_arguments_are_refused_with_a_message(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2 and "error:" in capsys.readouterr().err
