@@ -1,12 +1,16 @@
 """Product-event joins against a growing store: what one completed chunk and one events batch cost.
 
-    python bench/event_joins.py [--sizes 100000,1000000,3000000] [--chunk 100] [--batch 100] [--dsn DSN]
+    python bench/event_joins.py [--sizes 100000,1000000,3000000] [--chunk 100] [--batch 100]
+                                [--window 23000] [--dsn DSN]
 
 The joins of :mod:`stream.events` read ClickHouse: per completed chunk of traces the pipeline reads
 their product events twice (:meth:`EventJoiner.signals_for` before deciding; the re-check,
 :meth:`EventJoiner.stored_for`, that :meth:`EventJoiner.link_missed` makes after the trace rows
 are in); per batch of product events the
-events side looks for decided traces (:meth:`EventJoiner.find_decided`). The benchmark stores
+events side looks for decided traces (:meth:`EventJoiner.find_decided`); per partition a worker
+takes over, it sweeps the events of the traces decided in its recovery window
+(:meth:`EventJoiner.sweep`, ``--window`` traces: 400 traces/s over 12 partitions for the 690 s
+window of the default settings is ~23,000). The benchmark stores
 traces (random ids, conversations of ~5 traces) and product events (one per 3 traces, half naming
 the trace, half only its conversation) up to each size, then times the real ``EventJoiner``
 methods on a chunk of stored traces and a batch of stored events: medians of ``--repeat`` calls.
@@ -35,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python bench/event_joins.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
+from stream.decision_rows import SIGNAL_COLUMNS  # noqa: E402
 from stream.events import EventJoiner  # noqa: E402
 from stream.signals.actions import ActionEvent  # noqa: E402
 from stream.store import ClickHouseStore  # noqa: E402
@@ -71,6 +76,7 @@ class Completed:
 
 
 def sample(store: ClickHouseStore, chunk: int, batch: int) -> tuple[list[Any], list[ActionEvent]]:
+    """A chunk of stored traces, and a batch of stored events no decision saw (late ones)."""
     db = store.database
     _, rows = store.query(
         "SELECT trace_id, conversation_id, toUnixTimestamp64Milli(start_time), toUnixTimestamp64Milli(end_time) "
@@ -79,9 +85,28 @@ def sample(store: ClickHouseStore, chunk: int, batch: int) -> tuple[list[Any], l
     traces = [Completed(r[0], r[1], int(r[2]) * 10**6, int(r[3]) * 10**6, (int(r[3]) + 6_000) * 10**6) for r in rows]
     _, rows = store.query(
         "SELECT event_id, type, toUnixTimestamp64Milli(ts), trace_id, conversation_id "
-        f"FROM {db}.action_events ORDER BY rand() LIMIT {{n:UInt32}}", {"n": batch},
+        f"FROM {db}.action_events WHERE event_id NOT IN (SELECT signal_key FROM {db}.signals) "
+        "ORDER BY rand() LIMIT {n:UInt32}", {"n": batch},
     )  # fmt: skip
     return traces, [ActionEvent(r[0], r[1], int(r[2]), r[3], r[4]) for r in rows]
+
+
+def recovery_window(store: ClickHouseStore, joiner: EventJoiner, n: int) -> tuple[list[Completed], int]:
+    """The ``n`` latest traces, as a recovered partition's decided traces, with ``signals`` rows
+    saying their decisions saw their events (as they do unless a worker was killed at the wrong
+    moment): what :meth:`EventJoiner.sweep` reads through and, here, leaves unlinked. Returns the
+    traces and how many events are about them."""
+    _, rows = store.query(
+        "SELECT trace_id, conversation_id, toUnixTimestamp64Milli(start_time), toUnixTimestamp64Milli(end_time) "
+        f"FROM {store.database}.traces ORDER BY start_time DESC LIMIT {{n:UInt32}}", {"n": n},
+    )  # fmt: skip
+    traces = [Completed(r[0], r[1], int(r[2]) * 10**6, int(r[3]) * 10**6, (int(r[3]) + 6_000) * 10**6) for r in rows]
+    about, seen = joiner.about(traces), []
+    for s, _ in joiner.stored_for(traces):
+        seen += [[t.trace_id, "action", s.event.type, "negative", "", s.event.event_id, "", "", -1, "", 0, "v1",
+                  s.event.ts_ms] for t in about(s.event)]  # fmt: skip
+    store.insert("signals", seen, SIGNAL_COLUMNS)
+    return traces, len({r[5] for r in seen})
 
 
 def timed(fn: Any, repeat: int) -> float:
@@ -98,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="100000,1000000,3000000", help="traces stored at each measurement")
     p.add_argument("--chunk", type=int, default=100, help="traces in a completed chunk (default 100)")
     p.add_argument("--batch", type=int, default=100, help="product events in an events batch (default 100)")
+    p.add_argument("--window", type=int, default=23_000, help="decided traces a recovered partition sweeps")
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--dsn", default=None, help="a ClickHouse server, or chDB (a fresh database, dropped after); "
                                                "default: embedded chDB in a temporary directory")  # fmt: skip
@@ -107,10 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         sizes = sorted(int(x) for x in args.sizes.split(","))
     except ValueError:
         p.error(f"--sizes takes whole numbers separated by commas, not {args.sizes!r}")
-    if min(args.chunk, args.batch, args.repeat) < 1:
-        p.error("--chunk, --batch and --repeat must be at least 1")
-    if not sizes or sizes[0] < max(args.chunk, 3 * args.batch):
-        p.error("each size must hold at least --chunk traces and 3 x --batch of them (one event per 3 traces)")
+    if min(args.chunk, args.batch, args.repeat, args.window) < 1:
+        p.error("--chunk, --batch, --window and --repeat must be at least 1")
+    if not sizes or sizes[0] < max(args.chunk, args.window, 6 * args.batch):
+        p.error("each size must hold at least --chunk and --window traces, and 6 x --batch of them "
+                "(one event per 3 traces, some of them marked seen)")
     tmp = None if args.dsn else Path(tempfile.mkdtemp(prefix="tj-joins-"))
     dsn = args.dsn or f"chdb://{tmp / 'ch'}"  # (a chDB engine of its own: run it as a process of its own)
     store = ClickHouseStore(dsn, f"bench_joins_{uuid.uuid4().hex[:8]}" if args.dsn else "tracejudge")
@@ -119,11 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         store.migrate()
         joiner = EventJoiner(store, "", ["regenerate"], 600)
         rng, have = random.Random(1), 0
-        print(f"{'traces stored':>14} {'events':>10} {'signals_for':>12} {'re-check':>9} {'find_decided':>13}"
-              f"   (ms per call, medians of {args.repeat}; chunk {args.chunk} traces, batch {args.batch} events)")  # fmt: skip
+        print(f"{'traces stored':>14} {'events':>10} {'signals_for':>12} {'re-check':>9} {'find_decided':>13} "
+              f"{'sweep':>8}   (ms per call, medians of {args.repeat}; chunk {args.chunk} traces, batch {args.batch} "
+              f"events, sweep {args.window:,} traces)")  # fmt: skip
         for size in sizes:
             fill(store, rng, have, size, max(1, size // 5))
             have = size
+            window, window_events = recovery_window(store, joiner, args.window)
             traces, events = sample(store, args.chunk, args.batch)
             row = {
                 "traces": size,
@@ -131,14 +160,17 @@ def main(argv: list[str] | None = None) -> int:
                 # what the timed calls find: every event of the batch has its trace stored
                 "found": {"signals_for": sum(map(len, joiner.signals_for(traces).values())),
                           "stored_for": len(joiner.stored_for(traces)),
-                          "find_decided": len(joiner.find_decided(events)), "batch": len(events)},
+                          "find_decided": len(joiner.find_decided(events)), "batch": len(events),
+                          "window_events": window_events, "sweep_linked": joiner.sweep(window),
+                          "sweep_linked_again": joiner.sweep(window)},
                 "signals_for_ms": timed(lambda: joiner.signals_for(traces), args.repeat),
                 "recheck_ms": timed(lambda: joiner.stored_for(traces), args.repeat),  # link_missed's read
                 "find_decided_ms": timed(lambda: joiner.find_decided(events), args.repeat),
+                "sweep_ms": timed(lambda: joiner.sweep(window), args.repeat),
             }
             results.append(row)
             print(f"{size:>14,} {row['events']:>10,} {row['signals_for_ms']:>12.1f} {row['recheck_ms']:>9.1f} "
-                  f"{row['find_decided_ms']:>13.1f}", flush=True)  # fmt: skip
+                  f"{row['find_decided_ms']:>13.1f} {row['sweep_ms']:>8.1f}", flush=True)  # fmt: skip
     finally:
         if args.dsn:
             store.command(f"DROP DATABASE IF EXISTS {store.database} SYNC")
@@ -146,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     if args.json:
-        args.json.write_text(json.dumps({"chunk": args.chunk, "batch": args.batch, "repeat": args.repeat,
+        args.json.write_text(json.dumps({"chunk": args.chunk, "batch": args.batch, "window": args.window,
+                                         "repeat": args.repeat,
                                          "results": results}, indent=2))  # fmt: skip
     return 0
 

@@ -16,7 +16,9 @@ looks again for events its decision did not see (:meth:`EventJoiner.link_missed`
 reads second finds the other's row, so an event stored while its trace is being decided is linked
 late by one of them (or by both: the rows are the same and deduplicated) and is never lost between
 the decision and the late path. A decision's own ``signals`` rows, written before its trace row,
-tell the two apart: an event a decision saw is not linked late to that trace.
+tell the two apart: an event a decision saw is not linked late to that trace. A worker killed
+between a chunk's trace rows and that re-check leaves such an event unlinked; whoever recovers
+the trace's partition looks again (:meth:`EventJoiner.sweep`).
 
 Malformed events and unknown types go to the events dead-letter topic with the reason.
 """
@@ -24,9 +26,9 @@ Malformed events and unknown types go to the events dead-letter topic with the r
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from schemas.model import Trace
 from stream.decision_rows import SIGNAL_COLUMNS
@@ -47,6 +49,21 @@ STORED_COLUMNS = (
     "event_id, type, toUnixTimestamp64Milli(ts), trace_id, conversation_id, attributes, is_late, linked_trace_id, "
     "toUnixTimestamp64Milli(ingested_at), kafka_topic, kafka_partition, kafka_offset"
 )
+
+SWEEP_CHUNK = 2_000  # traces per lookup when a recovered partition is swept
+
+
+class AboutTrace(Protocol):
+    """What the joins ask of a trace: an assembled :class:`Trace`, or a stored trace row."""
+
+    @property
+    def trace_id(self) -> str: ...
+    @property
+    def conversation_id(self) -> str | None: ...
+    @property
+    def start_ns(self) -> int: ...
+    @property
+    def end_ns(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +136,7 @@ class EventJoiner:
                 bad.append(dead_letter(m, self.dlq_topic, exc.reason, exc.detail))
         return good, bad
 
-    def joins(self, t: Trace, e: ActionEvent) -> bool:
+    def joins(self, t: AboutTrace, e: ActionEvent) -> bool:
         """Whether ``e`` is about ``t``: its trace id, or its conversation from the trace's start
         to ``action_join_window`` after its end."""
         if e.trace_id:
@@ -226,7 +243,7 @@ class EventJoiner:
         return {(str(t), str(k)) for t, k in rows}
 
     # ---- the pipeline side -----------------------------------------------------------------
-    def stored_for(self, traces: Sequence[Trace]) -> list[tuple[StoredEvent, bool]]:
+    def stored_for(self, traces: Sequence[AboutTrace]) -> list[tuple[StoredEvent, bool]]:
         """The stored events of these traces' ids and conversations (not yet windowed), each with
         whether it is stored as late."""
         ids = sorted({t.trace_id for t in traces})
@@ -274,9 +291,37 @@ class EventJoiner:
         their decisions did not see (``seen``: trace id -> the event ids its decision saw) —
         events stored while they were being decided, which the events side may have looked for
         decided traces too early to find. Returns how many were linked."""
-        missed = [
-            s
-            for s, _ in self.stored_for(traces)
-            if any(self.joins(t, s.event) and s.event.event_id not in seen.get(t.trace_id, ()) for t in traces)
-        ]
+        about = self.about(traces)
+        missed = [s for s, _ in self.stored_for(traces)
+                  if any(s.event.event_id not in seen.get(t.trace_id, ()) for t in about(s.event))]  # fmt: skip
         return self.link_late(missed) if missed else 0
+
+    def sweep(self, traces: Sequence[AboutTrace]) -> int:
+        """For decided traces whose partition a worker takes over (a restart, a rebalance): link
+        late the events about them that are neither linked nor seen by a decision — what a worker
+        killed between a chunk's trace rows and :meth:`link_missed` leaves. The decisions' own
+        ``signals`` rows, written before the trace rows, tell which were seen (:meth:`find_decided`).
+        Returns how many were linked."""
+        linked = 0
+        for i in range(0, len(traces), SWEEP_CHUNK):
+            part = traces[i : i + SWEEP_CHUNK]
+            about = self.about(part)
+            unlinked = [s for s, late in self.stored_for(part) if not late and about(s.event)]
+            if unlinked:
+                linked += self.link_late(unlinked)
+        return linked
+
+    def about(self, traces: Sequence[AboutTrace]) -> Callable[[ActionEvent], list[AboutTrace]]:
+        """event -> those of ``traces`` it is about (:meth:`joins`), indexed by id and conversation."""
+        by_id: dict[str, AboutTrace] = {t.trace_id: t for t in traces}
+        by_conv: dict[str, list[AboutTrace]] = {}
+        for t in traces:
+            if t.conversation_id:
+                by_conv.setdefault(t.conversation_id, []).append(t)
+
+        def of(e: ActionEvent) -> list[AboutTrace]:
+            if e.trace_id:
+                return [by_id[e.trace_id]] if e.trace_id in by_id else []
+            return [t for t in by_conv.get(e.conversation_id, ()) if self.joins(t, e)]
+
+        return of

@@ -284,8 +284,15 @@ class Pipeline:
     async def _recover(self, tp: TP) -> None:
         window = self.settings.max_trace_age + self.settings.decision_wait + 60.0
         decided = await self._retry(lambda: self.sink.load_decided(tp, window), "load decided", "write_retries")
-        for tid, d in decided:
-            self.assembler.remember_decided(tid, d)
+        for d in decided:
+            self.assembler.remember_decided(d.trace_id, d.decided)
+        if decided and self.events is not None and self.decider is not None:
+            events = self.events  # events a worker killed before link_missed left unlinked
+            linked = await self._retry(lambda: events.store.run(events.sweep, decided), "sweep events", "write_retries")
+            self.counters.action_events_late = events.late_events
+            if linked:
+                log.warning("linked %d product event(s) late to decided traces of %s/%d (left unlinked by a "
+                            "worker stopped between a trace row and its events re-check)", linked, *tp)  # fmt: skip
         spans = await self._retry(lambda: self.sink.load_open_spans(tp, window), "load open", "write_retries")
         restored = len({s.trace_id for s, _, _ in spans})
         evicted = self.assembler.restore(spans, tp, self.clock())

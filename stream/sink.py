@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from schemas.model import Span
@@ -17,6 +18,18 @@ from stream.assembly import TP, Decided
 from stream.rows import RAW_SPAN_SELECT, SPAN_COLUMNS, TRACE_COLUMNS, span_from_row
 from stream.store import ClickHouseStore
 from stream.table_copy import Copy, NullCopy
+
+
+@dataclass(frozen=True, slots=True)
+class DecidedTrace:
+    """A stored trace row, as recovery reads it: what the assembler remembers (``decided``), and
+    what the product-event joins ask of a trace (``stream.events.AboutTrace``)."""
+
+    trace_id: str
+    decided: Decided
+    conversation_id: str
+    start_ns: int
+    end_ns: int
 
 
 class Sink(Protocol):
@@ -36,7 +49,9 @@ class Sink(Protocol):
         """Spans of traces not yet completed, for ``tp``: (span, source offset, ingested ns)."""
         ...
 
-    async def load_decided(self, tp: TP, window_s: float) -> list[tuple[str, Decided]]: ...
+    async def load_decided(self, tp: TP, window_s: float) -> list[DecidedTrace]:
+        """Traces of ``tp`` decided within ``window_s`` before its newest span, oldest first."""
+        ...
 
     async def lookup_decided(self, trace_ids: Sequence[str]) -> list[tuple[str, Decided]]: ...
 
@@ -95,18 +110,19 @@ class ClickHouseSink:
             out.append((span, offset, int(row[-1])))
         return out
 
-    async def load_decided(self, tp: TP, window_s: float) -> list[tuple[str, Decided]]:
+    async def load_decided(self, tp: TP, window_s: float) -> list[DecidedTrace]:
         since = await self._window_start_ms(tp, window_s)
         if since is None:
             return []
         sql = (
-            "SELECT trace_id, kafka_topic, kafka_partition, max_offset, "
-            f"toUnixTimestamp64Nano(completed_at) FROM {self.db}.traces FINAL "
-            "WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:Int32} "
+            "SELECT trace_id, kafka_topic, kafka_partition, max_offset, toUnixTimestamp64Nano(completed_at), "
+            f"conversation_id, toUnixTimestamp64Nano(start_time), toUnixTimestamp64Nano(end_time) FROM {self.db}.traces "
+            "FINAL WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:Int32} "
             "AND completed_at >= fromUnixTimestamp64Milli({since:Int64}) ORDER BY completed_at"
         )
         _, rows = await self.store.aquery(sql, {"topic": tp[0], "partition": tp[1], "since": since})
-        return [(r[0], Decided((r[1], int(r[2])), int(r[3]), int(r[4]))) for r in rows]
+        return [DecidedTrace(r[0], Decided((r[1], int(r[2])), int(r[3]), int(r[4])), r[5], int(r[6]), int(r[7]))
+                for r in rows]  # fmt: skip
 
     async def lookup_decided(self, trace_ids: Sequence[str]) -> list[tuple[str, Decided]]:
         if not trace_ids:

@@ -58,6 +58,13 @@ class StoreLockedError(RuntimeError):
     """The embedded data directory is held by another process (one chDB engine per directory)."""
 
 
+class SecondEngineError(RuntimeError):
+    """This process already has chDB's engine open on another data directory (one per process)."""
+
+
+_HELD_PATH = re.compile(r"already initialized with path '([^']*)'")
+
+
 def connect(dsn: str) -> Any:
     """A clickhouse-connect client for a chdb:// or http(s):// DSN."""
     if dsn.startswith("chdb://"):
@@ -65,6 +72,12 @@ def connect(dsn: str) -> Any:
         try:
             client = clickhouse_connect.get_client(dsn=dsn, **options)
         except Exception as exc:  # chDB raises a plain RuntimeError/ChdbError for a held data dir
+            if held := _HELD_PATH.search(str(exc)):
+                raise SecondEngineError(
+                    f"cannot open embedded ClickHouse at {dsn}: this process has chDB's engine open at "
+                    f"{held.group(1)!r}, and chDB runs one engine per process; use that directory (another "
+                    "database in it), or close its clients first"
+                ) from exc
             if "BAD_ARGUMENTS" in str(exc) or "EmbeddedServer" in str(exc):
                 raise StoreLockedError(
                     f"embedded ClickHouse at {dsn} is in use by another process "

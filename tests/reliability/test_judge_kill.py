@@ -341,7 +341,7 @@ def test_budget_with_kills_mid_call_spend_within_budget_plus_in_flight(
         answered = [s for s in server.responses if s.status == 200]
         provider_usd = sum(price(s.usage) for s in answered if s.usage)
         unledgered, in_flight = at_kills(server, gate, [ms for ms, _ in ledger], kills)
-        figures(scenario="12 budget, SIGKILL mid-call",
+        figures(scenario="7b budget, SIGKILL mid-call",
                 guarantee="spend <= budget + in-flight; ledger $ vs provider $",
                 kills=n_kills, budget_usd=BUDGET_USD, ledger_usd=round(ledger_usd, 6),
                 provider_usd=round(provider_usd, 6), over_budget_usd=round(max(0.0, provider_usd - BUDGET_USD), 6),

@@ -24,7 +24,7 @@ from stream.signals.actions import parse_event
 from stream.sink import ClickHouseSink
 from stream.store import ClickHouseStore
 from tests.factories import SpanSpec, genai_trace, proto
-from tests.stream.test_pipeline import Clock, ListProducer, count, msg, no_sleep
+from tests.stream.test_pipeline import TOPIC, Clock, ListProducer, count, msg, no_sleep
 
 S = 1_000_000_000
 
@@ -136,6 +136,48 @@ def test_when_both_sides_link_an_event_it_is_linked_once(store: ClickHouseStore)
     assert action_rows(store, "action_events", "event_id, linked_trace_id, is_late") == [("ev-5", tid, 1)]
     assert action_rows(store, "signals", "trace_id, signal_key, is_late", final=False) == [(tid, "ev-5", 1)]
     assert count(store, "SELECT count() FROM {db}.action_events") == 2  # stored, then linked (once)
+
+
+class Killed(BaseException):
+    """The worker dying where it is (not an error the pipeline retries)."""
+
+
+async def killed() -> None:
+    raise Killed
+
+
+@pytest.mark.parametrize("by", ["trace", "conversation"])
+def test_an_event_a_killed_worker_left_unlinked_is_linked_by_whoever_recovers_the_partition(
+    store: ClickHouseStore, by: str
+) -> None:
+    """Killed between writing the trace row and re-checking the events stored while it decided:
+    the event is stored, not linked, not in signals. The worker that recovers the trace's
+    partition links it late; one seen by its decision, and one already linked, are left alone."""
+    p, sink, clock = pipeline(store)
+    rng = random.Random(6)
+    missed, seen = genai_trace(rng, 4), genai_trace(rng, 3)
+    tid, seen_tid = missed[0].trace_id.hex(), seen[0].trace_id.hex()
+    start(p, clock, seen)
+    asyncio.run(p.handle_events([event_msg(20, seen, by, "thumbs_down")]))  # before its decision
+    assert asyncio.run(p.tick()) == 1
+    start(p, clock, missed)
+    sink.before, sink.after = (lambda: p.handle_events([event_msg(21, missed, by)])), killed
+    with pytest.raises(Killed):
+        asyncio.run(p.tick())
+    unlinked = [("ev-20", "", 0), ("ev-21", "", 0)]
+    assert action_rows(store, "action_events", "event_id, linked_trace_id, is_late") == unlinked
+    assert action_rows(store, "signals", "trace_id, signal_key, is_late") == [(seen_tid, "ev-20", 0)]
+    p2, _, _ = pipeline(store)  # the restarted worker
+    asyncio.run(p2.on_partitions_assigned({(TOPIC, 0)}))
+    assert action_rows(store, "action_events", "event_id, linked_trace_id, is_late") == [("ev-20", "", 0),
+                                                                                         ("ev-21", tid, 1)]  # fmt: skip
+    assert action_rows(store, "signals", "trace_id, signal_key, is_late") == sorted([(seen_tid, "ev-20", 0),
+                                                                                    (tid, "ev-21", 1)])  # fmt: skip
+    assert p2.counters.action_events_late == 1
+    p3, _, _ = pipeline(store)  # taken over again: nothing left to link
+    asyncio.run(p3.on_partitions_assigned({(TOPIC, 0)}))
+    assert p3.counters.action_events_late == 0
+    assert count(store, "SELECT count() FROM {db}.signals WHERE source = 'action'") == 2
 
 
 def test_a_conversation_event_links_to_the_latest_trace_that_missed_it(store: ClickHouseStore) -> None:

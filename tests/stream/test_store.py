@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from stream.store import TABLE_INSERT_SETTINGS, ClickHouseStore, is_read_only_sql, load_migrations, split_statements
+from stream.store import (
+    TABLE_INSERT_SETTINGS,
+    ClickHouseStore,
+    SecondEngineError,
+    is_read_only_sql,
+    load_migrations,
+    split_statements,
+)
 
 
 def test_migrations_apply_once_in_order(store: ClickHouseStore) -> None:
@@ -171,6 +178,23 @@ def test_a_chdb_dsn_naming_a_missing_engine_config_is_refused(tmp_path: Path) ->
     # chDB itself would start without the file (and without its remote_servers), silently
     with pytest.raises(ValueError, match="config_file of the chdb DSN is not a file"):
         ClickHouseStore(f"chdb://{tmp_path}/data?config_file={tmp_path}/missing.xml")
+
+
+def test_a_second_embedded_directory_in_one_process_is_refused_by_name(
+    store: ClickHouseStore, chdb_dsn: str, tmp_path: Path
+) -> None:
+    """chDB runs one engine per process: the error names the directory this process holds (it
+    used to be reported as held by another process), and the open store and the process's
+    temporary directory are left as they were."""
+    import tempfile
+
+    before = tempfile.gettempdir()
+    with pytest.raises(SecondEngineError) as refused:
+        ClickHouseStore(f"chdb://{tmp_path / 'other'}")
+    held = chdb_dsn.removeprefix("chdb://")
+    assert f"'{held}'" in str(refused.value) and str(tmp_path / "other") in str(refused.value)
+    assert tempfile.gettempdir() == before
+    assert store.query(f"SELECT count() FROM {store.database}.schema_migrations")[1][0][0] > 0
 
 
 _TEMP_PROBE = """
