@@ -112,11 +112,16 @@ def use_private_tempdir(data_dir: str) -> str:
     (``tmp*.native`` / ``tmp*.raw``) and deletes it in a ``finally``, which a SIGKILL or an
     OOM kill skips: each such kill left up to one insert body (tens of MB) in the system temp
     directory for good. The process that opened the engine holds the data directory (one engine
-    per directory), so whatever is in its directory at the first connection is stale. Once per
-    process and directory; returns the directory."""
+    per directory), so whatever is in its directory at the first connection is stale: it is
+    cleared once per process and directory. The temporary directory is set at every connection:
+    a process may close its engine and open one on another directory (chDB allows one at a time),
+    and must not go on writing into the other's, which may be gone. Returns the directory."""
     tmp = os.path.join(os.path.abspath(data_dir), PRIVATE_TMP)
     if tmp in _private_tempdirs:
-        return tmp
+        if os.path.isdir(tmp):
+            tempfile.tempdir = tmp
+            return tmp
+        _private_tempdirs.discard(tmp)  # removed since: made again below
     stale = 0
     try:
         os.makedirs(tmp, exist_ok=True)

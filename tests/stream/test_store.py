@@ -197,6 +197,36 @@ def test_a_second_embedded_directory_in_one_process_is_refused_by_name(
     assert store.query(f"SELECT count() FROM {store.database}.schema_migrations")[1][0][0] > 0
 
 
+_REOPEN_PROBE = """
+import json, shutil, sys, tempfile
+from stream.store import ClickHouseStore
+first, second = sys.argv[1], sys.argv[2]
+a = ClickHouseStore("chdb://" + first)
+a.migrate()
+a.close()
+b = ClickHouseStore("chdb://" + second)  # chDB opens another directory once the first is closed
+b.migrate()
+b.close()
+shutil.rmtree(second)  # done with it (a benchmark's temporary store)
+a = ClickHouseStore("chdb://" + first)
+a.insert("schema_migrations", [[998, "after"]], ["version", "name"])  # through a temporary file
+rows = a.query(f"SELECT count() FROM {a.database}.schema_migrations WHERE name = 'after'")[1]
+print(json.dumps({"tempdir": tempfile.gettempdir(), "rows": rows[0][0]}))
+a.close()
+"""
+
+
+def test_reopening_an_engine_sends_temporary_files_back_to_its_own_directory(tmp_path: Path) -> None:
+    # a process of its own: it opens engines on two directories, one after the other. The temporary
+    # directory used to stay with the second, removed, and the next insert of the first failed.
+    first, second = tmp_path / "first", tmp_path / "second"
+    done = subprocess.run([sys.executable, "-c", _REOPEN_PROBE, str(first), str(second)], capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[2], timeout=180)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got == {"tempdir": str(first / "tracejudge-tmp"), "rows": 1}
+
+
 _TEMP_PROBE = """
 import json, sys, tempfile
 made = []
