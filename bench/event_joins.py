@@ -7,13 +7,15 @@ The joins of :mod:`stream.events` read ClickHouse: per completed chunk of traces
 their product events twice (:meth:`EventJoiner.signals_for` before deciding; the re-check,
 :meth:`EventJoiner.stored_for`, that :meth:`EventJoiner.link_missed` makes after the trace rows
 are in); per batch of product events the
-events side looks for decided traces (:meth:`EventJoiner.find_decided`); per partition a worker
-takes over, it sweeps the events of the traces decided in its recovery window
-(:meth:`EventJoiner.sweep`, ``--window`` traces: 400 traces/s over 12 partitions for the 690 s
-window of the default settings is ~23,000). The benchmark stores
-traces (random ids, conversations of ~5 traces) and product events (one per 3 traces, half naming
-the trace, half only its conversation) up to each size, then times the real ``EventJoiner``
-methods on a chunk of stored traces and a batch of stored events: medians of ``--repeat`` calls.
+events side looks for decided traces (:meth:`EventJoiner.find_decided`); when a worker takes
+partitions over, it sweeps the events stored since the oldest decision of their recovery window
+(:meth:`EventJoiner.sweep`, ``--window`` decided traces: one of 12 partitions of a worker
+deciding 400 traces/s holds ~23,000 in the 690 s window of the default settings; a restart
+taking all 12, ~276,000). The benchmark stores traces (random ids, conversations of ~5 traces),
+product events (one per 3 traces, half naming the trace, half only its conversation) and the
+``signals`` rows of the decisions that saw 9 in 10 of them, up to each size, then times the real
+``EventJoiner`` methods on a chunk of stored traces, a batch of stored events no decision saw
+and the latest ``--window`` traces: medians of ``--repeat`` calls.
 The other benchmarks start from empty tables, so they cannot show how these costs grow with what
 is stored.
 
@@ -40,7 +42,7 @@ if str(ROOT) not in sys.path:  # run as `python bench/event_joins.py` from anywh
     sys.path.insert(0, str(ROOT))
 
 from stream.decision_rows import SIGNAL_COLUMNS  # noqa: E402
-from stream.events import EventJoiner  # noqa: E402
+from stream.events import SWEEP_CLOCK_SKEW_MS, EventJoiner  # noqa: E402
 from stream.signals.actions import ActionEvent  # noqa: E402
 from stream.store import ClickHouseStore  # noqa: E402
 
@@ -51,17 +53,23 @@ EVENT_COLUMNS = ["event_id", "trace_id", "conversation_id", "type", "ts", "attri
 
 
 def fill(store: ClickHouseStore, rng: random.Random, start: int, stop: int, convs: int) -> None:
-    """Traces ``start`` to ``stop`` (one every 100 ms) and their events, 200k traces per insert."""
+    """Traces ``start`` to ``stop`` (one every 100 ms) and their events, 200k traces per insert;
+    9 in 10 events have the ``signals`` row of the decision that saw them, the others are events
+    that came after it (not linked yet: what the events side looks up)."""
     for lo in range(start, stop, 200_000):
-        traces, events = [], []
+        traces, events, seen = [], [], []
         for i in range(lo, min(stop, lo + 200_000)):
             tid, conv, st = rng.randbytes(16).hex(), f"conv-{rng.randrange(convs)}", T0_MS + i * 100
             traces.append([tid, conv, st * 10**6, (st + 5_000) * 10**6, "v1", st + 6_000])  # ns, ns, ms
             if i % 3 == 0:
-                events.append([rng.randbytes(8).hex(), "" if i % 2 else tid, conv, "regenerate", st + 1_000, "{}",
-                               "", 0, st + 7_000])  # fmt: skip
+                eid = rng.randbytes(8).hex()
+                events.append([eid, "" if i % 2 else tid, conv, "regenerate", st + 1_000, "{}", "", 0, st + 7_000])
+                if i % 30:
+                    seen.append([tid, "action", "regenerate", "positive", "action:regenerate", eid, "", "", -1, "", 0,
+                                 "v1", st + 1_000])  # fmt: skip
         store.insert("traces", traces, TRACE_COLUMNS)
         store.insert("action_events", events, EVENT_COLUMNS)
+        store.insert("signals", seen, SIGNAL_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -91,22 +99,18 @@ def sample(store: ClickHouseStore, chunk: int, batch: int) -> tuple[list[Any], l
     return traces, [ActionEvent(r[0], r[1], int(r[2]), r[3], r[4]) for r in rows]
 
 
-def recovery_window(store: ClickHouseStore, joiner: EventJoiner, n: int) -> tuple[list[Completed], int]:
-    """The ``n`` latest traces, as a recovered partition's decided traces, with ``signals`` rows
-    saying their decisions saw their events (as they do unless a worker was killed at the wrong
-    moment): what :meth:`EventJoiner.sweep` reads through and, here, leaves unlinked. Returns the
-    traces and how many events are about them."""
+def recovery_window(store: ClickHouseStore, joiner: EventJoiner, n: int) -> tuple[list[Completed], int, int]:
+    """The ``n`` latest traces, as the decided traces of partitions a worker takes over: them, the
+    ``since`` the worker sweeps from (their oldest decision, less the clocks' skew) and how many
+    stored events are about them."""
     _, rows = store.query(
         "SELECT trace_id, conversation_id, toUnixTimestamp64Milli(start_time), toUnixTimestamp64Milli(end_time) "
         f"FROM {store.database}.traces ORDER BY start_time DESC LIMIT {{n:UInt32}}", {"n": n},
     )  # fmt: skip
     traces = [Completed(r[0], r[1], int(r[2]) * 10**6, int(r[3]) * 10**6, (int(r[3]) + 6_000) * 10**6) for r in rows]
-    about, seen = joiner.about(traces), []
-    for s, _ in joiner.stored_for(traces):
-        seen += [[t.trace_id, "action", s.event.type, "negative", "", s.event.event_id, "", "", -1, "", 0, "v1",
-                  s.event.ts_ms] for t in about(s.event)]  # fmt: skip
-    store.insert("signals", seen, SIGNAL_COLUMNS)
-    return traces, len({r[5] for r in seen})
+    since = min(t.completed_ns for t in traces) // 1_000_000 - SWEEP_CLOCK_SKEW_MS
+    about = joiner.about(traces)
+    return traces, since, sum(1 for s, _ in joiner.stored_for(traces) if about(s.event))
 
 
 def timed(fn: Any, repeat: int) -> float:
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="100000,1000000,3000000", help="traces stored at each measurement")
     p.add_argument("--chunk", type=int, default=100, help="traces in a completed chunk (default 100)")
     p.add_argument("--batch", type=int, default=100, help="product events in an events batch (default 100)")
-    p.add_argument("--window", type=int, default=23_000, help="decided traces a recovered partition sweeps")
+    p.add_argument("--window", type=int, default=23_000, help="decided traces of the partitions taken over")
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--dsn", default=None, help="a ClickHouse server, or chDB (a fresh database, dropped after); "
                                                "default: embedded chDB in a temporary directory")  # fmt: skip
@@ -135,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--sizes takes whole numbers separated by commas, not {args.sizes!r}")
     if min(args.chunk, args.batch, args.repeat, args.window) < 1:
         p.error("--chunk, --batch, --window and --repeat must be at least 1")
-    if not sizes or sizes[0] < max(args.chunk, args.window, 6 * args.batch):
-        p.error("each size must hold at least --chunk and --window traces, and 6 x --batch of them "
-                "(one event per 3 traces, some of them marked seen)")
+    if not sizes or sizes[0] < max(args.chunk, args.window, 30 * args.batch):
+        p.error("each size must hold at least --chunk and --window traces, and 30 x --batch of them "
+                "(one event per 3 traces, 1 in 10 of them not seen by a decision)")
     tmp = None if args.dsn else Path(tempfile.mkdtemp(prefix="tj-joins-"))
     dsn = args.dsn or f"chdb://{tmp / 'ch'}"  # (a chDB engine of its own: run it as a process of its own)
     store = ClickHouseStore(dsn, f"bench_joins_{uuid.uuid4().hex[:8]}" if args.dsn else "tracejudge")
@@ -152,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes:
             fill(store, rng, have, size, max(1, size // 5))
             have = size
-            window, window_events = recovery_window(store, joiner, args.window)
+            window, since, window_events = recovery_window(store, joiner, args.window)
             traces, events = sample(store, args.chunk, args.batch)
             row = {
                 "traces": size,
@@ -161,12 +165,12 @@ def main(argv: list[str] | None = None) -> int:
                 "found": {"signals_for": sum(map(len, joiner.signals_for(traces).values())),
                           "stored_for": len(joiner.stored_for(traces)),
                           "find_decided": len(joiner.find_decided(events)), "batch": len(events),
-                          "window_events": window_events, "sweep_linked": joiner.sweep(window),
-                          "sweep_linked_again": joiner.sweep(window)},
+                          "window_events": window_events, "sweep_linked": joiner.sweep(window, since),
+                          "sweep_linked_again": joiner.sweep(window, since)},
                 "signals_for_ms": timed(lambda: joiner.signals_for(traces), args.repeat),
                 "recheck_ms": timed(lambda: joiner.stored_for(traces), args.repeat),  # link_missed's read
                 "find_decided_ms": timed(lambda: joiner.find_decided(events), args.repeat),
-                "sweep_ms": timed(lambda: joiner.sweep(window), args.repeat),
+                "sweep_ms": timed(lambda: joiner.sweep(window, since), args.repeat),
             }
             results.append(row)
             print(f"{size:>14,} {row['events']:>10,} {row['signals_for_ms']:>12.1f} {row['recheck_ms']:>9.1f} "

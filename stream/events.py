@@ -50,7 +50,10 @@ STORED_COLUMNS = (
     "toUnixTimestamp64Milli(ingested_at), kafka_topic, kafka_partition, kafka_offset"
 )
 
-SWEEP_CHUNK = 2_000  # traces per lookup when a recovered partition is swept
+# the sweep of a recovered partition reads the events stored since its oldest decision less this
+# (workers' clocks differ), and the decisions' signals rows back to this before that
+SWEEP_CLOCK_SKEW_MS = 60_000
+SWEEP_TS_SLACK_MS = 3_600_000
 
 
 class AboutTrace(Protocol):
@@ -248,22 +251,18 @@ class EventJoiner:
         whether it is stored as late."""
         ids = sorted({t.trace_id for t in traces})
         convs = sorted({c for t in traces if (c := t.conversation_id)})
-        # two lookups without FINAL, each read from its projection (schemas/sql/0009); of an event
-        # stored more than once (linked late, sent again) the newest version is kept, as FINAL
-        # would: the latest ingested_at, and at equal ones the linked row, which is stored after
+        # two lookups without FINAL, each read from its projection (schemas/sql/0009)
         sql = f"SELECT {STORED_COLUMNS} FROM {self.db}.action_events WHERE "
         rows = self.store.query(sql + "trace_id IN {ids:Array(String)}", {"ids": ids})[1] if ids else []
         if convs:
             rows += self.store.query(sql + "trace_id = '' AND conversation_id IN {c:Array(String)}", {"c": convs})[1]
-        newest: dict[str, tuple[Any, ...]] = {}
-        for r in rows:
-            if r[0] not in newest or (r[8], r[6], r[7]) > (newest[r[0]][8], newest[r[0]][6], newest[r[0]][7]):
-                newest[r[0]] = r
-        return [
-            (StoredEvent(ActionEvent(r[0], r[1], int(r[2]), r[3], r[4], r[5]), r[9], int(r[10]), int(r[11]), int(r[8]),
-                         str(r[7])), bool(r[6]))  # fmt: skip
-            for r in sorted(newest.values(), key=lambda r: (r[2], r[0]))  # by the event's time
-        ]
+        return _newest(rows)
+
+    def stored_since(self, since_ms: int) -> list[tuple[StoredEvent, bool]]:
+        """The events stored (``ingested_at``) since ``since_ms``, each with whether it is stored as
+        late: one scan of the table's ``ingested_at`` column, the other columns of those rows only."""
+        sql = f"SELECT {STORED_COLUMNS} FROM {self.db}.action_events PREWHERE ingested_at >= fromUnixTimestamp64Milli({{s:Int64}})"
+        return _newest(self.store.query(sql, {"s": since_ms})[1])
 
     def signals_for(self, traces: Sequence[Trace], as_decided: bool = False) -> dict[str, list[Signal]]:
         """Action signals for traces about to be decided (trace id, or conversation + window).
@@ -296,20 +295,29 @@ class EventJoiner:
                   if any(s.event.event_id not in seen.get(t.trace_id, ()) for t in about(s.event))]  # fmt: skip
         return self.link_late(missed) if missed else 0
 
-    def sweep(self, traces: Sequence[AboutTrace]) -> int:
-        """For decided traces whose partition a worker takes over (a restart, a rebalance): link
-        late the events about them that are neither linked nor seen by a decision — what a worker
-        killed between a chunk's trace rows and :meth:`link_missed` leaves. The decisions' own
-        ``signals`` rows, written before the trace rows, tell which were seen (:meth:`find_decided`).
+    def sweep(self, traces: Sequence[AboutTrace], since_ms: int) -> int:
+        """For decided traces whose partitions a worker takes over (a restart, a rebalance): link
+        late the events about them that nothing linked and no decision saw — what a worker killed
+        between a chunk's trace rows and :meth:`link_missed` leaves. Such an event was stored while
+        its trace was decided, so only events stored since ``since_ms`` (the oldest of these
+        decisions, less the clocks' skew) are read: one time-bounded scan, not a lookup per trace.
         Returns how many were linked."""
-        linked = 0
-        for i in range(0, len(traces), SWEEP_CHUNK):
-            part = traces[i : i + SWEEP_CHUNK]
-            about = self.about(part)
-            unlinked = [s for s, late in self.stored_for(part) if not late and about(s.event)]
-            if unlinked:
-                linked += self.link_late(unlinked)
-        return linked
+        about = self.about(traces)
+        pairs = {(t.trace_id, s.event.event_id): s for s, late in self.stored_since(since_ms) if not late
+                 for t in about(s.event)}  # fmt: skip
+        if not pairs:
+            return 0
+        # what the decisions saw, for a start: their action-signal rows since the events' oldest
+        # time (``ts`` is the event's). An event older than that bound is checked by link_late,
+        # which asks for exactly these traces and events (find_decided).
+        oldest = max(min(s.event.ts_ms for s in pairs.values()), since_ms - SWEEP_TS_SLACK_MS)
+        _, rows = self.store.query(
+            f"SELECT trace_id, signal_key FROM {self.db}.signals PREWHERE ts >= fromUnixTimestamp64Milli({{o:Int64}}) "
+            "WHERE source = 'action' AND is_late = 0", {"o": oldest},
+        )  # fmt: skip
+        seen = {(str(t), str(k)) for t, k in rows}
+        missed = {s.event.event_id: s for key, s in pairs.items() if key not in seen}
+        return self.link_late(list(missed.values())) if missed else 0
 
     def about(self, traces: Sequence[AboutTrace]) -> Callable[[ActionEvent], list[AboutTrace]]:
         """event -> those of ``traces`` it is about (:meth:`joins`), indexed by id and conversation."""
@@ -325,3 +333,18 @@ class EventJoiner:
             return [t for t in by_conv.get(e.conversation_id, ()) if self.joins(t, e)]
 
         return of
+
+
+def _newest(rows: Sequence[tuple[Any, ...]]) -> list[tuple[StoredEvent, bool]]:
+    """Rows of ``STORED_COLUMNS`` read without FINAL -> (event, stored as late), by the event's
+    time. Of an event stored more than once (linked late, sent again) the newest version is kept,
+    as FINAL would: the latest ``ingested_at``, and at equal ones the linked row, stored after."""
+    newest: dict[str, tuple[Any, ...]] = {}
+    for r in rows:
+        if r[0] not in newest or (r[8], r[6], r[7]) > (newest[r[0]][8], newest[r[0]][6], newest[r[0]][7]):
+            newest[r[0]] = r
+    return [
+        (StoredEvent(ActionEvent(r[0], r[1], int(r[2]), r[3], r[4], r[5]), r[9], int(r[10]), int(r[11]), int(r[8]),
+                     str(r[7])), bool(r[6]))  # fmt: skip
+        for r in sorted(newest.values(), key=lambda r: (r[2], r[0]))
+    ]

@@ -35,13 +35,13 @@ from stream.decide import TraceDecider
 from stream.decision_rows import encode_for_judges, gate_rows, signal_rows
 from stream.delivery import DeliveryCounts, Producer, deliver
 from stream.dlq import InMessage, OutRecord, dead_letter, unrecovered_offsets
-from stream.events import EventJoiner
+from stream.events import SWEEP_CLOCK_SKEW_MS, EventJoiner
 from stream.input_message import MessageReader
 from stream.provenance import message_token, sources, token
 from stream.refused_rows import INSERT_REJECTED, KnownGood, Refusal, by_source, insert_isolating
 from stream.retry import retry_forever
 from stream.rows import span_row, trace_row
-from stream.sink import Sink
+from stream.sink import DecidedTrace, Sink
 from stream.table_copy import each_taken
 
 log = logging.getLogger(__name__)
@@ -274,25 +274,21 @@ class Pipeline:
             if lost:
                 dropped = self.assembler.revoke(lost)
                 log.info("partitions moved away: %s (%d open traces handed over)", sorted(lost), dropped)
+            decided = []
             for tp in sorted(mine - self.owned):
-                await self._recover(tp)
+                decided += await self._recover(tp)
+            await self._sweep_events(decided)
             self.assembler.resume(self.clock())  # restored traces wait decision_wait from here
             self.owned = mine
             self.rebalancing = False
 
     # ---- internals -------------------------------------------------------------------------
-    async def _recover(self, tp: TP) -> None:
+    async def _recover(self, tp: TP) -> list[DecidedTrace]:
+        """Restore ``tp``'s open traces and remember its decided ones; returns those."""
         window = self.settings.max_trace_age + self.settings.decision_wait + 60.0
         decided = await self._retry(lambda: self.sink.load_decided(tp, window), "load decided", "write_retries")
         for d in decided:
             self.assembler.remember_decided(d.trace_id, d.decided)
-        if decided and self.events is not None and self.decider is not None:
-            events = self.events  # events a worker killed before link_missed left unlinked
-            linked = await self._retry(lambda: events.store.run(events.sweep, decided), "sweep events", "write_retries")
-            self.counters.action_events_late = events.late_events
-            if linked:
-                log.warning("linked %d product event(s) late to decided traces of %s/%d (left unlinked by a "
-                            "worker stopped between a trace row and its events re-check)", linked, *tp)  # fmt: skip
         spans = await self._retry(lambda: self.sink.load_open_spans(tp, window), "load open", "write_retries")
         restored = len({s.trace_id for s, _, _ in spans})
         evicted = self.assembler.restore(spans, tp, self.clock())
@@ -301,6 +297,20 @@ class Pipeline:
             log.info("recovered %d open traces (%d spans) for %s/%d", restored, len(spans), *tp)
         if evicted:
             await self._write_completed(evicted)
+        return decided
+
+    async def _sweep_events(self, decided: Sequence[DecidedTrace]) -> None:
+        """Link late the product events a worker killed between a chunk's trace rows and its
+        re-check of the events left unlinked (:meth:`EventJoiner.sweep`)."""
+        events = self.events
+        if not decided or events is None or self.decider is None:
+            return
+        since = min(d.decided.completed_ns for d in decided) // 1_000_000 - SWEEP_CLOCK_SKEW_MS
+        linked = await self._retry(lambda: events.store.run(events.sweep, decided, since), "sweep events", "write_retries")
+        self.counters.action_events_late = events.late_events
+        if linked:
+            log.warning("linked %d product event(s) late to decided traces of the partitions taken over (left "
+                        "unlinked by a worker stopped between a trace row and its events re-check)", linked)  # fmt: skip
 
     async def _resolve_unknown(self, items: Sequence[tuple[InMessage, list[Span]]], now: int) -> None:
         """Look up traces the decided cache may have forgotten: unknown ids whose spans started

@@ -22,11 +22,11 @@ def test_the_timed_joins_find_the_stored_traces_and_events(tmp_path: Path, chdb_
     for r in results:
         found = r["found"]
         assert found["batch"] == 40 and found["find_decided"] == 40  # each event's trace is decided
-        # the sweep read the events of the window's traces (~1 per 3 traces), which their decisions
-        # saw; it links only conversation events that fall in an older trace's window too, once
-        assert 100 <= found["window_events"] <= 250 and found["sweep_linked"] <= found["window_events"]
+        # the sweep found the events about the window's traces (~1 per 3 traces) and linked those no
+        # decision saw (1 in 10, and conversation events that fall in an older trace's window too),
+        # once: the second sweep links none
+        assert 100 <= found["window_events"] <= 250 and 5 <= found["sweep_linked"] < found["window_events"]
         assert found["sweep_linked_again"] == 0
-        assert found["stored_for"] > 0 and found["signals_for"] >= found["stored_for"] // 2
         assert min(r["signals_for_ms"], r["recheck_ms"], r["find_decided_ms"], r["sweep_ms"]) > 0
     assert not [d for (d,) in store.query("SHOW DATABASES")[1] if d.startswith("bench_joins_")]  # dropped
 
