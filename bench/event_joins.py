@@ -102,7 +102,7 @@ def sample(store: ClickHouseStore, chunk: int, batch: int) -> tuple[list[Any], l
 def recovery_window(store: ClickHouseStore, joiner: EventJoiner, n: int) -> tuple[list[Completed], int, int]:
     """The ``n`` latest traces, as the decided traces of partitions a worker takes over: them, the
     ``since`` the worker sweeps from (their oldest decision, less the clocks' skew) and how many
-    stored events are about them."""
+    of the events stored since are about them (here: all their events, stored after them)."""
     _, rows = store.query(
         "SELECT trace_id, conversation_id, toUnixTimestamp64Milli(start_time), toUnixTimestamp64Milli(end_time) "
         f"FROM {store.database}.traces ORDER BY start_time DESC LIMIT {{n:UInt32}}", {"n": n},
@@ -110,7 +110,7 @@ def recovery_window(store: ClickHouseStore, joiner: EventJoiner, n: int) -> tupl
     traces = [Completed(r[0], r[1], int(r[2]) * 10**6, int(r[3]) * 10**6, (int(r[3]) + 6_000) * 10**6) for r in rows]
     since = min(t.completed_ns for t in traces) // 1_000_000 - SWEEP_CLOCK_SKEW_MS
     about = joiner.about(traces)
-    return traces, since, sum(1 for s, _ in joiner.stored_for(traces) if about(s.event))
+    return traces, since, sum(1 for s, _ in joiner.stored_since(since) if about(s.event))
 
 
 def timed(fn: Any, repeat: int) -> float:
