@@ -100,17 +100,17 @@ def sample(store: ClickHouseStore, chunk: int, batch: int) -> tuple[list[Any], l
 
 
 def recovery_window(store: ClickHouseStore, joiner: EventJoiner, n: int) -> tuple[list[Completed], int, int]:
-    """The ``n`` latest traces, as the decided traces of partitions a worker takes over: them, the
-    ``since`` the worker sweeps from (their oldest decision, less the clocks' skew) and how many
-    of the events stored since are about them (here: all their events, stored after them)."""
+    """The ``n`` latest traces, as the decided traces of partitions a worker takes over: them, their
+    oldest decision (ms), and how many of the events the sweep reads are about them (here: all
+    their events, stored after them)."""
     _, rows = store.query(
         "SELECT trace_id, conversation_id, toUnixTimestamp64Milli(start_time), toUnixTimestamp64Milli(end_time) "
         f"FROM {store.database}.traces ORDER BY start_time DESC LIMIT {{n:UInt32}}", {"n": n},
     )  # fmt: skip
     traces = [Completed(r[0], r[1], int(r[2]) * 10**6, int(r[3]) * 10**6, (int(r[3]) + 6_000) * 10**6) for r in rows]
-    since = min(t.completed_ns for t in traces) // 1_000_000 - SWEEP_CLOCK_SKEW_MS
+    oldest = min(t.completed_ns for t in traces) // 1_000_000
     about = joiner.about(traces)
-    return traces, since, sum(1 for s, _ in joiner.stored_since(since) if about(s.event))
+    return traces, oldest, sum(1 for s, _ in joiner.stored_since(oldest - SWEEP_CLOCK_SKEW_MS) if about(s.event))
 
 
 def timed(fn: Any, repeat: int) -> float:
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes:
             fill(store, rng, have, size, max(1, size // 5))
             have = size
-            window, since, window_events = recovery_window(store, joiner, args.window)
+            window, oldest, window_events = recovery_window(store, joiner, args.window)
             traces, events = sample(store, args.chunk, args.batch)
             row = {
                 "traces": size,
@@ -165,12 +165,12 @@ def main(argv: list[str] | None = None) -> int:
                 "found": {"signals_for": sum(map(len, joiner.signals_for(traces).values())),
                           "stored_for": len(joiner.stored_for(traces)),
                           "find_decided": len(joiner.find_decided(events)), "batch": len(events),
-                          "window_events": window_events, "sweep_linked": joiner.sweep(window, since),
-                          "sweep_linked_again": joiner.sweep(window, since)},
+                          "window_events": window_events, "sweep_linked": joiner.sweep(window, oldest),
+                          "sweep_linked_again": joiner.sweep(window, oldest)},
                 "signals_for_ms": timed(lambda: joiner.signals_for(traces), args.repeat),
                 "recheck_ms": timed(lambda: joiner.stored_for(traces), args.repeat),  # link_missed's read
                 "find_decided_ms": timed(lambda: joiner.find_decided(events), args.repeat),
-                "sweep_ms": timed(lambda: joiner.sweep(window, since), args.repeat),
+                "sweep_ms": timed(lambda: joiner.sweep(window, oldest), args.repeat),
             }
             results.append(row)
             print(f"{size:>14,} {row['events']:>10,} {row['signals_for_ms']:>12.1f} {row['recheck_ms']:>9.1f} "

@@ -295,13 +295,14 @@ class EventJoiner:
                   if any(s.event.event_id not in seen.get(t.trace_id, ()) for t in about(s.event))]  # fmt: skip
         return self.link_late(missed) if missed else 0
 
-    def sweep(self, traces: Sequence[AboutTrace], since_ms: int) -> int:
+    def sweep(self, traces: Sequence[AboutTrace], oldest_decision_ms: int) -> int:
         """For decided traces whose partitions a worker takes over (a restart, a rebalance): link
         late the events about them that nothing linked and no decision saw — what a worker killed
         between a chunk's trace rows and :meth:`link_missed` leaves. Such an event was stored while
-        its trace was decided, so only events stored since ``since_ms`` (the oldest of these
-        decisions, less the clocks' skew) are read: one time-bounded scan, not a lookup per trace.
-        Returns how many were linked."""
+        its trace was decided, so only events stored since the oldest of these decisions (less the
+        clocks' skew) are read: one time-bounded scan, not a lookup per trace. Returns how many
+        were linked."""
+        since_ms = oldest_decision_ms - SWEEP_CLOCK_SKEW_MS
         about = self.about(traces)
         pairs = {(t.trace_id, s.event.event_id): s for s, late in self.stored_since(since_ms) if not late
                  for t in about(s.event)}  # fmt: skip
@@ -317,7 +318,11 @@ class EventJoiner:
         )  # fmt: skip
         seen = {(str(t), str(k)) for t, k in rows}
         missed = {s.event.event_id: s for key, s in pairs.items() if key not in seen}
-        return self.link_late(list(missed.values())) if missed else 0
+        linked = self.link_late(list(missed.values())) if missed else 0
+        if linked:
+            log.warning("linked %d product event(s) late to decided traces taken over (left unlinked by a worker "
+                        "stopped between a trace row and its events re-check)", linked)  # fmt: skip
+        return linked
 
     def about(self, traces: Sequence[AboutTrace]) -> Callable[[ActionEvent], list[AboutTrace]]:
         """event -> those of ``traces`` it is about (:meth:`joins`), indexed by id and conversation."""

@@ -35,7 +35,7 @@ from stream.decide import TraceDecider
 from stream.decision_rows import encode_for_judges, gate_rows, signal_rows
 from stream.delivery import DeliveryCounts, Producer, deliver
 from stream.dlq import InMessage, OutRecord, dead_letter, unrecovered_offsets
-from stream.events import SWEEP_CLOCK_SKEW_MS, EventJoiner
+from stream.events import EventJoiner
 from stream.input_message import MessageReader
 from stream.provenance import message_token, sources, token
 from stream.refused_rows import INSERT_REJECTED, KnownGood, Refusal, by_source, insert_isolating
@@ -274,10 +274,11 @@ class Pipeline:
             if lost:
                 dropped = self.assembler.revoke(lost)
                 log.info("partitions moved away: %s (%d open traces handed over)", sorted(lost), dropped)
-            decided = []
-            for tp in sorted(mine - self.owned):
-                decided += await self._recover(tp)
-            await self._sweep_events(decided)
+            decided = [d for tp in sorted(mine - self.owned) for d in await self._recover(tp)]
+            if decided and (events := self.events) is not None and self.decider is not None:
+                oldest = min(d.decided.completed_ns for d in decided) // 1_000_000  # what a killed worker left
+                await self._retry(lambda: events.store.run(events.sweep, decided, oldest), "sweep events", "write_retries")
+                self.counters.action_events_late = events.late_events
             self.assembler.resume(self.clock())  # restored traces wait decision_wait from here
             self.owned = mine
             self.rebalancing = False
@@ -298,19 +299,6 @@ class Pipeline:
         if evicted:
             await self._write_completed(evicted)
         return decided
-
-    async def _sweep_events(self, decided: Sequence[DecidedTrace]) -> None:
-        """Link late the product events a worker killed between a chunk's trace rows and its
-        re-check of the events left unlinked (:meth:`EventJoiner.sweep`)."""
-        events = self.events
-        if not decided or events is None or self.decider is None:
-            return
-        since = min(d.decided.completed_ns for d in decided) // 1_000_000 - SWEEP_CLOCK_SKEW_MS
-        linked = await self._retry(lambda: events.store.run(events.sweep, decided, since), "sweep events", "write_retries")
-        self.counters.action_events_late = events.late_events
-        if linked:
-            log.warning("linked %d product event(s) late to decided traces of the partitions taken over (left "
-                        "unlinked by a worker stopped between a trace row and its events re-check)", linked)  # fmt: skip
 
     async def _resolve_unknown(self, items: Sequence[tuple[InMessage, list[Span]]], now: int) -> None:
         """Look up traces the decided cache may have forgotten: unknown ids whose spans started
