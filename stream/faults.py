@@ -19,6 +19,9 @@ JSON control file that the test (or an operator running a drill) rewrites while 
   that a test can kill the worker while a gap is being recovered;
 * ``{"reread_fail": true}`` — each re-read of skipped offsets fails, as against a broker that never
   serves them again (``gap_unrecovered`` decides what the worker does then);
+* ``{"kill_after_insert": "traces", "kill_pause": S}`` — the next insert into that table waits S
+  seconds (while the test stores what another consumer would meanwhile), is executed, and the
+  process exits at once with status 137, as under SIGKILL: a crash at a chosen point;
 * missing file, ``{}`` or ``{"clickhouse": "up"}`` — every call passes through.
 
 "down" wins over "ambiguous_inserts" when both are set. The file is re-read only when its identity
@@ -42,6 +45,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +92,7 @@ class FaultControl:
         self.skip_fetched_left = 0
         self.reread_pause = 0.0
         self.reread_fail = False
+        self.kill_after: tuple[str, float] | None = None  # (table, pause before its insert)
 
     def refresh(self) -> None:
         try:
@@ -96,7 +101,7 @@ class FaultControl:
             if self._identity is not None:
                 log.warning("fault control %s removed: ClickHouse calls pass through", self.path)
             self._identity, self.down, self.ambiguous_left, self.skip_fetched_left = None, False, 0, 0
-            self.reread_pause, self.reread_fail = 0.0, False
+            self.reread_pause, self.reread_fail, self.kill_after = 0.0, False, None
             return
         identity = (st.st_ino, st.st_mtime_ns, st.st_size)
         if identity == self._identity:
@@ -110,11 +115,14 @@ class FaultControl:
             skip = int(control.get("skip_fetched", 0))
             pause = float(control.get("reread_pause", 0))
             fail = bool(control.get("reread_fail", False))
+            kill = control.get("kill_after_insert")
+            kill_after = (str(kill), max(float(control.get("kill_pause", 0)), 0.0)) if kill else None
         except (OSError, ValueError, TypeError) as exc:  # half-written: keep the previous state
             log.warning("fault control %s unreadable (%s): previous state kept", self.path, exc)
             return
         self._identity, self.down, self.ambiguous_left = identity, down, max(ambiguous, 0)
         self.skip_fetched_left, self.reread_pause, self.reread_fail = max(skip, 0), max(pause, 0.0), fail
+        self.kill_after = kill_after
         log.warning("fault control %s: clickhouse %s, ambiguous inserts armed: %d",
                     self.path, "down" if down else "up", self.ambiguous_left)  # fmt: skip
 
@@ -147,7 +155,16 @@ class FaultyClient:
                 self.counts["down_errors"] += 1
                 log.warning("fault injected: clickhouse down (%s)", name)
                 raise OperationalError(DOWN_MESSAGE)
+            table = str(args[0] if args else kwargs.get("table", ""))
+            kill = control.kill_after if insert and table.rsplit(".", 1)[-1] == (control.kill_after or ("",))[0] else None
+            if kill is not None:
+                log.warning("fault injected: the insert into %s waits %.1fs, then the process exits", table, kill[1])
+                time.sleep(kill[1])
             result = fn(*args, **kwargs)
+            if kill is not None:
+                log.warning("fault injected: exiting after the insert into %s", table)
+                logging.shutdown()
+                os._exit(137)
             if insert and control.ambiguous_left > 0:
                 control.ambiguous_left -= 1
                 self.counts["ambiguous_inserts"] += 1

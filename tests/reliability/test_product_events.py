@@ -13,6 +13,10 @@ restarted. At the end, against what the broker acknowledged:
   recovers the partition sweeps for those);
 * no event is both in a decision and linked late to the same trace;
 * a trace whose decision saw a ``thumbs_down`` is a suspected failure.
+
+Random kills seldom fall in that window (milliseconds wide), so a second test stages it: the
+worker exits right after its trace-row insert while an event about the trace was stored during
+the decision, and the next worker links it late.
 """
 
 from __future__ import annotations
@@ -23,10 +27,16 @@ import random
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from stream.events import EVENT_COLUMNS, StoredEvent
+from stream.faults import write_faults
+from stream.signals.actions import ActionEvent
+from stream.store import ClickHouseStore
+from tests.factories import genai_trace, proto
 from tests.reliability.load import DB, BackgroundProducer, TraceLoad, stored
 from tests.reliability.support import SIZES, pick
 from tests.stream.conftest import Deployment, wait_for
@@ -135,3 +145,40 @@ def test_product_events_reach_their_traces_across_kills(
     assert len(in_decision) > 0 and late > 0  # both paths were taken
     assert not orphans, orphans[:10]
     assert not both and not missed_failure
+
+
+def test_an_event_stored_while_a_killed_worker_decided_its_trace_is_linked_by_the_next_worker(
+    store_dsn: str, deployment: Callable[..., Deployment], tmp_path: Path
+) -> None:
+    """The crash window, staged end to end: worker processes on a store server; the worker's trace-row
+    insert waits (``stream/faults.py``: ``kill_after_insert``) while the test stores a product event
+    about that trace, as another worker's events side would after the decision read the events;
+    then the worker exits right after the insert, before its re-check. The event is stored,
+    unlinked and not in ``signals``; the next worker, taking the partition over, links it late."""
+    faults = tmp_path / "faults.json"
+    write_faults(faults, kill_after_insert="traces", kill_pause=3.0)
+    d = deployment(partitions=1, clickhouse_dsn=store_dsn, faults_file=faults, decision_wait=1.0)
+    worker = d.start_worker()
+    trace = genai_trace(random.Random(7), 4)
+    tid = trace[0].trace_id.hex()
+    d.produce([(trace[0].trace_id.hex().encode(), proto(trace), None)])
+    assert wait_for(lambda: b"waits 3.0s, then the process exits" in worker.log_path.read_bytes(), 60), worker.log_path
+    other = ClickHouseStore(store_dsn, database=DB)  # the events side of another worker
+    try:
+        event = ActionEvent("ev-crash", "thumbs_down", time.time_ns() // 1_000_000, tid, "", "{}")
+        other.insert("action_events", [StoredEvent(event, "events", 0, 0, time.time_ns() // 1_000_000).row()],
+                     EVENT_COLUMNS)  # fmt: skip
+        assert worker.proc.wait(timeout=60) == 137
+        worker.stop()
+        q = lambda sql: other.query(sql)[1]  # noqa: E731
+        assert q(f"SELECT count() FROM {DB}.traces FINAL WHERE trace_id = '{tid}'") == [(1,)]  # decided,
+        assert q(f"SELECT linked_trace_id, is_late FROM {DB}.action_events FINAL") == [("", 0)]  # not linked
+        assert q(f"SELECT count() FROM {DB}.signals WHERE source = 'action'") == [(0,)]
+        faults.unlink()
+        d.start_worker()  # takes the partition over
+        linked = lambda: q(f"SELECT linked_trace_id, is_late FROM {DB}.action_events FINAL")  # noqa: E731
+        assert wait_for(lambda: linked() == [(tid, 1)], 60), linked()
+        assert q(f"SELECT trace_id, signal_key, is_late FROM {DB}.signals WHERE source = 'action'") == [
+            (tid, "ev-crash", 1)]  # fmt: skip
+    finally:
+        other.close()
