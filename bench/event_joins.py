@@ -1,7 +1,7 @@
 """Product-event joins against a growing store: what one completed chunk and one events batch cost.
 
     python bench/event_joins.py [--sizes 100000,1000000,3000000] [--chunk 100] [--batch 100]
-                                [--window 23000] [--dsn DSN]
+                                [--window 23000] [--rate 400] [--dsn DSN]
 
 The joins of :mod:`stream.events` read ClickHouse: per completed chunk of traces the pipeline reads
 their product events twice (:meth:`EventJoiner.signals_for` before deciding; the re-check,
@@ -11,11 +11,14 @@ events side looks for decided traces (:meth:`EventJoiner.find_decided`); when a 
 partitions over, it sweeps the events stored since the oldest decision of their recovery window
 (:meth:`EventJoiner.sweep`, ``--window`` decided traces: one of 12 partitions of a worker
 deciding 400 traces/s holds ~23,000 in the 690 s window of the default settings; a restart
-taking all 12, ~276,000). The benchmark stores traces (random ids, conversations of ~5 traces),
-product events (one per 3 traces, half naming the trace, half only its conversation) and the
-``signals`` rows of the decisions that saw 9 in 10 of them, up to each size, then times the real
-``EventJoiner`` methods on a chunk of stored traces, a batch of stored events no decision saw
-and the latest ``--window`` traces: medians of ``--repeat`` calls.
+taking all 12, ~276,000). The benchmark stores traces (random ids, conversations of ~5 traces,
+``--rate`` traces a second of traffic time), product events (one per 3 traces, half naming the
+trace, half only its conversation) and the ``signals`` rows of the decisions that saw 9 in 10 of
+them, up to each size: in inserts of 200,000 traces, and the latest ``--window`` in inserts of a
+second of traffic each, as a worker writes them (the layout of the table's newest parts is what
+a read bounded by time reads). It then times the real ``EventJoiner`` methods on the latest
+``--chunk`` traces (the chunk completing now), the latest ``--batch`` stored events no decision
+saw and the latest ``--window`` traces: medians of ``--repeat`` calls.
 The other benchmarks start from empty tables, so they cannot show how these costs grow with what
 is stored.
 
@@ -52,14 +55,15 @@ EVENT_COLUMNS = ["event_id", "trace_id", "conversation_id", "type", "ts", "attri
                  "is_late", "ingested_at"]  # fmt: skip
 
 
-def fill(store: ClickHouseStore, rng: random.Random, start: int, stop: int, convs: int) -> None:
-    """Traces ``start`` to ``stop`` (one every 100 ms) and their events, 200k traces per insert;
-    9 in 10 events have the ``signals`` row of the decision that saw them, the others are events
-    that came after it (not linked yet: what the events side looks up)."""
-    for lo in range(start, stop, 200_000):
+def fill(store: ClickHouseStore, rng: random.Random, start: int, stop: int, convs: int, rate: int,
+         per_insert: int = 200_000) -> None:
+    """Traces ``start`` to ``stop`` (``rate`` a second) and their events, ``per_insert`` traces per
+    insert; 9 in 10 events have the ``signals`` row of the decision that saw them, the others are
+    events that came after it (not linked yet: what the events side looks up)."""
+    for lo in range(start, stop, per_insert):
         traces, events, seen = [], [], []
-        for i in range(lo, min(stop, lo + 200_000)):
-            tid, conv, st = rng.randbytes(16).hex(), f"conv-{rng.randrange(convs)}", T0_MS + i * 100
+        for i in range(lo, min(stop, lo + per_insert)):
+            tid, conv, st = rng.randbytes(16).hex(), f"conv-{rng.randrange(convs)}", T0_MS + i * 1000 // rate
             traces.append([tid, conv, st * 10**6, (st + 5_000) * 10**6, "v1", st + 6_000])  # ns, ns, ms
             if i % 3 == 0:
                 eid = rng.randbytes(8).hex()
@@ -84,17 +88,18 @@ class Completed:
 
 
 def sample(store: ClickHouseStore, chunk: int, batch: int) -> tuple[list[Any], list[ActionEvent]]:
-    """A chunk of stored traces, and a batch of stored events no decision saw (late ones)."""
+    """The latest traces (a chunk completing now), and the latest stored events no decision saw
+    (late ones, as an events batch brings them)."""
     db = store.database
     _, rows = store.query(
         "SELECT trace_id, conversation_id, toUnixTimestamp64Milli(start_time), toUnixTimestamp64Milli(end_time) "
-        f"FROM {db}.traces ORDER BY rand() LIMIT {{n:UInt32}}", {"n": chunk},
+        f"FROM {db}.traces ORDER BY start_time DESC LIMIT {{n:UInt32}}", {"n": chunk},
     )  # fmt: skip
     traces = [Completed(r[0], r[1], int(r[2]) * 10**6, int(r[3]) * 10**6, (int(r[3]) + 6_000) * 10**6) for r in rows]
     _, rows = store.query(
         "SELECT event_id, type, toUnixTimestamp64Milli(ts), trace_id, conversation_id "
         f"FROM {db}.action_events WHERE event_id NOT IN (SELECT signal_key FROM {db}.signals) "
-        "ORDER BY rand() LIMIT {n:UInt32}", {"n": batch},
+        "ORDER BY ingested_at DESC LIMIT {n:UInt32}", {"n": batch},
     )  # fmt: skip
     return traces, [ActionEvent(r[0], r[1], int(r[2]), r[3], r[4]) for r in rows]
 
@@ -128,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=100, help="traces in a completed chunk (default 100)")
     p.add_argument("--batch", type=int, default=100, help="product events in an events batch (default 100)")
     p.add_argument("--window", type=int, default=23_000, help="decided traces of the partitions taken over")
+    p.add_argument("--rate", type=int, default=400, help="traces a second of traffic (default 400)")
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--dsn", default=None, help="a ClickHouse server, or chDB (a fresh database, dropped after); "
                                                "default: embedded chDB in a temporary directory")  # fmt: skip
@@ -137,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = sorted(int(x) for x in args.sizes.split(","))
     except ValueError:
         p.error(f"--sizes takes whole numbers separated by commas, not {args.sizes!r}")
-    if min(args.chunk, args.batch, args.repeat, args.window) < 1:
-        p.error("--chunk, --batch, --window and --repeat must be at least 1")
+    if min(args.chunk, args.batch, args.repeat, args.window, args.rate) < 1:
+        p.error("--chunk, --batch, --window, --rate and --repeat must be at least 1")
     if not sizes or sizes[0] < max(args.chunk, args.window, 30 * args.batch):
         p.error("each size must hold at least --chunk and --window traces, and 30 x --batch of them "
                 "(one event per 3 traces, 1 in 10 of them not seen by a decision)")
@@ -154,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{'sweep':>8}   (ms per call, medians of {args.repeat}; chunk {args.chunk} traces, batch {args.batch} "
               f"events, sweep {args.window:,} traces)")  # fmt: skip
         for size in sizes:
-            fill(store, rng, have, size, max(1, size // 5))
+            recent = max(have, size - args.window)  # the latest traces in a worker's inserts
+            fill(store, rng, have, recent, max(1, size // 5), args.rate)
+            fill(store, rng, recent, size, max(1, size // 5), args.rate, per_insert=args.rate)
             have = size
             window, oldest, window_events = recovery_window(store, joiner, args.window)
             traces, events = sample(store, args.chunk, args.batch)
@@ -183,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps({"chunk": args.chunk, "batch": args.batch, "window": args.window,
-                                         "repeat": args.repeat,
+                                         "rate": args.rate, "repeat": args.repeat,
                                          "results": results}, indent=2))  # fmt: skip
     return 0
 

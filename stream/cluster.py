@@ -44,10 +44,8 @@ _CREATE_DATABASE = re.compile(r"^CREATE DATABASE IF NOT EXISTS (?P<db>[A-Za-z_][
 _CREATE_TABLE = re.compile(rf"^CREATE TABLE IF NOT EXISTS {_NAME}(?P<body>\s.*)$", re.S)
 _ENGINE = re.compile(r"\bENGINE\s*=\s*(?P<engine>[A-Za-z]*MergeTree)(?:\((?P<args>[^)]*)\))?")
 _ORDER_BY = re.compile(r"\bORDER BY\s+(?:\((?P<cols>[^)]*)\)|(?P<col>[A-Za-z_][A-Za-z0-9_]*))")
-_ALTER = re.compile(
-    rf"^ALTER TABLE {_NAME}\s+(?P<action>(?P<verb>ADD COLUMN|MODIFY SETTING|ADD PROJECTION|MATERIALIZE PROJECTION)\b.*)$",
-    re.S,
-)
+_ALTER_VERBS = "ADD COLUMN|MODIFY SETTING|ADD PROJECTION|MATERIALIZE PROJECTION|DROP PROJECTION|ADD INDEX|MATERIALIZE INDEX"
+_ALTER = re.compile(rf"^ALTER TABLE {_NAME}\s+(?P<action>(?P<verb>{_ALTER_VERBS})\b.*)$", re.S)
 _CREATE_VIEW = re.compile(rf"^CREATE OR REPLACE VIEW {_NAME}\s+AS\b(?P<query>.*)$", re.S)
 _NON_REPLICATED_WINDOW = re.compile(r"\bnon_replicated_deduplication_window\b")
 
@@ -87,7 +85,7 @@ def render(statement: str, spec: ClusterSpec | None) -> list[str]:
         return _create_table(m["db"], m["table"], m["body"], spec)
     if m := _ALTER.match(statement):
         local = f"ALTER TABLE {m['db']}.{m['table']}{LOCAL_SUFFIX}{spec.on} {m['action']}"
-        if m["verb"] != "ADD COLUMN":  # a MergeTree setting or projection: only the local table has it
+        if m["verb"] != "ADD COLUMN":  # a MergeTree setting, projection or index: only the local table has it
             return [local]
         return [local, f"ALTER TABLE {m['db']}.{m['table']}{spec.on} {m['action']}"]
     if m := _CREATE_VIEW.match(statement):

@@ -54,6 +54,9 @@ STORED_COLUMNS = (
 # (workers' clocks differ), and the decisions' signals rows back to this before that
 SWEEP_CLOCK_SKEW_MS = 60_000
 SWEEP_TS_SLACK_MS = 3_600_000
+# an event about a trace is stored after the trace started: a chunk's reads look at the events
+# stored since its oldest start less this (how far an agent's clock may run ahead of the workers')
+AGENT_CLOCK_SKEW_MS = 600_000
 
 
 class AboutTrace(Protocol):
@@ -248,15 +251,21 @@ class EventJoiner:
     # ---- the pipeline side -----------------------------------------------------------------
     def stored_for(self, traces: Sequence[AboutTrace]) -> list[tuple[StoredEvent, bool]]:
         """The stored events of these traces' ids and conversations (not yet windowed), each with
-        whether it is stored as late."""
+        whether it is stored as late. Only events stored since the traces' oldest start (less
+        ``AGENT_CLOCK_SKEW_MS``) are read: one about a trace comes after the trace started, and the
+        table's ``ingested_at`` index (schemas/sql/0010) leaves out the parts stored before, so the
+        read does not grow with what the table holds."""
+        if not traces:
+            return []
+        since_ms = min(t.start_ns for t in traces) // 1_000_000 - AGENT_CLOCK_SKEW_MS
         ids = sorted({t.trace_id for t in traces})
         convs = sorted({c for t in traces if (c := t.conversation_id)})
-        # two lookups without FINAL, each read from its projection (schemas/sql/0009)
-        sql = f"SELECT {STORED_COLUMNS} FROM {self.db}.action_events WHERE "
-        rows = self.store.query(sql + "trace_id IN {ids:Array(String)}", {"ids": ids})[1] if ids else []
-        if convs:
-            rows += self.store.query(sql + "trace_id = '' AND conversation_id IN {c:Array(String)}", {"c": convs})[1]
-        return _newest(rows)
+        sql = (
+            f"SELECT {STORED_COLUMNS} FROM {self.db}.action_events "
+            "PREWHERE ingested_at >= fromUnixTimestamp64Milli({s:Int64}) "
+            "WHERE trace_id IN {ids:Array(String)} OR (trace_id = '' AND conversation_id IN {c:Array(String)})"
+        )
+        return _newest(self.store.query(sql, {"s": since_ms, "ids": ids, "c": convs})[1])
 
     def stored_since(self, since_ms: int) -> list[tuple[StoredEvent, bool]]:
         """The events stored (``ingested_at``) since ``since_ms``, each with whether it is stored as

@@ -17,16 +17,17 @@ from schemas.model import Trace
 from stream.config import Settings
 from stream.decide import TraceDecider
 from stream.dlq import InMessage
-from stream.events import EVENT_COLUMNS, EventJoiner, StoredEvent
+from stream.events import AGENT_CLOCK_SKEW_MS, EVENT_COLUMNS, EventJoiner, StoredEvent
 from stream.pipeline import Pipeline
 from stream.policy import load_policy
 from stream.signals.actions import parse_event
 from stream.sink import ClickHouseSink
 from stream.store import ClickHouseStore
-from tests.factories import SpanSpec, genai_trace, proto
+from tests.factories import T0, SpanSpec, genai_trace, proto
 from tests.stream.test_pipeline import TOPIC, Clock, ListProducer, count, msg, no_sleep
 
 S = 1_000_000_000
+NOW_MS = (T0 + 2_000 * S) // 1_000_000  # the workers' clock: after the traces' spans (factories)
 
 
 class HookedSink(ClickHouseSink):
@@ -49,6 +50,7 @@ class HookedSink(ClickHouseSink):
 def pipeline(store: ClickHouseStore) -> tuple[Pipeline, HookedSink, Clock]:
     policy = load_policy(None)
     sink, clock = HookedSink(store), Clock()
+    clock.now = NOW_MS * 1_000_000
     settings = Settings(clickhouse_database=store.database, decision_wait=5)
     p = Pipeline(settings, sink, ListProducer(), clock=clock, sleep=no_sleep, decider=TraceDecider(policy),
                  events=EventJoiner(store, "events.dlq", policy.action_signals, 60))  # fmt: skip
@@ -103,7 +105,7 @@ def test_an_event_the_decision_saw_is_not_linked_late_by_a_slower_events_consume
     tid = trace[0].trace_id.hex()
     start(p, clock, trace)
     m = event_msg(3, trace, "conversation", "thumbs_down")
-    stored = StoredEvent.of(m, parse_event(m.value, p.events.known), 1_000)  # type: ignore[union-attr]
+    stored = StoredEvent.of(m, parse_event(m.value, p.events.known), NOW_MS)  # type: ignore[union-attr]
     store.insert("action_events", [stored.row()], EVENT_COLUMNS)
     assert asyncio.run(p.tick()) == 1
     [(signals, sample_class)] = store.query(f"SELECT signals, sample_class FROM {store.database}.traces FINAL")[1]
@@ -123,7 +125,7 @@ def test_when_both_sides_link_an_event_it_is_linked_once(store: ClickHouseStore)
     start(p, clock, trace)
     m = event_msg(5, trace, "trace", "thumbs_down")
     assert p.events is not None
-    stored = StoredEvent.of(m, parse_event(m.value, p.events.known), 1_000)
+    stored = StoredEvent.of(m, parse_event(m.value, p.events.known), NOW_MS)
 
     async def events_side_insert() -> None:
         store.insert("action_events", [stored.row()], EVENT_COLUMNS)
@@ -228,7 +230,7 @@ def test_the_newest_stored_version_of_a_trace_and_of_an_event_is_the_one_joined(
     joiner = p.events
     assert joiner is not None
     m = event_msg(11, trace, "trace")
-    stored = StoredEvent.of(m, parse_event(m.value, joiner.known), 1_000)
+    stored = StoredEvent.of(m, parse_event(m.value, joiner.known), NOW_MS)
     store.insert("action_events", [stored.row()], EVENT_COLUMNS)
     assert joiner.link_late([stored]) == 1
     assert action_rows(store, "signals", "trace_id, signal_key, is_late, policy_version") == [
@@ -236,7 +238,7 @@ def test_the_newest_stored_version_of_a_trace_and_of_an_event_is_the_one_joined(
     [(e, late)] = joiner.stored_for([as_trace(trace)])
     assert (e.linked, late) == (tid, True)  # the linked row, stored after the unlinked one
     # the same event sent again (a new message): stored later, unlinked, and that is what is read
-    again = StoredEvent.of(event_msg(12, trace, "trace"), stored.event, 2_000)
+    again = StoredEvent.of(event_msg(12, trace, "trace"), stored.event, NOW_MS + 1_000)
     store.insert("action_events", [again.row()], EVENT_COLUMNS)
     [(e, late)] = joiner.stored_for([as_trace(trace)])
     assert (e.offset, e.linked, late) == (12, "", False)
@@ -245,3 +247,46 @@ def test_the_newest_stored_version_of_a_trace_and_of_an_event_is_the_one_joined(
 def as_trace(spans: list[SpanSpec]) -> Trace:
     """What the joins read of a trace: id, conversation, start and end."""
     return Trace.fast(trace_id=spans[0].trace_id.hex(), spans=decode_message(proto(spans)), completion_reason="timeout")
+
+
+def test_a_chunk_reads_only_the_events_stored_since_its_traces_started(store: ClickHouseStore) -> None:
+    """The chunk reads (before the decision, and the re-check) ask for the events stored since the
+    chunk's oldest trace start less AGENT_CLOCK_SKEW_MS: the parts stored before are not read, so
+    the read does not grow with the table. An event stored before that is not read — the clock
+    assumption README's "Known limits" states."""
+    joiner = EventJoiner(store, "events.dlq", load_policy(None).action_signals, 60)
+    trace = genai_trace(random.Random(7), 3)
+    t = as_trace(trace)
+    start_ms, tid, conv = t.start_ns // 1_000_000, t.trace_id, t.conversation_id
+    assert conv
+    day = 86_400_000
+    for k in range(3):  # history: 3 inserts (parts) of events about other traces, days before
+        store.insert("action_events", [(f"old-{k}-{i}", f"{i:032x}", f"conv-{i}", "regenerate", start_ms - (k + 2) * day,
+                                        "{}", "", 0, "events", 0, i, start_ms - (k + 2) * day) for i in range(4_000)],
+                     EVENT_COLUMNS)  # fmt: skip
+
+    def event(event_id: str, by_trace: bool, ingested_ms: int) -> tuple[Any, ...]:
+        return (event_id, tid if by_trace else "", conv, "thumbs_down", start_ms + 1_000, "{}", "", 0, "events", 0, 0,
+                ingested_ms)  # fmt: skip
+
+    skew = AGENT_CLOCK_SKEW_MS
+    store.insert("action_events", [event("by-trace", True, start_ms + 2_000), event("by-conv", False, start_ms - skew),
+                                   event("too-early", True, start_ms - skew - 1)], EVENT_COLUMNS)  # fmt: skip
+    calls: list[tuple[str, dict[str, Any]]] = []
+    query = store.query
+
+    def spy(sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Any:
+        calls.append((sql, parameters or {}))
+        return query(sql, parameters, settings)
+
+    store.query = spy  # type: ignore[method-assign]
+    try:
+        read = joiner.stored_for([t])
+    finally:
+        store.query = query  # type: ignore[method-assign]
+    assert sorted(s.event.event_id for s, _ in read) == ["by-conv", "by-trace"]
+    assert joiner.signals_for([t])[tid] and len(calls) == 1
+    # the same read again, with what ClickHouse says it read: the newest part's rows, not the 12,000 before
+    sql, params = calls[0]
+    summary = store._executor.submit(lambda: store._client.query(sql, parameters=params).summary).result()
+    assert int(summary["read_rows"]) <= 3, summary
