@@ -290,3 +290,38 @@ def test_a_chunk_reads_only_the_events_stored_since_its_traces_started(store: Cl
     sql, params = calls[0]
     summary = store._executor.submit(lambda: store._client.query(sql, parameters=params).summary).result()
     assert int(summary["read_rows"]) <= 3, summary
+
+
+def test_an_upgraded_store_reads_the_events_it_held_before_migration_0010(
+    chdb_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store migrated up to 0009 (projections, no ingested_at index) with events in it, then
+    upgraded: 0010 indexes the rows already stored and drops the projections, and the chunk read
+    finds the old events."""
+    import stream.store
+
+    every = stream.store.load_migrations()
+    store = ClickHouseStore(chdb_dsn, database=f"t_up_{random.getrandbits(40):010x}")
+    try:
+        monkeypatch.setattr(stream.store, "load_migrations", lambda: [m for m in every if m[0] <= 9])
+        store.migrate()
+        joiner = EventJoiner(store, "events.dlq", load_policy(None).action_signals, 60)
+        trace = genai_trace(random.Random(9), 3)
+        t = as_trace(trace)
+        m = event_msg(4, trace, "conversation")
+        stored = StoredEvent.of(m, parse_event(m.value, joiner.known), t.start_ns // 1_000_000 + 5)
+        store.insert("action_events", [stored.row()], EVENT_COLUMNS)
+        projections = f"SELECT name FROM system.projections WHERE database = '{store.database}' AND table = 'action_events'"
+        assert sorted(r[0] for r in store.query(projections)[1]) == ["by_conversation", "by_trace"]
+        monkeypatch.setattr(stream.store, "load_migrations", lambda: every)
+        assert store.migrate() == ["events_by_time"]
+        assert store.query(projections)[1] == []
+        [(index_type,)] = store.query(
+            "SELECT type FROM system.data_skipping_indices WHERE database = {d:String} AND table = 'action_events' "
+            "AND name = 'ix_ingested'", {"d": store.database})[1]  # fmt: skip
+        assert index_type == "minmax"
+        assert [s.event.event_id for s, _ in joiner.stored_for([t])] == ["ev-4"]
+        assert [x.type for x in joiner.signals_for([t])[t.trace_id]] == ["regenerate"]
+    finally:
+        store.command(f"DROP DATABASE IF EXISTS {store.database} SYNC")
+        store.close()
