@@ -55,7 +55,8 @@ STORED_COLUMNS = (
 SWEEP_CLOCK_SKEW_MS = 60_000
 SWEEP_TS_SLACK_MS = 3_600_000
 # an event about a trace is stored after the trace started: a chunk's reads look at the events
-# stored since its oldest start less this (how far an agent's clock may run ahead of the workers')
+# stored since its oldest start (or first span seen, if earlier) less this (how far an agent's
+# clock may run ahead of the workers')
 AGENT_CLOCK_SKEW_MS = 600_000
 
 
@@ -252,12 +253,12 @@ class EventJoiner:
     def stored_for(self, traces: Sequence[AboutTrace]) -> list[tuple[StoredEvent, bool]]:
         """The stored events of these traces' ids and conversations (not yet windowed), each with
         whether it is stored as late. Only events stored since the traces' oldest start (less
-        ``AGENT_CLOCK_SKEW_MS``) are read: one about a trace comes after the trace started, and the
-        table's ``ingested_at`` index (schemas/sql/0010) leaves out the parts stored before, so the
-        read does not grow with what the table holds."""
+        ``AGENT_CLOCK_SKEW_MS``; :func:`_earliest_ns`) are read: one about a trace comes after the
+        trace started, and the table's ``ingested_at`` index (schemas/sql/0010) leaves out the
+        parts stored before, so the read does not grow with what the table holds."""
         if not traces:
             return []
-        since_ms = min(t.start_ns for t in traces) // 1_000_000 - AGENT_CLOCK_SKEW_MS
+        since_ms = min(map(_earliest_ns, traces)) // 1_000_000 - AGENT_CLOCK_SKEW_MS
         ids = sorted({t.trace_id for t in traces})
         convs = sorted({c for t in traces if (c := t.conversation_id)})
         sql = (
@@ -347,6 +348,14 @@ class EventJoiner:
             return [t for t in by_conv.get(e.conversation_id, ()) if self.joins(t, e)]
 
         return of
+
+
+def _earliest_ns(t: AboutTrace) -> int:
+    """When an event about ``t`` may first have been stored: its start, or when a worker first saw
+    a span of it if that is earlier (the agent's clock ahead of the workers'; a stored trace row
+    has no such time)."""
+    seen = getattr(t, "first_seen_ns", 0)
+    return min(t.start_ns, seen) if seen > 0 else t.start_ns
 
 
 def _newest(rows: Sequence[tuple[Any, ...]]) -> list[tuple[StoredEvent, bool]]:

@@ -290,6 +290,11 @@ def test_a_chunk_reads_only_the_events_stored_since_its_traces_started(store: Cl
     sql, params = calls[0]
     summary = store._executor.submit(lambda: store._client.query(sql, parameters=params).summary).result()
     assert int(summary["read_rows"]) <= 3, summary
+    # an agent whose clock runs an hour ahead: the worker saw its first span at what the agent calls
+    # start - 1 h, and events stored since then less the skew are read
+    ahead = Trace.fast(trace_id=tid, spans=t.spans, completion_reason="timeout",
+                       first_seen_ns=t.start_ns - 3_600 * S + skew * 1_000_000)  # fmt: skip
+    assert sorted(s.event.event_id for s, _ in joiner.stored_for([ahead])) == ["by-conv", "by-trace", "too-early"]
 
 
 def test_an_upgraded_store_reads_the_events_it_held_before_migration_0010(
