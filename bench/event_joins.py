@@ -45,7 +45,7 @@ if str(ROOT) not in sys.path:  # run as `python bench/event_joins.py` from anywh
     sys.path.insert(0, str(ROOT))
 
 from stream.decision_rows import SIGNAL_COLUMNS  # noqa: E402
-from stream.events import SWEEP_CLOCK_SKEW_MS, EventJoiner  # noqa: E402
+from stream.events import AGENT_CLOCK_SKEW_MS, BOUNDED_READ_MAX_MS, SWEEP_CLOCK_SKEW_MS, EventJoiner  # noqa: E402
 from stream.signals.actions import ActionEvent  # noqa: E402
 from stream.store import ClickHouseStore  # noqa: E402
 
@@ -104,6 +104,15 @@ def sample(store: ClickHouseStore, chunk: int, batch: int) -> tuple[list[Any], l
     return traces, [ActionEvent(r[0], r[1], int(r[2]), r[3], r[4]) for r in rows]
 
 
+def backlog_chunk(store: ClickHouseStore, chunk: int) -> list[Completed]:
+    """The oldest traces, decided now: a chunk of a worker catching up on a backlog as old as the store."""
+    _, rows = store.query(
+        "SELECT trace_id, conversation_id, toUnixTimestamp64Milli(start_time), toUnixTimestamp64Milli(end_time) "
+        f"FROM {store.database}.traces ORDER BY start_time LIMIT {{n:UInt32}}", {"n": chunk},
+    )  # fmt: skip
+    return [Completed(r[0], r[1], int(r[2]) * 10**6, int(r[3]) * 10**6, (int(r[3]) + 6_000) * 10**6) for r in rows]
+
+
 def recovery_window(store: ClickHouseStore, joiner: EventJoiner, n: int) -> tuple[list[Completed], int, int]:
     """The ``n`` latest traces, as the decided traces of partitions a worker takes over: them, their
     oldest decision (ms), and how many of the events the sweep reads are about them (here: all
@@ -154,18 +163,24 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     try:
         store.migrate()
-        joiner = EventJoiner(store, "", ["regenerate"], 600)
+        now_ns = [0]  # the traffic's time: the newest trace's event stored
+        joiner = EventJoiner(store, "", ["regenerate"], 600, clock=lambda: now_ns[0])
         rng, have = random.Random(1), 0
-        print(f"{'traces stored':>14} {'events':>10} {'signals_for':>12} {'re-check':>9} {'find_decided':>13} "
-              f"{'sweep':>8}   (ms per call, medians of {args.repeat}; chunk {args.chunk} traces, batch {args.batch} "
-              f"events, sweep {args.window:,} traces)")  # fmt: skip
+        print(f"{'traces stored':>14} {'events':>10} {'signals_for':>12} {'re-check':>9} {'backlog':>13} "
+              f"{'find_decided':>13} {'sweep':>8}   (ms per call, medians of {args.repeat}; chunk {args.chunk} traces, "
+              f"batch {args.batch} events, sweep {args.window:,} traces; backlog: the oldest chunk, read by time "
+              f"or by key)")  # fmt: skip
         for size in sizes:
             recent = max(have, size - args.window)  # the latest traces in a worker's inserts
             fill(store, rng, have, recent, max(1, size // 5), args.rate)
             fill(store, rng, recent, size, max(1, size // 5), args.rate, per_insert=args.rate)
             have = size
-            window, oldest, window_events = recovery_window(store, joiner, args.window)
+            now_ns[0] = (T0_MS + (size - 1) * 1000 // args.rate + 7_000) * 10**6
+            window, oldest_ms, window_events = recovery_window(store, joiner, args.window)
             traces, events = sample(store, args.chunk, args.batch)
+            backlog = backlog_chunk(store, args.chunk)
+            since_ms = min(t.start_ns for t in backlog) // 10**6 - AGENT_CLOCK_SKEW_MS
+            by_key = now_ns[0] // 10**6 - since_ms > BOUNDED_READ_MAX_MS  # as EventJoiner.stored_for decides
             row = {
                 "traces": size,
                 "events": (size + 2) // 3,
@@ -173,16 +188,20 @@ def main(argv: list[str] | None = None) -> int:
                 "found": {"signals_for": sum(map(len, joiner.signals_for(traces).values())),
                           "stored_for": len(joiner.stored_for(traces)),
                           "find_decided": len(joiner.find_decided(events)), "batch": len(events),
-                          "window_events": window_events, "sweep_linked": joiner.sweep(window, oldest),
-                          "sweep_linked_again": joiner.sweep(window, oldest)},
+                          "window_events": window_events, "sweep_linked": joiner.sweep(window, oldest_ms),
+                          "sweep_linked_again": joiner.sweep(window, oldest_ms),
+                          "backlog_stored_for": len(joiner.stored_for(backlog)),
+                          "backlog_read": "by key" if by_key else "by time"},
                 "signals_for_ms": timed(lambda: joiner.signals_for(traces), args.repeat),
                 "recheck_ms": timed(lambda: joiner.stored_for(traces), args.repeat),  # link_missed's read
+                "backlog_ms": timed(lambda: joiner.stored_for(backlog), args.repeat),
                 "find_decided_ms": timed(lambda: joiner.find_decided(events), args.repeat),
-                "sweep_ms": timed(lambda: joiner.sweep(window, oldest), args.repeat),
+                "sweep_ms": timed(lambda: joiner.sweep(window, oldest_ms), args.repeat),
             }
             results.append(row)
+            backlog_cell = f"{row['backlog_ms']:.1f} {'key' if by_key else 'time'}"
             print(f"{size:>14,} {row['events']:>10,} {row['signals_for_ms']:>12.1f} {row['recheck_ms']:>9.1f} "
-                  f"{row['find_decided_ms']:>13.1f} {row['sweep_ms']:>8.1f}", flush=True)  # fmt: skip
+                  f"{backlog_cell:>13} {row['find_decided_ms']:>13.1f} {row['sweep_ms']:>8.1f}", flush=True)  # fmt: skip
     finally:
         if args.dsn:
             store.command(f"DROP DATABASE IF EXISTS {store.database} SYNC")

@@ -26,6 +26,7 @@ Malformed events and unknown types go to the events dead-letter topic with the r
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -58,6 +59,10 @@ SWEEP_TS_SLACK_MS = 3_600_000
 # stored since its oldest start (or first span seen, if earlier) less this (how far an agent's
 # clock may run ahead of the workers')
 AGENT_CLOCK_SKEW_MS = 600_000
+# ... unless that reaches back further than this: a worker catching up on a backlog, or a
+# policy-diff of past traffic, looks the events up by trace and conversation instead (0009's
+# projections), which costs what the keys cost rather than everything stored since
+BOUNDED_READ_MAX_MS = 3_600_000
 
 
 class AboutTrace(Protocol):
@@ -124,8 +129,10 @@ class EventJoiner:
         negative_types: Sequence[str],
         window_s: float,
         known_types: frozenset[str] = KNOWN_TYPES,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.store = store
+        self.clock = clock
         self.db = store.database
         self.dlq_topic = dlq_topic
         self.negative = frozenset(negative_types)
@@ -252,21 +259,28 @@ class EventJoiner:
     # ---- the pipeline side -----------------------------------------------------------------
     def stored_for(self, traces: Sequence[AboutTrace]) -> list[tuple[StoredEvent, bool]]:
         """The stored events of these traces' ids and conversations (not yet windowed), each with
-        whether it is stored as late. Only events stored since the traces' oldest start (less
-        ``AGENT_CLOCK_SKEW_MS``; :func:`_earliest_ns`) are read: one about a trace comes after the
-        trace started, and the table's ``ingested_at`` index (schemas/sql/0010) leaves out the
-        parts stored before, so the read does not grow with what the table holds."""
+        whether it is stored as late. An event about a trace is stored after the trace started, so
+        only the events stored since the traces' oldest start (less ``AGENT_CLOCK_SKEW_MS``;
+        :func:`_earliest_ns`) are read, in one query that the table's ``ingested_at`` index
+        (schemas/sql/0010) keeps to the parts stored since: for traces completing now, what the
+        last minutes stored, whatever the table holds. When that start is more than
+        ``BOUNDED_READ_MAX_MS`` ago, the events are looked up by trace id and by conversation (a
+        granule per key in every part of 0009's projections) instead."""
         if not traces:
             return []
         since_ms = min(map(_earliest_ns, traces)) // 1_000_000 - AGENT_CLOCK_SKEW_MS
         ids = sorted({t.trace_id for t in traces})
         convs = sorted({c for t in traces if (c := t.conversation_id)})
-        sql = (
-            f"SELECT {STORED_COLUMNS} FROM {self.db}.action_events "
-            "PREWHERE ingested_at >= fromUnixTimestamp64Milli({s:Int64}) "
-            "WHERE trace_id IN {ids:Array(String)} OR (trace_id = '' AND conversation_id IN {c:Array(String)})"
-        )
-        return _newest(self.store.query(sql, {"s": since_ms, "ids": ids, "c": convs})[1])
+        sql = f"SELECT {STORED_COLUMNS} FROM {self.db}.action_events "
+        if self.clock() // 1_000_000 - since_ms <= BOUNDED_READ_MAX_MS:
+            sql += ("PREWHERE ingested_at >= fromUnixTimestamp64Milli({s:Int64}) WHERE trace_id IN {ids:Array(String)} "
+                    "OR (trace_id = '' AND conversation_id IN {c:Array(String)})")  # fmt: skip
+            return _newest(self.store.query(sql, {"s": since_ms, "ids": ids, "c": convs})[1])
+        # two lookups without FINAL, each read from its projection
+        rows = self.store.query(sql + "WHERE trace_id IN {ids:Array(String)}", {"ids": ids})[1]
+        if convs:
+            rows += self.store.query(sql + "WHERE trace_id = '' AND conversation_id IN {c:Array(String)}", {"c": convs})[1]
+        return _newest(rows)
 
     def stored_since(self, since_ms: int) -> list[tuple[StoredEvent, bool]]:
         """The events stored (``ingested_at``) since ``since_ms``, each with whether it is stored as

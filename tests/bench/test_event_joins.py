@@ -27,7 +27,9 @@ def test_the_timed_joins_find_the_stored_traces_and_events(tmp_path: Path, chdb_
         # once: the second sweep links none
         assert 100 <= found["window_events"] <= 250 and 5 <= found["sweep_linked"] < found["window_events"]
         assert found["sweep_linked_again"] == 0
-        assert min(r["signals_for_ms"], r["recheck_ms"], r["find_decided_ms"], r["sweep_ms"]) > 0
+        assert min(r["signals_for_ms"], r["recheck_ms"], r["backlog_ms"], r["find_decided_ms"], r["sweep_ms"]) > 0
+        # the oldest chunk: a few seconds of traffic back, read by time; its traces' own events
+        assert found["backlog_read"] == "by time" and found["backlog_stored_for"] >= 20
     assert not [d for (d,) in store.query("SHOW DATABASES")[1] if d.startswith("bench_joins_")]  # dropped
 
 

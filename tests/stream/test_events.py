@@ -53,7 +53,7 @@ def pipeline(store: ClickHouseStore) -> tuple[Pipeline, HookedSink, Clock]:
     clock.now = NOW_MS * 1_000_000
     settings = Settings(clickhouse_database=store.database, decision_wait=5)
     p = Pipeline(settings, sink, ListProducer(), clock=clock, sleep=no_sleep, decider=TraceDecider(policy),
-                 events=EventJoiner(store, "events.dlq", policy.action_signals, 60))  # fmt: skip
+                 events=EventJoiner(store, "events.dlq", policy.action_signals, 60, clock=clock))  # fmt: skip
     return p, sink, clock
 
 
@@ -253,12 +253,13 @@ def test_a_chunk_reads_only_the_events_stored_since_its_traces_started(store: Cl
     """The chunk reads (before the decision, and the re-check) ask for the events stored since the
     chunk's oldest trace start less AGENT_CLOCK_SKEW_MS: the parts stored before are not read, so
     the read does not grow with the table. An event stored before that is not read — the clock
-    assumption README's "Known limits" states."""
-    joiner = EventJoiner(store, "events.dlq", load_policy(None).action_signals, 60)
+    assumption README's "Known limits" states. A chunk of traces that started long ago (a backlog)
+    looks its events up by key, with no time bound."""
     trace = genai_trace(random.Random(7), 3)
     t = as_trace(trace)
     start_ms, tid, conv = t.start_ns // 1_000_000, t.trace_id, t.conversation_id
     assert conv
+    joiner = EventJoiner(store, "events.dlq", load_policy(None).action_signals, 60, clock=lambda: t.start_ns + 60 * S)
     day = 86_400_000
     for k in range(3):  # history: 3 inserts (parts) of events about other traces, days before
         store.insert("action_events", [(f"old-{k}-{i}", f"{i:032x}", f"conv-{i}", "regenerate", start_ms - (k + 2) * day,
@@ -279,30 +280,36 @@ def test_a_chunk_reads_only_the_events_stored_since_its_traces_started(store: Cl
         calls.append((sql, parameters or {}))
         return query(sql, parameters, settings)
 
-    store.query = spy  # type: ignore[method-assign]
-    try:
-        read = joiner.stored_for([t])
-    finally:
-        store.query = query  # type: ignore[method-assign]
-    assert sorted(s.event.event_id for s, _ in read) == ["by-conv", "by-trace"]
-    assert joiner.signals_for([t])[tid] and len(calls) == 1
+    def read(j: EventJoiner, x: Trace) -> list[str]:
+        calls.clear()
+        store.query = spy  # type: ignore[method-assign]
+        try:
+            return sorted(s.event.event_id for s, _ in j.stored_for([x]))
+        finally:
+            store.query = query  # type: ignore[method-assign]
+
+    assert read(joiner, t) == ["by-conv", "by-trace"] and len(calls) == 1
+    assert [x.type for x in joiner.signals_for([t])[tid]] == ["thumbs_down", "thumbs_down"]
     # the same read again, with what ClickHouse says it read: the newest part's rows, not the 12,000 before
     sql, params = calls[0]
     summary = store._executor.submit(lambda: store._client.query(sql, parameters=params).summary).result()
     assert int(summary["read_rows"]) <= 3, summary
-    # an agent whose clock runs an hour ahead: the worker saw its first span at what the agent calls
-    # start - 1 h, and events stored since then less the skew are read
-    ahead = Trace.fast(trace_id=tid, spans=t.spans, completion_reason="timeout",
-                       first_seen_ns=t.start_ns - 3_600 * S + skew * 1_000_000)  # fmt: skip
-    assert sorted(s.event.event_id for s, _ in joiner.stored_for([ahead])) == ["by-conv", "by-trace", "too-early"]
+    # an agent whose clock runs 30 minutes ahead: the worker saw its first span at what the agent
+    # calls start - 30 min, and the events stored since then less the skew are read
+    ahead = Trace.fast(trace_id=tid, spans=t.spans, completion_reason="timeout", first_seen_ns=t.start_ns - 1_800 * S)
+    assert read(joiner, ahead) == ["by-conv", "by-trace", "too-early"] and len(calls) == 1
+    # the same trace decided two hours after it started (a backlog): looked up by trace and by
+    # conversation, with no time bound
+    late = EventJoiner(store, "events.dlq", load_policy(None).action_signals, 60, clock=lambda: t.start_ns + 7_200 * S)
+    assert read(late, t) == ["by-conv", "by-trace", "too-early"] and len(calls) == 2
 
 
 def test_an_upgraded_store_reads_the_events_it_held_before_migration_0010(
     chdb_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A store migrated up to 0009 (projections, no ingested_at index) with events in it, then
-    upgraded: 0010 indexes the rows already stored and drops the projections, and the chunk read
-    finds the old events."""
+    upgraded: 0010 indexes the rows already stored (the projections stay), and both forms of the
+    chunk read find the old events."""
     import stream.store
 
     every = stream.store.load_migrations()
@@ -310,9 +317,9 @@ def test_an_upgraded_store_reads_the_events_it_held_before_migration_0010(
     try:
         monkeypatch.setattr(stream.store, "load_migrations", lambda: [m for m in every if m[0] <= 9])
         store.migrate()
-        joiner = EventJoiner(store, "events.dlq", load_policy(None).action_signals, 60)
         trace = genai_trace(random.Random(9), 3)
         t = as_trace(trace)
+        joiner = EventJoiner(store, "events.dlq", load_policy(None).action_signals, 60, clock=lambda: t.start_ns + 60 * S)
         m = event_msg(4, trace, "conversation")
         stored = StoredEvent.of(m, parse_event(m.value, joiner.known), t.start_ns // 1_000_000 + 5)
         store.insert("action_events", [stored.row()], EVENT_COLUMNS)
@@ -320,13 +327,15 @@ def test_an_upgraded_store_reads_the_events_it_held_before_migration_0010(
         assert sorted(r[0] for r in store.query(projections)[1]) == ["by_conversation", "by_trace"]
         monkeypatch.setattr(stream.store, "load_migrations", lambda: every)
         assert store.migrate() == ["events_by_time"]
-        assert store.query(projections)[1] == []
+        assert sorted(r[0] for r in store.query(projections)[1]) == ["by_conversation", "by_trace"]
         [(index_type,)] = store.query(
             "SELECT type FROM system.data_skipping_indices WHERE database = {d:String} AND table = 'action_events' "
             "AND name = 'ix_ingested'", {"d": store.database})[1]  # fmt: skip
         assert index_type == "minmax"
         assert [s.event.event_id for s, _ in joiner.stored_for([t])] == ["ev-4"]
         assert [x.type for x in joiner.signals_for([t])[t.trace_id]] == ["regenerate"]
+        backlog = EventJoiner(store, "events.dlq", load_policy(None).action_signals, 60, clock=lambda: t.start_ns + 7_200 * S)
+        assert [s.event.event_id for s, _ in backlog.stored_for([t])] == ["ev-4"]
     finally:
         store.command(f"DROP DATABASE IF EXISTS {store.database} SYNC")
         store.close()
