@@ -307,18 +307,11 @@ class Pipeline:
         if horizon is None:
             return
         cutoff = horizon - int(self.settings.max_trace_age * 1e9)
-        unknown = {
-            s.trace_id
-            for _, spans in items
-            for s in spans
-            if s.start_ns < cutoff
-            and not self.assembler.is_open(s.trace_id)
-            and self.assembler.decided(s.trace_id) is None
-        }
+        a = self.assembler
+        unknown = {s.trace_id for _, spans in items for s in spans
+                   if s.start_ns < cutoff and not a.is_open(s.trace_id) and a.decided(s.trace_id) is None}  # fmt: skip
         if unknown:
-            found = await self._retry(
-                lambda: self.sink.lookup_decided(sorted(unknown)), "lookup decided", "write_retries"
-            )
+            found = await self._retry(lambda: self.sink.lookup_decided(sorted(unknown)), "lookup decided", "write_retries")
             for tid, d in found:
                 self.assembler.remember_decided(tid, d)
 

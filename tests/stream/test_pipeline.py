@@ -18,7 +18,7 @@ from stream.events import EventJoiner
 from stream.pipeline import Pipeline
 from stream.sink import ClickHouseSink
 from stream.store import ClickHouseStore
-from tests.factories import genai_trace, otlp_json, proto
+from tests.factories import T0, genai_trace, otlp_json, proto
 
 S = 1_000_000_000
 TOPIC = "otlp_spans"
@@ -305,6 +305,33 @@ def test_late_span_is_stored_flagged_and_does_not_reopen(store: ClickHouseStore)
     assert p.counters.late_spans == 1 and len(p.assembler) == 0
     assert count(store, "SELECT countIf(is_late = 1) FROM {db}.spans FINAL") == 1
     assert count(store, "SELECT span_count FROM {db}.traces FINAL") == 3
+
+
+def test_a_late_span_of_a_trace_the_decided_cache_forgot_is_looked_up_and_does_not_reopen(
+    store: ClickHouseStore,
+) -> None:
+    """Only the latest ``decided_cache_size`` decisions are remembered. A span older than the oldest
+    of them (less ``max_trace_age``) whose trace is neither open nor remembered may belong to a
+    trace decided long ago: its decision is looked up in ClickHouse, and the span is late."""
+    p, _, clock = make(store, decided_cache_size=2)
+    clock.now = T0 + 2_200 * S  # the workers' clock, well after the traces' spans
+    first, *others = [genai_trace(random.Random(20 + i), 3) for i in range(3)]
+    for i, t in enumerate([first, *others]):  # decided one after the other: the cache keeps the last two
+        asyncio.run(p.handle_batch([msg(proto(t[:2]), i, t[0].trace_id.hex().encode())]))
+        clock.now += 6 * S
+        assert asyncio.run(p.tick()) == 1
+    tid = first[0].trace_id.hex()
+    assert p.assembler.decided(tid) is None and p.assembler.decided_horizon_ns is not None
+    [(completed,)] = store.query(f"SELECT completed_at FROM {store.database}.traces FINAL WHERE trace_id = {{t:String}}",
+                                 {"t": tid})[1]  # fmt: skip
+    asyncio.run(p.handle_batch([msg(proto(first[2:]), 3, tid.encode())]))
+    assert p.counters.late_spans == 1 and len(p.assembler) == 0  # not opened again
+    assert p.assembler.decided(tid) is not None  # remembered from the store
+    clock.now += 6 * S
+    assert asyncio.run(p.tick()) == 0
+    assert store.query(f"SELECT span_count, completed_at FROM {store.database}.traces FINAL WHERE trace_id = {{t:String}}",
+                       {"t": tid})[1] == [(2, completed)]  # fmt: skip
+    assert count(store, "SELECT countIf(is_late = 1) FROM {db}.spans FINAL") == 1
 
 
 @pytest.mark.parametrize("policy,stored,dead", [("truncate", 2, 0), ("dead_letter", 0, 1)])
