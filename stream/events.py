@@ -117,6 +117,9 @@ class EventsCopy:
     async def insert(self, batch: Sequence[Any]) -> None:
         await self.inner.insert([StoredEvent.of(m, e, self.now_ms).row() for m, e in batch])
 
+    async def violations(self, batch: Sequence[Any]) -> dict[int, str] | None:
+        return await self.inner.violations([StoredEvent.of(m, e, self.now_ms).row() for m, e in batch])
+
     async def __aexit__(self, *exc: object) -> None:
         await self.inner.__aexit__(*exc)
 

@@ -27,7 +27,12 @@ inserts): the split runs against a ``Null`` copy of the table, which checks each
 would and keeps nothing, and then the rows it took are stored in one insert (its token derived
 from the insert's and the rows left out). So the table gets two inserts (the whole, refused; the
 rest) whatever the refusals, not a part per piece of the split, and the split's inserts cost no part,
-merge or deduplication entry. If the copy cannot be used (not created, gone, an outage) the split
+merge or deduplication entry. Where the table named a violated ``CHECK`` constraint, the copy is
+first asked for every row that breaks one, in one query (``Copy.violations``,
+:mod:`stream.constraint_check`): those are refused and the others go to the table in one insert, so
+an insert with many refused rows costs a few statements, not inserts per refused row (were the
+query to miss a row, the table refuses the rest and it is split again, in a new copy). If the copy
+cannot be used (not created, gone, an outage) the split
 runs on the table itself, as above; if the table refuses rows its copy took (changed meanwhile),
 those are split on the table.
 
@@ -202,8 +207,9 @@ async def insert_isolating(
         tok = f"{token}:kept-{hashlib.blake2b(repr(sorted(left_out)).encode(), digest_size=8).hexdigest()}"
         label = f"{what} ({len(kept)} rows of {len(rows)}, without the {len(left_out)} refused)"
         if await attempt([rows[i] for i in kept], tok, label) is not None:
-            # the table refuses rows its copy took (it changed meanwhile): split those on the table
-            again = await insert_isolating(write, [rows[i] for i in kept], tok, label, retry, probe_parts, known)
+            # the table refuses rows its copy took (it changed meanwhile) or the constraints' query
+            # did not name: split those again, in a new copy
+            again = await insert_isolating(write, [rows[i] for i in kept], tok, label, retry, probe_parts, known, copy)
             split.refused = sorted(split.refused + [Refused(kept[r.index], r.error) for r in again],
                                    key=lambda r: r.index)  # fmt: skip
     if split is None:
@@ -232,9 +238,9 @@ async def _split_in_copy(
     try:
         async with copy() as c:
 
-            async def attempt(lo: int, hi: int) -> str | None:
+            async def attempt_some(part: Sequence[Sequence[Any]]) -> str | None:
                 try:
-                    await c.insert(rows[lo:hi])
+                    await c.insert(part)
                 except Exception as exc:
                     if is_refusal(exc):  # dead letters name the table, not its copy (nor the copy's uuid)
                         table = c.name.rsplit("_copy_", 1)[0]
@@ -242,10 +248,22 @@ async def _split_in_copy(
                     raise _CopyUnusable(exc) from exc
                 return None
 
-            return await _split(attempt, len(rows), error, probe_parts)
+            if _VIOLATED_AT_ROW.search(error) and (found := await _by_constraints(c, rows)):
+                return found
+            return await _split(lambda lo, hi: attempt_some(rows[lo:hi]), len(rows), error, probe_parts)
     except Exception as exc:  # noqa: BLE001 - the copy is an economy, not a need
         log.warning("could not split %s in a copy of the table, splitting on the table itself: %s", what, exc)
         return None
+
+
+async def _by_constraints(c: Copy, rows: Sequence[Sequence[Any]]) -> _Split | None:
+    """The rows that break a ``CHECK`` constraint, named in one query (``Copy.violations``). None
+    when the query names no row, or every row (the split's probes then tell bad data from a schema
+    problem). The others go to the table together; rows it refuses still are split again there."""
+    named = await c.violations(rows)
+    if not named or len(named) == len(rows):
+        return None
+    return _Split([Refused(i, f"DatabaseError: {named[i]}") for i in sorted(named)], False)
 
 
 async def _split(attempt: Callable[[int, int], Awaitable[str | None]], n: int, error: str, probe_parts: int) -> _Split:

@@ -15,9 +15,13 @@ from tests.stream.test_store import (
     test_migrations_apply_once_in_order,
     test_read_only_is_enforced_by_clickhouse_too,
 )
-from tests.stream.test_table_copy import test_rows_inserted_into_a_copy_are_checked_as_the_table_would_and_kept_nowhere
+from tests.stream.test_table_copy import (
+    test_a_copy_names_every_row_that_breaks_a_check_constraint_in_one_query,
+    test_rows_inserted_into_a_copy_are_checked_as_the_table_would_and_kept_nowhere,
+)
 
 __all__ = [
+    "test_a_copy_names_every_row_that_breaks_a_check_constraint_in_one_query",
     "test_a_partitions_spend_moves_with_it_to_another_worker",
     "test_budget_burn_and_projection",
     "test_daily_views_sum_the_ledger",

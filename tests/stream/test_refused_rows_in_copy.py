@@ -32,27 +32,56 @@ def copy_inserts(store: ClickHouseStore) -> int:
     return int(stats.get("inserts", 0) + stats.get("failures", 0))
 
 
+def constraint_queries(store: ClickHouseStore) -> int:
+    """Inserts into the scratch tables where the CHECK constraints of ``t`` are evaluated."""
+    return int(store.insert_stats().get("t (constraints)", {}).get("inserts", 0))
+
+
 def test_in_a_copy_the_table_gets_two_inserts_whatever_the_refusals(store: ClickHouseStore) -> None:
-    """The split runs in a Null copy of the table: the same refused rows are found, and the table
-    gets the whole (refused) and then every other row in one insert; a replay is the same insert."""
+    """A violated CHECK constraint: one query in a scratch table names every row that breaks it, the
+    others are tried together in a Null copy, and the table gets the whole (refused) and then every
+    other row in one insert; a replay is the same insert."""
     make_table(store)
     bad = {3, 40, 41} | set(range(60, 70))
     rows = [[i, POISON if i in bad else f"n{i}"] for i in range(100)]
     write = Writer(store)
     refused = asyncio.run(insert_isolating(write, rows, "tok", "insert t", retry([]), copy=copy_of_t(store)))
     assert [r.index for r in refused] == sorted(bad)
-    # named as the table, not as the copy (nor with the copy's uuid)
-    assert all(f"for table {store.database}.t is violated at row 1" in r.error for r in refused), refused[0].error
+    # named as the table, with the constraint and its expression
+    assert all(f"Constraint `no_poison` for table {store.database}.t is violated. Expression: (name != 'poison')"
+               in r.error and "VIOLATED_CONSTRAINT" in r.error for r in refused), refused[0].error  # fmt: skip
     assert stored(store) == [i for i in range(100) if i not in bad] and raw_rows(store) == 100 - len(bad)
     [(n_whole, tok_whole), (n_kept, tok_kept)] = write.calls
     assert (n_whole, tok_whole, n_kept) == (100, "tok", 87) and tok_kept.startswith("tok:kept-")
-    assert copy_inserts(store) > len(bad)  # the split's inserts went to the copy
+    assert (constraint_queries(store), copy_inserts(store)) == (1, 0)  # one query; the 87 went to the table
     assert copies_left(store) == 0
 
     again = Writer(store)  # a redelivered batch: the same two inserts, the second one deduplicated
     replayed = asyncio.run(insert_isolating(again, rows, "tok", "insert t", retry([]), copy=copy_of_t(store)))
     assert [r.index for r in replayed] == sorted(bad) and [r.error for r in replayed] == [r.error for r in refused]
     assert again.calls == write.calls and raw_rows(store) == 100 - len(bad)
+
+
+def test_rows_the_constraint_query_does_not_name_are_split_in_a_new_copy(store: ClickHouseStore) -> None:
+    """Rows the query misses are refused by the table with the rest: that rest is split again, in a
+    new copy, and the missed row is named by the server's own message."""
+    make_table(store)
+
+    class Missing(NullCopy):  # names every violating row but row 40
+        async def violations(self, rows: Sequence[Sequence[Any]]) -> dict[int, str] | None:
+            named = await super().violations(rows)
+            return {i: e for i, e in (named or {}).items() if rows[i][0] != 40}
+
+    bad = {3, 40, 77}
+    rows = [[i, POISON if i in bad else f"n{i}"] for i in range(100)]
+    write = Writer(store)
+    refused = asyncio.run(insert_isolating(write, rows, "tok", "insert t", retry([]),
+                                           copy=lambda: Missing(store, "t", ["id", "name"])))  # fmt: skip
+    assert [r.index for r in refused] == [3, 40, 77]
+    assert "violated at row 1" in refused[1].error and "violated at row" not in refused[0].error
+    assert stored(store) == [i for i in range(100) if i not in bad] and copies_left(store) == 0
+    # the table: the whole, the 98 the query left (refused), again at the start of their split, the 97
+    assert [n for n, _ in write.calls] == [100, 98, 98, 97] and copy_inserts(store) > 1
 
 
 def test_a_copy_that_cannot_be_used_leaves_the_split_to_the_table(store: ClickHouseStore) -> None:
@@ -63,6 +92,9 @@ def test_a_copy_that_cannot_be_used_leaves_the_split_to_the_table(store: ClickHo
         async def insert(self, rows: Sequence[Sequence[Any]]) -> None:
             await self.store.acommand(f"DROP TABLE IF EXISTS {self.store.database}.{self.name} SYNC")
             await super().insert(rows)
+
+        async def violations(self, rows: Sequence[Sequence[Any]]) -> dict[int, str] | None:
+            return None  # its scratch table would be on another server too: the query fails
 
     write = Writer(store)
     refused = asyncio.run(insert_isolating(write, rows, "tok", "insert t", retry([]),

@@ -61,6 +61,27 @@ def test_copies_left_behind_are_dropped_and_nothing_else(store: ClickHouseStore)
     asyncio.run(left.__aenter__())  # entered, never left: the kill
     store.command(f"CREATE TABLE {store.database}.spans_copy_notmine (x UInt8) ENGINE = Null")  # not a copy's name
     store.command(f"CREATE TABLE {store.database}.keep_copy_0123abcd (x UInt8) ENGINE = Memory")  # not a Null table
-    assert drop_leftovers(store) == [left.name]
+    # a scratch table of stream/constraint_check.py, holding an insert's rows
+    store.command(f"CREATE TABLE {store.database}.spans_check_0123abcd (x UInt8) ENGINE = Memory")
+    store.command(f"CREATE TABLE {store.database}.keep_check_0123abcd (x UInt8) ENGINE = Null")  # not Memory
+    assert drop_leftovers(store) == sorted([left.name, "spans_check_0123abcd"])
     assert copies(store) == ["keep_copy_0123abcd", "spans_copy_notmine"]
+    left_tables = f"SELECT name FROM system.tables WHERE database = '{store.database}' AND name LIKE '%_check_%'"
+    assert [r[0] for r in store.query(left_tables)[1]] == ["keep_check_0123abcd"]
     assert drop_leftovers(store) == []
+
+
+def test_a_copy_names_every_row_that_breaks_a_check_constraint_in_one_query(store: ClickHouseStore) -> None:
+    """stream/constraint_check.py through the copy: the constraints are those of the table that holds
+    them (on a cluster, the local one), evaluated over the rows with the table's own defaults."""
+    db = store.database
+    data = "spans" + (LOCAL_SUFFIX if store.cluster else "")
+    store.command(f"ALTER TABLE {db}.{data} ADD CONSTRAINT no_poison CHECK name != 'poison'")
+    store.command(f"ALTER TABLE {db}.{data} ADD CONSTRAINT no_future CHECK start_time < toDateTime64('2100-01-01', 9)")
+    poison = [*GOOD[:2], "poison", *GOOD[3:]]
+    future = [*GOOD[:3], 4_200_000_000_000_000_000, *GOOD[4:]]
+    named = asyncio.run(NullCopy(store, "spans", COLS).violations([GOOD, poison, GOOD, future, poison]))
+    assert named is not None and sorted(named) == [1, 3, 4]
+    assert "`no_poison`" in named[1] and "`no_future`" in named[3] and f"for table {db}.spans is" in named[4]
+    left = f"SELECT count() FROM system.tables WHERE database = '{db}' AND position(name, '_check_') > 0"
+    assert store.query(left)[1] == [(0,)] and store.query(f"SELECT count() FROM {db}.spans")[1] == [(0,)]
