@@ -19,6 +19,10 @@ inserted into the ``Null`` copy together, and anything it still refuses is split
 named row is one the table's own expression rejects, which is what the server does on insert.
 If anything here fails (no ``CHECK`` found, an expression that needs what the copy lacks, an
 outage) the answer is None and the caller splits as before.
+
+:func:`stored_rows_violate` asks the same of rows the table already holds: where every one breaks
+a constraint, the constraint refuses what the table took before (a schema problem). A worker that
+has stored nothing yet asks it when every row of an insert is refused (``KnownGood``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from stream.store import ClickHouseStore
 log = logging.getLogger(__name__)
 
 ROW_COLUMN = "_tj_row"  # the row's index in the insert, in the scratch table
+STORED_SAMPLE = 100  # rows already stored that :func:`stored_rows_violate` looks at
 _CHECK = re.compile(r"CONSTRAINT\s+(`(?:[^`\\]|\\.)*`|[A-Za-z_][A-Za-z0-9_]*)\s+CHECK\s+(.+)", re.S)
 _DEFAULT_KINDS = {"DEFAULT", "MATERIALIZED", "ALIAS", "EPHEMERAL"}
 
@@ -107,6 +112,33 @@ def _ident(name: str) -> str:
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
+async def table_checks(store: ClickHouseStore, table: str) -> list[Check]:
+    """The ``CHECK`` constraints of ``table`` as it is now (on a cluster, of its local table)."""
+    _, found = await store.aquery(
+        "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        {"db": store.database, "t": table + (LOCAL_SUFFIX if store.cluster else "")},
+    )
+    return check_constraints(found[0][0]) if found else []
+
+
+def _violated(check: Check) -> str:
+    """SQL: 1 where a row violates ``check`` (its expression 0 or NULL), as an insert checks it."""
+    return f"ifNull(toUInt8(NOT ({check.expression})), 1)"
+
+
+async def stored_rows_violate(store: ClickHouseStore, table: str, limit: int = STORED_SAMPLE) -> bool | None:
+    """Whether every one of (up to ``limit``) rows the table already holds breaks one of its
+    ``CHECK`` constraints: a constraint newer than the data it holds, which refuses what was taken
+    before (a schema problem, not bad data). None when it has no ``CHECK`` or no rows."""
+    checks = await table_checks(store, table)
+    if not checks:
+        return None
+    _, rows = await store.aquery(
+        f"SELECT {' OR '.join(map(_violated, checks))} FROM {store.database}.{table} LIMIT {int(limit)}"
+    )
+    return all(v for (v,) in rows) if rows else None
+
+
 async def violating_rows(
     store: ClickHouseStore, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> dict[int, str] | None:
@@ -114,11 +146,7 @@ async def violating_rows(
     a ``CHECK`` constraint of ``table``; None when this cannot tell (see the module docstring)."""
     db = store.database
     source = table + (LOCAL_SUFFIX if store.cluster else "")
-    _, found = await store.aquery(
-        "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-        {"db": db, "t": source},
-    )
-    checks = check_constraints(found[0][0]) if found else []
+    checks = await table_checks(store, table)
     if not checks:
         return None
     _, described = await store.aquery(
@@ -136,7 +164,7 @@ async def violating_rows(
     ]
     sent = [i for i, c in enumerate(columns) if c in needed]  # only what the constraints read is sent
     scratch = f"{table}_check_{secrets.token_hex(4)}"
-    flags = [f"ifNull(toUInt8(NOT ({c.expression})), 1) AS _tj_v{k}" for k, c in enumerate(checks)]
+    flags = [f"{_violated(c)} AS _tj_v{k}" for k, c in enumerate(checks)]
     try:
         await store.acommand(f"CREATE TABLE {db}.{scratch} ({', '.join(defs)}, {ROW_COLUMN} UInt32) ENGINE = Memory")
         await store.ainsert(scratch, [[*(row[k] for k in sent), i] for i, row in enumerate(rows)],

@@ -38,6 +38,7 @@ from stream.provenance import token
 from stream.signals.actions import KNOWN_TYPES, ActionEvent, EventError, parse_event
 from stream.signals.base import Signal
 from stream.store import ClickHouseStore
+from stream.constraint_check import stored_rows_violate
 from stream.table_copy import NullCopy, each_taken
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,10 @@ class EventJoiner:
     async def probe(self, batch: Sequence[tuple[InMessage, ActionEvent]], now_ms: int) -> list[Exception | None]:
         """Each event inserted alone into :meth:`copy`: what each insert raised (``KnownGood``)."""
         return await each_taken(lambda: self.copy(now_ms), batch)
+
+    async def stored_refused(self) -> bool | None:
+        """Whether the events already stored break the table's CHECK constraints, every one (``KnownGood``)."""
+        return await stored_rows_violate(self.store, "action_events")
 
     def link_late(self, stored: Sequence[StoredEvent]) -> int:
         """Link each of ``stored`` to the decided trace it came late for (:meth:`find_decided`):

@@ -48,7 +48,10 @@ are inserted again, each alone, into a throwaway ``Null`` copy of the table (its
 constraints as they are now; nothing is kept). If it refuses every one of them too, the table no
 longer takes what the worker writes: the insert is retried until it succeeds, as above, instead
 of dead-lettering every message of a quiet stream. With no such rows yet (a worker that has
-stored nothing since it started) the rows are dead-lettered, as bad data would be.
+stored nothing since it started), the table's ``CHECK`` constraints are evaluated over rows it
+already holds (up to 100): if every one breaks them, the constraint is newer than the data and
+the insert is retried the same way; otherwise (or with no ``CHECK``, no rows) the rows are
+dead-lettered, as bad data would be.
 """
 
 from __future__ import annotations
@@ -125,10 +128,17 @@ class KnownGood:
     """The last rows ClickHouse took for one table (one per stored insert), to ask it again when it
     refuses every row of an insert (see the module docstring)."""
 
-    def __init__(self, probe: Callable[[Sequence[Any]], Awaitable[list[Exception | None]]], keep: int = PROBES) -> None:
-        """``probe``: insert each row alone into a copy of the table that keeps nothing; what each raised."""
+    def __init__(
+        self, probe: Callable[[Sequence[Any]], Awaitable[list[Exception | None]]], keep: int = PROBES,
+        stored: Callable[[], Awaitable[bool | None]] | None = None,
+    ) -> None:  # fmt: skip
+        """``probe``: insert each row alone into a copy of the table that keeps nothing; what each
+        raised. ``stored``: with no row known yet, whether the rows the table already holds break
+        its ``CHECK`` constraints too (:func:`stream.constraint_check.stored_rows_violate`)."""
         self._probe = probe
+        self._stored = stored
         self._rows: deque[Any] = deque(maxlen=keep)
+        self.evidence = ""  # what the last True of :meth:`refused_now` rests on, for the log
 
     def took(self, part: Sequence[Any]) -> None:
         self._rows.append(part[-1])
@@ -138,13 +148,24 @@ class KnownGood:
         there are none, or when it cannot be asked (no evidence either way)."""
         rows = list(self._rows)
         if not rows:
-            return False
+            self.evidence = "the rows it holds break its CHECK constraints too (nothing stored since start)"
+            return await self._stored_refused()
+        self.evidence = "each of the last rows it took before"
         try:
             outcomes = await self._probe(rows)
         except Exception as exc:  # noqa: BLE001 - an outage while asking: no evidence
             log.warning("could not ask ClickHouse whether it still takes rows it took before: %s", exc)
             return False
         return all(e is not None and is_refusal(e) for e in outcomes)
+
+    async def _stored_refused(self) -> bool:
+        if self._stored is None:
+            return False
+        try:
+            return await self._stored() is True
+        except Exception as exc:  # noqa: BLE001 - an outage while asking: no evidence
+            log.warning("could not ask ClickHouse whether the rows it holds meet its constraints: %s", exc)
+            return False
 
 
 class Refusal(Exception):
@@ -219,9 +240,9 @@ async def insert_isolating(
                   "server problem, not bad data; retrying the whole insert until it succeeds: %s",
                   probe_parts, what, len(rows), PROBES, error[:500])  # fmt: skip
     elif len(split.refused) == len(rows) and known is not None and await known.refused_now():
-        log.error("ClickHouse refuses each of the %d rows of %s, and each of the last rows it took before: a schema "
-                  "or server problem, not bad data; retrying the whole insert until it succeeds: %s",
-                  len(rows), what, split.refused[0].error[:500])  # fmt: skip
+        log.error("ClickHouse refuses each of the %d rows of %s, and %s: a schema or server problem, not bad data; "
+                  "retrying the whole insert until it succeeds: %s",
+                  len(rows), what, known.evidence, split.refused[0].error[:500])  # fmt: skip
     else:
         return split.refused
     await retry(lambda: write(rows, token), what)

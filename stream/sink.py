@@ -17,6 +17,7 @@ from schemas.model import Span
 from stream.assembly import TP, Decided
 from stream.rows import RAW_SPAN_SELECT, SPAN_COLUMNS, TRACE_COLUMNS, span_from_row
 from stream.store import ClickHouseStore
+from stream.constraint_check import stored_rows_violate
 from stream.table_copy import Copy, NullCopy
 
 
@@ -39,6 +40,10 @@ class Sink(Protocol):
 
     def spans_copy(self) -> AbstractAsyncContextManager[Copy]:
         """A copy of ``spans`` that keeps nothing, to find refused rows in (stream/refused_rows.py)."""
+        ...
+
+    async def stored_spans_refused(self) -> bool | None:
+        """Whether every stored span breaks a CHECK constraint of ``spans`` (None: cannot tell)."""
         ...
 
     async def write_gate_results(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None: ...
@@ -69,6 +74,10 @@ class ClickHouseSink:
 
     def spans_copy(self) -> NullCopy:
         return NullCopy(self.store, "spans", SPAN_COLUMNS)
+
+    async def stored_spans_refused(self) -> bool | None:
+        """Whether the spans already stored break the table's CHECK constraints, every one (``KnownGood``)."""
+        return await stored_rows_violate(self.store, "spans")
 
     async def write_gate_results(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
         from stream.decision_rows import GATE_COLUMNS

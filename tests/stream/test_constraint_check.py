@@ -7,7 +7,14 @@ import asyncio
 
 import pytest
 
-from stream.constraint_check import Check, check_constraints, column_list, needed_columns, violating_rows
+from stream.constraint_check import (
+    Check,
+    check_constraints,
+    column_list,
+    needed_columns,
+    stored_rows_violate,
+    violating_rows,
+)
 from stream.store import ClickHouseStore
 from stream.table_copy import NullCopy
 
@@ -84,3 +91,17 @@ def test_the_columns_sent_are_those_the_constraints_read_through_any_default() -
     # `upper` is also a function upper_name's default calls: taken (a column too many), and what it reads
     assert needed_columns(checks, columns) == {"upper_name", "name", "odd col", "m", "upper", "other"}
     assert needed_columns([Check("c", "t.name != ''")], columns) == {"name"}  # qualified: still read
+
+
+def test_rows_already_stored_tell_a_constraint_newer_than_the_data(store: ClickHouseStore) -> None:
+    """``stored_rows_violate``: True when every stored row looked at breaks a CHECK constraint (it
+    refuses what the table took before), False when one meets them all, None when it cannot tell."""
+    make(store, "id UInt64, name String")
+    assert asyncio.run(stored_rows_violate(store, "t")) is None  # no CHECK
+    store.command(f"ALTER TABLE {store.database}.t ADD CONSTRAINT no_poison CHECK name != 'poison'")
+    assert asyncio.run(stored_rows_violate(store, "t")) is None  # no rows
+    store.insert("t", [[i, f"n{i}"] for i in range(150)], ["id", "name"])
+    assert asyncio.run(stored_rows_violate(store, "t")) is False  # bad data: the stored rows meet it
+    store.command(f"ALTER TABLE {store.database}.t ADD CONSTRAINT expected CHECK name = 'expected'")
+    assert asyncio.run(stored_rows_violate(store, "t")) is True  # a schema change no stored row meets
+    assert asyncio.run(stored_rows_violate(store, "t", limit=1)) is True

@@ -248,6 +248,33 @@ def test_at_low_traffic_a_table_refusing_every_row_holds_its_partition_instead_o
     assert count(store, tables) == 0  # the copies asked are gone
 
 
+def test_a_new_worker_tells_a_constraint_newer_than_the_stored_data_from_bad_data(
+    store: ClickHouseStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker that has stored nothing since it started knows no row the table took: the spans
+    an earlier worker stored tell it instead. A constraint they all break refuses what the table
+    took before (held, retried until mended); one they meet refuses bad data (dead-lettered)."""
+    settings = Settings(clickhouse_database=store.database, decision_wait=5)
+    traces = [genai_trace(random.Random(90 + i), 4) for i in range(3)]
+    asyncio.run(make(store)[0].handle_batch([msg(proto(traces[0]), 0, traces[0][0].trace_id.hex().encode())]))
+    store.command(f"ALTER TABLE {store.database}.spans ADD CONSTRAINT expected CHECK name = 'expected'")
+    fix = FixAfter(2, "ALTER TABLE {db}.spans DROP CONSTRAINT expected", store)
+    fresh = Pipeline(settings, ClickHouseSink(store), producer := ListProducer(), sleep=fix)
+    with caplog.at_level(logging.ERROR, logger="stream.refused_rows"):
+        asyncio.run(fresh.handle_batch([msg(proto(traces[1]), 1, traces[1][0].trace_id.hex().encode())]))
+    assert producer.records == [] and fresh.counters.write_retries == 2 and fresh.counters.refused_rows == {}
+    assert "the rows it holds break its CHECK constraints too (nothing stored since start)" in caplog.text
+    assert count(store, "SELECT count() FROM {db}.spans FINAL") == 8
+
+    store.command(f"ALTER TABLE {store.database}.spans ADD CONSTRAINT no_poison CHECK name NOT LIKE 'poison%'")
+    for s in traces[2]:
+        s.name = "poison"
+    fresh = Pipeline(settings, ClickHouseSink(store), producer := ListProducer(), sleep=no_sleep)
+    asyncio.run(fresh.handle_batch([msg(proto(traces[2]), 2, traces[2][0].trace_id.hex().encode())]))
+    assert [dict(r.headers)[REASON] for r in producer.records] == [b"insert_rejected"]
+    assert fresh.counters.refused_rows == {"spans": 4} and fresh.counters.write_retries == 0
+
+
 def test_a_replay_is_stored_once_and_new_messages_at_reused_offsets_are_stored(store: ClickHouseStore) -> None:
     """Offsets restart at 0 when a topic is recreated or a memory-only broker restarts: the new
     messages must not be dropped as duplicates of the old inserts at the same offsets."""
