@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from schemas.model import Trace
+from stream.constraint_check import stored_rows_violate
 from stream.decision_rows import SIGNAL_COLUMNS
 from stream.dlq import InMessage, OutRecord, dead_letter
 from stream.provenance import token
 from stream.signals.actions import KNOWN_TYPES, ActionEvent, EventError, parse_event
 from stream.signals.base import Signal
 from stream.store import ClickHouseStore
-from stream.constraint_check import stored_rows_violate
 from stream.table_copy import NullCopy, each_taken
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 from schemas.model import Span
 from stream.assembly import TP, Decided
+from stream.constraint_check import stored_rows_violate
 from stream.rows import RAW_SPAN_SELECT, SPAN_COLUMNS, TRACE_COLUMNS, span_from_row
 from stream.store import ClickHouseStore
-from stream.constraint_check import stored_rows_violate
 from stream.table_copy import Copy, NullCopy
 
 
