@@ -20,9 +20,10 @@ named row is one the table's own expression rejects, which is what the server do
 If anything here fails (no ``CHECK`` found, an expression that needs what the copy lacks, an
 outage) the answer is None and the caller splits as before.
 
-:func:`stored_rows_violate` asks the same of rows the table already holds: where every one breaks
-a constraint, the constraint refuses what the table took before (a schema problem). A worker that
-has stored nothing yet asks it when every row of an insert is refused (``KnownGood``).
+:func:`stored_rows_violate` asks the same of recent rows the table already holds, for the
+constraints a refusal names: where every one breaks them, the constraint refuses what the table
+took before (a schema problem). A worker that has stored nothing yet asks it when every row of an
+insert is refused (``KnownGood``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,8 @@ ROW_COLUMN = "_tj_row"  # the row's index in the insert, in the scratch table
 STORED_SAMPLE = 100  # rows already stored that :func:`stored_rows_violate` looks at
 _CHECK = re.compile(r"CONSTRAINT\s+(`(?:[^`\\]|\\.)*`|[A-Za-z_][A-Za-z0-9_]*)\s+CHECK\s+(.+)", re.S)
 _DEFAULT_KINDS = {"DEFAULT", "MATERIALIZED", "ALIAS", "EPHEMERAL"}
+# how ClickHouse (and :func:`violating_rows`) name a violated constraint in a refusal
+_NAMED = re.compile(r"\bConstraint `((?:[^`\\]|\\.)*)` for table ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,15 +129,25 @@ def _violated(check: Check) -> str:
     return f"ifNull(toUInt8(NOT ({check.expression})), 1)"
 
 
-async def stored_rows_violate(store: ClickHouseStore, table: str, limit: int = STORED_SAMPLE) -> bool | None:
-    """Whether every one of (up to ``limit``) rows the table already holds breaks one of its
-    ``CHECK`` constraints: a constraint newer than the data it holds, which refuses what was taken
-    before (a schema problem, not bad data). None when it has no ``CHECK`` or no rows."""
-    checks = await table_checks(store, table)
+def violated_names(error: str) -> list[str]:
+    """The constraints a refusal names ("Constraint `name` for table ..."), in order, once each.
+    ClickHouse quotes the row's values after "Column values:": the untrusted part is not read."""
+    said = error.split(". Column values:", 1)[0]
+    return list(dict.fromkeys(re.sub(r"\\(.)", r"\1", m) for m in _NAMED.findall(said)))
+
+
+async def stored_rows_violate(
+    store: ClickHouseStore, table: str, names: Collection[str], recent: str, limit: int = STORED_SAMPLE
+) -> bool | None:
+    """Whether every one of (up to ``limit``) recent rows the table holds (``recent``: a condition
+    ClickHouse can answer from few parts) breaks one of the ``CHECK`` constraints ``names``: a
+    constraint newer than the data, refusing what was taken before (a schema problem, not bad
+    data). None when none of ``names`` is a ``CHECK`` of the table, or no recent row is stored."""
+    checks = [c for c in await table_checks(store, table) if c.name in names]
     if not checks:
         return None
     _, rows = await store.aquery(
-        f"SELECT {' OR '.join(map(_violated, checks))} FROM {store.database}.{table} LIMIT {int(limit)}"
+        f"SELECT {' OR '.join(map(_violated, checks))} FROM {store.database}.{table} WHERE {recent} LIMIT {int(limit)}"
     )
     return all(v for (v,) in rows) if rows else None
 

@@ -184,9 +184,10 @@ class EventJoiner:
         """Each event inserted alone into :meth:`copy`: what each insert raised (``KnownGood``)."""
         return await each_taken(lambda: self.copy(now_ms), batch)
 
-    async def stored_refused(self) -> bool | None:
-        """Whether the events already stored break the table's CHECK constraints, every one (``KnownGood``)."""
-        return await stored_rows_violate(self.store, "action_events")
+    async def stored_refused(self, names: Sequence[str]) -> bool | None:
+        """Whether every event stored in the last day (the ``ingested_at`` index finds them) breaks
+        one of the CHECK constraints ``names`` (``KnownGood``)."""
+        return await stored_rows_violate(self.store, "action_events", names, "ingested_at >= now() - INTERVAL 1 DAY")
 
     def link_late(self, stored: Sequence[StoredEvent]) -> int:
         """Link each of ``stored`` to the decided trace it came late for (:meth:`find_decided`):

@@ -90,7 +90,7 @@ class Pipeline:
         # the last rows each table took, to tell a schema problem from bad data in a small insert
         self._known_spans = KnownGood(lambda rows: each_taken(sink.spans_copy, rows), stored=sink.stored_spans_refused)
         self._known_events = KnownGood(lambda batch: self.events.probe(batch, self.clock() // 1_000_000),  # type: ignore[union-attr]
-                                       stored=lambda: self.events.stored_refused())  # type: ignore[union-attr]  # fmt: skip
+                                       stored=lambda names: self.events.stored_refused(names))  # type: ignore[union-attr]  # fmt: skip
         self.assembler = TraceAssembler(
             settings.decision_wait,
             settings.max_trace_age,

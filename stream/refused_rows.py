@@ -48,10 +48,10 @@ are inserted again, each alone, into a throwaway ``Null`` copy of the table (its
 constraints as they are now; nothing is kept). If it refuses every one of them too, the table no
 longer takes what the worker writes: the insert is retried until it succeeds, as above, instead
 of dead-lettering every message of a quiet stream. With no such rows yet (a worker that has
-stored nothing since it started), the table's ``CHECK`` constraints are evaluated over rows it
-already holds (up to 100): if every one breaks them, the constraint is newer than the data and
-the insert is retried the same way; otherwise (or with no ``CHECK``, no rows) the rows are
-dead-lettered, as bad data would be.
+stored nothing since it started), the ``CHECK`` constraints the refusal names are evaluated over
+recent rows the table already holds (up to 100, stored or started in the last day): if every one
+breaks them, the constraint is newer than the data and the insert is retried the same way;
+otherwise (another refusal, no recent rows) the rows are dead-lettered, as bad data would be.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ from typing import Any
 
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
+from stream.constraint_check import violated_names
 from stream.table_copy import Copy
 
 log = logging.getLogger(__name__)
@@ -130,11 +131,11 @@ class KnownGood:
 
     def __init__(
         self, probe: Callable[[Sequence[Any]], Awaitable[list[Exception | None]]], keep: int = PROBES,
-        stored: Callable[[], Awaitable[bool | None]] | None = None,
+        stored: Callable[[Sequence[str]], Awaitable[bool | None]] | None = None,
     ) -> None:  # fmt: skip
         """``probe``: insert each row alone into a copy of the table that keeps nothing; what each
-        raised. ``stored``: with no row known yet, whether the rows the table already holds break
-        its ``CHECK`` constraints too (:func:`stream.constraint_check.stored_rows_violate`)."""
+        raised. ``stored``: with no row known yet, whether recent rows the table already holds break
+        the named ``CHECK`` constraints too (:func:`stream.constraint_check.stored_rows_violate`)."""
         self._probe = probe
         self._stored = stored
         self._rows: deque[Any] = deque(maxlen=keep)
@@ -143,13 +144,14 @@ class KnownGood:
     def took(self, part: Sequence[Any]) -> None:
         self._rows.append(part[-1])
 
-    async def refused_now(self) -> bool:
-        """True when ClickHouse now refuses each known row alone; False when it takes one, when
-        there are none, or when it cannot be asked (no evidence either way)."""
+    async def refused_now(self, error: str = "") -> bool:
+        """True when ClickHouse now refuses each known row alone; False when it takes one, or when
+        it cannot be asked (no evidence either way). With no known row: True when the recent rows
+        the table holds break the ``CHECK`` constraints ``error`` (the refusal) names, each one."""
         rows = list(self._rows)
         if not rows:
-            self.evidence = "the rows it holds break its CHECK constraints too (nothing stored since start)"
-            return await self._stored_refused()
+            self.evidence = "recent rows it holds break the same CHECK constraint (nothing stored since start)"
+            return await self._stored_refused(violated_names(error))
         self.evidence = "each of the last rows it took before"
         try:
             outcomes = await self._probe(rows)
@@ -158,11 +160,11 @@ class KnownGood:
             return False
         return all(e is not None and is_refusal(e) for e in outcomes)
 
-    async def _stored_refused(self) -> bool:
-        if self._stored is None:
+    async def _stored_refused(self, names: Sequence[str]) -> bool:
+        if self._stored is None or not names:
             return False
         try:
-            return await self._stored() is True
+            return await self._stored(names) is True
         except Exception as exc:  # noqa: BLE001 - an outage while asking: no evidence
             log.warning("could not ask ClickHouse whether the rows it holds meet its constraints: %s", exc)
             return False
@@ -239,7 +241,7 @@ async def insert_isolating(
         log.error("ClickHouse refuses all %d parts of %s (%d rows) tried, and each of %d rows alone: a schema or "
                   "server problem, not bad data; retrying the whole insert until it succeeds: %s",
                   probe_parts, what, len(rows), PROBES, error[:500])  # fmt: skip
-    elif len(split.refused) == len(rows) and known is not None and await known.refused_now():
+    elif len(split.refused) == len(rows) and known is not None and await known.refused_now(split.refused[0].error):
         log.error("ClickHouse refuses each of the %d rows of %s, and %s: a schema or server problem, not bad data; "
                   "retrying the whole insert until it succeeds: %s",
                   len(rows), what, known.evidence, split.refused[0].error[:500])  # fmt: skip

@@ -42,8 +42,8 @@ class Sink(Protocol):
         """A copy of ``spans`` that keeps nothing, to find refused rows in (stream/refused_rows.py)."""
         ...
 
-    async def stored_spans_refused(self) -> bool | None:
-        """Whether every stored span breaks a CHECK constraint of ``spans`` (None: cannot tell)."""
+    async def stored_spans_refused(self, names: Sequence[str]) -> bool | None:
+        """Whether every recent stored span breaks one of the CHECK constraints ``names`` (None: cannot tell)."""
         ...
 
     async def write_gate_results(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None: ...
@@ -75,9 +75,10 @@ class ClickHouseSink:
     def spans_copy(self) -> NullCopy:
         return NullCopy(self.store, "spans", SPAN_COLUMNS)
 
-    async def stored_spans_refused(self) -> bool | None:
-        """Whether the spans already stored break the table's CHECK constraints, every one (``KnownGood``)."""
-        return await stored_rows_violate(self.store, "spans")
+    async def stored_spans_refused(self, names: Sequence[str]) -> bool | None:
+        """Whether every recent span stored breaks one of the CHECK constraints ``names`` (``KnownGood``):
+        spans that started in the last day, which the table's partitions by start day find."""
+        return await stored_rows_violate(self.store, "spans", names, "start_time >= now() - INTERVAL 1 DAY")
 
     async def write_gate_results(self, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
         from stream.decision_rows import GATE_COLUMNS

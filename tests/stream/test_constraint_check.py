@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -13,6 +14,7 @@ from stream.constraint_check import (
     column_list,
     needed_columns,
     stored_rows_violate,
+    violated_names,
     violating_rows,
 )
 from stream.store import ClickHouseStore
@@ -94,14 +96,32 @@ def test_the_columns_sent_are_those_the_constraints_read_through_any_default() -
 
 
 def test_rows_already_stored_tell_a_constraint_newer_than_the_data(store: ClickHouseStore) -> None:
-    """``stored_rows_violate``: True when every stored row looked at breaks a CHECK constraint (it
-    refuses what the table took before), False when one meets them all, None when it cannot tell."""
-    make(store, "id UInt64, name String")
-    assert asyncio.run(stored_rows_violate(store, "t")) is None  # no CHECK
+    """``stored_rows_violate``: True when every recent stored row looked at breaks one of the named
+    CHECK constraints (it refuses what the table took before), False when one meets them, None
+    when it cannot tell (none of them a CHECK of the table, no recent row)."""
+    make(store, "id UInt64, name String, at DateTime")
+    recent = "at >= now() - INTERVAL 1 DAY"
+    ask = lambda *names, limit=100: asyncio.run(stored_rows_violate(store, "t", names, recent, limit))  # noqa: E731
     store.command(f"ALTER TABLE {store.database}.t ADD CONSTRAINT no_poison CHECK name != 'poison'")
-    assert asyncio.run(stored_rows_violate(store, "t")) is None  # no rows
-    store.insert("t", [[i, f"n{i}"] for i in range(150)], ["id", "name"])
-    assert asyncio.run(stored_rows_violate(store, "t")) is False  # bad data: the stored rows meet it
+    assert ask("no_poison") is None  # no rows
+    now = int(time.time())
+    store.insert("t", [[i, f"n{i}", now - 60] for i in range(150)] + [[900, "old", now - 9 * 86400]], ["id", "name", "at"])
+    assert ask("no_poison") is False  # bad data: the stored rows meet it
+    assert ask("not_a_constraint") is None and ask() is None
     store.command(f"ALTER TABLE {store.database}.t ADD CONSTRAINT expected CHECK name = 'expected'")
-    assert asyncio.run(stored_rows_violate(store, "t")) is True  # a schema change no stored row meets
-    assert asyncio.run(stored_rows_violate(store, "t", limit=1)) is True
+    assert ask("expected") is True and ask("no_poison", "expected") is True  # no stored row meets it
+    assert ask("expected", limit=1) is True and ask("no_poison") is False  # only the constraints named
+    # a constraint on time that the recent rows meet and old rows do not: not taken for a schema change
+    store.command(f"ALTER TABLE {store.database}.t ADD CONSTRAINT fresh CHECK at > now() - INTERVAL 7 DAY")
+    assert ask("fresh") is False
+    assert asyncio.run(stored_rows_violate(store, "t", ["fresh"], "id = 900")) is True  # (the old row alone)
+
+
+def test_the_constraints_a_refusal_names_and_not_those_its_values_spell() -> None:
+    server = ("Code: 469. DB::Exception: Constraint `no_poison` for table d.t (6520-73) is violated at row 2. "
+              "Expression: (a NOT LIKE 'poison%'). Column values: a = 'x. Constraint `other` for table d.t '. "
+              "(VIOLATED_CONSTRAINT)")  # fmt: skip
+    assert violated_names(server) == ["no_poison"]
+    ours = ("Code: 469. Constraint `a` for table d.t is violated. Expression: (x). (VIOLATED_CONSTRAINT); "
+            "Code: 469. Constraint `odd \\` name` for table d.t is violated. Expression: (y). (VIOLATED_CONSTRAINT)")
+    assert violated_names(ours) == ["a", "odd ` name"] and violated_names("Code: 53. TYPE_MISMATCH") == []
