@@ -278,6 +278,18 @@ def test_a_new_worker_tells_a_constraint_newer_than_the_stored_data_from_bad_dat
     assert [dict(r.headers)[REASON] for r in producer.records] == [b"insert_rejected"]
     assert fresh.counters.refused_rows == {"spans": 4} and fresh.counters.write_retries == 0
 
+    # product events the same way: events an earlier worker stored tell a new one
+    body = lambda i: json.dumps({"trace_id": f"{i:032x}", "type": "regenerate", "ts": 1795341600}).encode()  # noqa: E731
+    earlier = Pipeline(settings, ClickHouseSink(store), ListProducer())  # the real clock: stored now
+    earlier.events = EventJoiner(store, "events.dlq", ["regenerate"], 60)
+    asyncio.run(earlier.handle_events([InMessage("events", 0, 0, None, body(0))]))
+    store.command(f"ALTER TABLE {store.database}.action_events ADD CONSTRAINT expected CHECK type = 'expected'")
+    fresh = Pipeline(settings, ClickHouseSink(store), producer := ListProducer(),
+                     sleep=FixAfter(1, "ALTER TABLE {db}.action_events DROP CONSTRAINT expected", store))  # fmt: skip
+    fresh.events = EventJoiner(store, "events.dlq", ["regenerate"], 60)
+    asyncio.run(fresh.handle_events([InMessage("events", 0, 1, None, body(1))]))
+    assert producer.records == [] and fresh.counters.write_retries == 1 and fresh.counters.action_events == 1
+
 
 def test_a_replay_is_stored_once_and_new_messages_at_reused_offsets_are_stored(store: ClickHouseStore) -> None:
     """Offsets restart at 0 when a topic is recreated or a memory-only broker restarts: the new
