@@ -7,8 +7,9 @@ not co-partitioned; ClickHouse is the join point:
   trace id, or of its conversation within ``action_join_window`` after the trace ended; they take
   part in the sampling decision (a ``thumbs_down`` makes the trace a suspected failure), and the
   decision's ``signals`` rows name each one it saw (``signal_key`` = event id);
-* every valid event is stored in ``action_events`` (idempotent by event id); an event no decision
-  saw whose trace is already decided is linked to it, marked late, and written to ``signals``.
+* every valid event is stored in ``action_events`` (idempotent by event id); an event that came
+  after the decision of a trace it is about is linked to that trace (to each such trace of a
+  conversation, as a decision would have joined it), marked late, and written to ``signals``.
 
 The two sides run concurrently, so each writes before it reads: the events side stores an event,
 then looks for decided traces (:meth:`EventJoiner.write`); the pipeline stores a trace row, then
@@ -190,30 +191,36 @@ class EventJoiner:
         return await stored_rows_violate(self.store, "action_events", names, "ingested_at >= now() - INTERVAL 1 DAY")
 
     def link_late(self, stored: Sequence[StoredEvent]) -> int:
-        """Link each of ``stored`` to the decided trace it came late for (:meth:`find_decided`):
-        a late ``signals`` row, then the linked ``action_events`` row. Returns how many."""
+        """Link each of ``stored`` to the decided traces it came late for (:meth:`find_decided`):
+        a late ``signals`` row per trace, then the linked ``action_events`` row. Returns how many
+        events were linked."""
         found = self.find_decided([s.event for s in stored])
         late = [(s, found[s.event.event_id]) for s in stored if s.event.event_id in found]
         if not late:
             return 0
         signals = []
-        for s, (trace_id, version) in late:
+        for s, traces in late:
             x = s.event.signal(self.negative)
-            signals.append((
-                trace_id, "action", x.type, x.polarity, x.rule, s.event.event_id, x.evidence or "", "", -1, "",
-                1, version, s.event.ts_ms,
-            ))  # fmt: skip
+            for trace_id, version in traces:
+                signals.append((
+                    trace_id, "action", x.type, x.polarity, x.rule, s.event.event_id, x.evidence or "", "", -1, "",
+                    1, version, s.event.ts_ms,
+                ))  # fmt: skip
         # the same links give the same token, whichever side writes them (deduplicated)
-        tok = token("late", (f"{s.event.event_id}/{t}/{s.ingested_ms}" for s, (t, _) in late))
+        tok = token("late", (f"{s.event.event_id}/{t}/{s.ingested_ms}" for s, traces in late for t, _ in traces))
         self.store.insert("signals", signals, SIGNAL_COLUMNS, dedup_token=tok + ":signals")
-        self.store.insert("action_events", [s.row(t) for s, (t, _) in late], EVENT_COLUMNS, dedup_token=tok)
+        # one row per event: it names the latest started of the traces it is linked to (each has
+        # its late ``signals`` row)
+        rows = [s.row(traces[-1][0]) for s, traces in late]
+        self.store.insert("action_events", rows, EVENT_COLUMNS, dedup_token=tok)
         self.late_events += len(late)
         return len(late)
 
-    def find_decided(self, events: Sequence[ActionEvent]) -> dict[str, tuple[str, str]]:
-        """event id -> (trace id, policy version): for each event, the latest decided trace it is
-        about (:meth:`joins`, the latest started when several of its conversation are) whose
-        decision did not see it. Events every such decision saw, or with none decided, are absent."""
+    def find_decided(self, events: Sequence[ActionEvent]) -> dict[str, list[tuple[str, str]]]:
+        """event id -> [(trace id, policy version)]: for each event, every decided trace it is
+        about (:meth:`joins`: its trace, or each trace of its conversation in the window, as the
+        decisions join it) whose decision did not see it, the earliest started first. Events every
+        such decision saw, or with none decided, are absent."""
         ids = sorted({e.trace_id for e in events if e.trace_id})
         convs = sorted({e.conversation_id for e in events if e.conversation_id and not e.trace_id})
         # without FINAL, so that the conversation lookup reads the table's by_conversation projection
@@ -246,22 +253,23 @@ class EventJoiner:
                 candidates[e.event_id] = found
         if not candidates:
             return {}
-        seen = self.seen_by_decisions(sorted({t for c in candidates.values() for t, _ in c}), sorted(candidates))
+        seen = self.action_pairs(sorted({t for c in candidates.values() for t, _ in c}), sorted(candidates), late=False)
         out = {}
         for event_id, traces in candidates.items():
             missed = [(t, v) for t, v in traces if (t, event_id) not in seen]
             if missed:
-                out[event_id] = missed[-1]
+                out[event_id] = missed
         return out
 
-    def seen_by_decisions(self, trace_ids: Collection[str], event_ids: Collection[str]) -> set[tuple[str, str]]:
-        """(trace id, event id) for each of these events a decision of these traces saw: the
-        decision's own ``signals`` rows (not late; read without FINAL, which would let a late row
-        of the same key stand in for it)."""
+    def action_pairs(self, trace_ids: Collection[str], event_ids: Collection[str], late: bool) -> set[tuple[str, str]]:
+        """(trace id, event id) for each of these events that a decision of these traces saw (the
+        decision's own ``signals`` rows; ``late`` False) or that is linked late to one of them
+        (``late`` True). Read without FINAL, which would let a late row of the same key stand in
+        for a decision's."""
         _, rows = self.store.query(
-            f"SELECT DISTINCT trace_id, signal_key FROM {self.db}.signals WHERE source = 'action' AND is_late = 0 "
+            f"SELECT DISTINCT trace_id, signal_key FROM {self.db}.signals WHERE source = 'action' AND is_late = {{l:UInt8}} "
             "AND trace_id IN {t:Array(String)} AND signal_key IN {e:Array(String)}",
-            {"t": list(trace_ids), "e": list(event_ids)},
+            {"t": list(trace_ids), "e": list(event_ids), "l": int(late)},
         )
         return {(str(t), str(k)) for t, k in rows}
 
@@ -301,18 +309,23 @@ class EventJoiner:
         """Action signals for traces about to be decided (trace id, or conversation + window).
 
         ``as_decided``: for stored traces re-decided (``Trace.completed_ns`` set), only the events
-        their decision saw. An event stored as late came after the decision of the trace it was
-        linked to, so it is left out for that trace and for any other trace completed before the
-        event was stored (``ingested_at``); a later trace of the conversation, decided after it
-        came, saw it. Events not stored as late came before every decision that joins them."""
+        their decision saw. An event stored as late came after the decisions of the traces it is
+        linked to (its late ``signals`` rows), so it is left out for those and for any other trace
+        completed before the event was stored (``ingested_at``); a later trace of the
+        conversation, decided after it came, saw it. Events not stored as late came before every
+        decision that joins them."""
         if not traces:
             return {}
         out: dict[str, list[Signal]] = {}
         stored = self.stored_for(traces)
+        linked: set[tuple[str, str]] = set()
+        if as_decided and (late_ids := sorted(s.event.event_id for s, late in stored if late)):
+            linked = self.action_pairs(sorted({t.trace_id for t in traces}), late_ids, late=True)
         for t in traces:
             decided_ms = t.completed_ns // 1_000_000
             for s, late in stored:
-                if as_decided and late and (s.linked == t.trace_id or s.ingested_ms > decided_ms):
+                if as_decided and late and (s.linked == t.trace_id or s.ingested_ms > decided_ms
+                                            or (t.trace_id, s.event.event_id) in linked):  # fmt: skip
                     continue
                 if self.joins(t, s.event):
                     out.setdefault(t.trace_id, []).append(s.event.signal(self.negative))
@@ -330,24 +343,24 @@ class EventJoiner:
 
     def sweep(self, traces: Sequence[AboutTrace], oldest_decision_ms: int) -> int:
         """For decided traces whose partitions a worker takes over (a restart, a rebalance): link
-        late the events about them that nothing linked and no decision saw — what a worker killed
-        between a chunk's trace rows and :meth:`link_missed` leaves. Such an event was stored while
-        its trace was decided, so only events stored since the oldest of these decisions (less the
-        clocks' skew) are read: one time-bounded scan, not a lookup per trace. Returns how many
-        were linked."""
+        late the events about them that no decision of theirs saw and nothing linked to them —
+        what a worker killed between a chunk's trace rows and :meth:`link_missed` leaves (also an
+        event of a conversation that the events side linked, meanwhile, to the conversation's
+        other decided traces only). Such an event was stored while its trace was decided, so only
+        events stored since the oldest of these decisions (less the clocks' skew) are read: one
+        time-bounded scan, not a lookup per trace. Returns how many were linked."""
         since_ms = oldest_decision_ms - SWEEP_CLOCK_SKEW_MS
         about = self.about(traces)
-        pairs = {(t.trace_id, s.event.event_id): s for s, late in self.stored_since(since_ms) if not late
-                 for t in about(s.event)}  # fmt: skip
+        pairs = {(t.trace_id, s.event.event_id): s for s, _ in self.stored_since(since_ms) for t in about(s.event)}
         if not pairs:
             return 0
-        # what the decisions saw, for a start: their action-signal rows since the events' oldest
-        # time (``ts`` is the event's). An event older than that bound is checked by link_late,
-        # which asks for exactly these traces and events (find_decided).
+        # what the decisions saw and what is linked, for a start: the action-signal rows since
+        # the events' oldest time (``ts`` is the event's). An event older than that bound is
+        # checked by link_late, which asks for exactly these traces and events (find_decided).
         oldest = max(min(s.event.ts_ms for s in pairs.values()), since_ms - SWEEP_TS_SLACK_MS)
         _, rows = self.store.query(
             f"SELECT trace_id, signal_key FROM {self.db}.signals PREWHERE ts >= fromUnixTimestamp64Milli({{o:Int64}}) "
-            "WHERE source = 'action' AND is_late = 0", {"o": oldest},
+            "WHERE source = 'action'", {"o": oldest},
         )  # fmt: skip
         seen = {(str(t), str(k)) for t, k in rows}
         missed = {s.event.event_id: s for key, s in pairs.items() if key not in seen}

@@ -14,8 +14,8 @@ traces with both the current policy and the candidate — the same rebuilt trace
 * per gate and per negative signal type, the traces it fails under each policy.
 
 Product events join as they did when the trace was decided: an event stored as late (it came after
-the decision of the trace it was linked to, or of any trace completed before it was stored) could
-not change that decision and is left out for it (:meth:`EventJoiner.signals_for`, ``as_decided``).
+the decisions of the traces it is linked to, or of any trace completed before it was stored) could
+not change those decisions and is left out for them (:meth:`EventJoiner.signals_for`, ``as_decided``).
 
 Both policies run on the same traces, so every difference is the policies' own. The current
 policy's decisions may differ from the stored ones (the policy changed since, spans that came after

@@ -7,10 +7,11 @@ Half name the trace, half only its conversation. The worker is SIGKILLed at rand
 restarted. At the end, against what the broker acknowledged:
 
 * every event is stored in ``action_events`` once (lost 0, duplicated 0);
-* every event whose trace is stored reached it: a ``signals`` row of that trace for the event,
-  from the decision or linked late — also one stored while a chunk was being decided when the
-  kill fell between the chunk's trace rows and its re-check of the events (the worker that
-  recovers the partition sweeps for those);
+* every event reached every stored trace it is about (its trace, or each trace of its
+  conversation in the window): a ``signals`` row of that trace for the event, from the decision
+  or linked late — also one stored while a chunk was being decided when the kill fell between the
+  chunk's trace rows and its re-check of the events (the worker that recovers the partition
+  sweeps for those);
 * no event is both in a decision and linked late to the same trace;
 * a trace whose decision saw a ``thumbs_down`` is a suspected failure.
 
@@ -134,16 +135,20 @@ def test_product_events_reach_their_traces_across_kills(
         return [t for t, (c, start, end, _) in traces.items() if c == conv and start <= ts <= end + WINDOW_S * 1000]
 
     orphans = [eid for eid, e in sent.items() if (ts := about(e)) and not any((t, eid) in reached for t in ts)]
+    unreached = [(t, eid) for eid, e in sent.items() for t in about(e) if (t, eid) not in reached]
+    by_conversation = sum(len(about(e)) for e in sent.values() if not e[0])
     missed_failure = [t for t, eid in in_decision if sent.get(eid, ("", "", "", 0))[2] == "thumbs_down"
                       and traces.get(t, ("", 0, 0, "suspected_failure"))[3] != "suspected_failure"]  # fmt: skip
     late = sum(1 for r in signal_rows if int(r[2]) == 1)
-    figures(scenario="13 product events under SIGKILL", guarantee="every event stored once and reaching its trace",
+    figures(scenario="13 product events under SIGKILL", guarantee="every event stored once and reaching every trace it is about",
             kills=kills, traces=len(load.sent), events=len(sent), lost=len(set(sent) - set(in_table)),
             dup_final=sum(n - 1 for n in in_table.values()), in_decision=len(in_decision), linked_late=late,
-            orphans=len(orphans), both_ways=len(both), thumbs_down_not_suspected=len(missed_failure))  # fmt: skip
+            orphans=len(orphans), conversation_pairs=by_conversation, pairs_unreached=len(unreached),
+            both_ways=len(both), thumbs_down_not_suspected=len(missed_failure))  # fmt: skip
     assert set(sent) <= set(in_table) and all(n == 1 for n in in_table.values())
     assert len(in_decision) > 0 and late > 0  # both paths were taken
     assert not orphans, orphans[:10]
+    assert not unreached, unreached[:10]
     assert not both and not missed_failure
 
 

@@ -169,30 +169,41 @@ def test_an_event_a_killed_worker_left_unlinked_is_linked_by_whoever_recovers_th
     unlinked = [("ev-20", "", 0), ("ev-21", "", 0)]
     assert action_rows(store, "action_events", "event_id, linked_trace_id, is_late") == unlinked
     assert action_rows(store, "signals", "trace_id, signal_key, is_late") == [(seen_tid, "ev-20", 0)]
-    p2, _, _ = pipeline(store)  # the restarted worker
-    asyncio.run(p2.on_partitions_assigned({(TOPIC, 0)}))
+    take_over_twice(store, [(seen_tid, "ev-20", 0), (tid, "ev-21", 1)])
     assert action_rows(store, "action_events", "event_id, linked_trace_id, is_late") == [("ev-20", "", 0),
                                                                                          ("ev-21", tid, 1)]  # fmt: skip
-    assert action_rows(store, "signals", "trace_id, signal_key, is_late") == sorted([(seen_tid, "ev-20", 0),
-                                                                                    (tid, "ev-21", 1)])  # fmt: skip
-    assert p2.counters.action_events_late == 1
-    p3, _, _ = pipeline(store)  # taken over again: nothing left to link
-    asyncio.run(p3.on_partitions_assigned({(TOPIC, 0)}))
-    assert p3.counters.action_events_late == 0
     assert count(store, "SELECT count() FROM {db}.signals WHERE source = 'action'") == 2
 
 
-def test_a_conversation_event_links_to_the_latest_trace_that_missed_it(store: ClickHouseStore) -> None:
-    """Two traces of one conversation, decided before the event came: it is linked to the latest
-    started; the decision of a third, completed after it came, sees it and is a suspected failure."""
-    p, _, clock = pipeline(store)
-    rng = random.Random(4)
-    traces = [genai_trace(rng, 3) for _ in range(3)]
-    for i, t in enumerate(traces):  # one conversation, each trace starting 10 s after the one before
+def take_over_twice(store: ClickHouseStore, signals: list[tuple[str, str, int]]) -> None:
+    """A new worker takes the partition over and links one event late, after which the action
+    ``signals`` rows are ``signals``; one more takes it over and finds nothing left to link."""
+    p2, _, _ = pipeline(store)
+    asyncio.run(p2.on_partitions_assigned({(TOPIC, 0)}))
+    assert action_rows(store, "signals", "trace_id, signal_key, is_late") == sorted(signals)
+    assert p2.counters.action_events_late == 1
+    p3, _, _ = pipeline(store)
+    asyncio.run(p3.on_partitions_assigned({(TOPIC, 0)}))
+    assert p3.counters.action_events_late == 0
+
+
+def conversation(rng: random.Random, n: int) -> list[list[SpanSpec]]:
+    """``n`` traces of one conversation (``conv-a``), each starting 10 s after the one before."""
+    traces = [genai_trace(rng, 3) for _ in range(n)]
+    for i, t in enumerate(traces):
         t[0].attrs["gen_ai.conversation.id"] = "conv-a"
         shift = traces[0][0].start + i * 10 * S - t[0].start
         for s in t:
             s.start, s.end = s.start + shift, s.end + shift
+    return traces
+
+
+def test_a_conversation_event_links_to_every_trace_that_missed_it(store: ClickHouseStore) -> None:
+    """Two traces of one conversation, decided before the event came: it is linked late to both, as
+    a decision would have joined it to both (its row names the latest started); the decision of a
+    third, completed after it came, sees it and is a suspected failure."""
+    p, _, clock = pipeline(store)
+    traces = conversation(random.Random(4), 3)
     first, second, third = (t[0].trace_id.hex() for t in traces)
     for t in traces[:2]:
         start(p, clock, t)
@@ -206,12 +217,62 @@ def test_a_conversation_event_links_to_the_latest_trace_that_missed_it(store: Cl
         f"SELECT trace_id, signals, sample_rule FROM {store.database}.traces FINAL")[1]}  # fmt: skip
     assert decided[third] == (["thumbs_down"], "signal:thumbs_down")
     assert decided[first][0] == decided[second][0] == []
-    assert action_rows(store, "signals", "trace_id, signal_key, is_late") == sorted([(second, "ev-9", 1),
+    assert action_rows(store, "signals", "trace_id, signal_key, is_late") == sorted([(first, "ev-9", 1),
+                                                                                    (second, "ev-9", 1),
                                                                                     (third, "ev-9", 0)])  # fmt: skip
     # the late link stays where it was: the third trace saw the event
     assert action_rows(store, "action_events", "event_id, linked_trace_id, is_late") == [("ev-9", second, 1)]
     assert p.counters.action_events_late == 1
 
+
+
+def test_a_conversation_event_stored_while_its_traces_are_decided_is_left_out_of_each_when_re_decided(
+    store: ClickHouseStore,
+) -> None:
+    """Stored while two traces of its conversation are decided in one chunk, after the decisions
+    read the events: linked late to both. Re-decided as decided (policy-diff), each leaves it out,
+    though both completed after it was stored and the event's row names one of them only."""
+    p, sink, clock = pipeline(store)
+    traces = conversation(random.Random(8), 2)
+    for t in traces:
+        start(p, clock, t)
+    sink.before = lambda: p.handle_events([event_msg(8, traces[1], "conversation", "thumbs_down")])
+    assert asyncio.run(p.tick()) == 2
+    first, second = (t[0].trace_id.hex() for t in traces)
+    assert store.query(f"SELECT signals FROM {store.database}.traces FINAL")[1] == [([],), ([],)]
+    assert action_rows(store, "signals", "trace_id, signal_key, is_late") == sorted([(first, "ev-8", 1),
+                                                                                    (second, "ev-8", 1)])  # fmt: skip
+    assert action_rows(store, "action_events", "event_id, linked_trace_id, is_late") == [("ev-8", second, 1)]
+    assert p.events is not None
+    decided = []
+    for t in traces:
+        t = as_trace(t)
+        decided.append(Trace.fast(trace_id=t.trace_id, spans=t.spans, completion_reason="timeout",
+                                  completed_ns=clock.now))  # fmt: skip
+    assert p.events.signals_for(decided, as_decided=True) == {}
+    # a trace of the conversation decided after the event was stored, and not linked to it, saw it
+    later = Trace.fast(trace_id="f" * 32, spans=decided[1].spans, completion_reason="timeout", completed_ns=clock.now)
+    assert [x.type for x in p.events.signals_for([later], as_decided=True)[later.trace_id]] == ["thumbs_down"]
+
+
+def test_a_conversation_event_the_events_side_linked_to_one_trace_is_linked_to_a_killed_worker_s_by_its_successor(
+    store: ClickHouseStore,
+) -> None:
+    """The second trace of a conversation is decided; the first is being decided when an event of
+    the conversation comes: the events side links it to the second (the first's row is not in yet),
+    and the worker deciding the first is killed before its re-check. The worker that takes the
+    partition over links the event to the first as well, though it is stored as late already."""
+    p, sink, clock = pipeline(store)
+    traces = conversation(random.Random(9), 2)
+    first, second = (t[0].trace_id.hex() for t in traces)
+    start(p, clock, traces[1])
+    assert asyncio.run(p.tick()) == 1
+    start(p, clock, traces[0])
+    sink.before, sink.after = (lambda: p.handle_events([event_msg(9, traces[1], "conversation")])), killed
+    with pytest.raises(Killed):
+        asyncio.run(p.tick())
+    assert action_rows(store, "signals", "trace_id, signal_key, is_late") == [(second, "ev-9", 1)]
+    take_over_twice(store, [(first, "ev-9", 1), (second, "ev-9", 1)])
 
 
 def test_the_newest_stored_version_of_a_trace_and_of_an_event_is_the_one_joined(store: ClickHouseStore) -> None:
