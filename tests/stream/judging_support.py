@@ -70,6 +70,17 @@ class FakeTime:
         return self.t
 
 
+OPEN: list[JudgeService] = []  # made by service(), not yet closed (close_services)
+
+
+async def close_services() -> None:
+    """Close the providers' connection pools of every service :func:`service` made since the last
+    call, on the loop they ran on (as the worker does at shutdown): a pool left open is reported
+    by aiohttp whenever the garbage collector finds it."""
+    while OPEN:
+        await OPEN.pop().aclose()
+
+
 def service(store: ClickHouseStore, server: FakeProviderServer, clock: Callable[[], float] | None = None,
             partitions: int = 1, **overrides: Any) -> tuple[JudgeService, list[OutRecord]]:  # fmt: skip
     cfg = parse_judging_config(config(server, **overrides))
@@ -83,6 +94,7 @@ def service(store: ClickHouseStore, server: FakeProviderServer, clock: Callable[
         partitions_total=partitions, providers=build_providers(cfg, env=KEY_ENV),
         clock=clock or FakeTime(), retry_initial=0.01, retry_max=0.05,
     )  # fmt: skip
+    OPEN.append(svc)
     return svc, sent
 
 

@@ -22,7 +22,7 @@ from tests.factories import genai_trace, proto
 from tests.judges.fake_llm import build_trace
 from tests.judges.fake_provider import FakeProviderServer
 from tests.stream.conftest import Deployment, wait_for
-from tests.stream.judging_support import config, honest, message, service, verdicts
+from tests.stream.judging_support import close_services, config, honest, message, service, verdicts
 from tests.stream.otlp_receiver import OtlpReceiver
 
 DB = "tracejudge"
@@ -149,6 +149,7 @@ def test_judge_service_emits_one_event_per_ok_verdict_and_none_for_budget_skips(
             assert stats.by_status == {("task_completion", "ok"): 4, ("task_completion", "budget_skipped"): 3}
             emitter.shutdown()
     finally:
+        loop.run_until_complete(close_services())
         loop.close()
 
 

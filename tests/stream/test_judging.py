@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+
+import pytest
 
 from stream import dlq
 from stream.dlq import InMessage
@@ -14,6 +17,7 @@ from tests.stream.judging_support import (
     CHEAP,
     STRONG,
     FakeTime,
+    close_services,
     honest,
     ledger,
     message,
@@ -29,6 +33,12 @@ _LOOP = asyncio.new_event_loop()  # one loop for the module: the providers' pool
 
 def run(coro):  # noqa: ANN001, ANN201
     return _LOOP.run_until_complete(coro)
+
+
+@pytest.fixture(autouse=True)
+def _close_services() -> Iterator[None]:
+    yield
+    run(close_services())
 
 
 def test_verdicts_and_ledger_rows_for_a_batch(store) -> None:  # noqa: ANN001

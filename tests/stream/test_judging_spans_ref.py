@@ -4,7 +4,10 @@ embedded ClickHouse (one query per batch, none for full envelopes), missing span
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from stream import dlq, judge_envelope
 from stream.dlq import InMessage
@@ -12,7 +15,7 @@ from stream.rows import span_row
 from stream.sink import ClickHouseSink
 from tests.judges.fake_llm import build_trace
 from tests.judges.fake_provider import FakeProviderServer
-from tests.stream.judging_support import honest, message, service, verdicts
+from tests.stream.judging_support import close_services, honest, message, service, verdicts
 
 _LOOP = asyncio.new_event_loop()  # one loop for the module: the providers' pooled clients live on it
 META = {"decision": {"class": "suspected_failure", "rule": "r", "stratum": "suspected_failure", "p": 1.0,
@@ -21,6 +24,12 @@ META = {"decision": {"class": "suspected_failure", "rule": "r", "stratum": "susp
 
 def run(coro):  # noqa: ANN001, ANN201
     return _LOOP.run_until_complete(coro)
+
+
+@pytest.fixture(autouse=True)
+def _close_services() -> Iterator[None]:
+    yield
+    run(close_services())
 
 
 def big_trace(seed: int):  # noqa: ANN201

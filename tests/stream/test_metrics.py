@@ -33,7 +33,7 @@ from stream.sink import ClickHouseSink
 from tests.factories import genai_trace, proto
 from tests.judges.fake_provider import FakeProviderServer
 from tests.stream.conftest import Deployment, wait_for
-from tests.stream.judging_support import config, honest, message, service
+from tests.stream.judging_support import close_services, config, honest, message, service
 from tests.stream.test_pipeline import ListProducer
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -109,6 +109,7 @@ def test_judging_numbers_in_the_exposition(store: Any) -> None:
             snap = snapshot(MetricSources(pipeline))
             assert set(snap) == {s.name for s in SPECS}
     finally:
+        loop.run_until_complete(close_services())
         loop.close()
 
 
