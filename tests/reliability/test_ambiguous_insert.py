@@ -204,10 +204,11 @@ def test_judge_backlog_marks_are_retried_with_the_same_token(store: ClickHouseSt
     """Regression: the judging runtime once built the token of a retried insert inside the retried
     call (a new uuid per attempt), so an ambiguous insert came back as a second physical row."""
     from tests.judges.fake_provider import FakeProviderServer
-    from tests.stream.judging_support import FakeTime, close_services, honest, message, service
+    from tests.stream.judging_support import OPEN, FakeTime, close_services, honest, message, service
 
     faults = tmp_path / "faults.json"
     faulty = _faulty(chdb_dsn, store.database, faults)
+    since = len(OPEN)
     loop = asyncio.new_event_loop()
     try:
         clock = FakeTime()
@@ -231,6 +232,6 @@ def test_judge_backlog_marks_are_retried_with_the_same_token(store: ClickHouseSt
             distinct = store.query(f"SELECT count() FROM (SELECT DISTINCT {key} FROM {db}.{table})")[1][0][0]
             assert raw == distinct, f"{table}: {raw} rows, {distinct} distinct"
     finally:
-        loop.run_until_complete(close_services())
+        loop.run_until_complete(close_services(since))
         loop.close()
         faulty.close()

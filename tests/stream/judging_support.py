@@ -70,14 +70,15 @@ class FakeTime:
         return self.t
 
 
-OPEN: list[JudgeService] = []  # made by service(), not yet closed (close_services)
+OPEN: list[JudgeService] = []  # made by service(), in order; close_services closes the newest
 
 
-async def close_services() -> None:
-    """Close the providers' connection pools of every service :func:`service` made since the last
-    call, on the loop they ran on (as the worker does at shutdown): a pool left open is reported
-    by aiohttp whenever the garbage collector finds it."""
-    while OPEN:
+async def close_services(since: int) -> None:
+    """Close the providers' connection pools of the services :func:`service` made after the first
+    ``since`` (``len(OPEN)`` before a test made them), on the loop they ran on, as the worker does
+    at shutdown: a pool left open is reported by aiohttp whenever the garbage collector finds it.
+    (Services of other tests may have run on other loops, now closed: they are left alone.)"""
+    while len(OPEN) > since:
         await OPEN.pop().aclose()
 
 

@@ -22,7 +22,7 @@ from tests.factories import genai_trace, proto
 from tests.judges.fake_llm import build_trace
 from tests.judges.fake_provider import FakeProviderServer
 from tests.stream.conftest import Deployment, wait_for
-from tests.stream.judging_support import close_services, config, honest, message, service, verdicts
+from tests.stream.judging_support import OPEN, close_services, config, honest, message, service, verdicts
 from tests.stream.otlp_receiver import OtlpReceiver
 
 DB = "tracejudge"
@@ -117,6 +117,7 @@ def test_endpoint_resolution() -> None:
 
 
 def test_judge_service_emits_one_event_per_ok_verdict_and_none_for_budget_skips(store: Any) -> None:
+    since = len(OPEN)
     loop = asyncio.new_event_loop()
     try:
         with FakeProviderServer() as server:
@@ -149,7 +150,7 @@ def test_judge_service_emits_one_event_per_ok_verdict_and_none_for_budget_skips(
             assert stats.by_status == {("task_completion", "ok"): 4, ("task_completion", "budget_skipped"): 3}
             emitter.shutdown()
     finally:
-        loop.run_until_complete(close_services())
+        loop.run_until_complete(close_services(since))
         loop.close()
 
 

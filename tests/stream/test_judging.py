@@ -16,6 +16,7 @@ from tests.judges.fake_provider import Fail, FakeProviderServer, Hang, RawBody, 
 from tests.stream.judging_support import (
     CHEAP,
     STRONG,
+    OPEN,
     FakeTime,
     close_services,
     honest,
@@ -37,8 +38,9 @@ def run(coro):  # noqa: ANN001, ANN201
 
 @pytest.fixture(autouse=True)
 def _close_services() -> Iterator[None]:
+    since = len(OPEN)
     yield
-    run(close_services())
+    run(close_services(since))
 
 
 def test_verdicts_and_ledger_rows_for_a_batch(store) -> None:  # noqa: ANN001

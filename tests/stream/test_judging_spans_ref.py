@@ -15,7 +15,7 @@ from stream.rows import span_row
 from stream.sink import ClickHouseSink
 from tests.judges.fake_llm import build_trace
 from tests.judges.fake_provider import FakeProviderServer
-from tests.stream.judging_support import close_services, honest, message, service, verdicts
+from tests.stream.judging_support import OPEN, close_services, honest, message, service, verdicts
 
 _LOOP = asyncio.new_event_loop()  # one loop for the module: the providers' pooled clients live on it
 META = {"decision": {"class": "suspected_failure", "rule": "r", "stratum": "suspected_failure", "p": 1.0,
@@ -28,8 +28,9 @@ def run(coro):  # noqa: ANN001, ANN201
 
 @pytest.fixture(autouse=True)
 def _close_services() -> Iterator[None]:
+    since = len(OPEN)
     yield
-    run(close_services())
+    run(close_services(since))
 
 
 def big_trace(seed: int):  # noqa: ANN201

@@ -33,7 +33,7 @@ from stream.sink import ClickHouseSink
 from tests.factories import genai_trace, proto
 from tests.judges.fake_provider import FakeProviderServer
 from tests.stream.conftest import Deployment, wait_for
-from tests.stream.judging_support import close_services, config, honest, message, service
+from tests.stream.judging_support import OPEN, close_services, config, honest, message, service
 from tests.stream.test_pipeline import ListProducer
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -75,6 +75,7 @@ def test_every_counter_field_has_a_metric_and_names_follow_conventions(store: An
 def test_judging_numbers_in_the_exposition(store: Any) -> None:
     """A real JudgeService on embedded ClickHouse: verdicts by status add up to the service's
     count, spend per judge equals the budget book, and the exposition parses."""
+    since = len(OPEN)
     loop = asyncio.new_event_loop()
     try:
         with FakeProviderServer() as server:
@@ -109,7 +110,7 @@ def test_judging_numbers_in_the_exposition(store: Any) -> None:
             snap = snapshot(MetricSources(pipeline))
             assert set(snap) == {s.name for s in SPECS}
     finally:
-        loop.run_until_complete(close_services())
+        loop.run_until_complete(close_services(since))
         loop.close()
 
 
