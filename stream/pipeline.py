@@ -38,6 +38,7 @@ from stream.dlq import InMessage, OutRecord, dead_letter, unrecovered_offsets
 from stream.events import EventJoiner
 from stream.input_message import MessageReader
 from stream.provenance import message_token, sources, token
+from stream.reference_rows import reference_events, reference_span_rows
 from stream.refused_rows import INSERT_REJECTED, KnownGood, Refusal, by_source, insert_isolating
 from stream.retry import retry_forever
 from stream.rows import span_row, trace_row
@@ -88,9 +89,12 @@ class Pipeline:
         self.decider = decider
         self.events = events
         # the last rows each table took, to tell a schema problem from bad data in a small insert
-        self._known_spans = KnownGood(lambda rows: each_taken(sink.spans_copy, rows), stored=sink.stored_spans_refused)
-        self._known_events = KnownGood(lambda batch: self.events.probe(batch, self.clock() // 1_000_000),  # type: ignore[union-attr]
-                                       stored=lambda names: self.events.stored_refused(names))  # type: ignore[union-attr]  # fmt: skip
+        now_ms = lambda: self.clock() // 1_000_000  # noqa: E731
+        self._known_spans = KnownGood(lambda rows: each_taken(sink.spans_copy, rows), stored=sink.stored_spans_refused,
+                                      reference=lambda: reference_span_rows(now_ms()))  # fmt: skip
+        self._known_events = KnownGood(lambda batch: self.events.probe(batch, now_ms()),  # type: ignore[union-attr]
+                                       stored=lambda names: self.events.stored_refused(names),  # type: ignore[union-attr]
+                                       reference=lambda: reference_events(now_ms()))  # fmt: skip
         self.assembler = TraceAssembler(
             settings.decision_wait,
             settings.max_trace_age,

@@ -50,8 +50,11 @@ longer takes what the worker writes: the insert is retried until it succeeds, as
 of dead-lettering every message of a quiet stream. With no such rows yet (a worker that has
 stored nothing since it started), the ``CHECK`` constraints the refusal names are evaluated over
 recent rows the table already holds (up to 100, stored or started in the last day): if every one
-breaks them, the constraint is newer than the data and the insert is retried the same way;
-otherwise (another refusal, no recent rows) the rows are dead-lettered, as bad data would be.
+breaks them, the constraint is newer than the data and the insert is retried the same way. For
+a refusal that names no ``CHECK`` constraint (a column's type changed), a row the worker builds
+from fixed content (:mod:`stream.reference_rows`) is asked about instead, the same way. Otherwise
+(a constraint and no recent rows, the reference row taken) the rows are dead-lettered, as bad
+data would be.
 """
 
 from __future__ import annotations
@@ -132,12 +135,16 @@ class KnownGood:
     def __init__(
         self, probe: Callable[[Sequence[Any]], Awaitable[list[Exception | None]]], keep: int = PROBES,
         stored: Callable[[Sequence[str]], Awaitable[bool | None]] | None = None,
+        reference: Callable[[], Sequence[Any]] | None = None,
     ) -> None:  # fmt: skip
         """``probe``: insert each row alone into a copy of the table that keeps nothing; what each
         raised. ``stored``: with no row known yet, whether recent rows the table already holds break
-        the named ``CHECK`` constraints too (:func:`stream.constraint_check.stored_rows_violate`)."""
+        the named ``CHECK`` constraints too (:func:`stream.constraint_check.stored_rows_violate`).
+        ``reference``: with no row known yet and a refusal that names no ``CHECK`` constraint, rows
+        the worker builds from fixed content (:mod:`stream.reference_rows`), probed instead."""
         self._probe = probe
         self._stored = stored
+        self._reference = reference
         self._rows: deque[Any] = deque(maxlen=keep)
         self.evidence = ""  # what the last True of :meth:`refused_now` rests on, for the log
 
@@ -147,12 +154,18 @@ class KnownGood:
     async def refused_now(self, error: str = "") -> bool:
         """True when ClickHouse now refuses each known row alone; False when it takes one, or when
         it cannot be asked (no evidence either way). With no known row: True when the recent rows
-        the table holds break the ``CHECK`` constraints ``error`` (the refusal) names, each one."""
+        the table holds break the ``CHECK`` constraints ``error`` (the refusal) names, each one;
+        for a refusal that names none, when the reference rows are refused alone too."""
         rows = list(self._rows)
         if not rows:
-            self.evidence = "recent rows it holds break the same CHECK constraint (nothing stored since start)"
-            return await self._stored_refused(violated_names(error))
-        self.evidence = "each of the last rows it took before"
+            names = violated_names(error)
+            if names or self._reference is None:
+                self.evidence = "recent rows it holds break the same CHECK constraint (nothing stored since start)"
+                return await self._stored_refused(names)
+            self.evidence = "a reference row the worker builds from fixed content (nothing stored since start)"
+            rows = list(self._reference())
+        else:
+            self.evidence = "each of the last rows it took before"
         try:
             outcomes = await self._probe(rows)
         except Exception as exc:  # noqa: BLE001 - an outage while asking: no evidence

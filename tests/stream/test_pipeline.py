@@ -249,6 +249,29 @@ def test_at_low_traffic_a_table_refusing_every_row_holds_its_partition_instead_o
     assert count(store, tables) == 0  # the copies asked are gone
 
 
+def held_by_a_new_worker(store: ClickHouseStore, caplog: pytest.LogCaptureFixture, trace: list[Any], change: str,
+                         undo: str, evidence: str) -> None:  # fmt: skip
+    """After ``ALTER TABLE spans {change}``, a worker that has stored nothing holds ``trace``'s
+    insert, saying why (``evidence``), until the operator runs ``{undo}`` (at the second retry)."""
+    store.command(f"ALTER TABLE {store.database}.spans {change}")
+    settings = Settings(clickhouse_database=store.database, decision_wait=5)
+    fix = FixAfter(2, f"ALTER TABLE {{db}}.spans {undo}", store)
+    fresh = Pipeline(settings, ClickHouseSink(store), producer := ListProducer(), sleep=fix)
+    with caplog.at_level(logging.ERROR, logger="stream.refused_rows"):
+        asyncio.run(fresh.handle_batch([msg(proto(trace), 1, trace[0].trace_id.hex().encode())]))
+    assert producer.records == [] and fresh.counters.write_retries == 2 and fresh.counters.refused_rows == {}
+    assert f"{evidence} (nothing stored since start)" in caplog.text
+
+
+def dead_lettered_by_a_new_worker(store: ClickHouseStore, trace: list[Any]) -> None:
+    """A worker that has stored nothing dead-letters ``trace``'s message: its spans are bad data."""
+    settings = Settings(clickhouse_database=store.database, decision_wait=5)
+    fresh = Pipeline(settings, ClickHouseSink(store), producer := ListProducer(), sleep=no_sleep)
+    asyncio.run(fresh.handle_batch([msg(proto(trace), 2, trace[0].trace_id.hex().encode())]))
+    assert [dict(r.headers)[REASON] for r in producer.records] == [b"insert_rejected"]
+    assert fresh.counters.refused_rows == {"spans": len(trace)} and fresh.counters.write_retries == 0
+
+
 def test_a_new_worker_tells_a_constraint_newer_than_the_stored_data_from_bad_data(
     store: ClickHouseStore, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -261,22 +284,14 @@ def test_a_new_worker_tells_a_constraint_newer_than_the_stored_data_from_bad_dat
     for s in (s for t in traces for s in t):  # recent spans: the rows a new worker looks at
         s.start, s.end = s.start + shift, s.end + shift
     asyncio.run(make(store)[0].handle_batch([msg(proto(traces[0]), 0, traces[0][0].trace_id.hex().encode())]))
-    store.command(f"ALTER TABLE {store.database}.spans ADD CONSTRAINT expected CHECK name = 'expected'")
-    fix = FixAfter(2, "ALTER TABLE {db}.spans DROP CONSTRAINT expected", store)
-    fresh = Pipeline(settings, ClickHouseSink(store), producer := ListProducer(), sleep=fix)
-    with caplog.at_level(logging.ERROR, logger="stream.refused_rows"):
-        asyncio.run(fresh.handle_batch([msg(proto(traces[1]), 1, traces[1][0].trace_id.hex().encode())]))
-    assert producer.records == [] and fresh.counters.write_retries == 2 and fresh.counters.refused_rows == {}
-    assert "recent rows it holds break the same CHECK constraint (nothing stored since start)" in caplog.text
+    held_by_a_new_worker(store, caplog, traces[1], "ADD CONSTRAINT expected CHECK name = 'expected'",
+                         "DROP CONSTRAINT expected", "recent rows it holds break the same CHECK constraint")  # fmt: skip
     assert count(store, "SELECT count() FROM {db}.spans FINAL") == 8
 
     store.command(f"ALTER TABLE {store.database}.spans ADD CONSTRAINT no_poison CHECK name NOT LIKE 'poison%'")
     for s in traces[2]:
         s.name = "poison"
-    fresh = Pipeline(settings, ClickHouseSink(store), producer := ListProducer(), sleep=no_sleep)
-    asyncio.run(fresh.handle_batch([msg(proto(traces[2]), 2, traces[2][0].trace_id.hex().encode())]))
-    assert [dict(r.headers)[REASON] for r in producer.records] == [b"insert_rejected"]
-    assert fresh.counters.refused_rows == {"spans": 4} and fresh.counters.write_retries == 0
+    dead_lettered_by_a_new_worker(store, traces[2])
 
     # product events the same way: events an earlier worker stored tell a new one
     body = lambda i: json.dumps({"trace_id": f"{i:032x}", "type": "regenerate", "ts": 1795341600}).encode()  # noqa: E731
@@ -288,6 +303,37 @@ def test_a_new_worker_tells_a_constraint_newer_than_the_stored_data_from_bad_dat
                      sleep=FixAfter(1, "ALTER TABLE {db}.action_events DROP CONSTRAINT expected", store))  # fmt: skip
     fresh.events = EventJoiner(store, "events.dlq", ["regenerate"], 60)
     asyncio.run(fresh.handle_events([InMessage("events", 0, 1, None, body(1))]))
+    assert producer.records == [] and fresh.counters.write_retries == 1 and fresh.counters.action_events == 1
+
+
+def test_a_new_worker_tells_a_column_type_change_from_bad_data_by_a_reference_row(
+    store: ClickHouseStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing stored yet, and a refusal that names no CHECK constraint (a column's type changed):
+    the worker asks the table's copy for a row it builds from fixed content (stream/reference_rows.py).
+    Refused too: the table no longer takes what the worker writes (held, retried until mended).
+    Taken: the refused rows are bad data (dead-lettered)."""
+    settings = Settings(clickhouse_database=store.database, decision_wait=5)
+    traces = [genai_trace(random.Random(95 + i), 4) for i in range(2)]
+    # the operator changed a column's type: no span name the worker writes fits any more
+    held_by_a_new_worker(store, caplog, traces[0], "MODIFY COLUMN name UInt64", "MODIFY COLUMN name String",
+                         "a reference row the worker builds from fixed content")  # fmt: skip
+    assert count(store, "SELECT count() FROM {db}.spans FINAL") == 4
+
+    # names of at most 16 bytes fit (the reference row's is 16): longer ones are bad data
+    store.command(f"TRUNCATE TABLE {store.database}.spans SYNC")  # the stored names are longer
+    store.command(f"ALTER TABLE {store.database}.spans MODIFY COLUMN name FixedString(16)")
+    for s in traces[1]:
+        s.name = "a span name longer than sixteen bytes"
+    dead_lettered_by_a_new_worker(store, traces[1])
+
+    # product events the same way: a reference event, refused too, holds the insert
+    store.command(f"ALTER TABLE {store.database}.action_events MODIFY COLUMN type UInt64")
+    fresh = Pipeline(settings, ClickHouseSink(store), producer := ListProducer(),
+                     sleep=FixAfter(1, "ALTER TABLE {db}.action_events MODIFY COLUMN type LowCardinality(String)", store))  # fmt: skip
+    fresh.events = EventJoiner(store, "events.dlq", ["regenerate"], 60)
+    body = json.dumps({"trace_id": "ab" * 16, "type": "regenerate", "ts": 1795341600}).encode()
+    asyncio.run(fresh.handle_events([InMessage("events", 0, 0, None, body)]))
     assert producer.records == [] and fresh.counters.write_retries == 1 and fresh.counters.action_events == 1
 
 
