@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from schemas.model import Trace
@@ -40,18 +39,10 @@ from stream.provenance import token
 from stream.signals.actions import KNOWN_TYPES, ActionEvent, EventError, parse_event
 from stream.signals.base import Signal
 from stream.store import ClickHouseStore
+from stream.stored_events import EVENT_COLUMNS, STORED_COLUMNS, EventsCopy, StoredEvent, newest
 from stream.table_copy import NullCopy, each_taken
 
 log = logging.getLogger(__name__)
-
-EVENT_COLUMNS = (
-    "event_id", "trace_id", "conversation_id", "type", "ts", "attributes", "linked_trace_id",
-    "is_late", "kafka_topic", "kafka_partition", "kafka_offset", "ingested_at",
-)  # fmt: skip
-STORED_COLUMNS = (
-    "event_id, type, toUnixTimestamp64Milli(ts), trace_id, conversation_id, attributes, is_late, linked_trace_id, "
-    "toUnixTimestamp64Milli(ingested_at), kafka_topic, kafka_partition, kafka_offset"
-)
 
 # the sweep of a recovered partition reads the events stored since its oldest decision less this
 # (workers' clocks differ), and the decisions' signals rows back to this before that
@@ -78,52 +69,6 @@ class AboutTrace(Protocol):
     def start_ns(self) -> int: ...
     @property
     def end_ns(self) -> int: ...
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """An event as ``action_events`` holds it: where it came from, and when it was stored."""
-
-    event: ActionEvent
-    topic: str
-    partition: int
-    offset: int
-    ingested_ms: int
-    linked: str = ""  # the decided trace it is linked to as late, or ""
-
-    @classmethod
-    def of(cls, m: InMessage, e: ActionEvent, now_ms: int) -> StoredEvent:
-        return cls(e, m.topic, m.partition, m.offset, now_ms)
-
-    def row(self, linked: str = "") -> tuple[Any, ...]:
-        """Its ``action_events`` row, linked (late) to ``linked``; ``ingested_at`` is the table's
-        version, so a linked row stored after the unlinked one replaces it."""
-        e = self.event
-        return (
-            e.event_id, e.trace_id, e.conversation_id, e.type, e.ts_ms, e.attributes_json, linked,
-            1 if linked else 0, self.topic, self.partition, self.offset, self.ingested_ms,
-        )  # fmt: skip
-
-
-class EventsCopy:
-    """A :class:`NullCopy` of ``action_events`` whose inserts take (message, event) pairs."""
-
-    def __init__(self, inner: NullCopy, now_ms: int) -> None:
-        self.inner, self.now_ms = inner, now_ms
-        self.name = inner.name
-
-    async def __aenter__(self) -> EventsCopy:
-        await self.inner.__aenter__()
-        return self
-
-    async def insert(self, batch: Sequence[Any]) -> None:
-        await self.inner.insert([StoredEvent.of(m, e, self.now_ms).row() for m, e in batch])
-
-    async def violations(self, batch: Sequence[Any]) -> dict[int, str] | None:
-        return await self.inner.violations([StoredEvent.of(m, e, self.now_ms).row() for m, e in batch])
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.inner.__aexit__(*exc)
 
 
 class EventJoiner:
@@ -292,18 +237,18 @@ class EventJoiner:
         if self.clock() // 1_000_000 - since_ms <= BOUNDED_READ_MAX_MS:
             sql += ("PREWHERE ingested_at >= fromUnixTimestamp64Milli({s:Int64}) WHERE trace_id IN {ids:Array(String)} "
                     "OR (trace_id = '' AND conversation_id IN {c:Array(String)})")  # fmt: skip
-            return _newest(self.store.query(sql, {"s": since_ms, "ids": ids, "c": convs})[1])
+            return newest(self.store.query(sql, {"s": since_ms, "ids": ids, "c": convs})[1])
         # two lookups without FINAL, each read from its projection
         rows = self.store.query(sql + "WHERE trace_id IN {ids:Array(String)}", {"ids": ids})[1]
         if convs:
             rows += self.store.query(sql + "WHERE trace_id = '' AND conversation_id IN {c:Array(String)}", {"c": convs})[1]
-        return _newest(rows)
+        return newest(rows)
 
     def stored_since(self, since_ms: int) -> list[tuple[StoredEvent, bool]]:
         """The events stored (``ingested_at``) since ``since_ms``, each with whether it is stored as
         late: one scan of the table's ``ingested_at`` column, the other columns of those rows only."""
         sql = f"SELECT {STORED_COLUMNS} FROM {self.db}.action_events PREWHERE ingested_at >= fromUnixTimestamp64Milli({{s:Int64}})"
-        return _newest(self.store.query(sql, {"s": since_ms})[1])
+        return newest(self.store.query(sql, {"s": since_ms})[1])
 
     def signals_for(self, traces: Sequence[Trace], as_decided: bool = False) -> dict[str, list[Signal]]:
         """Action signals for traces about to be decided (trace id, or conversation + window).
@@ -392,18 +337,3 @@ def _earliest_ns(t: AboutTrace) -> int:
     has no such time)."""
     seen = getattr(t, "first_seen_ns", 0)
     return min(t.start_ns, seen) if seen > 0 else t.start_ns
-
-
-def _newest(rows: Sequence[tuple[Any, ...]]) -> list[tuple[StoredEvent, bool]]:
-    """Rows of ``STORED_COLUMNS`` read without FINAL -> (event, stored as late), by the event's
-    time. Of an event stored more than once (linked late, sent again) the newest version is kept,
-    as FINAL would: the latest ``ingested_at``, and at equal ones the linked row, stored after."""
-    newest: dict[str, tuple[Any, ...]] = {}
-    for r in rows:
-        if r[0] not in newest or (r[8], r[6], r[7]) > (newest[r[0]][8], newest[r[0]][6], newest[r[0]][7]):
-            newest[r[0]] = r
-    return [
-        (StoredEvent(ActionEvent(r[0], r[1], int(r[2]), r[3], r[4], r[5]), r[9], int(r[10]), int(r[11]), int(r[8]),
-                     str(r[7])), bool(r[6]))  # fmt: skip
-        for r in sorted(newest.values(), key=lambda r: (r[2], r[0]))
-    ]

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream.events import EVENT_COLUMNS, StoredEvent
+from stream.stored_events import EVENT_COLUMNS, StoredEvent
 from stream.faults import write_faults
 from stream.signals.actions import ActionEvent
 from stream.store import ClickHouseStore

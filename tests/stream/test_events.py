@@ -17,7 +17,8 @@ from schemas.model import Trace
 from stream.config import Settings
 from stream.decide import TraceDecider
 from stream.dlq import InMessage
-from stream.events import AGENT_CLOCK_SKEW_MS, EVENT_COLUMNS, EventJoiner, StoredEvent
+from stream.events import AGENT_CLOCK_SKEW_MS, EventJoiner
+from stream.stored_events import EVENT_COLUMNS, StoredEvent
 from stream.pipeline import Pipeline
 from stream.policy import load_policy
 from stream.signals.actions import parse_event
