@@ -2,8 +2,9 @@
 
 A worker that has stored nothing since it started knows no row its tables took. When such a
 worker's small insert is refused whole for a reason other than a ``CHECK`` constraint (a column
-whose type no longer fits what the worker writes, a value the client cannot serialize), it asks
-its table's copy for one of these instead: a plain GenAI chat span, or a product event, built by
+whose type no longer fits what the worker writes, a value the client cannot serialize), or by a
+``CHECK`` constraint while the table holds no recent row to evaluate it over, it asks its table's
+copy for one of these instead: a plain GenAI chat span, or a product event, built by
 the same decoder and row builders as every other row. If the copy refuses that too, the table no
 longer takes what the worker writes (a schema problem: the insert waits); if it takes it, the
 refused rows are bad data (dead-lettered).

@@ -51,10 +51,10 @@ of dead-lettering every message of a quiet stream. With no such rows yet (a work
 stored nothing since it started), the ``CHECK`` constraints the refusal names are evaluated over
 recent rows the table already holds (up to 100, stored or started in the last day): if every one
 breaks them, the constraint is newer than the data and the insert is retried the same way. For
-a refusal that names no ``CHECK`` constraint (a column's type changed), a row the worker builds
-from fixed content (:mod:`stream.reference_rows`) is asked about instead, the same way. Otherwise
-(a constraint and no recent rows, the reference row taken) the rows are dead-lettered, as bad
-data would be.
+a refusal that names no ``CHECK`` constraint (a column's type changed), or a table with no recent
+row, a row the worker builds from fixed content (:mod:`stream.reference_rows`) is asked about
+instead, the same way. Otherwise (a recent row meets the constraints, the reference row taken) the
+rows are dead-lettered, as bad data would be.
 """
 
 from __future__ import annotations
@@ -153,15 +153,17 @@ class KnownGood:
 
     async def refused_now(self, error: str = "") -> bool:
         """True when ClickHouse now refuses each known row alone; False when it takes one, or when
-        it cannot be asked (no evidence either way). With no known row: True when the recent rows
-        the table holds break the ``CHECK`` constraints ``error`` (the refusal) names, each one;
-        for a refusal that names none, when the reference rows are refused alone too."""
+        it cannot be asked (no evidence either way). With no known row: whether the recent rows the
+        table holds break the ``CHECK`` constraints ``error`` (the refusal) names, each one; for a
+        refusal that names none, or with no recent row, whether the reference rows are refused
+        alone too."""
         rows = list(self._rows)
         if not rows:
-            names = violated_names(error)
-            if names or self._reference is None:
+            if (held := await self._stored_refused(violated_names(error))) is not None:
                 self.evidence = "recent rows it holds break the same CHECK constraint (nothing stored since start)"
-                return await self._stored_refused(names)
+                return held
+            if self._reference is None:
+                return False
             self.evidence = "a reference row the worker builds from fixed content (nothing stored since start)"
             rows = list(self._reference())
         else:
@@ -173,14 +175,16 @@ class KnownGood:
             return False
         return all(e is not None and is_refusal(e) for e in outcomes)
 
-    async def _stored_refused(self, names: Sequence[str]) -> bool:
+    async def _stored_refused(self, names: Sequence[str]) -> bool | None:
+        """Whether the recent rows the table holds break the ``CHECK`` constraints ``names``, each
+        one; None when that tells nothing (no such constraint or no recent row; an outage)."""
         if self._stored is None or not names:
-            return False
+            return None
         try:
-            return await self._stored(names) is True
+            return await self._stored(names)
         except Exception as exc:  # noqa: BLE001 - an outage while asking: no evidence
             log.warning("could not ask ClickHouse whether the rows it holds meet its constraints: %s", exc)
-            return False
+            return None
 
 
 class Refusal(Exception):

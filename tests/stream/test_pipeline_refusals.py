@@ -213,3 +213,40 @@ def test_a_new_worker_tells_a_column_type_change_from_bad_data_by_a_reference_ro
     body = json.dumps({"trace_id": "ab" * 16, "type": "regenerate", "ts": 1795341600}).encode()
     asyncio.run(fresh.handle_events([InMessage("events", 0, 0, None, body)]))
     assert producer.records == [] and fresh.counters.write_retries == 1 and fresh.counters.action_events == 1
+
+
+def test_a_new_worker_asks_a_reference_row_about_a_constraint_when_the_table_holds_no_recent_row(
+    store: ClickHouseStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new or quiet deployment: nothing stored since start and no recent row to evaluate the
+    refusal's CHECK constraint over. The reference row is asked instead: a constraint it breaks
+    too refuses what the worker writes (held until mended); one it meets refuses bad data
+    (dead-lettered). It dead-lettered both before."""
+    settings = Settings(clickhouse_database=store.database, decision_wait=5)
+    traces = [genai_trace(random.Random(97 + i), 4) for i in range(2)]
+    held_by_a_new_worker(store, caplog, traces[0], "ADD CONSTRAINT expected CHECK name = 'expected'",
+                         "DROP CONSTRAINT expected", "a reference row the worker builds from fixed content")  # fmt: skip
+    assert count(store, "SELECT count() FROM {db}.spans FINAL") == 4
+
+    store.command(f"TRUNCATE TABLE {store.database}.spans SYNC")  # no recent row again
+    store.command(f"ALTER TABLE {store.database}.spans ADD CONSTRAINT no_poison CHECK name NOT LIKE 'poison%'")
+    for s in traces[1]:
+        s.name = "poison"
+    dead_lettered_by_a_new_worker(store, traces[1])
+
+    # product events the same way, on an empty action_events
+    body = lambda t: json.dumps({"trace_id": t, "type": "regenerate", "ts": 1795341600}).encode()  # noqa: E731
+    store.command(f"ALTER TABLE {store.database}.action_events ADD CONSTRAINT expected CHECK type = 'expected'")
+    fresh = Pipeline(settings, ClickHouseSink(store), producer := ListProducer(),
+                     sleep=FixAfter(1, "ALTER TABLE {db}.action_events DROP CONSTRAINT expected", store))  # fmt: skip
+    fresh.events = EventJoiner(store, "events.dlq", ["regenerate"], 60)
+    asyncio.run(fresh.handle_events([InMessage("events", 0, 0, None, body("ab" * 16))]))
+    assert producer.records == [] and fresh.counters.write_retries == 1 and fresh.counters.action_events == 1
+
+    store.command(f"TRUNCATE TABLE {store.database}.action_events SYNC")
+    store.command(f"ALTER TABLE {store.database}.action_events ADD CONSTRAINT no_cd CHECK trace_id != repeat('cd', 16)")
+    fresh = Pipeline(settings, ClickHouseSink(store), producer := ListProducer(), sleep=no_sleep)
+    fresh.events = EventJoiner(store, "events.dlq", ["regenerate"], 60)
+    asyncio.run(fresh.handle_events([InMessage("events", 0, 1, None, body("cd" * 16))]))
+    assert [dict(r.headers)[REASON] for r in producer.records] == [b"insert_rejected"]
+    assert fresh.counters.write_retries == 0 and fresh.counters.action_events == 0

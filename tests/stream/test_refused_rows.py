@@ -12,6 +12,7 @@ from typing import Any
 
 import clickhouse_connect
 import pytest
+from clickhouse_connect.driver.exceptions import DataError
 
 from stream.refused_rows import (
     PROBE_PARTS,
@@ -353,3 +354,32 @@ def test_refused_rows_are_grouped_by_their_source() -> None:
     refused = [Refused(i, f"e{i}") for i in (0, 4, 5, 9)]
     groups = by_source([2, 0, 4, 1, 3], refused)  # rows 0-1 | - | 2-5 | 6 | 7-9
     assert groups == {0: [Refused(0, "e0")], 2: [Refused(2, "e4"), Refused(3, "e5")], 4: [Refused(2, "e9")]}
+
+
+def test_with_no_row_known_a_check_refusal_asks_the_stored_rows_then_the_reference_row() -> None:
+    """Nothing stored since start: the recent rows the table holds answer first; when they tell
+    nothing (none recent, or the question fails), the reference row is probed instead."""
+    probed: list[list[Any]] = []
+
+    async def probe(rows: Sequence[Any]) -> list[Exception | None]:
+        probed.append(list(rows))
+        return [DataError("refused") for _ in rows]
+
+    def known(answer: bool | None | Exception) -> KnownGood:
+        async def stored(names: Sequence[str]) -> bool | None:
+            assert list(names) == ["expected"]
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        return KnownGood(probe, stored=stored, reference=lambda: ["reference row"])
+
+    check = "Code: 469. DB::Exception: Constraint `expected` for table db.t (x) is violated at row 1. Expression: (a = 1)"
+    assert asyncio.run(known(False).refused_now(check)) is False and probed == []  # a recent row meets it
+    assert asyncio.run(known(True).refused_now(check)) is True and probed == []  # every recent row breaks it
+    held = known(None)
+    assert asyncio.run(held.refused_now(check)) is True and probed == [["reference row"]]
+    assert held.evidence.startswith("a reference row")
+    assert asyncio.run(known(ConnectionResetError("reset")).refused_now(check)) is True and len(probed) == 2
+    no_reference = KnownGood(probe, stored=lambda names: asyncio.sleep(0, None))  # none recent, no reference row
+    assert asyncio.run(no_reference.refused_now(check)) is False and len(probed) == 2
