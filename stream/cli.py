@@ -49,10 +49,11 @@ def worker(config: Optional[Path] = ConfigOpt) -> None:
     _logging(settings.log_level)
     from judges.config import JudgingConfigError
     from stream.policy import PolicyError
+    from stream.store import UnsupportedClickHouseError
 
     try:
         run_worker(settings)
-    except (PolicyError, JudgingConfigError) as exc:
+    except (PolicyError, JudgingConfigError, UnsupportedClickHouseError) as exc:
         err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
 

@@ -58,6 +58,28 @@ class StoreLockedError(RuntimeError):
     """The embedded data directory is held by another process (one chDB engine per directory)."""
 
 
+class UnsupportedClickHouseError(RuntimeError):
+    """The ClickHouse server is older than the oldest release the migrations run on."""
+
+
+# The oldest ClickHouse whose features every migration uses: 0009 sets the MergeTree setting
+# ``deduplicate_merge_projection_mode``, new in 24.8 (ClickHouse PR #66672, 24.8 changelog).
+MIN_CLICKHOUSE = (24, 8)
+_RELEASE = re.compile(r"(\d+)\.(\d+)")
+
+
+def check_server_version(version: str) -> None:
+    """Raise :class:`UnsupportedClickHouseError` when ``version`` (what ``SELECT version()`` says)
+    is older than :data:`MIN_CLICKHOUSE`; a version this cannot read is let through."""
+    m = _RELEASE.match(version.strip())
+    if m and (int(m.group(1)), int(m.group(2))) < MIN_CLICKHOUSE:
+        need = ".".join(map(str, MIN_CLICKHOUSE))
+        raise UnsupportedClickHouseError(
+            f"ClickHouse {version} is too old: tracejudge's tables need {need} or later "
+            "(migration 0009 sets deduplicate_merge_projection_mode); upgrade the server"
+        )
+
+
 class SecondEngineError(RuntimeError):
     """This process already has chDB's engine open on another data directory (one per process)."""
 
@@ -301,10 +323,11 @@ class ClickHouseStore:
                 self.command(statement)
         _, rows = self.query(f"SELECT version FROM {db}.schema_migrations FINAL")
         applied = {r[0] for r in rows}
+        pending = [m for m in load_migrations() if m[0] not in applied]
+        if pending:  # before any of them runs: a clear error, not the first statement the server refuses
+            check_server_version(str(self.query("SELECT version()")[1][0][0]))
         done = []
-        for version, name, sql in load_migrations():
-            if version in applied:
-                continue
+        for version, name, sql in pending:
             for statement in split_statements(sql.replace("{db}", db)):
                 for rendered in render(statement, self.cluster):
                     self.command(rendered)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,8 @@ from stream.store import (
     TABLE_INSERT_SETTINGS,
     ClickHouseStore,
     SecondEngineError,
+    UnsupportedClickHouseError,
+    check_server_version,
     is_read_only_sql,
     load_migrations,
     split_statements,
@@ -28,6 +32,39 @@ def test_migrations_apply_once_in_order(store: ClickHouseStore) -> None:
     assert [r[1] for r in rows] == names
     _, tables = store.query(f"SHOW TABLES FROM {store.database}")
     assert {"spans", "traces", "schema_migrations"} <= {t[0] for t in tables}
+
+
+@pytest.mark.parametrize("version", ["24.8.1.2684", "25.3.6.56", "26.9.2.1", "30.1", "unknown"])
+def test_clickhouse_releases_the_migrations_run_on_pass(version: str) -> None:
+    check_server_version(version)  # raises for an older one
+
+
+@pytest.mark.parametrize("version", ["24.7.3.42", "23.8.16.16", "18.16.1"])
+def test_a_clickhouse_older_than_24_8_is_refused_with_the_reason(version: str) -> None:
+    with pytest.raises(UnsupportedClickHouseError, match=rf"ClickHouse {version} is too old: .* need 24\.8 or later"):
+        check_server_version(version)
+
+
+def test_a_too_old_server_is_refused_before_any_migration_runs(chdb_dsn: str) -> None:
+    """Real chDB on a fresh database, its answer to ``SELECT version()`` replaced by an old
+    release's: migrate refuses before creating any table of the project's."""
+
+    class OldServer(ClickHouseStore):
+        def query(self, sql: str, parameters: dict[str, Any] | None = None,
+                  settings: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:  # fmt: skip
+            if sql == "SELECT version()":
+                return ["version()"], [("24.3.5.46",)]
+            return super().query(sql, parameters, settings)
+
+    old = OldServer(chdb_dsn, database=f"t_{uuid.uuid4().hex[:12]}")
+    try:
+        with pytest.raises(UnsupportedClickHouseError, match="ClickHouse 24.3.5.46 is too old"):
+            old.migrate()
+        _, tables = old.query(f"SHOW TABLES FROM {old.database}")
+        assert [t[0] for t in tables] == ["schema_migrations"]  # no migration ran
+    finally:
+        old.command(f"DROP DATABASE IF EXISTS {old.database} SYNC")
+        old.close()
 
 
 def test_insert_with_same_dedup_token_is_stored_once(store: ClickHouseStore) -> None:
