@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         None, description="judging YAML (providers, tiers, rubrics, budget); unset = no judging agent"
     )
     judge_dlq_topic: str = Field("traces.to_judge.dlq", description="to_judge messages that cannot be decoded")
+    max_repartition_message_bytes: int = Field(
+        900_000, ge=10_000, description="a trace's part of an unkeyed input message larger than this goes to the "
+        "repartition topic in several messages, each at most this size (a span larger alone goes alone); keep it "
+        "below the broker's message.max.bytes: the worker's producer does not compress, so a compressed input "
+        "message can hold a trace larger than the broker takes"
+    )
     max_judge_message_bytes: int = Field(
         900_000, ge=10_000, description="a to_judge message larger than this carries its spans by reference "
         "(the judge loads them from ClickHouse); keep it below the broker's message.max.bytes"

@@ -147,8 +147,8 @@ class Pipeline:
                     local, held = [], 0
             else:
                 self.counters.repartitioned_messages += 1
-                for tid, part in split_by_trace(to_split).items():
-                    out.append(OutRecord(self.settings.repartition_topic, tid.encode(), part))
+                for tid, parts in split_by_trace(to_split, self.settings.max_repartition_message_bytes).items():
+                    out.extend(OutRecord(self.settings.repartition_topic, tid.encode(), part) for part in parts)
         if local:
             stored.append(await self._begin_ingest(local))
         if out:

@@ -15,7 +15,6 @@ from schemas.decode import TRUNCATION_MARK, DecodeError, Limits, _utf8_len, deco
 from schemas.model import Span
 from schemas.normalize import normalize_span
 from schemas.otlp_json import parse_otlp_json, to_otlp_json
-from schemas.split import split_by_trace
 from tests.factories import SpanSpec, genai_trace, otlp_json, proto, request
 
 
@@ -137,17 +136,6 @@ def test_a_string_length_prefix_past_the_message_end_is_undecodable() -> None:
     value = proto([SpanSpec(rng.randbytes(16), rng.randbytes(8), name="MARKERMARKER")])
     with pytest.raises(DecodeError, match="undecodable"):
         decode_message(value.replace(b"MARKERMARKER", b"MARKERMARKE"))
-
-
-def test_split_by_trace_keeps_resource_and_scope() -> None:
-    rng = random.Random(7)
-    traces = [genai_trace(rng, 4) for _ in range(3)]
-    parts = split_by_trace(request([s for t in traces for s in t]))
-    assert sorted(parts) == sorted(t[0].trace_id.hex() for t in traces)
-    for tid, value in parts.items():
-        spans = decode_message(value)
-        assert {s.trace_id for s in spans} == {tid} and len(spans) == 4
-        assert all(s.service_name == "support-bot" and s.scope_name == "tests.factories" for s in spans)
 
 
 def test_json_round_trip_is_stable() -> None:

@@ -56,3 +56,30 @@ def test_a_dead_letter_over_the_size_limit_goes_without_its_value_and_the_partit
     assert counters["send_refused"] == 0 and counters["send_retries"] == 1
     assert 'tracejudge_dead_letter_values_omitted_total{component="ingest"} 1.0' in metrics()
     assert worker.proc.poll() is None
+
+
+def test_a_trace_too_large_for_one_repartition_message_is_cut_and_every_span_stored(
+    deployment: Callable[..., Deployment], consume: Any,
+) -> None:  # fmt: skip
+    """An unkeyed message whose one trace is larger than the producer may send (as the part of a
+    large trace from a compressed input message can be, uncompressed): the trace goes to the
+    repartition topic in parts under ``max_repartition_message_bytes``, and the partition goes on.
+    It was one part, refused for good, and the partition waited on it."""
+    rng = random.Random(6)
+    d = deployment(partitions=1, producer_max_request_bytes=LIMIT, max_repartition_message_bytes=LIMIT - 14_000)
+    worker = d.start_worker()
+    big = genai_trace(rng, 12)
+    for i, s in enumerate(big):  # ~18 KB of conversation per span: ~220 KB for the trace
+        s.attrs["gen_ai.input.messages"] = f'[{{"role":"user","parts":[{{"type":"text","content":"{i}' + "z" * 18_000 + '"}]}]'
+    small = [genai_trace(rng, 3) for _ in range(2)]
+    d.produce([(None, proto(big + small[0]), 0), (None, proto(small[1]), 0)])
+    db = "tracejudge"
+    stored = lambda sql: int(worker.sql(sql.format(db=db))[0][0])  # noqa: E731
+    assert wait_for(lambda: stored("SELECT count() FROM {db}.traces FINAL") >= 3, 90), "the traces were not all stored"
+    assert stored("SELECT count() FROM {db}.spans FINAL") == 18
+    assert stored(f"SELECT span_count FROM {{db}}.traces FINAL WHERE trace_id = '{big[0].trace_id.hex()}'") == 12
+    parts = [r for r in consume(d.settings["TRACEJUDGE_REPARTITION_TOPIC"]) if r.key == big[0].trace_id.hex().encode()]
+    assert len(parts) >= 4 and all(len(r.value) <= LIMIT - 14_000 for r in parts)
+    counters = worker.status()["counters"]
+    assert counters["send_refused"] == 0 and counters["repartitioned_messages"] == 2
+    assert counters["spans_in"] == 18 and worker.proc.poll() is None

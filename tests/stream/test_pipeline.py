@@ -100,6 +100,26 @@ def test_unkeyed_batches_are_split_per_trace_for_repartitioning(store: ClickHous
     assert count(store, "SELECT count() FROM {db}.spans FINAL") == 12 and producer2.records == []
 
 
+@pytest.mark.parametrize("encode", [proto, otlp_json])
+def test_a_large_trace_goes_to_the_repartition_topic_in_parts_under_the_limit(store: ClickHouseStore, encode: Any) -> None:
+    limit = 60_000
+    p, producer, _ = make(store, max_repartition_message_bytes=limit)
+    big, small = genai_trace(random.Random(30), 10), genai_trace(random.Random(31), 3)
+    for s in big:  # ~20 KB of conversation per span
+        s.attrs["gen_ai.input.messages"] = '[{"role":"user","parts":[{"type":"text","content":"' + "q" * 20_000 + '"}]}]'
+    asyncio.run(p.handle_batch([msg(encode(big + small), 0)]))
+    parts = [r for r in producer.records if r.key == big[0].trace_id.hex().encode()]
+    assert len(parts) >= 4 and all(len(r.value) <= limit for r in parts)
+    assert len([r for r in producer.records if r.key == small[0].trace_id.hex().encode()]) == 1
+    # read back as the repartition topic's messages: every span once, one trace of 10 spans
+    p2, _, clock2 = make(store)
+    asyncio.run(p2.handle_batch([msg(r.value, i, r.key) for i, r in enumerate(producer.records)], repartition=False))
+    clock2.now += 10 * S
+    assert asyncio.run(p2.tick()) == 2
+    assert count(store, "SELECT count() FROM {db}.spans FINAL") == 13
+    assert count(store, "SELECT span_count FROM {db}.traces FINAL WHERE trace_id = '%s'" % big[0].trace_id.hex()) == 10
+
+
 def test_otlp_json_not_in_the_collectors_shape_is_stored_counted_and_logged_once(
     store: ClickHouseStore, caplog: pytest.LogCaptureFixture
 ) -> None:
