@@ -95,13 +95,8 @@ class Pipeline:
         self._known_events = KnownGood(lambda batch: self.events.probe(batch, now_ms()),  # type: ignore[union-attr]
                                        stored=lambda names: self.events.stored_refused(names),  # type: ignore[union-attr]
                                        reference=lambda: reference_events(now_ms()))  # fmt: skip
-        self.assembler = TraceAssembler(
-            settings.decision_wait,
-            settings.max_trace_age,
-            settings.max_open_traces,
-            settings.max_spans_per_trace,
-            settings.decided_cache_size,
-        )
+        self.assembler = TraceAssembler(settings.decision_wait, settings.max_trace_age, settings.max_open_traces,
+                                        settings.max_spans_per_trace, settings.decided_cache_size)  # fmt: skip
         self.counters = Counters()
         self.reader = MessageReader(settings, self.counters)
         self.lock = asyncio.Lock()
