@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     judge_dlq_topic: str = Field("traces.to_judge.dlq", description="to_judge messages that cannot be decoded")
     max_repartition_message_bytes: int = Field(
         900_000, ge=10_000, description="a trace's part of an unkeyed input message larger than this goes to the "
-        "repartition topic in several messages, each at most this size (a span larger alone goes alone); keep it "
+        "repartition topic in several messages, each at most this size, its attribute values over max_attribute_bytes "
+        "first cut to what the decoder keeps of them (a span larger alone goes alone); keep it "
         "below the broker's message.max.bytes: the worker's producer does not compress, so a compressed input "
         "message can hold a trace larger than the broker takes"
     )

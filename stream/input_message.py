@@ -14,9 +14,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from schemas.decode import Limits, decode, is_json, parse_message
 from schemas.model import Span
+from schemas.split import split_by_trace
 from stream.config import Settings
 from stream.counters import Counters
-from stream.dlq import InMessage
+from stream.dlq import InMessage, OutRecord
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ class MessageReader:
         self.limits = Limits(settings.max_message_bytes, settings.max_attribute_bytes,
                              settings.oversize_attribute_policy)  # fmt: skip
         self.counters = counters
+        self.repartition_topic = settings.repartition_topic
+        self.max_part_bytes = settings.max_repartition_message_bytes
 
     def read(self, msg: InMessage, repartition: bool = True) -> tuple[list[Span], ExportTraceServiceRequest | None]:
         """``(spans, None)`` for a message ingested here (or with ``repartition`` off);
@@ -39,6 +42,23 @@ class MessageReader:
         if req is None:  # OTLP/JSON read straight into spans: parts are cut from a request
             req = parse_message(msg.value, self.encoding, self.limits)
         return spans, req
+
+    def repartition(self, req: ExportTraceServiceRequest) -> list[OutRecord]:
+        """The repartition records of a message :meth:`read` returned a request for: its part per
+        trace, cut under ``max_repartition_message_bytes`` (schemas/split.py), keyed by trace id."""
+        c, limit = self.counters, self.max_part_bytes
+        c.repartitioned_messages += 1
+        records = []
+        for tid, parts in split_by_trace(req, limit, self.limits.max_attribute_bytes).items():
+            c.repartition_parts_cut += len(parts) - 1
+            for part in parts:
+                if len(part) > limit:  # one span, larger alone: the broker may refuse it (stream/delivery.py)
+                    c.repartition_oversize_records += 1
+                    log.warning("trace %s: a span of %d bytes (attribute values already cut to max_attribute_bytes) "
+                                "goes to the repartition topic alone, over max_repartition_message_bytes %d",
+                                tid, len(part), limit)  # fmt: skip
+                records.append(OutRecord(self.repartition_topic, tid.encode(), part))
+        return records
 
     def _json_not_straight(self, msg: InMessage) -> None:
         """OTLP/JSON the fast reader (schemas/otlp_json_spans.py) left to protobuf's JSON parser:

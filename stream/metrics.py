@@ -65,6 +65,11 @@ SPECS: tuple[Spec, ...] = (
     _c("store_refused_rows", "rows ClickHouse refused, by table (their messages are dead-lettered as "
        "insert_rejected)", ("table",), "{row}"),  # fmt: skip
     _c("repartitioned_messages", "unkeyed input messages split per trace onto the repartition topic", unit="{message}"),
+    _c("repartition_parts_cut", "repartition records beyond one per trace: a trace's part of an unkeyed message "
+       "cut under max_repartition_message_bytes", unit="{message}"),  # fmt: skip
+    _c("repartition_oversize_records", "repartition records over max_repartition_message_bytes: a single span "
+       "larger alone, even with its attribute values cut to max_attribute_bytes (the broker may refuse it)",
+       unit="{message}"),  # fmt: skip
     _c("otlp_json_slow_messages", "OTLP/JSON messages not in the shape read straight into spans (snake_case keys, "
        "enums by name, ...): decoded through protobuf's JSON parser, ~10x the CPU per span", unit="{message}"),  # fmt: skip
     _c("late_spans", "spans of traces that had already completed", unit="{span}"),
@@ -148,6 +153,8 @@ PIPELINE_FIELDS: dict[str, tuple[str, str | None]] = {
     "spans_stored": ("spans_stored", None),
     "refused_rows": ("store_refused_rows", "table"),
     "repartitioned_messages": ("repartitioned_messages", None),
+    "repartition_parts_cut": ("repartition_parts_cut", None),
+    "repartition_oversize_records": ("repartition_oversize_records", None),
     "otlp_json_slow_messages": ("otlp_json_slow_messages", None),
     "late_spans": ("late_spans", None),
     "replayed_spans": ("replayed_spans", None),

@@ -27,7 +27,6 @@ from typing import Any
 
 from schemas.decode import DecodeError
 from schemas.model import Span
-from schemas.split import split_by_trace
 from stream.assembly import TP, CompletedTrace, TraceAssembler
 from stream.config import Settings
 from stream.counters import Counters
@@ -141,9 +140,7 @@ class Pipeline:
                     stored.append(await self._begin_ingest(local))
                     local, held = [], 0
             else:
-                self.counters.repartitioned_messages += 1
-                for tid, parts in split_by_trace(to_split, self.settings.max_repartition_message_bytes).items():
-                    out.extend(OutRecord(self.settings.repartition_topic, tid.encode(), part) for part in parts)
+                out.extend(self.reader.repartition(to_split))
         if local:
             stored.append(await self._begin_ingest(local))
         if out:

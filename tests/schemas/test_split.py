@@ -6,8 +6,8 @@ import random
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from schemas.decode import decode_message
-from schemas.split import split_by_trace
+from schemas.decode import Limits, decode_message
+from schemas.split import shorten_values, split_by_trace
 from tests.factories import SpanSpec, genai_trace, request
 
 
@@ -76,3 +76,53 @@ def test_a_span_larger_than_the_limit_goes_alone() -> None:
     alone = next(p for p in pieces if any(s.span_id == trace[3].span_id.hex() for s in decode_message(p)))
     assert len(decode_message(alone)) == 1 and len(alone) > 20_000
     assert all(len(p) <= 20_000 for p in pieces if p is not alone)
+
+
+def test_a_part_over_the_limit_sheds_only_what_the_decoder_drops() -> None:
+    """Values the decoder truncates (strings with multi-byte characters, bytes, values nested in
+    arrays and key-value lists, span events, the resource) are shortened before the part is cut:
+    a span that was larger alone now fits one record, and it decodes exactly as the whole did."""
+    rng = random.Random(13)
+    trace = big_trace(rng, 6, 500)
+    limit = 4_000  # the worker's max_attribute_bytes
+    trace[2].attrs["gen_ai.input.messages"] = "ä" * 9_000 + "tail"  # 2 bytes per character
+    trace[2].attrs["image"] = rng.randbytes(30_000)
+    trace[3].attrs["gen_ai.output.messages"] = ["short", "q" * 50_000, {"nested": ["€" * 3_000, "r" * 20_000]}]
+    trace[4].attrs["just_over"] = "s" * (limit + 1)  # the decoder truncates it; shortening leaves it
+    trace[4].attrs["at_limit"] = "t" * limit
+    req = request(trace)
+    req.resource_spans[0].resource.attributes.add(key="host.blob").value.string_value = "h" * 12_000
+    event = req.resource_spans[0].scope_spans[0].spans[5].events.add(name="exception", time_unix_nano=trace[5].start)
+    event.attributes.add(key="exception.stacktrace").value.string_value = "frame\n" * 5_000
+    limits = Limits(max_attribute_bytes=limit)
+    whole = decode_message(split_by_trace(req)[trace[0].trace_id.hex()][0], limits=limits)
+    assert len(whole[2].truncated_attributes) >= 3  # the input really is truncated by the decoder
+
+    pieces = split_by_trace(req, max_bytes=20_000, max_value_bytes=limit)[trace[0].trace_id.hex()]
+    assert all(len(p) <= 20_000 for p in pieces)
+    spans = [s for p in pieces for s in decode_message(p, limits=limits)]
+    assert [s.model_dump() for s in spans] == [s.model_dump() for s in whole]
+    # without shortening, the large spans go alone and over the limit
+    assert any(len(p) > 20_000 for p in split_by_trace(req, max_bytes=20_000)[trace[0].trace_id.hex()])
+
+
+def test_shortening_counts_values_and_leaves_a_part_under_the_limit_as_it_came() -> None:
+    rng = random.Random(14)
+    trace = big_trace(rng, 3, 100)
+    trace[1].attrs["big"] = "b" * 10_000
+    trace[1].attrs["list"] = ["c" * 10_000, "d", b"e" * 10_000]
+    req = request(trace)
+    original = req.SerializeToString()
+    assert split_by_trace(req, max_bytes=100_000, max_value_bytes=1_000)[trace[0].trace_id.hex()] == [original]
+    assert req.SerializeToString() == original  # the caller's request is never changed
+    copy = ExportTraceServiceRequest.FromString(original)
+    assert shorten_values(copy, 1_000) == 3
+    assert shorten_values(copy, 1_000) == 0  # already short: idempotent
+    values = {kv.key: kv.value for kv in copy.resource_spans[0].scope_spans[0].spans[1].attributes}
+    assert values["big"].string_value == "b" * 1_001
+    wide = ExportTraceServiceRequest.FromString(original)
+    attrs = wide.resource_spans[0].scope_spans[0].spans[1].attributes
+    attrs.add(key="wide").value.string_value = "€" * 600  # 1,800 bytes in 600 characters
+    assert shorten_values(wide, 1_000) == 4
+    assert attrs[-1].value.string_value == "€" * 334  # the 333 the decoder keeps (999 bytes), and one
+    assert [len(v.string_value or v.bytes_value) for v in values["list"].array_value.values] == [1_001, 1, 1_001]

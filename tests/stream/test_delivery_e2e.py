@@ -5,12 +5,15 @@ which raises the same ``MessageSizeTooLargeError`` a broker's refusal does."""
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 
+from schemas.decode import TRUNCATION_MARK
 from stream import dlq
 from tests.factories import genai_trace, proto
 from tests.stream.conftest import Deployment, wait_for
@@ -83,3 +86,35 @@ def test_a_trace_too_large_for_one_repartition_message_is_cut_and_every_span_sto
     counters = worker.status()["counters"]
     assert counters["send_refused"] == 0 and counters["repartitioned_messages"] == 2
     assert counters["spans_in"] == 18 and worker.proc.poll() is None
+
+
+def test_a_span_larger_alone_than_a_repartition_message_sheds_what_the_decoder_drops(
+    deployment: Callable[..., Deployment],
+) -> None:  # fmt: skip
+    """An unkeyed message with a span whose values alone are over the producer's limit (a base64
+    image in its input messages, say): the values are cut to ``max_attribute_bytes`` before the
+    span goes to the repartition topic, so it fits one record and is stored as it would have been
+    keyed. It went alone, over the limit, refused for good, and the partition waited on it."""
+    rng = random.Random(7)
+    d = deployment(partitions=1, producer_max_request_bytes=LIMIT, max_repartition_message_bytes=LIMIT - 14_000,
+                   max_attribute_bytes=20_000)  # fmt: skip
+    worker = d.start_worker()
+    big = genai_trace(rng, 4)
+    big[1].attrs["gen_ai.input.messages"] = "data:image/png;base64," + "A" * 300_000
+    big[1].attrs["image.raw"] = rng.randbytes(90_000)
+    small = genai_trace(rng, 3)
+    d.produce([(None, proto(big + small), 0)])
+    db, span = "tracejudge", big[1].span_id.hex()
+    stored = lambda sql: worker.sql(sql.format(db=db))[0]  # noqa: E731
+    assert wait_for(lambda: int(stored("SELECT count() FROM {db}.traces FINAL")[0]) >= 2, 90), "not stored"
+    assert int(stored("SELECT count() FROM {db}.spans FINAL")[0]) == 7
+    value, blob, truncated = stored(
+        "SELECT attributes['gen_ai.input.messages'], attributes['image.raw'], truncated_attributes "
+        f"FROM {{db}}.spans FINAL WHERE span_id = '{span}'"
+    )
+    assert value == "data:image/png;base64," + "A" * (20_000 - 22) + TRUNCATION_MARK
+    assert base64.b64decode(json.loads(blob)["$bytes"]) == big[1].attrs["image.raw"][:20_000]
+    assert sorted(truncated) == ["gen_ai.input.messages", "image.raw"]
+    counters = worker.status()["counters"]
+    assert counters["send_refused"] == 0 and counters["repartition_oversize_records"] == 0
+    assert counters["repartitioned_messages"] == 1 and worker.proc.poll() is None

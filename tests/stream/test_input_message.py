@@ -56,3 +56,24 @@ def test_json_off_the_fast_path_is_counted_with_or_without_a_leading_newline() -
     for offset, value in enumerate((fast, b"\n" + fast, slow, b"\n" + slow)):
         assert r.read(InMessage("in", 0, offset, None, value, None), repartition=False)[0] == want
     assert r.counters.otlp_json_slow_messages == 2
+
+
+def test_repartition_records_are_keyed_by_trace_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    rng = random.Random(4)
+    big, small = genai_trace(rng, 8), genai_trace(rng, 2)
+    for s in big:
+        s.attrs["gen_ai.input.messages"] = "m" * 6_000  # under max_attribute_bytes: kept whole, so the part is cut
+    big[3].attrs["many"] = ["v" * 9_000] * 3  # 27 KB, each value under max_attribute_bytes: alone, over the limit
+    settings = Settings(max_repartition_message_bytes=20_000, max_attribute_bytes=10_000)
+    r = MessageReader(settings, Counters())
+    _, req = r.read(InMessage("in", 0, 0, None, proto(big + small), None))
+    assert req is not None
+    records = r.repartition(req)
+    assert {rec.topic for rec in records} == {settings.repartition_topic}
+    keys = [rec.key for rec in records]
+    assert keys.count(small[0].trace_id.hex().encode()) == 1
+    assert keys.count(big[0].trace_id.hex().encode()) == len(records) - 1 >= 3
+    over = [rec for rec in records if len(rec.value) > 20_000]
+    assert len(over) == 1 and r.counters.repartition_oversize_records == 1
+    assert r.counters.repartition_parts_cut == len(records) - 2 and r.counters.repartitioned_messages == 1
+    assert "over max_repartition_message_bytes 20000" in caplog.text
