@@ -4,6 +4,7 @@ production, tansu in tests and the demo)."""
 from __future__ import annotations
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 
@@ -44,3 +45,21 @@ async def topic_partitions(bootstrap: str, topic: str, timeout: float = 10.0) ->
     if not parts:
         raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
     return len(parts)
+
+
+async def topic_message_limits(bootstrap: str, topics: list[str], timeout: float = 10.0) -> dict[str, int]:
+    """Each topic's ``max.message.bytes`` (the largest record batch the broker takes for it), for
+    the topics whose broker states it; a broker that does not (or a topic it errs on) is left out."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    await admin.start()
+    try:
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
+    finally:
+        await admin.close()
+    limits: dict[str, int] = {}
+    for response in responses:
+        for code, _message, _type, name, entries, *_ in response.resources:
+            for key, value, *_ in entries if code == 0 else ():
+                if key == "max.message.bytes" and value is not None and value.isdigit():
+                    limits[name] = int(value)
+    return limits

@@ -23,7 +23,7 @@ from stream.app import FaustProducer, create_app
 from stream.config import Settings
 from stream.dashboard import add_dashboard
 from judges.config import load_judging_config
-from stream.topics import ensure_topics, topic_partitions
+from stream.topics import ensure_topics, topic_message_limits, topic_partitions
 from stream.decide import TraceDecider
 from stream.event_loop import use_event_loop
 from stream.evaluation_events import build_evaluation_emitter
@@ -71,6 +71,49 @@ def topic_plan(settings: Settings) -> dict[str, int]:
         settings.events_topic: settings.topic_partitions,
         settings.events_dlq_topic: settings.topic_partitions,
     }
+
+
+#: bytes a record batch of one record adds to its value (batch and record headers, key, headers)
+RECORD_OVERHEAD = 1024
+
+
+def message_size_warnings(settings: Settings, limits: dict[str, int]) -> list[str]:
+    """What the topics' ``max.message.bytes`` (``limits``, where the broker states it) will refuse
+    of what the worker sends: a record refused as too large holds its partition until the limit is
+    raised (README, "Known limits"), so the mismatch is said at start-up, not when a large trace
+    comes."""
+    out = []
+    for topic, setting, size in (
+        (settings.repartition_topic, "max_repartition_message_bytes", settings.max_repartition_message_bytes),
+        (settings.judge_topic, "max_judge_message_bytes", settings.max_judge_message_bytes),
+    ):
+        limit = limits.get(topic)
+        if limit is not None and size + RECORD_OVERHEAD > limit:
+            out.append(f"topic {topic} takes records up to {limit} bytes (max.message.bytes) but {setting} is "
+                       f"{size}: a message near that size will be refused and hold its partition; set {setting} "
+                       f"to {max(limit - RECORD_OVERHEAD, 0)} or less, or raise the topic's max.message.bytes")  # fmt: skip
+    source, dlq = limits.get(settings.input_topic), limits.get(settings.dlq_topic)
+    if source is not None and dlq is not None and dlq < source + RECORD_OVERHEAD:
+        out.append(f"dead-letter topic {settings.dlq_topic} takes records up to {dlq} bytes, the input topic "
+                   f"{settings.input_topic} {source}: a dead letter of a message near the input's limit is sent "
+                   "without the original message (README, \"A dead letter at the broker's size limit\")")  # fmt: skip
+    return out
+
+
+async def warn_message_sizes(settings: Settings) -> list[str]:
+    """Log :func:`message_size_warnings` for the worker's topics (a broker that does not say its
+    limits is not checked); returns them."""
+    assert settings.kafka_bootstrap
+    topics = [settings.input_topic, settings.repartition_topic, settings.judge_topic, settings.dlq_topic]
+    try:
+        limits = await topic_message_limits(settings.kafka_bootstrap, topics)
+    except Exception as exc:  # e.g. not authorized to describe configs: the check is advice only
+        log.info("topic size limits not checked: %r", exc)
+        return []
+    warnings = message_size_warnings(settings, limits)
+    for w in warnings:
+        log.warning("%s", w)
+    return warnings
 
 
 def add_web_api(app: faust.App, pipeline: Pipeline, store: ClickHouseStore, judging: JudgeService | None = None) -> None:
@@ -165,6 +208,7 @@ def run_worker(settings: Settings) -> None:
         log.info("dropped %d table copies a previous worker left behind: %s", len(leftovers), ", ".join(leftovers))
     assert settings.kafka_bootstrap
     asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_plan(settings)))
+    asyncio.run(warn_message_sizes(settings))
 
     def make_pipeline(app: faust.App) -> Pipeline:
         events = EventJoiner(store, settings.events_dlq_topic, policy.action_signals, settings.action_join_window)
