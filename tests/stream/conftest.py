@@ -110,3 +110,14 @@ def store_dsn(tmp_path: Path) -> Iterator[str]:
     server = StoreServerProcess(tmp_path / "store")
     yield server.dsn
     server.stop()
+
+
+@pytest.fixture
+def closes_services() -> Iterator[None]:
+    """For the judging tests (``pytestmark = pytest.mark.usefixtures("closes_services")``): closes
+    after each test the providers' pools of the services it made, on the loop they ran on."""
+    from tests.stream.judging_support import OPEN, close_services, run
+
+    since = len(OPEN)
+    yield
+    run(close_services(since))

@@ -3,6 +3,7 @@ messages, a JudgeService on the real embedded ClickHouse, and queries of what it
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable
@@ -71,6 +72,14 @@ class FakeTime:
 
 
 OPEN: list[JudgeService] = []  # made by service(), in order; close_services closes the newest
+
+
+_LOOP = asyncio.new_event_loop()  # one loop for the judging tests: the providers' pooled clients live on it
+
+
+def run(coro: Any) -> Any:
+    """Run ``coro`` to completion on the judging tests' loop."""
+    return _LOOP.run_until_complete(coro)
 
 
 async def close_services(since: int) -> None:

@@ -3,8 +3,6 @@ embedded ClickHouse (one query per batch, none for full envelopes), missing span
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,22 +13,12 @@ from stream.rows import span_row
 from stream.sink import ClickHouseSink
 from tests.judges.fake_llm import build_trace
 from tests.judges.fake_provider import FakeProviderServer
-from tests.stream.judging_support import OPEN, close_services, honest, message, service, verdicts
+from tests.stream.judging_support import honest, message, run, service, verdicts
 
-_LOOP = asyncio.new_event_loop()  # one loop for the module: the providers' pooled clients live on it
+pytestmark = pytest.mark.usefixtures("closes_services")
+
 META = {"decision": {"class": "suspected_failure", "rule": "r", "stratum": "suspected_failure", "p": 1.0,
                      "policy_version": "pv1"}, "failed_gates": [], "signals": []}  # fmt: skip
-
-
-def run(coro):  # noqa: ANN001, ANN201
-    return _LOOP.run_until_complete(coro)
-
-
-@pytest.fixture(autouse=True)
-def _close_services() -> Iterator[None]:
-    since = len(OPEN)
-    yield
-    run(close_services(since))
 
 
 def big_trace(seed: int):  # noqa: ANN201
