@@ -5,11 +5,8 @@ against that module's store: the store server (test_store_server.py) or a cluste
 (test_cluster.py)."""
 
 from tests.stream.test_costs_judge_ledger import test_budget_burn_and_projection, test_daily_views_sum_the_ledger
-from tests.stream.test_judging import (
-    test_a_partitions_spend_moves_with_it_to_another_worker,
-    test_replayed_batch_is_not_judged_or_paid_again,
-    test_verdicts_and_ledger_rows_for_a_batch,
-)
+from tests.stream.test_judging import test_replayed_batch_is_not_judged_or_paid_again, test_verdicts_and_ledger_rows_for_a_batch
+from tests.stream.test_judging_budget import test_a_partitions_spend_moves_with_it_to_another_worker
 from tests.stream.test_store import (
     test_insert_with_same_dedup_token_is_stored_once,
     test_migrations_apply_once_in_order,

@@ -7,17 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.judges.fake_provider import FakeProviderServer
-from tests.stream.judging_support import (
-    FakeTime,
-    honest,
-    ledger,
-    message,
-    run,
-    service,
-    table_count,
-    verdict_rows,
-    verdicts,
-)
+from tests.stream.judging_support import FakeTime, honest, ledger, message, run, service, table_count, verdict_rows, verdicts
 
 pytestmark = pytest.mark.usefixtures("closes_services")
 
