@@ -71,7 +71,8 @@ class Settings(BaseSettings):
     max_repartition_message_bytes: int = Field(
         900_000, ge=10_000, description="a trace's part of an unkeyed input message larger than this goes to the "
         "repartition topic in several messages, each at most this size, its attribute values over max_attribute_bytes "
-        "first cut to what the decoder keeps of them (a span larger alone goes alone); keep it "
+        "first cut to what the decoder keeps of them (a span larger alone has its largest values cut to fit, named in "
+        "its truncated_attributes); keep it "
         "below the broker's message.max.bytes: the worker's producer does not compress, so a compressed input "
         "message can hold a trace larger than the broker takes"
     )

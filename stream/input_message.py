@@ -14,6 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from schemas.decode import Limits, decode, is_json, parse_message
 from schemas.model import Span
+from schemas.shrink import take_cut_keys
 from schemas.split import split_by_trace
 from stream.config import Settings
 from stream.counters import Counters
@@ -35,6 +36,8 @@ class MessageReader:
         """``(spans, None)`` for a message ingested here (or with ``repartition`` off);
         ``(spans, request)`` for one to split per trace. Raises ``DecodeError``."""
         spans, req = decode(msg.value, self.encoding, self.limits)
+        if msg.topic == self.repartition_topic:  # what this worker's repartition cut (schemas/shrink.py)
+            take_cut_keys(spans)
         if req is not None and msg.value and is_json(msg.value, self.encoding):
             self._json_not_straight(msg)
         if not repartition or partitioned_by_trace(msg.key, spans):
@@ -49,16 +52,23 @@ class MessageReader:
         c, limit = self.counters, self.max_part_bytes
         c.repartitioned_messages += 1
         records = []
-        for tid, parts in split_by_trace(req, limit, self.limits.max_attribute_bytes).items():
+        for tid, parts in split_by_trace(req, limit, self.limits.max_attribute_bytes, self._fitted).items():
             c.repartition_parts_cut += len(parts) - 1
             for part in parts:
-                if len(part) > limit:  # one span, larger alone: the broker may refuse it (stream/delivery.py)
+                if len(part) > limit:  # one span whose values could not be cut enough: the broker may refuse it
                     c.repartition_oversize_records += 1
-                    log.warning("trace %s: a span of %d bytes (attribute values already cut to max_attribute_bytes) "
-                                "goes to the repartition topic alone, over max_repartition_message_bytes %d",
+                    log.warning("trace %s: a record of %d bytes goes to the repartition topic, over "
+                                "max_repartition_message_bytes %d (a span whose other fields are that large)",
                                 tid, len(part), limit)  # fmt: skip
                 records.append(OutRecord(self.repartition_topic, tid.encode(), part))
         return records
+
+    def _fitted(self, trace_id: str, span_id: str, keys: list[str]) -> None:
+        """A span larger alone than a repartition record, its largest values cut to fit."""
+        self.counters.repartition_spans_fitted += 1
+        log.warning("trace %s span %s: larger alone than max_repartition_message_bytes %d even with its values "
+                    "within max_attribute_bytes; cut to fit: %s (in its truncated_attributes)",
+                    trace_id, span_id, self.max_part_bytes, ", ".join(keys))  # fmt: skip
 
     def _json_not_straight(self, msg: InMessage) -> None:
         """OTLP/JSON the fast reader (schemas/otlp_json_spans.py) left to protobuf's JSON parser:

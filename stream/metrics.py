@@ -67,9 +67,10 @@ SPECS: tuple[Spec, ...] = (
     _c("repartitioned_messages", "unkeyed input messages split per trace onto the repartition topic", unit="{message}"),
     _c("repartition_parts_cut", "repartition records beyond one per trace: a trace's part of an unkeyed message "
        "cut under max_repartition_message_bytes", unit="{message}"),  # fmt: skip
-    _c("repartition_oversize_records", "repartition records over max_repartition_message_bytes: a single span "
-       "larger alone, even with its attribute values cut to max_attribute_bytes (the broker may refuse it)",
-       unit="{message}"),  # fmt: skip
+    _c("repartition_spans_fitted", "spans larger alone than max_repartition_message_bytes with every value within "
+       "max_attribute_bytes: their largest values cut to fit (named in truncated_attributes)", unit="{span}"),  # fmt: skip
+    _c("repartition_oversize_records", "repartition records over max_repartition_message_bytes all the same: a "
+       "span whose other fields are that large (the broker may refuse it)", unit="{message}"),  # fmt: skip
     _c("otlp_json_slow_messages", "OTLP/JSON messages not in the shape read straight into spans (snake_case keys, "
        "enums by name, ...): decoded through protobuf's JSON parser, ~10x the CPU per span", unit="{message}"),  # fmt: skip
     _c("late_spans", "spans of traces that had already completed", unit="{span}"),
@@ -154,6 +155,7 @@ PIPELINE_FIELDS: dict[str, tuple[str, str | None]] = {
     "refused_rows": ("store_refused_rows", "table"),
     "repartitioned_messages": ("repartitioned_messages", None),
     "repartition_parts_cut": ("repartition_parts_cut", None),
+    "repartition_spans_fitted": ("repartition_spans_fitted", None),
     "repartition_oversize_records": ("repartition_oversize_records", None),
     "otlp_json_slow_messages": ("otlp_json_slow_messages", None),
     "late_spans": ("late_spans", None),

@@ -7,7 +7,7 @@ import random
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from schemas.decode import Limits, decode_message
-from schemas.split import shorten_values, split_by_trace
+from schemas.split import split_by_trace
 from tests.factories import SpanSpec, genai_trace, request
 
 
@@ -106,23 +106,16 @@ def test_a_part_over_the_limit_sheds_only_what_the_decoder_drops() -> None:
     assert any(len(p) > 20_000 for p in split_by_trace(req, max_bytes=20_000)[trace[0].trace_id.hex()])
 
 
-def test_shortening_counts_values_and_leaves_a_part_under_the_limit_as_it_came() -> None:
-    rng = random.Random(14)
-    trace = big_trace(rng, 3, 100)
-    trace[1].attrs["big"] = "b" * 10_000
-    trace[1].attrs["list"] = ["c" * 10_000, "d", b"e" * 10_000]
-    req = request(trace)
-    original = req.SerializeToString()
-    assert split_by_trace(req, max_bytes=100_000, max_value_bytes=1_000)[trace[0].trace_id.hex()] == [original]
-    assert req.SerializeToString() == original  # the caller's request is never changed
-    copy = ExportTraceServiceRequest.FromString(original)
-    assert shorten_values(copy, 1_000) == 3
-    assert shorten_values(copy, 1_000) == 0  # already short: idempotent
-    values = {kv.key: kv.value for kv in copy.resource_spans[0].scope_spans[0].spans[1].attributes}
-    assert values["big"].string_value == "b" * 1_001
-    wide = ExportTraceServiceRequest.FromString(original)
-    attrs = wide.resource_spans[0].scope_spans[0].spans[1].attributes
-    attrs.add(key="wide").value.string_value = "€" * 600  # 1,800 bytes in 600 characters
-    assert shorten_values(wide, 1_000) == 4
-    assert attrs[-1].value.string_value == "€" * 334  # the 333 the decoder keeps (999 bytes), and one
-    assert [len(v.string_value or v.bytes_value) for v in values["list"].array_value.values] == [1_001, 1, 1_001]
+def test_a_span_larger_alone_than_the_limit_is_cut_to_fit_and_reported() -> None:
+    rng = random.Random(15)
+    trace = big_trace(rng, 4, 500)
+    for k in ("a", "b", "c"):
+        trace[2].attrs[k] = k * 9_000  # each under max_value_bytes: nothing for shorten_values
+    fitted: list[tuple[str, str, list[str]]] = []
+    parts = split_by_trace(request(trace), max_bytes=15_000, max_value_bytes=10_000, on_fit=lambda *a: fitted.append(a))
+    pieces = parts[trace[0].trace_id.hex()]
+    assert all(len(p) <= 15_000 for p in pieces) and sum(len(decode_message(p)) for p in pieces) == 4
+    assert len(fitted) == 1 and fitted[0][:2] == (trace[0].trace_id.hex(), trace[2].span_id.hex())
+    assert sorted(fitted[0][2]) == ["a", "b"]  # the two largest, as far as needed; "c" stays whole
+    # without max_value_bytes (no decoder limit known), the span goes alone, whole
+    assert max(len(p) for p in split_by_trace(request(trace), max_bytes=15_000)[trace[0].trace_id.hex()]) > 15_000

@@ -94,7 +94,9 @@ def test_a_span_larger_alone_than_a_repartition_message_sheds_what_the_decoder_d
     """An unkeyed message with a span whose values alone are over the producer's limit (a base64
     image in its input messages, say): the values are cut to ``max_attribute_bytes`` before the
     span goes to the repartition topic, so it fits one record and is stored as it would have been
-    keyed. It went alone, over the limit, refused for good, and the partition waited on it."""
+    keyed. Another span, whose values are each within ``max_attribute_bytes`` but together over
+    the limit, has its largest cut to fit, named in ``truncated_attributes``. Both went alone, over
+    the limit, refused for good, and the partition waited on them."""
     rng = random.Random(7)
     d = deployment(partitions=1, producer_max_request_bytes=LIMIT, max_repartition_message_bytes=LIMIT - 14_000,
                    max_attribute_bytes=20_000)  # fmt: skip
@@ -102,6 +104,8 @@ def test_a_span_larger_alone_than_a_repartition_message_sheds_what_the_decoder_d
     big = genai_trace(rng, 4)
     big[1].attrs["gen_ai.input.messages"] = "data:image/png;base64," + "A" * 300_000
     big[1].attrs["image.raw"] = rng.randbytes(90_000)
+    for k in range(4):  # 76 KB of values each within max_attribute_bytes: cut further to fit, and named
+        big[2].attrs[f"context.{k}"] = str(k) * 19_000
     small = genai_trace(rng, 3)
     d.produce([(None, proto(big + small), 0)])
     db, span = "tracejudge", big[1].span_id.hex()
@@ -115,6 +119,14 @@ def test_a_span_larger_alone_than_a_repartition_message_sheds_what_the_decoder_d
     assert value == "data:image/png;base64," + "A" * (20_000 - 22) + TRUNCATION_MARK
     assert base64.b64decode(json.loads(blob)["$bytes"]) == big[1].attrs["image.raw"][:20_000]
     assert sorted(truncated) == ["gen_ai.input.messages", "image.raw"]
+    values, truncated = stored("SELECT mapFilter((k, v) -> k LIKE 'context.%', attributes), truncated_attributes "
+                               f"FROM {{db}}.spans FINAL WHERE span_id = '{big[2].span_id.hex()}'")  # fmt: skip
+    assert sorted(values) == [f"context.{k}" for k in range(4)] and truncated and set(truncated) <= set(values)
+    for k, v in values.items():  # the cut ones end with the mark, the others are whole
+        kept = 19_000 if k not in truncated else len(v) - len(TRUNCATION_MARK)
+        assert v == k[-1] * kept + (TRUNCATION_MARK if k in truncated else "")
+    assert sum(len(v) for v in values.values()) < LIMIT - 14_000
     counters = worker.status()["counters"]
     assert counters["send_refused"] == 0 and counters["repartition_oversize_records"] == 0
+    assert counters["repartition_spans_fitted"] == 1
     assert counters["repartitioned_messages"] == 1 and worker.proc.poll() is None

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from schemas.decode import DecodeError
+from schemas.decode import TRUNCATION_MARK, DecodeError
+from schemas.shrink import CUT_KEYS
 from stream.config import Settings
 from stream.counters import Counters
 from stream.dlq import InMessage
@@ -63,7 +64,8 @@ def test_repartition_records_are_keyed_by_trace_and_counted(caplog: pytest.LogCa
     big, small = genai_trace(rng, 8), genai_trace(rng, 2)
     for s in big:
         s.attrs["gen_ai.input.messages"] = "m" * 6_000  # under max_attribute_bytes: kept whole, so the part is cut
-    big[3].attrs["many"] = ["v" * 9_000] * 3  # 27 KB, each value under max_attribute_bytes: alone, over the limit
+    big[3].attrs["many"] = ["v" * 9_000] * 3  # 27 KB, each value under max_attribute_bytes: cut to fit
+    big[5].name = "n" * 30_000  # not an attribute: nothing to cut, the record goes over the limit
     settings = Settings(max_repartition_message_bytes=20_000, max_attribute_bytes=10_000)
     r = MessageReader(settings, Counters())
     _, req = r.read(InMessage("in", 0, 0, None, proto(big + small), None))
@@ -75,5 +77,27 @@ def test_repartition_records_are_keyed_by_trace_and_counted(caplog: pytest.LogCa
     assert keys.count(big[0].trace_id.hex().encode()) == len(records) - 1 >= 3
     over = [rec for rec in records if len(rec.value) > 20_000]
     assert len(over) == 1 and r.counters.repartition_oversize_records == 1
+    assert r.counters.repartition_spans_fitted == 1
     assert r.counters.repartition_parts_cut == len(records) - 2 and r.counters.repartitioned_messages == 1
-    assert "over max_repartition_message_bytes 20000" in caplog.text
+    assert "over max_repartition_message_bytes 20000" in caplog.text and "cut to fit: many" in caplog.text
+
+    # read back from the repartition topic: every span once, the cut one saying what was cut
+    back = [s for i, rec in enumerate(records) for s in r.read(InMessage(rec.topic, 0, i, rec.key, rec.value, None))[0]]
+    assert sorted(s.span_id for s in back) == sorted(s.span_id.hex() for s in big + small)
+    fitted = next(s for s in back if s.span_id == big[3].span_id.hex())
+    assert fitted.truncated_attributes == ("many",) and CUT_KEYS not in fitted.attributes
+    values = fitted.attributes["many"]  # the largest cut only as far as needed, largest first
+    cut = [v for v in values if v.endswith(TRUNCATION_MARK)]
+    assert cut and all(v == "v" * (len(v) - len(TRUNCATION_MARK)) + TRUNCATION_MARK for v in cut)
+    assert [v for v in values if v not in cut] == ["v" * 9_000] * (3 - len(cut))
+    assert all(s.truncated_attributes == () for s in back if s is not fitted)
+
+
+def test_the_cut_keys_attribute_counts_only_on_the_repartition_topic() -> None:
+    t = genai_trace(random.Random(5), 2)
+    t[1].attrs[CUT_KEYS] = ["gen_ai.input.messages"]  # sent by anyone to the input topic: an ordinary attribute
+    r = reader()
+    spans, _ = r.read(InMessage("in", 0, 0, t[0].trace_id.hex().encode(), proto(t), None))
+    assert spans[1].attributes[CUT_KEYS] == ["gen_ai.input.messages"] and spans[1].truncated_attributes == ()
+    spans, _ = r.read(InMessage(Settings().repartition_topic, 0, 0, t[0].trace_id.hex().encode(), proto(t), None))
+    assert CUT_KEYS not in spans[1].attributes and spans[1].truncated_attributes == ("gen_ai.input.messages",)
