@@ -5,11 +5,11 @@ keyed by its 32-hex trace id, so the repartition topic carries exactly what a Co
 ``partition_traces_by_id: true`` would have written.
 
 A part is cut further when it is larger than ``max_bytes``: the worker's producer does not
-compress, and a broker takes a record up to its ``message.max.bytes`` (1 MB by default), so the
-uncompressed part of one large trace from a compressed input message could be refused for good and
-hold its input partition. Its spans then go in several parts, in order, each under ``max_bytes``
-(a span that is larger alone goes alone); the assembler joins a trace's spans from any number of
-messages, as it does for a Collector that sends a trace's spans in several batches.
+compress by default (``producer_compression``), and a broker takes a record up to its
+``message.max.bytes`` (1 MB by default), so the uncompressed part of one large trace from a
+compressed input message could be refused for good and hold its input partition. Its spans then
+go in several parts, in order, each under ``max_bytes``; the assembler joins a trace's spans from
+any number of messages, as it does for a Collector that sends a trace's spans in several batches.
 
 Before it is cut, such a part sheds the attribute bytes the decoder would drop anyway
 (:func:`~schemas.shrink.shorten_values`, given the worker's ``max_attribute_bytes``): a single

@@ -94,6 +94,7 @@ def create_app(
         producer_acks=-1,
         # A dead letter over this (or the broker's limit) is sent without its value (stream/delivery.py)
         producer_max_request_size=settings.producer_max_request_bytes,
+        producer_compression_type=None if settings.producer_compression == "none" else settings.producer_compression,
         consumer_max_fetch_size=max_fetch,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4 * settings.batch_max_messages, 1000),

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
         "repartition topic in several messages, each at most this size, its attribute values over max_attribute_bytes "
         "first cut to what the decoder keeps of them (a span larger alone has its largest values cut to fit, named in "
         "its truncated_attributes); keep it "
-        "below the broker's message.max.bytes: the worker's producer does not compress, so a compressed input "
+        "below the broker's message.max.bytes: the worker's producer does not compress by default, so a compressed input "
         "message can hold a trace larger than the broker takes"
     )
     max_judge_message_bytes: int = Field(
@@ -131,6 +131,11 @@ class Settings(BaseSettings):
         1 << 30, ge=1024, description="the largest record the worker's producer sends (the client-side check); "
         "the default leaves the limit to the broker. A dead letter refused as too large, by either, is sent "
         "again without the original message (stream/delivery.py)"
+    )
+    producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none", description="record batch compression of what the worker produces (repartition, to_judge and dead-letter "
+        "records): less network and broker disk for CPU on the worker (to_judge messages are JSON and shrink "
+        "most). Input in any of these codecs is read whatever this is"
     )
     insert_retry_initial: float = Field(0.5, gt=0)
     insert_retry_max: float = Field(30.0, gt=0)
