@@ -26,6 +26,7 @@ from faust.types import TP as FaustTP
 
 from stream.batch_chain import BatchChain
 from stream.config import Settings
+from stream.kafka_auth import client_options, faust_credentials
 from stream.delivery import ProduceFailed
 from stream.dlq import InMessage, OutRecord
 from stream.judging import JudgeService
@@ -92,6 +93,7 @@ def create_app(
         web_port=settings.web_port,
         web_in_thread=False,
         producer_acks=-1,
+        broker_credentials=faust_credentials(settings),
         # A dead letter over this (or the broker's limit) is sent without its value (stream/delivery.py)
         producer_max_request_size=settings.producer_max_request_bytes,
         producer_compression_type=None if settings.producer_compression == "none" else settings.producer_compression,
@@ -108,6 +110,7 @@ def create_app(
     judging = make_judging(app) if make_judging is not None else None
     reader = SkippedOffsetReader(
         settings.kafka_bootstrap, reread_handlers(settings, pipeline, judging), max_fetch_bytes=max_fetch,
+        client=client_options(settings),
         deadline=settings.gap_reread_deadline,
     )  # fmt: skip
 

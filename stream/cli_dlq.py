@@ -21,6 +21,7 @@ from stream.cli import ConfigOpt, _settings, app, console, err
 from stream.cli_backfill import parse_time
 from stream.config import Settings
 from stream.dlq_replay import DeadLetter, Replayed, replay, replay_log, replayed, scan
+from stream.kafka_auth import client_options
 
 dlq_app = typer.Typer(no_args_is_help=True, help="Inspect a dead-letter topic and replay its messages.")
 app.add_typer(dlq_app, name="dlq")
@@ -95,8 +96,8 @@ def show(
     done: dict[tuple[int, int], Replayed] = {}
 
     async def read() -> None:
-        done.update(await replayed(_bootstrap(settings), name))
-        async for d in scan(_bootstrap(settings), name):
+        done.update(await replayed(_bootstrap(settings), name, client_options(settings)))
+        async for d in scan(_bootstrap(settings), name, client_options(settings)):
             if (reason and d.reason not in reason) or (since_ms is not None and (d.timestamp_ms or 0) < since_ms):
                 continue
             if as_json:
@@ -163,7 +164,8 @@ def replay_cmd(
         console.print(Text(f"{verb} {n} message(s) of {d.reason} {_source(d)} (dlq {d.partition}@{d.offset}) to {dest}"))
 
     try:
-        result = asyncio.run(replay(_bootstrap(settings), name, reason, to, dry_run, sent, since_ms, again))
+        result = asyncio.run(replay(_bootstrap(settings), name, reason, to, dry_run, sent, since_ms, again,
+                                    client_options(settings)))
     except (LookupError, KafkaError) as exc:
         err.print(Text(_why(exc, settings), style="red"))
         raise typer.Exit(1) from None

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         None, description="host:port[,host:port]; unset means `tracejudge demo` starts a local broker"
     )
+    # Kafka authentication and TLS, for every client the worker and the CLI open (stream/kafka_auth.py)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for the brokers' certificates (default: system CAs)")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS), PEM")
+    kafka_ssl_keyfile: Path | None = Field(None, description="its private key, PEM (if not in the certificate file)")
+    kafka_ssl_check_hostname: bool = True
     clickhouse_dsn: str | None = Field(
         None, description="chdb:///abs/dir (embedded) or http(s)://user:pass@host:8123; default chdb://<data_dir>/clickhouse"
     )
@@ -200,6 +209,15 @@ class Settings(BaseSettings):
         if self.decision_wait > self.max_trace_age:
             raise ValueError("decision_wait must not exceed max_trace_age")
         self.cluster_spec  # noqa: B018 - a bad cluster name or replica path fails at start
+        if self.kafka_security_protocol.startswith("SASL_") and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(f"kafka_security_protocol {self.kafka_security_protocol} needs kafka_sasl_username and "
+                             "kafka_sasl_password")  # fmt: skip
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            raise ValueError("kafka_ssl_keyfile needs kafka_ssl_certfile")
         return self
 
     @property

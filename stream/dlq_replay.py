@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 from dataclasses import dataclass, field
 
@@ -107,11 +107,11 @@ def replay_log(topic: str) -> str:
     return topic + ".replayed"
 
 
-async def replayed(bootstrap: str, topic: str) -> dict[tuple[int, int], Replayed]:
+async def replayed(bootstrap: str, topic: str, client: Mapping[str, Any] | None = None) -> dict[tuple[int, int], Replayed]:
     """(partition, offset) of ``topic``'s dead letters -> their latest replay; empty if none was."""
     out: dict[tuple[int, int], Replayed] = {}
     try:
-        async for r in scan(bootstrap, replay_log(topic)):
+        async for r in scan(bootstrap, replay_log(topic), client):
             try:
                 partition, offset = (int(x) for x in (r.key or b"").decode().split("@"))
                 v = json.loads(r.value or b"")
@@ -123,15 +123,16 @@ async def replayed(bootstrap: str, topic: str) -> dict[tuple[int, int], Replayed
     return out
 
 
-def _consumer(bootstrap: str) -> AIOKafkaConsumer:
+def _consumer(bootstrap: str, client: Mapping[str, Any] | None) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                             auto_offset_reset="earliest", max_partition_fetch_bytes=FETCH_BYTES,
-                            fetch_max_bytes=FETCH_BYTES, fetch_max_wait_ms=FETCH_WAIT_MS)  # fmt: skip
+                            fetch_max_bytes=FETCH_BYTES, fetch_max_wait_ms=FETCH_WAIT_MS, **(client or {}))  # fmt: skip
 
 
-async def scan(bootstrap: str, topic: str) -> AsyncIterator[DeadLetter]:
-    """Every record of ``topic``, partition by partition, each up to its end at its first fetch."""
-    consumer = _consumer(bootstrap)
+async def scan(bootstrap: str, topic: str, client: Mapping[str, Any] | None = None) -> AsyncIterator[DeadLetter]:
+    """Every record of ``topic``, partition by partition, each up to its end at its first fetch.
+    ``client``: authentication and TLS (:func:`stream.kafka_auth.client_options`)."""
+    consumer = _consumer(bootstrap, client)
     try:
         await consumer.start()
         if topic not in await consumer.topics():
@@ -173,22 +174,24 @@ async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, first: int | Non
 
 async def replay(bootstrap: str, topic: str, reasons: Iterable[str], to: str | None = None,
                  dry_run: bool = False, on_send: Callable[[DeadLetter, str, int], None] | None = None,
-                 since_ms: int | None = None, again: bool = False) -> ReplayResult:  # fmt: skip
+                 since_ms: int | None = None, again: bool = False,
+                 client: Mapping[str, Any] | None = None) -> ReplayResult:  # fmt: skip
     """Send the messages of ``topic``'s dead letters with one of ``reasons`` (and a record time at
     or after ``since_ms``) to their source topic (or ``to``), skipping those replayed before unless
     ``again``; record each one sent in :func:`replay_log`. ``on_send(dead_letter, destination,
     messages)`` is called per dead letter."""
     wanted = set(reasons)
     result = ReplayResult()
-    done = {} if again else await replayed(bootstrap, topic)
-    producer = None if dry_run else AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=1 << 30)
-    reader = _consumer(bootstrap)
+    done = {} if again else await replayed(bootstrap, topic, client)
+    producer = None if dry_run else AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=1 << 30,
+                                                     **(client or {}))  # fmt: skip
+    reader = _consumer(bootstrap, client)
     try:
         await reader.start()
         if producer is not None:
-            await ensure_topics(bootstrap, {replay_log(topic): 1})
+            await ensure_topics(bootstrap, {replay_log(topic): 1}, client=client)
             await producer.start()
-        async for d in scan(bootstrap, topic):  # to the end the topic had when the scan started
+        async for d in scan(bootstrap, topic, client):  # to the end the topic had when the scan started
             if d.reason not in wanted or (since_ms is not None and (d.timestamp_ms or 0) < since_ms):
                 continue
             result.dead_letters += 1

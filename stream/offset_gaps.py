@@ -157,8 +157,9 @@ class SkippedOffsetReader:
     def __init__(self, bootstrap: str, handlers: Mapping[str, Handler], *, max_fetch_bytes: int = 64 * 1_048_576,
                  attempt_timeout: float = 30.0, deadline: float = 300.0,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic, client: Mapping[str, Any] | None = None) -> None:  # fmt: skip
         self.bootstrap = bootstrap
+        self.client = dict(client or {})  # authentication and TLS (stream/kafka_auth.py)
         self.handlers = dict(handlers)
         self.max_fetch_bytes = max_fetch_bytes
         self.attempt_timeout = attempt_timeout
@@ -197,7 +198,7 @@ class SkippedOffsetReader:
         # still there (the default, "latest", would jump past what is left of the gap)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-            max_partition_fetch_bytes=self.max_fetch_bytes, fetch_max_bytes=self.max_fetch_bytes,
+            max_partition_fetch_bytes=self.max_fetch_bytes, fetch_max_bytes=self.max_fetch_bytes, **self.client,
         )  # fmt: skip
         await consumer.start()
         try:

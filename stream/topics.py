@@ -1,7 +1,11 @@
 """Kafka topics the worker and the CLI create or inspect, through the admin API (Apache Kafka in
-production, tansu in tests and the demo)."""
+production, tansu in tests and the demo). ``client``: the connection's authentication and TLS
+(:func:`stream.kafka_auth.client_options`)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -9,7 +13,7 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 
 async def ensure_topics(bootstrap: str, topics: dict[str, int], *, replication_factor: int = 1,
-                        timeout: float = 10.0) -> None:
+                        timeout: float = 10.0, client: Mapping[str, Any] | None = None) -> None:
     """Create each topic with its partition count; topics that already exist are left as they are.
 
     Raises :class:`aiokafka.errors.KafkaError` (the broker's error for that topic) on any other failure.
@@ -18,7 +22,7 @@ async def ensure_topics(bootstrap: str, topics: dict[str, int], *, replication_f
     bad = {name: n for name, n in topics.items() if n < 1}
     if bad:
         raise ValueError(f"partition counts must be >= 1: {bad}")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000), **(client or {}))
     await admin.start()
     try:
         new = [NewTopic(name, num_partitions=n, replication_factor=replication_factor)
@@ -33,9 +37,10 @@ async def ensure_topics(bootstrap: str, topics: dict[str, int], *, replication_f
         await admin.close()
 
 
-async def topic_partitions(bootstrap: str, topic: str, timeout: float = 10.0) -> int:
+async def topic_partitions(bootstrap: str, topic: str, timeout: float = 10.0,
+                           client: Mapping[str, Any] | None = None) -> int:
     """How many partitions ``topic`` has (it must exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000), **(client or {}))
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -47,10 +52,11 @@ async def topic_partitions(bootstrap: str, topic: str, timeout: float = 10.0) ->
     return len(parts)
 
 
-async def topic_message_limits(bootstrap: str, topics: list[str], timeout: float = 10.0) -> dict[str, int]:
+async def topic_message_limits(bootstrap: str, topics: list[str], timeout: float = 10.0,
+                               client: Mapping[str, Any] | None = None) -> dict[str, int]:
     """Each topic's ``max.message.bytes`` (the largest record batch the broker takes for it), for
     the topics whose broker states it; a broker that does not (or a topic it errs on) is left out."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000), **(client or {}))
     await admin.start()
     try:
         responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])

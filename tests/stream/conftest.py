@@ -121,3 +121,16 @@ def closes_services() -> Iterator[None]:
     since = len(OPEN)
     yield
     run(close_services(since))
+
+
+async def produce_records(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]],
+                          **producer: Any) -> None:  # fmt: skip
+    """Send (key, value) pairs to partition 0 of ``topic`` in order, each acknowledged; ``producer``:
+    more AIOKafkaProducer options (compression, authentication)."""
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, **producer)
+    await p.start()
+    try:
+        for key, value in messages:
+            await p.send_and_wait(topic, value, key=key, partition=0)
+    finally:
+        await p.stop()

@@ -11,25 +11,15 @@ import asyncio
 import random
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
 
 from tests.factories import genai_trace, proto
-from tests.stream.conftest import Deployment, wait_for
+from tests.stream.conftest import Deployment, produce_records, wait_for
 
 CODECS = {"gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}  # the record batch's attribute bits
-
-
-async def produce(bootstrap: str, topic: str, codec: str, messages: list[tuple[bytes | None, bytes]]) -> None:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, compression_type=codec)
-    await p.start()
-    try:
-        for key, value in messages:
-            await p.send_and_wait(topic, value, key=key, partition=0)
-    finally:
-        await p.stop()
 
 
 async def batch_codecs(bootstrap: str, topic: str) -> list[int]:
@@ -60,7 +50,7 @@ def test_input_in_every_codec_is_read_and_the_worker_compresses_what_it_sends(
     for codec in CODECS:  # per codec: a keyed message, and an unkeyed one with two traces
         t, u, v = (genai_trace(rng, 3) for _ in range(3))
         messages = [(t[0].trace_id.hex().encode(), proto(t)), (None, proto(u + v))]  # the pair goes via repartition
-        asyncio.run(produce(d.broker.bootstrap, d.input_topic, codec, messages))
+        asyncio.run(produce_records(d.broker.bootstrap, d.input_topic, messages, compression_type=codec))
     stored = lambda sql: int(worker.sql(sql)[0][0])  # noqa: E731
     assert wait_for(lambda: stored("SELECT count() FROM tracejudge.traces FINAL") >= 12, 90), "not all stored"
     assert stored("SELECT count() FROM tracejudge.spans FINAL") == 36
