@@ -113,7 +113,8 @@ def connect(dsn: str) -> Any:
     parsed = urlparse(dsn)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError(f"unsupported ClickHouse DSN: {dsn!r}")
-    options: dict[str, Any] = {}
+    # the scheme says TLS: clickhouse-connect reads it from the port (443 / 8443) or `interface` only
+    options: dict[str, Any] = {"interface": parsed.scheme}
     if is_loopback(parsed.hostname) and not _COMPRESS_ARG.search(parsed.query):
         # on this host compressing inserts only burns CPU on both ends (lz4 costs the worker about
         # 3 µs and the store server about 3 µs per span); `?compress=lz4` in the DSN still wins

@@ -304,3 +304,34 @@ def test_the_embedded_store_keeps_its_temporary_files_in_its_data_dir_and_clears
     assert got["probe_rows"] == 1
     assert list(private.iterdir()) == []  # the stale file is gone, the insert's own deleted
     assert probe()["probe_rows"] >= 1  # the engine reopens the directory with ours in it
+
+
+@pytest.mark.parametrize(("scheme", "tls"), [("https", True), ("http", False)])
+def test_the_dsn_scheme_decides_tls_whatever_the_port(scheme: str, tls: bool) -> None:
+    """clickhouse-connect takes TLS from the port (443 / 8443) or its ``interface``, not from the
+    DSN's scheme: ``https://user:pw@host:8123`` went out as plain HTTP, password included. A
+    listener on a free port reads the first bytes the client sends: a TLS ClientHello or not."""
+    import socket
+    import threading
+
+    from stream.store import connect
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    first: list[bytes] = []
+
+    def accept() -> None:
+        conn, _ = server.accept()
+        with conn:
+            first.append(conn.recv(16))
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    port = server.getsockname()[1]
+    with pytest.raises(Exception):  # noqa: B017 - nothing answers; what was sent is the point
+        connect(f"{scheme}://user:secret@127.0.0.1:{port}/?connect_timeout=2&send_receive_timeout=2")
+    t.join(10)
+    server.close()
+    assert first and first[0].startswith(b"\x16\x03") is tls  # a TLS handshake record, or "POST /?..."
+    assert (b"POST" in first[0]) is not tls
