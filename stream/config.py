@@ -209,6 +209,10 @@ class Settings(BaseSettings):
         if self.decision_wait > self.max_trace_age:
             raise ValueError("decision_wait must not exceed max_trace_age")
         self.cluster_spec  # noqa: B018 - a bad cluster name or replica path fails at start
+        return self
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> Settings:
         if self.kafka_security_protocol.startswith("SASL_") and not (self.kafka_sasl_username and self.kafka_sasl_password):
             raise ValueError(f"kafka_security_protocol {self.kafka_security_protocol} needs kafka_sasl_username and "
                              "kafka_sasl_password")  # fmt: skip
