@@ -14,9 +14,11 @@ any number of messages, as it does for a Collector that sends a trace's spans in
 Before it is cut, such a part sheds the attribute bytes the decoder would drop anyway
 (:func:`~schemas.shrink.shorten_values`, given the worker's ``max_attribute_bytes``): a single
 span with a multi-megabyte value (a base64 image in its input messages) then fits one record, and
-what is stored of it is the same as if it had come keyed. A span still larger alone has its
-largest values cut further and named (:func:`~schemas.shrink.fit_span`). Parts under the limit
-are sent as they came.
+what is stored of it is the same as if it had come keyed. A span still larger alone is made to
+fit (:func:`~schemas.shrink.fit_span`: its largest values cut further and named, then, only if
+that cannot be enough, its name or status message cut, its events and attributes dropped and
+counted). Only a part whose resource or scope alone is over the limit still goes over it. Parts
+under the limit are sent as they came.
 """
 
 from __future__ import annotations
@@ -26,14 +28,14 @@ from collections.abc import Callable
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 
-from schemas.shrink import fit_span, shorten_values
+from schemas.shrink import Fitted, fit_span, shorten_values
 
 #: bytes a part spends, at most, on the tags and length prefixes around one message it holds (a
 #: span, a scope's or a resource's container; lengths under 2^28 take at most 4 bytes each)
 _FRAMING = 32
 
-#: called with (trace id, span id, keys) for every span :func:`~schemas.shrink.fit_span` cut
-OnFit = Callable[[str, str, list[str]], object]
+#: called with (trace id, span id, what was done) for every span :func:`~schemas.shrink.fit_span` changed
+OnFit = Callable[[str, str, Fitted], object]
 
 
 def split_by_trace(req: ExportTraceServiceRequest, max_bytes: int | None = None,
@@ -84,8 +86,8 @@ def _cut(part: ExportTraceServiceRequest, max_bytes: int, on_fit: OnFit | None) 
             for span in ss.spans:
                 cost = span.ByteSize() + _FRAMING
                 if on_fit is not None and head_ss + cost > max_bytes and max_bytes - head_ss - _FRAMING > 0:
-                    if cut := fit_span(span, max_bytes - head_ss - _FRAMING):
-                        on_fit(span.trace_id.hex(), span.span_id.hex(), cut)
+                    if fitted := fit_span(span, max_bytes - head_ss - _FRAMING):
+                        on_fit(span.trace_id.hex(), span.span_id.hex(), fitted)
                         cost = span.ByteSize() + _FRAMING
                 extra = cost if scope is not None else head_ss + cost
                 if size and size + extra > max_bytes:

@@ -25,6 +25,7 @@ from stream.event_loop import EventLoop
 ENV_PREFIX = "TRACEJUDGE_"
 
 
+RECORD_ALLOWANCE = 4096  # bytes a produced record takes beyond its value: key, headers, batch framing
 REJOIN_ALLOWANCE_S = 10.0  # a group rejoin after a member's session expired, with margin
 
 
@@ -80,8 +81,9 @@ class Settings(BaseSettings):
     max_repartition_message_bytes: int = Field(
         900_000, ge=10_000, description="a trace's part of an unkeyed input message larger than this goes to the "
         "repartition topic in several messages, each at most this size, its attribute values over max_attribute_bytes "
-        "first cut to what the decoder keeps of them (a span larger alone has its largest values cut to fit, named in "
-        "its truncated_attributes); keep it "
+        "first cut to what the decoder keeps of them (a span larger alone is made to fit: its largest values cut, named "
+        "in its truncated_attributes, then if need be its name and status message cut, its events and attributes "
+        "dropped and counted); keep it "
         "below the broker's message.max.bytes: the worker's producer does not compress by default, so a compressed input "
         "message can hold a trace larger than the broker takes"
     )
@@ -222,6 +224,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name}: no such file: {path}")
         if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
             raise ValueError("kafka_ssl_keyfile needs kafka_ssl_certfile")
+        return self
+
+    @model_validator(mode="after")
+    def _check_record_sizes(self) -> Settings:
+        """A repartition or to_judge record over the producer's own limit is refused before it
+        leaves, every time: it would hold its partition for good."""
+        for name in ("max_repartition_message_bytes", "max_judge_message_bytes"):
+            if getattr(self, name) > self.producer_max_request_bytes - RECORD_ALLOWANCE:
+                raise ValueError(f"{name} {getattr(self, name)} must be at most producer_max_request_bytes "
+                                 f"{self.producer_max_request_bytes} - {RECORD_ALLOWANCE} (a record's key, headers and "
+                                 "framing): the producer refuses a larger record, and it would hold its partition")  # fmt: skip
         return self
 
     @property

@@ -19,7 +19,7 @@ class Counters:
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     repartitioned_messages: int = 0
     repartition_parts_cut: int = 0  # records beyond one per trace part: a large trace's part cut under the limit
-    repartition_spans_fitted: int = 0  # spans larger alone than a repartition record, their largest values cut
+    repartition_spans_fitted: int = 0  # spans larger alone than a repartition record, made to fit (schemas/shrink.py)
     repartition_oversize_records: int = 0  # records over max_repartition_message_bytes all the same
     otlp_json_slow_messages: int = 0  # OTLP/JSON not read straight into spans: protobuf's JSON parser
     late_spans: int = 0

@@ -14,7 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from schemas.decode import Limits, decode, is_json, parse_message
 from schemas.model import Span
-from schemas.shrink import take_cut_keys
+from schemas.shrink import Fitted, take_cut_keys
 from schemas.split import split_by_trace
 from stream.config import Settings
 from stream.counters import Counters
@@ -55,20 +55,21 @@ class MessageReader:
         for tid, parts in split_by_trace(req, limit, self.limits.max_attribute_bytes, self._fitted).items():
             c.repartition_parts_cut += len(parts) - 1
             for part in parts:
-                if len(part) > limit:  # one span whose values could not be cut enough: the broker may refuse it
+                if len(part) > limit:  # a resource or scope alone over the limit: the broker may refuse it
                     c.repartition_oversize_records += 1
                     log.warning("trace %s: a record of %d bytes goes to the repartition topic, over "
-                                "max_repartition_message_bytes %d (a span whose other fields are that large)",
+                                "max_repartition_message_bytes %d (its resource or scope alone that large)",
                                 tid, len(part), limit)  # fmt: skip
                 records.append(OutRecord(self.repartition_topic, tid.encode(), part))
         return records
 
-    def _fitted(self, trace_id: str, span_id: str, keys: list[str]) -> None:
-        """A span larger alone than a repartition record, its largest values cut to fit."""
+    def _fitted(self, trace_id: str, span_id: str, fitted: Fitted) -> None:
+        """A span larger alone than a repartition record, made to fit (schemas/shrink.py)."""
         self.counters.repartition_spans_fitted += 1
         log.warning("trace %s span %s: larger alone than max_repartition_message_bytes %d even with its values "
-                    "within max_attribute_bytes; cut to fit: %s (in its truncated_attributes)",
-                    trace_id, span_id, self.max_part_bytes, ", ".join(keys))  # fmt: skip
+                    "within max_attribute_bytes; cut to fit: %s (cut ones named in its truncated_attributes, dropped "
+                    "ones counted in its attributes tracejudge.dropped_*)",
+                    trace_id, span_id, self.max_part_bytes, fitted)  # fmt: skip
 
     def _json_not_straight(self, msg: InMessage) -> None:
         """OTLP/JSON the fast reader (schemas/otlp_json_spans.py) left to protobuf's JSON parser:

@@ -68,9 +68,11 @@ SPECS: tuple[Spec, ...] = (
     _c("repartition_parts_cut", "repartition records beyond one per trace: a trace's part of an unkeyed message "
        "cut under max_repartition_message_bytes", unit="{message}"),  # fmt: skip
     _c("repartition_spans_fitted", "spans larger alone than max_repartition_message_bytes with every value within "
-       "max_attribute_bytes: their largest values cut to fit (named in truncated_attributes)", unit="{span}"),  # fmt: skip
+       "max_attribute_bytes: made to fit, their largest values cut (named in truncated_attributes), then if need be "
+       "their name and status message cut and events and attributes dropped (counted in their attributes "
+       "tracejudge.dropped_*)", unit="{span}"),  # fmt: skip
     _c("repartition_oversize_records", "repartition records over max_repartition_message_bytes all the same: a "
-       "span whose other fields are that large (the broker may refuse it)", unit="{message}"),  # fmt: skip
+       "resource or scope alone that large (the broker may refuse it)", unit="{message}"),  # fmt: skip
     _c("otlp_json_slow_messages", "OTLP/JSON messages not in the shape read straight into spans (snake_case keys, "
        "enums by name, ...): decoded through protobuf's JSON parser, ~10x the CPU per span", unit="{message}"),  # fmt: skip
     _c("late_spans", "spans of traces that had already completed", unit="{span}"),

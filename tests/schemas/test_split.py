@@ -116,6 +116,7 @@ def test_a_span_larger_alone_than_the_limit_is_cut_to_fit_and_reported() -> None
     pieces = parts[trace[0].trace_id.hex()]
     assert all(len(p) <= 15_000 for p in pieces) and sum(len(decode_message(p)) for p in pieces) == 4
     assert len(fitted) == 1 and fitted[0][:2] == (trace[0].trace_id.hex(), trace[2].span_id.hex())
-    assert sorted(fitted[0][2]) == ["a", "b"]  # the two largest, as far as needed; "c" stays whole
+    assert sorted(fitted[0][2].cut) == ["a", "b"]  # the two largest, as far as needed; "c" stays whole
+    assert not fitted[0][2].dropped_events and not fitted[0][2].dropped_attributes
     # without max_value_bytes (no decoder limit known), the span goes alone, whole
     assert max(len(p) for p in split_by_trace(request(trace), max_bytes=15_000)[trace[0].trace_id.hex()]) > 15_000

@@ -67,3 +67,17 @@ def test_a_decision_wait_shorter_than_a_crash_stall_is_flagged() -> None:
     assert load_settings().stall_risk is None  # defaults: 30 s wait vs 10 s session + rejoin
     risk = load_settings(decision_wait=5.0, kafka_session_timeout=10.0).stall_risk
     assert risk is not None and "decision_wait 5s < kafka_session_timeout 10s" in risk
+
+
+def test_a_record_the_producer_itself_would_refuse_is_a_configuration_error() -> None:
+    """A repartition or to_judge record over ``producer_max_request_bytes`` is refused before it
+    leaves, every time, and holds its partition: the settings that size them must leave room."""
+    with pytest.raises(ConfigError, match="max_repartition_message_bytes 900000 must be at most producer_max_request_"):
+        load_settings(producer_max_request_bytes=65_536)
+    with pytest.raises(ConfigError, match="max_judge_message_bytes 62000 must be at most producer_max_request_bytes "
+                       "65536 - 4096"):  # fmt: skip
+        load_settings(producer_max_request_bytes=65_536, max_repartition_message_bytes=60_000,
+                      max_judge_message_bytes=62_000)  # fmt: skip
+    s = load_settings(producer_max_request_bytes=65_536, max_repartition_message_bytes=61_440,
+                      max_judge_message_bytes=61_440)  # fmt: skip
+    assert s.max_judge_message_bytes + 4096 == s.producer_max_request_bytes

@@ -15,7 +15,7 @@ import httpx
 
 from schemas.decode import TRUNCATION_MARK
 from stream import dlq
-from tests.factories import genai_trace, proto
+from tests.factories import genai_trace, proto, request
 from tests.stream.conftest import Deployment, wait_for
 
 LIMIT = 64 * 1024
@@ -25,7 +25,8 @@ def test_a_dead_letter_over_the_size_limit_goes_without_its_value_and_the_partit
     deployment: Callable[..., Deployment], consume: Any,
 ) -> None:  # fmt: skip
     rng = random.Random(5)
-    d = deployment(partitions=1, producer_max_request_bytes=LIMIT)
+    d = deployment(partitions=1, producer_max_request_bytes=LIMIT, max_repartition_message_bytes=LIMIT - 14_000,
+                   max_judge_message_bytes=LIMIT - 14_000)  # fmt: skip
     worker = d.start_worker()
     traces = [genai_trace(rng, 3) for _ in range(6)]
     key = lambda t: t[0].trace_id.hex().encode()  # noqa: E731
@@ -69,7 +70,8 @@ def test_a_trace_too_large_for_one_repartition_message_is_cut_and_every_span_sto
     repartition topic in parts under ``max_repartition_message_bytes``, and the partition goes on.
     It was one part, refused for good, and the partition waited on it."""
     rng = random.Random(6)
-    d = deployment(partitions=1, producer_max_request_bytes=LIMIT, max_repartition_message_bytes=LIMIT - 14_000)
+    d = deployment(partitions=1, producer_max_request_bytes=LIMIT, max_repartition_message_bytes=LIMIT - 14_000,
+                   max_judge_message_bytes=LIMIT - 14_000)  # fmt: skip
     worker = d.start_worker()
     big = genai_trace(rng, 12)
     for i, s in enumerate(big):  # ~18 KB of conversation per span: ~220 KB for the trace
@@ -95,11 +97,14 @@ def test_a_span_larger_alone_than_a_repartition_message_sheds_what_the_decoder_d
     image in its input messages, say): the values are cut to ``max_attribute_bytes`` before the
     span goes to the repartition topic, so it fits one record and is stored as it would have been
     keyed. Another span, whose values are each within ``max_attribute_bytes`` but together over
-    the limit, has its largest cut to fit, named in ``truncated_attributes``. Both went alone, over
-    the limit, refused for good, and the partition waited on them."""
+    the limit, has its largest cut to fit, named in ``truncated_attributes``. A third, whose
+    status message and 3,000 streamed chunk events no cut of values makes fit, has its status
+    message cut and its newest chunk events dropped (counted in an attribute); its exception event
+    stays. All three went alone, over the limit, refused for good, and the partition waited on
+    them."""
     rng = random.Random(7)
     d = deployment(partitions=1, producer_max_request_bytes=LIMIT, max_repartition_message_bytes=LIMIT - 14_000,
-                   max_attribute_bytes=20_000)  # fmt: skip
+                   max_judge_message_bytes=LIMIT - 14_000, max_attribute_bytes=20_000)  # fmt: skip
     worker = d.start_worker()
     big = genai_trace(rng, 4)
     big[1].attrs["gen_ai.input.messages"] = "data:image/png;base64," + "A" * 300_000
@@ -107,7 +112,15 @@ def test_a_span_larger_alone_than_a_repartition_message_sheds_what_the_decoder_d
     for k in range(4):  # 76 KB of values each within max_attribute_bytes: cut further to fit, and named
         big[2].attrs[f"context.{k}"] = str(k) * 19_000
     small = genai_trace(rng, 3)
-    d.produce([(None, proto(big + small), 0)])
+    req = request(big + small)
+    streamed = req.resource_spans[0].scope_spans[0].spans[3]  # values alone cannot make it fit:
+    streamed.status.message = "upstream said: " + "E" * 120_000  # a whole error body as its status
+    for i in range(3_000):  # a streaming model's chunk events, then the exception it ended with
+        streamed.events.add(name="gen_ai.choice.chunk", time_unix_nano=big[3].start + i).attributes.add(
+            key="gen_ai.content").value.string_value = f"token {i} "
+    streamed.events.add(name="exception", time_unix_nano=big[3].end).attributes.add(
+        key="exception.stacktrace").value.string_value = "frame\n" * 5_000
+    d.produce([(None, req.SerializeToString(), 0)])
     db, span = "tracejudge", big[1].span_id.hex()
     stored = lambda sql: worker.sql(sql.format(db=db))[0]  # noqa: E731
     assert wait_for(lambda: int(stored("SELECT count() FROM {db}.traces FINAL")[0]) >= 2, 90), "not stored"
@@ -126,7 +139,15 @@ def test_a_span_larger_alone_than_a_repartition_message_sheds_what_the_decoder_d
         kept = 19_000 if k not in truncated else len(v) - len(TRUNCATION_MARK)
         assert v == k[-1] * kept + (TRUNCATION_MARK if k in truncated else "")
     assert sum(len(v) for v in values.values()) < LIMIT - 14_000
+    status, events, dropped, truncated = stored(
+        "SELECT status_message, arrayMap(e -> JSONExtractString(e, 'name'), JSONExtractArrayRaw(events)), "
+        "attributes['tracejudge.dropped_events'], truncated_attributes "
+        f"FROM {{db}}.spans FINAL WHERE span_id = '{big[3].span_id.hex()}'"
+    )
+    assert status.startswith("upstream said: EEE") and status.endswith(TRUNCATION_MARK) and len(status) < 1_100
+    assert events[-1] == "exception" and set(events[:-1]) == {"gen_ai.choice.chunk"}  # the newest chunks dropped
+    assert int(dropped) == 3_001 - len(events) > 0 and truncated[0] == "span.status_message"
     counters = worker.status()["counters"]
     assert counters["send_refused"] == 0 and counters["repartition_oversize_records"] == 0
-    assert counters["repartition_spans_fitted"] == 1
+    assert counters["repartition_spans_fitted"] == 2
     assert counters["repartitioned_messages"] == 1 and worker.proc.poll() is None

@@ -12,7 +12,7 @@ from stream.config import Settings
 from stream.counters import Counters
 from stream.dlq import InMessage
 from stream.input_message import MessageReader, partitioned_by_trace
-from tests.factories import genai_trace, otlp_json, proto
+from tests.factories import genai_trace, otlp_json, proto, request
 
 
 def reader() -> MessageReader:
@@ -65,32 +65,41 @@ def test_repartition_records_are_keyed_by_trace_and_counted(caplog: pytest.LogCa
     for s in big:
         s.attrs["gen_ai.input.messages"] = "m" * 6_000  # under max_attribute_bytes: kept whole, so the part is cut
     big[3].attrs["many"] = ["v" * 9_000] * 3  # 27 KB, each value under max_attribute_bytes: cut to fit
-    big[5].name = "n" * 30_000  # not an attribute: nothing to cut, the record goes over the limit
+    big[5].name = "n" * 30_000  # not an attribute: the name itself is cut
+    lone = genai_trace(rng, 1)  # its resource alone is over the limit: nothing to cut, it goes over
     settings = Settings(max_repartition_message_bytes=20_000, max_attribute_bytes=10_000)
     r = MessageReader(settings, Counters())
-    _, req = r.read(InMessage("in", 0, 0, None, proto(big + small), None))
+    req = request(big + small)
+    heavy = request(lone).resource_spans[0]
+    for k in range(3):
+        heavy.resource.attributes.add(key=f"host.label.{k}").value.string_value = "r" * 9_000
+    req.resource_spans.append(heavy)
+    _, req = r.read(InMessage("in", 0, 0, None, req.SerializeToString(), None))
     assert req is not None
     records = r.repartition(req)
     assert {rec.topic for rec in records} == {settings.repartition_topic}
     keys = [rec.key for rec in records]
-    assert keys.count(small[0].trace_id.hex().encode()) == 1
-    assert keys.count(big[0].trace_id.hex().encode()) == len(records) - 1 >= 3
+    assert keys.count(small[0].trace_id.hex().encode()) == keys.count(lone[0].trace_id.hex().encode()) == 1
+    assert keys.count(big[0].trace_id.hex().encode()) == len(records) - 2 >= 3
     over = [rec for rec in records if len(rec.value) > 20_000]
-    assert len(over) == 1 and r.counters.repartition_oversize_records == 1
-    assert r.counters.repartition_spans_fitted == 1
-    assert r.counters.repartition_parts_cut == len(records) - 2 and r.counters.repartitioned_messages == 1
+    assert [rec.key for rec in over] == [lone[0].trace_id.hex().encode()] and r.counters.repartition_oversize_records == 1
+    assert r.counters.repartition_spans_fitted == 2
+    assert r.counters.repartition_parts_cut == len(records) - 3 and r.counters.repartitioned_messages == 1
     assert "over max_repartition_message_bytes 20000" in caplog.text and "cut to fit: many" in caplog.text
+    assert "cut to fit: span.name" in caplog.text
 
     # read back from the repartition topic: every span once, the cut one saying what was cut
     back = [s for i, rec in enumerate(records) for s in r.read(InMessage(rec.topic, 0, i, rec.key, rec.value, None))[0]]
-    assert sorted(s.span_id for s in back) == sorted(s.span_id.hex() for s in big + small)
+    assert sorted(s.span_id for s in back) == sorted(s.span_id.hex() for s in big + small + lone)
     fitted = next(s for s in back if s.span_id == big[3].span_id.hex())
     assert fitted.truncated_attributes == ("many",) and CUT_KEYS not in fitted.attributes
     values = fitted.attributes["many"]  # the largest cut only as far as needed, largest first
     cut = [v for v in values if v.endswith(TRUNCATION_MARK)]
     assert cut and all(v == "v" * (len(v) - len(TRUNCATION_MARK)) + TRUNCATION_MARK for v in cut)
     assert [v for v in values if v not in cut] == ["v" * 9_000] * (3 - len(cut))
-    assert all(s.truncated_attributes == () for s in back if s is not fitted)
+    named = next(s for s in back if s.span_id == big[5].span_id.hex())
+    assert named.truncated_attributes == ("span.name",) and named.name == "n" * (1_024 - 14) + TRUNCATION_MARK
+    assert all(s.truncated_attributes == () for s in back if s not in (fitted, named))
 
 
 def test_the_cut_keys_attribute_counts_only_on_the_repartition_topic() -> None:
