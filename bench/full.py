@@ -48,6 +48,7 @@ def run_full(bootstrap: str, topic: str, expected_spans: int, expected_traces: i
     import httpx
 
     from stream.demo.broker import free_port
+    from bench.harness import py_spy
     from stream.demo.run import WorkerProcess
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +72,7 @@ def run_full(bootstrap: str, topic: str, expected_spans: int, expected_traces: i
     ):  # sample the worker with py-spy (not a project dependency: pip install py-spy)
         profile.parent.mkdir(parents=True, exist_ok=True)
         spy = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(worker.proc.pid), "--rate", "50", "--format", "raw",
+            [py_spy(), "record", "--pid", str(worker.proc.pid), "--rate", "50", "--format", "raw",
              "--output", str(profile), *os.environ.get("BENCH_PY_SPY_ARGS", "").split()],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -171,6 +171,13 @@ def system_busy_cores() -> tuple[float, float]:
 
 
 # ---- small helpers ---------------------------------------------------------------------------
+def py_spy() -> str:
+    """py-spy (not a project dependency: ``pip install py-spy``): the one installed next to this
+    interpreter (the venv's, whose bin/ is not on PATH when run as ``.venv/bin/python``), else PATH's."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.is_file() else "py-spy"
+
+
 def parse_worker_env(items: list[str], defaults: dict[str, str]) -> dict[str, str]:
     env = dict(defaults)
     for item in items:

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.generate import generate  # noqa: E402
+from bench.harness import py_spy  # noqa: E402
 from judges.config import parse_judging_config  # noqa: E402
 from schemas.decode import decode_message  # noqa: E402
 from schemas.model import CompletionReason, Trace  # noqa: E402
@@ -174,7 +175,7 @@ def run_kafka(args: argparse.Namespace, base_url: str, work: Path) -> dict[str, 
         worker = WorkerProcess(env, work / "worker.log")
         spy = None
         if args.profile:  # py-spy (not a project dependency) samples the worker for the whole run
-            spy = subprocess.Popen(["py-spy", "record", "--pid", str(worker.proc.pid), "--rate", "100", "--format",
+            spy = subprocess.Popen([py_spy(), "record", "--pid", str(worker.proc.pid), "--rate", "100", "--format",
                                     "raw", "--output", args.profile], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         samples: list[tuple[float, int, int, float]] = []  # (t, calls, verdicts, worker cpu s)
         status: dict[str, Any] = {}
