@@ -6,6 +6,7 @@ DEBUG instead of socketserver's traceback on stderr. Any other error is logged w
 from __future__ import annotations
 
 import logging
+import ssl
 import sys
 from http.server import ThreadingHTTPServer
 from typing import Any
@@ -21,5 +22,7 @@ class QuietHTTPServer(ThreadingHTTPServer):
         exc = sys.exc_info()[1]
         if isinstance(exc, (ConnectionError, TimeoutError)):
             log.debug("%s: client %s went away: %r", self.label, client_address, exc)
+        elif isinstance(exc, ssl.SSLError):  # a client that does not trust the certificate, or speaks plain HTTP
+            log.warning("%s: TLS with client %s failed: %s", self.label, client_address, exc)
         else:
             log.exception("%s: error serving %s", self.label, client_address)

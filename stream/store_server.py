@@ -24,7 +24,11 @@ What it speaks:
   ``readonly = 2`` mode, so the engine refuses writes (error 164) while other settings still apply;
 * errors as ClickHouse sends them: an HTTP error status, ``X-ClickHouse-Exception-Code`` and a
   ``Code: N. DB::Exception: ...`` body, so the client raises its usual ``DatabaseError``;
-* ``GET /ping`` and ``GET /`` (``Ok.``).
+* ``GET /ping`` and ``GET /`` (``Ok.``);
+* optionally HTTPS and a password (``--tls-cert`` / ``--tls-key``, ``TRACEJUDGE_STORE_PASSWORD``),
+  asked as ClickHouse asks it (Basic authorization, ``X-ClickHouse-User`` / ``-Key`` headers or
+  ``user`` / ``password`` URL arguments; a refusal is error 516, HTTP 401), for a store shared
+  over a network, and to test the client's TLS and password settings end to end.
 
 The engine is driven through clickhouse-connect's chDB backend (its raw ``execute_command`` /
 ``execute_raw_insert`` operations); every engine call holds one lock. Results are returned
@@ -34,10 +38,13 @@ as in the embedded mode.
 
 from __future__ import annotations
 
+import base64
+import hmac
 import io
 import json
 import logging
 import re
+import ssl
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -70,7 +77,9 @@ _MAX_STATEMENT_LINE = 1 << 20  # the INSERT statement heading a data body is on 
 
 # ClickHouse error codes used for requests the engine never saw, and the HTTP status of some codes
 UNKNOWN_TABLE, UNKNOWN_DATABASE, SYNTAX_ERROR, READONLY = 60, 81, 62, 164
-_STATUS = {SYNTAX_ERROR: 400, BAD_ARGUMENTS: 400, UNKNOWN_TABLE: 404, UNKNOWN_DATABASE: 404, READONLY: 403}
+AUTHENTICATION_FAILED = 516
+_STATUS = {SYNTAX_ERROR: 400, BAD_ARGUMENTS: 400, UNKNOWN_TABLE: 404, UNKNOWN_DATABASE: 404, READONLY: 403,
+           AUTHENTICATION_FAILED: 401}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -228,9 +237,12 @@ class _Handler(BaseHTTPRequestHandler):
         if parts.path == "/ping" or (parts.path == "/" and "query=" not in parts.query):
             self._reply(200, b"Ok.\n", {"Content-Type": "text/plain; charset=UTF-8"})
             return
-        self._execute(b"")
+        if self._authenticated():
+            self._execute(b"")
 
     def do_POST(self) -> None:  # noqa: N802
+        if not self._authenticated():
+            return
         try:
             if is_plain(self.headers):
                 self._post_plain()
@@ -287,6 +299,32 @@ class _Handler(BaseHTTPRequestHandler):
             headers["X-ClickHouse-Format"] = result.fmt
         self._reply(200, result.body, headers)
 
+    def _authenticated(self) -> bool:
+        """With a password set, the request names its user and password as ClickHouse takes them
+        (Basic authorization, ``X-ClickHouse-User`` / ``-Key`` headers, or ``user`` / ``password``
+        URL arguments); otherwise it is refused as ClickHouse refuses it (516, HTTP 401) and the
+        connection closed without reading its body."""
+        expected = self.server.credentials
+        if expected is None:
+            return True
+        user, password = self.headers.get("X-ClickHouse-User"), self.headers.get("X-ClickHouse-Key")
+        basic = self.headers.get("Authorization", "")
+        if basic[:6].lower() == "basic ":
+            try:
+                user, _, password = base64.b64decode(basic[6:], validate=True).decode("utf-8").partition(":")
+            except ValueError:
+                user = password = None
+        if user is None:
+            args = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))
+            user, password = args.get("user"), args.get("password")
+        given = f"{user or 'default'}:{password or ''}".encode()
+        if hmac.compare_digest(given, expected):
+            return True
+        self.close_connection = True
+        self._error(RequestError(f"{user or 'default'}: Authentication failed: password is incorrect, or there is no "
+                                 "user with such name.", code=AUTHENTICATION_FAILED))  # fmt: skip
+        return False
+
     def _error(self, exc: Exception) -> None:
         code = getattr(exc, "code", None) or 1001  # 1001 = STD_EXCEPTION
         message = str(exc).strip()
@@ -298,22 +336,31 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class StoreServer(QuietHTTPServer):
-    """``StoreServer(data_dir, host, port)``; ``.dsn`` is what clients use; ``serve_forever()``."""
+    """``StoreServer(data_dir, host, port)``; ``.dsn`` is what clients use; ``serve_forever()``.
+
+    With ``tls`` (a server-side ``ssl.SSLContext``) it speaks HTTPS, the handshake in each
+    connection's own thread; with ``password`` every request but ``/ping`` must give ``user``
+    (``default`` unless set) and that password, as a ClickHouse server with a password asks."""
 
     label = "store server"  # a client that goes away mid-request is a killed worker: logged at DEBUG
 
-    def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = 8124, config_file: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = 8124, config_file: Path | None = None,
+                 tls: ssl.SSLContext | None = None, user: str = "default", password: str | None = None) -> None:  # fmt: skip
+        self.tls = tls
+        self.credentials = f"{user}:{password}".encode() if password is not None else None
         self.engine = Engine(data_dir, config_file)
         try:
             super().__init__((host, port), _Handler)
         except OSError:
             self.engine.close()
             raise
+        if tls is not None:  # no handshake in the accepting thread: a slow client would stall accept()
+            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
 
     @property
     def dsn(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls is not None else 'http'}://{host}:{port}"
 
     def server_close(self) -> None:
         super().server_close()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -13,7 +14,8 @@ class StoreServerProcess:
     """``tracejudge store-server --data-dir D --port 0``; :attr:`dsn` is the address it printed
     once its port was bound."""
 
-    def __init__(self, data_dir: Path, log_level: str | None = None, config_file: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, log_level: str | None = None, config_file: Path | None = None,
+                 tls: tuple[Path, Path] | None = None, password: str | None = None) -> None:  # fmt: skip
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
@@ -22,11 +24,16 @@ class StoreServerProcess:
             cmd += ["--log-level", log_level]
         if config_file is not None:
             cmd += ["--config-file", str(config_file)]
+        if tls is not None:
+            cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        env = {k: v for k, v in os.environ.items() if k != "TRACEJUDGE_STORE_PASSWORD"}
+        if password is not None:
+            env["TRACEJUDGE_STORE_PASSWORD"] = password
         with open(self.log_path, "ab") as log:  # a file, not a pipe nobody reads: it cannot fill up
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
         assert self.proc.stdout is not None
         self.dsn = self.proc.stdout.readline().strip()
-        if not self.dsn.startswith("http://"):
+        if not self.dsn.startswith(("http://", "https://")):
             self.proc.kill()
             self.proc.wait()
             raise RuntimeError(f"store server did not start: {self.log_path.read_text()[-2000:]}")
