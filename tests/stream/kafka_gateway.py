@@ -1,10 +1,11 @@
-"""A TLS and SASL/PLAIN front for a tansu broker, for tests of the worker against a secured cluster.
+"""A TLS and SASL (PLAIN, SCRAM-SHA-256/512) front for a tansu broker, for tests of the worker against a secured cluster.
 
 tansu (the tests' broker) has no SASL users to configure from here, and its own TLS did not
 complete a handshake with aiokafka. :class:`KafkaGateway` listens on the port the broker
 advertises (``LocalBroker(advertised_port=...)``), so every client connection after bootstrap goes
 through it; it terminates TLS with a certificate made by ``openssl`` and, with ``users``, answers
-the SASL exchange itself the way an Apache Kafka broker does (``ApiVersions`` lists
+the SASL exchange itself (the ``mechanisms`` it is given: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)
+the way an Apache Kafka broker does (``ApiVersions`` lists
 ``SaslHandshake`` and ``SaslAuthenticate``; a wrong password is ``SASL_AUTHENTICATION_FAILED`` and
 the connection is closed; any other request before authenticating closes it), then forwards the
 connection's bytes to tansu unchanged. It counts what it saw, so a test can tell the worker really
@@ -14,7 +15,11 @@ authenticated.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
+import os
 import shutil
 import ssl
 import struct
@@ -51,8 +56,8 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 
 class KafkaGateway:
     def __init__(self, port: int, upstream_port: int, *, certificate: tuple[Path, Path] | None = None,
-                 users: dict[str, str] | None = None) -> None:  # fmt: skip
-        self.port, self.upstream_port, self.users = port, upstream_port, users
+                 users: dict[str, str] | None = None, mechanisms: tuple[str, ...] = ("PLAIN",)) -> None:  # fmt: skip
+        self.port, self.upstream_port, self.users, self.mechanisms = port, upstream_port, users, mechanisms
         self.tls: ssl.SSLContext | None = None
         if certificate is not None:
             self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -98,6 +103,7 @@ class KafkaGateway:
                             up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter,
                             versions_asked: dict[int, int]) -> bool:  # fmt: skip
         """The SASL exchange, request by request, until the client authenticated (True) or not."""
+        exchange: Plain | Scram | None = None  # the mechanism the handshake chose
         while True:
             body = await _frame(reader)
             api_key, version, correlation = struct.unpack(">hhi", body[:8])
@@ -107,26 +113,82 @@ class KafkaGateway:
                 writer.write(_frame_bytes(reply[:4] + _with_sasl(reply[4:], version)))
             elif api_key == SASL_HANDSHAKE:
                 mechanism = _string(body, _after_header(body))[0]
-                supported = mechanism == "PLAIN"
-                answer = SaslHandShakeResponse_v1(error_code=0 if supported else 33, enabled_mechanisms=["PLAIN"])
+                supported = mechanism in self.mechanisms
+                answer = SaslHandShakeResponse_v1(error_code=0 if supported else 33, enabled_mechanisms=list(self.mechanisms))
                 writer.write(_frame_bytes(struct.pack(">i", correlation) + answer.encode()))
                 if not supported:
                     return False
-            elif api_key == SASL_AUTHENTICATE:
+                exchange = Plain(self.users or {}) if mechanism == "PLAIN" else Scram(self.users or {}, mechanism)
+            elif api_key == SASL_AUTHENTICATE and exchange is not None:
                 at = _after_header(body)
                 (size,) = struct.unpack(">i", body[at : at + 4])
-                _authz, user, password = body[at + 4 : at + 4 + size].decode().split("\0")
-                ok = self.users is not None and self.users.get(user) == password
-                self.seen[("authenticated:" if ok else "refused:") + user] += 1
-                fields = (0, None, b"") if ok else (SASL_AUTHENTICATION_FAILED, f"bad password for {user}", b"")
+                reply, done = exchange.step(body[at + 4 : at + 4 + size])
+                ok = reply is not None
+                if done or not ok:
+                    self.seen[("authenticated:" if ok else "refused:") + exchange.user] += 1
+                fields = (0, None, reply) if ok else (SASL_AUTHENTICATION_FAILED, f"authentication failed for {exchange.user}", b"")
                 answer = (SaslAuthenticateResponse_v1(*fields, 0) if version >= 1 else SaslAuthenticateResponse_v0(*fields))
                 writer.write(_frame_bytes(struct.pack(">i", correlation) + answer.encode()))
                 await writer.drain()
-                return ok
+                if done or not ok:
+                    return ok
             else:  # a request before authenticating: a broker with SASL listeners closes the connection
                 self.seen["unauthenticated"] += 1
                 return False
             await writer.drain()
+
+
+class Plain:
+    """SASL/PLAIN: one message, ``authzid NUL user NUL password``."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users, self.user = users, ""
+
+    def step(self, message: bytes) -> tuple[bytes | None, bool]:
+        """(reply, or None to refuse; whether the exchange is over)."""
+        _authz, self.user, password = message.decode().split("\0")
+        return (b"" if self.users.get(self.user) == password else None), True
+
+
+class Scram:
+    """SCRAM-SHA-256 / -512 (RFC 5802, RFC 7677) as a Kafka broker runs it: client-first,
+    server-first (nonce, salt, iterations), client-final with its proof checked against the
+    password, server-final with the server's signature (which the client checks in turn)."""
+
+    ITERATIONS = 4096
+
+    def __init__(self, users: dict[str, str], mechanism: str) -> None:
+        self.users, self.user = users, ""
+        self.hash = "sha256" if mechanism == "SCRAM-SHA-256" else "sha512"
+        self.first_bare = self.server_first = ""
+
+    def step(self, message: bytes) -> tuple[bytes | None, bool]:
+        text = message.decode()
+        if not self.server_first:  # client-first: "n,,n=<user>,r=<client nonce>"
+            self.first_bare = text.split(",", 2)[2]
+            fields = dict(f.split("=", 1) for f in self.first_bare.split(","))
+            self.user = fields["n"].replace("=2C", ",").replace("=3D", "=")
+            self.salt = os.urandom(16)
+            nonce = fields["r"] + base64.b64encode(os.urandom(18)).decode()
+            self.server_first = f"r={nonce},s={base64.b64encode(self.salt).decode()},i={self.ITERATIONS}"
+            return self.server_first.encode(), False
+        without_proof, _, proof = text.rpartition(",p=")  # client-final
+        password = self.users.get(self.user)
+        if password is None or not without_proof.startswith("c=biws,r=" + self.server_first[2:].split(",")[0]):
+            return None, True
+        salted = hashlib.pbkdf2_hmac(self.hash, password.encode(), self.salt, self.ITERATIONS)
+        auth = f"{self.first_bare},{self.server_first},{without_proof}".encode()
+        stored = hashlib.new(self.hash, _hmac(self.hash, salted, b"Client Key")).digest()
+        signature = _hmac(self.hash, stored, auth)
+        client_key = bytes(a ^ b for a, b in zip(base64.b64decode(proof), signature, strict=False))
+        if not hmac.compare_digest(hashlib.new(self.hash, client_key).digest(), stored):
+            return None, True
+        server_signature = _hmac(self.hash, _hmac(self.hash, salted, b"Server Key"), auth)
+        return b"v=" + base64.b64encode(server_signature), True
+
+
+def _hmac(name: str, key: bytes, message: bytes) -> bytes:
+    return hmac.new(key, message, name).digest()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

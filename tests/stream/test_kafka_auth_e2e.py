@@ -1,4 +1,4 @@
-"""A worker against a secured Kafka: TLS and SASL/PLAIN, end to end. The broker is tansu behind
+"""A worker against a secured Kafka: TLS and SASL (PLAIN, SCRAM), end to end. The broker is tansu behind
 :class:`tests.stream.kafka_gateway.KafkaGateway`, which every connection after bootstrap goes
 through (tansu advertises the gateway's port): a client that does not speak TLS, or does not
 authenticate, gets nothing. Before stream/kafka_auth.py the worker had no way to do either."""
@@ -35,7 +35,8 @@ def secured(tmp_path: Path) -> Iterator[tuple[LocalBroker, KafkaGateway, Path]]:
         pytest.skip(f"no certificate: {exc}")
     gateway_port = free_port()
     with LocalBroker(tmp_path / "tansu", advertised_port=gateway_port) as broker:
-        with KafkaGateway(gateway_port, broker.port, certificate=(cert, key), users={USER: PASSWORD}) as gateway:
+        with KafkaGateway(gateway_port, broker.port, certificate=(cert, key), users={USER: PASSWORD},
+                          mechanisms=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")) as gateway:  # fmt: skip
             yield broker, gateway, cert
 
 
@@ -44,11 +45,12 @@ def sasl_ssl(gateway: KafkaGateway, cert: Path, password: str = PASSWORD, **more
             "kafka_sasl_username": USER, "kafka_sasl_password": password, "kafka_ssl_cafile": str(cert), **more}  # fmt: skip
 
 
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512"])
 def test_a_worker_on_a_sasl_ssl_cluster_reads_stores_and_dead_letters(
-    secured: tuple[LocalBroker, KafkaGateway, Path], tmp_path: Path
+    secured: tuple[LocalBroker, KafkaGateway, Path], tmp_path: Path, mechanism: str
 ) -> None:
     broker, gateway, cert = secured
-    options = sasl_ssl(gateway, cert)
+    options = sasl_ssl(gateway, cert, kafka_sasl_mechanism=mechanism)
     settings = Settings(**options)
     topic = "secured.in"
     asyncio.run(ensure_topics(settings.kafka_bootstrap or "", {topic: 1}, client=client_options(settings)))
@@ -91,3 +93,23 @@ def test_a_wrong_password_or_an_unknown_ca_is_refused(secured: tuple[LocalBroker
     with pytest.raises(KafkaError):
         asyncio.run(topic_partitions(plain.kafka_bootstrap or "", "any", timeout=5, client=client_options(plain)))
     assert gateway.seen[f"authenticated:{USER}"] == 0
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_scram_authenticates_both_ways_and_refuses_a_wrong_password(
+    secured: tuple[LocalBroker, KafkaGateway, Path], mechanism: str
+) -> None:
+    """The gateway checks the client's proof against the password and the client checks the
+    gateway's signature (aiokafka fails the connection on a wrong one): both sides derived the
+    same salted password, so the settings reach aiokafka's SCRAM as a broker expects them."""
+    _, gateway, cert = secured
+    good = Settings(**sasl_ssl(gateway, cert, kafka_sasl_mechanism=mechanism))
+    topic = f"scram.{mechanism.lower()}"
+    asyncio.run(ensure_topics(good.kafka_bootstrap or "", {topic: 1}, client=client_options(good)))
+    asyncio.run(produce_records(good.kafka_bootstrap or "", topic, [(None, b"x")], **client_options(good)))
+    assert asyncio.run(topic_partitions(good.kafka_bootstrap or "", topic, timeout=5, client=client_options(good))) == 1
+    assert gateway.seen[f"authenticated:{USER}"] >= 3 and gateway.seen[f"refused:{USER}"] == 0
+    wrong = Settings(**sasl_ssl(gateway, cert, password="nope", kafka_sasl_mechanism=mechanism))
+    with pytest.raises(KafkaError):
+        asyncio.run(topic_partitions(wrong.kafka_bootstrap or "", topic, timeout=5, client=client_options(wrong)))
+    assert gateway.seen[f"refused:{USER}"] >= 1
