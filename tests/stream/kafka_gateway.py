@@ -62,7 +62,8 @@ class KafkaGateway:
         if certificate is not None:
             self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self.tls.load_cert_chain(str(certificate[0]), str(certificate[1]))
-        self.seen: Counter[str] = Counter()  # connections, authenticated:<user>, refused:<user>, unauthenticated
+        # connections, mechanism:<asked>, authenticated:<user>, refused:<user>, unauthenticated
+        self.seen: Counter[str] = Counter()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.AbstractServer | None = None
@@ -114,6 +115,7 @@ class KafkaGateway:
             elif api_key == SASL_HANDSHAKE:
                 mechanism = _string(body, _after_header(body))[0]
                 supported = mechanism in self.mechanisms
+                self.seen["mechanism:" + mechanism] += 1
                 answer = SaslHandShakeResponse_v1(error_code=0 if supported else 33, enabled_mechanisms=list(self.mechanisms))
                 writer.write(_frame_bytes(struct.pack(">i", correlation) + answer.encode()))
                 if not supported:

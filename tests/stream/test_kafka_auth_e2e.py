@@ -76,6 +76,8 @@ def test_a_worker_on_a_sasl_ssl_cluster_reads_stores_and_dead_letters(
         d.stop_all()
     assert gateway.seen[f"authenticated:{USER}"] >= 3  # admin, consumer, producer at least
     assert gateway.seen["unauthenticated"] == 0 and gateway.seen[f"refused:{USER}"] == 0
+    asked = {k for k in gateway.seen if k.startswith("mechanism:")}
+    assert asked == {f"mechanism:{mechanism}"}  # every client, Faust's too, used the one configured
 
 
 def test_a_wrong_password_or_an_unknown_ca_is_refused(secured: tuple[LocalBroker, KafkaGateway, Path],
@@ -109,6 +111,7 @@ def test_scram_authenticates_both_ways_and_refuses_a_wrong_password(
     asyncio.run(produce_records(good.kafka_bootstrap or "", topic, [(None, b"x")], **client_options(good)))
     assert asyncio.run(topic_partitions(good.kafka_bootstrap or "", topic, timeout=5, client=client_options(good))) == 1
     assert gateway.seen[f"authenticated:{USER}"] >= 3 and gateway.seen[f"refused:{USER}"] == 0
+    assert {k for k in gateway.seen if k.startswith("mechanism:")} == {f"mechanism:{mechanism}"}
     wrong = Settings(**sasl_ssl(gateway, cert, password="nope", kafka_sasl_mechanism=mechanism))
     with pytest.raises(KafkaError):
         asyncio.run(topic_partitions(wrong.kafka_bootstrap or "", topic, timeout=5, client=client_options(wrong)))
