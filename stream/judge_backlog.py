@@ -5,8 +5,10 @@ normal.
 :meth:`stream.judging.JudgeService.tick` calls :func:`drain_backlog` every
 ``backlog_drain_interval_s``. A backlog entry holds the to_judge envelope as it arrived; it takes
 the to_judge path again (existing-verdict skip, verdict cache, budget, cascade) with purpose
-``backlog`` on the ledger, and is marked done once judged, or when it can no longer be (its judge
-version is no longer configured, its envelope does not decode, its referenced spans are missing).
+``backlog`` on the ledger, and is marked done once judged, when a verdict already exists (an
+entry whose verdict was written just before a crash, ahead of its done mark), or when it can no
+longer be judged (its judge version is no longer configured, its envelope does not decode, its
+referenced spans are missing).
 """
 
 from __future__ import annotations
@@ -50,13 +52,16 @@ async def drain_backlog(service: JudgeService, limit: int | None = None) -> int:
     for (it, rubric), trace, meta in loaded:
         msg = InMessage(service.topic, it.partition, -1, trace.trace_id.encode(), it.envelope)
         jobs.append((msg, trace, meta, rubric))
-    outcomes = await service._judge_jobs(jobs, "backlog", f"backlog:{uuid.uuid4().hex}") if jobs else []
-    judged = 0
-    for (m, _t, _meta, r), o in zip(jobs, outcomes, strict=False):
+    judged_jobs = await service._judge_jobs(jobs, "backlog", f"backlog:{uuid.uuid4().hex}") if jobs else []
+    judged, ran = 0, set()
+    for (m, t, _meta, r, *_), o in judged_jobs:
+        ran.add((t.trace_id, r.name, r.rubric_hash))
         if o.backlog_reason is None:
             judged += 1
-            done.append((o.record.verdict.trace_id, r.name, r.rubric_hash, "done", "judged", "",
-                         m.partition, now_ms, now_ms))  # fmt: skip
+            done.append((t.trace_id, r.name, r.rubric_hash, "done", "judged", "", m.partition, now_ms, now_ms))
+    for m, t, _meta, r in jobs:  # left out: an ok or unscored verdict exists (written before a crash, or by a replay)
+        if (t.trace_id, r.name, r.rubric_hash) not in ran:
+            done.append((t.trace_id, r.name, r.rubric_hash, "done", "already judged", "", m.partition, now_ms, now_ms))
     if done:
         tok = f"backlog-done:{uuid.uuid4().hex}"  # once, outside the retried call: a retry must reuse it
         await service._retry(lambda: service.sink.write_backlog(done, tok), "mark backlog")

@@ -46,7 +46,7 @@ from stream.judge_drift import check_drift
 from stream.judge_rows import CallContext, VerdictRecord, verdict_row
 from stream.judge_runner import JudgeRunner, Outcome
 from stream.judge_sink import JudgeSink
-from stream.provenance import message_token
+from stream.provenance import message_token, token
 from stream.retry import retry_forever
 
 log = logging.getLogger(__name__)
@@ -235,12 +235,14 @@ class JudgeService:
             self.counters["dead_lettered"] += len(dlq)
         return items
 
-    async def _judge_jobs(self, jobs: list[tuple[Any, ...]], purpose: str, tok: str) -> list[Outcome]:
+    async def _judge_jobs(self, jobs: list[tuple[Any, ...]], purpose: str,
+                          tok: str) -> list[tuple[tuple[Any, ...], Outcome]]:  # fmt: skip
+        """(job, outcome) of each job judged; a job left out had a verdict already (skipped)."""
         todo: list[tuple[Any, ...]] = []
         tasks: list[asyncio.Future[Outcome]] = []
         try:
             await self._start_jobs(jobs, purpose, todo, tasks)
-            return await self._finish_jobs(todo, tasks, tok)
+            return list(zip(todo, await self._finish_jobs(todo, tasks, tok), strict=True))
         except BaseException:
             _cancel(tasks)
             raise
@@ -294,10 +296,14 @@ class JudgeService:
                 alerts.append((uuid.uuid4().hex, kind, v.judge, v.rubric_hash, "firing", message, details or "{}", now_ms))
             verdicts.append(verdict_row(o.record, t, meta, _ctx_of(m), now_ms))
         if backlog:
-            await self._retry(lambda: self.sink.write_backlog(backlog, tok + ":backlog"), "write backlog")
+            # the token names the rows too: a replay of the batch whose outcomes differ (a call that
+            # failed the first time succeeds, another fails) must not be dropped as a repeat of it
+            btok = token(tok + ":backlog", (f"{r[0]}/{r[1]}/{r[2]}/{r[4]}" for r in backlog))
+            await self._retry(lambda: self.sink.write_backlog(backlog, btok), "write backlog")
             self.counters["backlog_added"] += len(backlog)
         if rejudges:
-            await self._retry(lambda: self.sink.write_rejudges(rejudges, tok + ":rejudges"), "write flake pairs")
+            rtok = token(tok + ":rejudges", (f"{r[0]}/{r[1]}/{r[2]}/{r[4]}/{r[5]}" for r in rejudges))
+            await self._retry(lambda: self.sink.write_rejudges(rejudges, rtok), "write flake pairs")
         if alerts:
             await self._retry(lambda: self.sink.write_alerts(alerts, tok + ":alerts"), "write alerts")
             self.counters["alerts"] += len(alerts)
@@ -353,7 +359,8 @@ class JudgeService:
         await self.start()
         jobs = [(InMessage(self.topic, -1, -1, t.trace_id.encode(), judge_envelope.encode(t, dict(meta))), t, meta, r)
                 for t, meta, r in items]  # fmt: skip
-        return await self._judge_jobs(jobs, purpose, f"{purpose}:{uuid.uuid4().hex}") if jobs else []
+        judged = await self._judge_jobs(jobs, purpose, f"{purpose}:{uuid.uuid4().hex}") if jobs else []
+        return [o for _job, o in judged]
 
     async def load_referenced(
         self, decoded: Sequence[tuple[Any, Trace, dict[str, Any], judge_envelope.SpansRef | None]]
