@@ -35,15 +35,18 @@ class MessageReader:
     def read(self, msg: InMessage, repartition: bool = True) -> tuple[list[Span], ExportTraceServiceRequest | None]:
         """``(spans, None)`` for a message ingested here (or with ``repartition`` off);
         ``(spans, request)`` for one to split per trace. Raises ``DecodeError``."""
-        spans, req = decode(msg.value, self.encoding, self.limits)
-        if msg.topic == self.repartition_topic:  # what this worker's repartition cut (schemas/shrink.py)
+        # the repartition topic holds what this worker wrote: OTLP protobuf, whatever the input's encoding
+        own = msg.topic == self.repartition_topic
+        encoding = "otlp_proto" if own else self.encoding
+        spans, req = decode(msg.value, encoding, self.limits)
+        if own:  # what this worker's repartition cut (schemas/shrink.py)
             take_cut_keys(spans)
-        if req is not None and msg.value and is_json(msg.value, self.encoding):
+        if req is not None and msg.value and is_json(msg.value, encoding):
             self._json_not_straight(msg)
         if not repartition or partitioned_by_trace(msg.key, spans):
             return spans, None
         if req is None:  # OTLP/JSON read straight into spans: parts are cut from a request
-            req = parse_message(msg.value, self.encoding, self.limits)
+            req = parse_message(msg.value, encoding, self.limits)
         return spans, req
 
     def repartition(self, req: ExportTraceServiceRequest) -> list[OutRecord]:

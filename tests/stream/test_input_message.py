@@ -110,3 +110,19 @@ def test_the_cut_keys_attribute_counts_only_on_the_repartition_topic() -> None:
     assert spans[1].attributes[CUT_KEYS] == ["gen_ai.input.messages"] and spans[1].truncated_attributes == ()
     spans, _ = r.read(InMessage(Settings().repartition_topic, 0, 0, t[0].trace_id.hex().encode(), proto(t), None))
     assert CUT_KEYS not in spans[1].attributes and spans[1].truncated_attributes == ("gen_ai.input.messages",)
+
+
+def test_the_repartition_topic_is_read_as_protobuf_whatever_the_input_encoding() -> None:
+    """With ``input_encoding: otlp_json`` the worker read its own repartition records (protobuf)
+    as JSON: every unkeyed message of a Collector writing otlp_json was dead-lettered there."""
+    rng = random.Random(6)
+    a, b = genai_trace(rng, 2), genai_trace(rng, 3)
+    settings = Settings(input_encoding="otlp_json")
+    r = MessageReader(settings, Counters())
+    spans, req = r.read(InMessage(settings.input_topic, 0, 0, None, otlp_json(a + b), None))
+    assert req is not None and len(spans) == 5
+    records = r.repartition(req)
+    back = [s for i, rec in enumerate(records) for s in r.read(InMessage(rec.topic, 0, i, rec.key, rec.value, None))[0]]
+    assert sorted(s.span_id for s in back) == sorted(s.span_id.hex() for s in a + b)
+    with pytest.raises(DecodeError):  # the input topic still takes only what it is told
+        r.read(InMessage(settings.input_topic, 0, 1, None, proto(a), None))
