@@ -71,11 +71,12 @@ async def deliver(send_all: SendAll, records: Sequence[OutRecord], retry: Retry,
         try:
             await send_all(pending)
         except ProduceFailed as exc:
-            pending, final = [], []
+            again, final = [], []  # ``pending`` changes only once all of it is known: a failure here retries it whole
             for record, error in exc.failures:
-                pending.append(_next_try(record, error, counts))
-                if pending[-1] is record and refused(error):
+                again.append(_next_try(record, error, counts))
+                if again[-1] is record and refused(error):
                     final.append((record, error))
+            pending = again
             if final:
                 counts.refused += len(final)
                 topics = ", ".join(sorted({record.topic for record, _ in final}))
@@ -103,7 +104,7 @@ def without_value(record: OutRecord) -> OutRecord:
     """``record`` (a dead letter) without the original message: the tracejudge.dlq.* headers stay,
     plus ``tracejudge.dlq.value_omitted`` = the bytes of value, key and headers left out."""
     ours = [(k, v) for k, v in record.headers if k.startswith(DLQ_HEADER_PREFIX)]
-    theirs = sum(len(k) + len(v) for k, v in record.headers if not k.startswith(DLQ_HEADER_PREFIX))
+    theirs = sum(len(k) + len(v or b"") for k, v in record.headers if not k.startswith(DLQ_HEADER_PREFIX))  # None: a null header
     key = record.key if record.key is not None and len(record.key) <= MAX_KEPT_KEY else None
     left_out = len(record.value or b"") + theirs + (len(record.key or b"") if key is None else 0)
     return OutRecord(record.topic, key, b"", ours + [(VALUE_OMITTED, str(left_out).encode())])
