@@ -56,9 +56,29 @@ def json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+#: single-key objects that stand for something else in tracejudge's JSON: ``{"$bytes": base64}`` a
+#: bytes value, ``{"$map": {...}}`` the map inside, taken as it is (a real map whose only key is one
+#: of these is written wrapped so, and reads back unchanged)
+MARKS = ("$bytes", "$map")
+
+
 def to_json(o: Any) -> str:
-    """JSON with bytes as ``{"$bytes": base64}`` (lossless for OTLP attribute values)."""
-    return json.dumps(o, ensure_ascii=False, separators=(",", ":"), default=json_default)
+    """JSON with bytes as ``{"$bytes": base64}`` (lossless for OTLP attribute values, a map that
+    looks like one included: see :data:`MARKS`)."""
+    text = json.dumps(o, ensure_ascii=False, separators=(",", ":"), default=json_default)
+    if "$" in text and ('"$bytes"' in text or '"$map"' in text):  # a real map like a mark, maybe
+        text = json.dumps(escape_marks(o), ensure_ascii=False, separators=(",", ":"), default=json_default)
+    return text
+
+
+def escape_marks(o: Any) -> Any:
+    """``o`` with every map whose only key is one of :data:`MARKS` wrapped as ``{"$map": map}``."""
+    if isinstance(o, dict):
+        inner = {k: escape_marks(v) for k, v in o.items()}
+        return {"$map": inner} if len(o) == 1 and next(iter(o)) in MARKS else inner
+    if isinstance(o, list | tuple):
+        return [escape_marks(v) for v in o]
+    return o
 
 
 _json = to_json
@@ -71,8 +91,15 @@ def from_json(text: str) -> Any:
 
 def _unbytes(o: Any) -> Any:
     if isinstance(o, dict):
-        if len(o) == 1 and "$bytes" in o:
-            return base64.b64decode(o["$bytes"])
+        if len(o) == 1:
+            key, value = next(iter(o.items()))
+            if key == "$bytes" and isinstance(value, str):
+                try:
+                    return base64.b64decode(value, validate=True)
+                except ValueError:  # not ours (a map stored before marks were escaped): kept as it is
+                    return {key: value}
+            if key == "$map" and isinstance(value, dict):
+                return {k: _unbytes(v) for k, v in value.items()}
         return {k: _unbytes(v) for k, v in o.items()}
     if isinstance(o, list):
         return [_unbytes(v) for v in o]

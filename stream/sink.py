@@ -8,6 +8,7 @@ unknown cannot create a second part.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from stream.constraint_check import stored_rows_violate
 from stream.rows import RAW_SPAN_SELECT, SPAN_COLUMNS, TRACE_COLUMNS, span_from_row
 from stream.store import ClickHouseStore
 from stream.table_copy import Copy, NullCopy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +119,12 @@ class ClickHouseSink:
         _, rows = await self.store.aquery(sql, {"topic": tp[0], "partition": tp[1], "since": since})
         out = []
         for row in rows:
-            span, offset = span_from_row(row[:-1])
+            try:
+                span, offset = span_from_row(row[:-1])
+            except Exception:  # noqa: BLE001 - retrying cannot fix a row: it would hold the partition for good
+                log.exception("trace %s span %s of %s/%d: stored row cannot be read back; left out of the recovered "
+                              "trace", row[0], row[1], tp[0], tp[1])  # fmt: skip
+                continue
             out.append((span, offset, int(row[-1])))
         return out
 

@@ -9,9 +9,10 @@ import random
 import pytest
 
 from schemas.decode import decode_message
-from schemas.model import CompletionReason, Trace
+from schemas.model import CompletionReason, SpanEvent, Trace
 from stream.rows import (
-    RAW_SPAN_SELECT, SPAN_COLUMNS, TRACE_COLUMNS, decode_attrs, encode_attrs, span_from_row, span_row, trace_row,
+    RAW_SPAN_SELECT, SPAN_COLUMNS, TRACE_COLUMNS, decode_attrs, encode_attrs, from_json, span_from_row, span_row,
+    trace_row,
 )  # fmt: skip
 from stream.store import ClickHouseStore
 from tests.factories import genai_trace, proto
@@ -46,6 +47,40 @@ def test_span_round_trips_through_clickhouse(store: ClickHouseStore) -> None:
     hostile = next(s for s in spans if "hostile.sql" in s.attributes)
     for k, v in HOSTILE.items():
         assert restored[hostile.span_id][0].attributes[f"hostile.{k}"] == v
+
+
+MARK_LIKE = {  # maps spelled like the JSON marks for bytes values (stream.rows.MARKS)
+    "bytes-valid-base64": {"$bytes": "aGk="},
+    "bytes-not-base64": {"$bytes": "not base64!"},
+    "map": {"$map": {"a": 1}},
+    "nested": [{"$bytes": "x"}, {"k": {"$map": {"$bytes": "y"}}}, b"\x00real bytes"],
+}
+
+
+def test_maps_spelled_like_a_bytes_mark_round_trip_through_clickhouse(store: ClickHouseStore) -> None:
+    """A map whose only key is ``$bytes`` (a kvlist attribute, or an event's attributes with one
+    key so named) read back as bytes, or, not being base64, raised on every read: recovering the
+    partition's open traces retried it forever with the pipeline's lock held, and the worker
+    consumed nothing (after a restart too)."""
+    rng = random.Random(8)
+    trace = genai_trace(rng, 2)
+    trace[1].attrs.update({f"mark.{k}": v for k, v in MARK_LIKE.items()})
+    req_spans = decode_message(proto(trace))
+    span = next(s for s in req_spans if "mark.map" in s.attributes)
+    span.events = (*span.events, SpanEvent(name="e", time_ns=1, attributes={"$bytes": "not base64!"}),
+                   SpanEvent(name="f", time_ns=2, attributes={"$bytes": "aGk="}))  # fmt: skip
+    store.insert("spans", [span_row(span, "t", 0, 5, 0, late=False)], SPAN_COLUMNS)
+    _, back = store.query(f"SELECT {RAW_SPAN_SELECT} FROM {store.database}.spans FINAL")
+    again, _ = span_from_row(back[0])
+    assert again == span
+    for k, v in MARK_LIKE.items():
+        assert again.attributes[f"mark.{k}"] == v
+    assert [e.attributes for e in again.events[-2:]] == [{"$bytes": "not base64!"}, {"$bytes": "aGk="}]
+
+
+def test_a_mark_like_map_stored_before_marks_were_escaped_reads_back_without_raising() -> None:
+    assert from_json('{"$bytes":"not base64!"}') == {"$bytes": "not base64!"}
+    assert from_json('[{"$bytes":"aGk="}]') == [b"hi"]  # what it always meant
 
 
 @pytest.mark.parametrize("value", list(HOSTILE.values()), ids=list(HOSTILE))
