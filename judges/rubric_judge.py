@@ -156,11 +156,15 @@ class RubricJudge:
             resp = await self.provider.complete(req)
         except ProviderError as exc:
             return Verdict.error(reason=f"provider_{exc.kind}: {exc}"[:500], attempts=exc.attempts, **common)
-        usage = self._usage(resp)
+        usage = self._usage(resp)  # a refusal or an unusable answer was billed all the same: recorded
+        if resp.refusal is not None:
+            return Verdict.unscored(reason=f"refused: {resp.refusal}"[:500], **common, **usage)
         try:
             out = parse_output(resp.text, self.rubric.labels)
         except InvalidOutput as exc:
-            return Verdict.unscored(reason=f"invalid_output: {exc}", **common, **usage)
+            cut = (f" (cut at max_tokens {self.rubric.params.max_tokens})"
+                   if resp.stop_reason in ("length", "max_tokens") else "")  # fmt: skip
+            return Verdict.unscored(reason=f"invalid_output: {exc}{cut}"[:500], **common, **usage)
         return Verdict(
             label=out.label, score=out.score, explanation=out.explanation, evidence=out.evidence,
             status="ok", **common, **usage,

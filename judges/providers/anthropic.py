@@ -33,6 +33,12 @@ class AnthropicProvider(HttpProvider):
 
     def _parse(self, body: Any) -> Parsed:
         require(isinstance(body, dict), "body is not a JSON object")
+        usage = body.get("usage")  # read first: a body with usage was billed, whatever else it holds
+        require(isinstance(usage, dict), "usage missing")
+        model = body.get("model")
+        require(isinstance(model, str) and model != "", "model missing")
+        input_tokens = as_token_count(usage.get("input_tokens"), "usage.input_tokens")
+        output_tokens = as_token_count(usage.get("output_tokens"), "usage.output_tokens")
         content = body.get("content")
         require(isinstance(content, list), "content missing")
         texts: list[str] = []
@@ -41,12 +47,7 @@ class AnthropicProvider(HttpProvider):
             if block.get("type") == "text":
                 require(isinstance(block.get("text"), str), "text block without text")
                 texts.append(block["text"])
-        require(len(texts) > 0, f"no text block (stop_reason={body.get('stop_reason')!r})")
-        usage = body.get("usage")
-        require(isinstance(usage, dict), "usage missing")
-        model = body.get("model")
-        require(isinstance(model, str) and model != "", "model missing")
-        return Parsed(text="".join(texts), model=model,
-                      input_tokens=as_token_count(usage.get("input_tokens"), "usage.input_tokens"),
-                      output_tokens=as_token_count(usage.get("output_tokens"),
-                                                   "usage.output_tokens"))
+        stop = body.get("stop_reason")
+        stop_reason = stop if isinstance(stop, str) else None
+        refusal = "stop_reason refusal" if stop_reason == "refusal" else None  # no text, or a partial one
+        return Parsed("".join(texts), model, input_tokens, output_tokens, stop_reason, refusal)

@@ -35,6 +35,8 @@ class ChatResponse:
     output_tokens: int
     latency_s: float
     attempts: int
+    stop_reason: str | None = None  # finish_reason / stop_reason as the provider gave it
+    refusal: str | None = None  # the model declined to answer (no text): billed all the same
 
 
 class ProviderError(Exception):

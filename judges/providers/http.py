@@ -52,15 +52,20 @@ BREAKER_KINDS = frozenset({"rate_limited", "server", "timeout", "network", "inva
 
 
 class Parsed:
-    """What a provider reads out of a 2xx body."""
+    """What a provider reads out of a 2xx body. A body with usage but no text (a refusal, an
+    answer cut at max_tokens before any text) is parsed, not refused: the call was billed, and
+    its tokens must reach the budget and the ledger; the judge reads the empty text."""
 
-    __slots__ = ("input_tokens", "model", "output_tokens", "text")
+    __slots__ = ("input_tokens", "model", "output_tokens", "refusal", "stop_reason", "text")
 
-    def __init__(self, text: str, model: str, input_tokens: int, output_tokens: int):
+    def __init__(self, text: str, model: str, input_tokens: int, output_tokens: int,
+                 stop_reason: str | None = None, refusal: str | None = None):  # fmt: skip
         self.text = text
         self.model = model
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
+        self.stop_reason = stop_reason
+        self.refusal = refusal
 
 
 def require(cond: bool, what: str) -> None:
@@ -141,8 +146,8 @@ class HttpProvider(ABC):
         parsed, attempts = await run_with_retry(attempt, self.policy, sleep=self._sleep,
                                                 clock=self._clock)
         return ChatResponse(text=parsed.text, model=parsed.model, input_tokens=parsed.input_tokens,
-                            output_tokens=parsed.output_tokens,
-                            latency_s=self._clock() - start, attempts=attempts)
+                            output_tokens=parsed.output_tokens, latency_s=self._clock() - start,
+                            attempts=attempts, stop_reason=parsed.stop_reason, refusal=parsed.refusal)
 
     async def _attempt(self, url: str, headers: dict[str, str], body: dict[str, Any],
                        remaining_s: float) -> Parsed:

@@ -37,21 +37,24 @@ class OpenAICompatProvider(HttpProvider):
 
     def _parse(self, body: Any) -> Parsed:
         require(isinstance(body, dict), "body is not a JSON object")
+        usage = body.get("usage")  # read first: a body with usage was billed, whatever else it holds
+        require(isinstance(usage, dict), "usage missing")
+        model = body.get("model")
+        require(isinstance(model, str) and model != "", "model missing")
+        input_tokens = as_token_count(usage.get("prompt_tokens"), "usage.prompt_tokens")
+        output_tokens = as_token_count(usage.get("completion_tokens"), "usage.completion_tokens")
         choices = body.get("choices")
         require(isinstance(choices, list) and len(choices) > 0, "no choices")
         choice = choices[0]
         require(isinstance(choice, dict) and isinstance(choice.get("message"), dict),
                 "choices[0].message missing")
         message = choice["message"]
+        finish = choice.get("finish_reason")
+        stop_reason = finish if isinstance(finish, str) else None
         content = message.get("content")
-        if content is None and message.get("refusal"):
-            require(False, f"model refused: {str(message['refusal'])[:200]}")
+        refusal = message.get("refusal")
+        if content is None:  # a refusal, or every token spent before any text (a reasoning model at its limit)
+            return Parsed("", model, input_tokens, output_tokens, stop_reason,
+                          str(refusal)[:500] if refusal else None)  # fmt: skip
         require(isinstance(content, str), "choices[0].message.content is not a string")
-        usage = body.get("usage")
-        require(isinstance(usage, dict), "usage missing")
-        model = body.get("model")
-        require(isinstance(model, str) and model != "", "model missing")
-        return Parsed(text=content, model=model,
-                      input_tokens=as_token_count(usage.get("prompt_tokens"), "usage.prompt_tokens"),
-                      output_tokens=as_token_count(usage.get("completion_tokens"),
-                                                   "usage.completion_tokens"))
+        return Parsed(content, model, input_tokens, output_tokens, stop_reason)

@@ -92,8 +92,7 @@ def _without(key: str) -> bytes:
     b'{"content": [{"type": "text", "text": "x"}',
     b'"just a string"',
     _without("content"), _without("usage"), _without("model"),
-    json.dumps({**GOOD, "content": []}).encode(),
-    json.dumps({**GOOD, "content": [{"type": "tool_use", "id": "t", "name": "n", "input": {}}]}).encode(),
+    json.dumps({**GOOD, "content": {"type": "text", "text": "x"}}).encode(),
     json.dumps({**GOOD, "content": [{"type": "text"}]}).encode(),
     json.dumps({**GOOD, "usage": {"input_tokens": 1.5, "output_tokens": 2}}).encode(),
 ])
@@ -102,6 +101,22 @@ def test_invalid_response(server: FakeProviderServer, clock: FakeClock, body: by
     err = expect_error(call_once(server, clock, "anthropic"))
     assert err.kind == "invalid_response"
     assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(("content", "stop", "refusal"), [
+    ([], "refusal", "stop_reason refusal"),
+    ([{"type": "tool_use", "id": "t", "name": "n", "input": {}}], "tool_use", None),
+    ([], "max_tokens", None),
+])
+def test_a_billed_answer_without_text_keeps_its_usage(server: FakeProviderServer, clock: FakeClock,
+                                                      content: list[object], stop: str, refusal: str | None) -> None:  # fmt: skip
+    """It was refused as an invalid response with no usage, so a billed call cost $0 on the
+    budget and the ledger: now its tokens come back with an empty text and the stop reason."""
+    body = {**GOOD, "content": content, "stop_reason": stop, "usage": {"input_tokens": 5000, "output_tokens": 3}}
+    server.script(RawBody(json.dumps(body).encode()))
+    resp = expect_response(call_once(server, clock, "anthropic"))
+    assert (resp.text, resp.input_tokens, resp.output_tokens, resp.stop_reason, resp.refusal) == (
+        "", 5000, 3, stop, refusal)
 
 
 def test_minimal_body_is_accepted(server: FakeProviderServer, clock: FakeClock) -> None:

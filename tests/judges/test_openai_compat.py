@@ -89,8 +89,7 @@ GOOD = ('{"model": "m", "choices": [{"message": {"role": "assistant", "content":
     b"<html><body>502 Bad Gateway</body></html>",
     b"[]",
     b'{"choices": [], "model": "m", "usage": {"prompt_tokens": 1, "completion_tokens": 1}}',
-    GOOD.replace('"content": "x"', '"content": null').encode(),
-    GOOD.replace('"content": "x"', '"content": null, "refusal": "I cannot"').encode(),
+    GOOD.replace('"content": "x"', '"content": 7').encode(),
     GOOD.replace(', "usage": {"prompt_tokens": 1, "completion_tokens": 2}', "").encode(),
     GOOD.replace('"prompt_tokens": 1', '"prompt_tokens": "1"').encode(),
     GOOD.replace('"completion_tokens": 2', '"completion_tokens": -2').encode(),
@@ -102,6 +101,22 @@ def test_invalid_response_is_not_retried(server: FakeProviderServer, clock: Fake
     err = expect_error(call_once(server, clock, "openai"))
     assert err.kind == "invalid_response"
     assert err.attempts == 1 and len(server.requests) == 1
+
+
+@pytest.mark.parametrize(("message", "finish", "refusal"), [
+    ('"content": null, "refusal": "I cannot help with that"', "stop", "I cannot help with that"),
+    ('"content": null', "length", None),  # a reasoning model that spent every token before any text
+])
+def test_a_billed_answer_without_text_keeps_its_usage(server: FakeProviderServer, clock: FakeClock, message: str,
+                                                      finish: str, refusal: str | None) -> None:  # fmt: skip
+    """It was refused as an invalid response with no usage, so a billed call cost $0 on the
+    budget and the ledger: now its tokens come back with an empty text and the refusal."""
+    body = GOOD.replace('"content": "x"', message).replace('"role": "assistant", ', "")
+    body = body.replace("}}]", f'}}, "finish_reason": "{finish}"}}]').replace('"prompt_tokens": 1', '"prompt_tokens": 5000')
+    server.script(RawBody(body.encode()))
+    resp = expect_response(call_once(server, clock, "openai"))
+    assert (resp.text, resp.input_tokens, resp.output_tokens, resp.stop_reason, resp.refusal) == (
+        "", 5000, 2, finish, refusal)
 
 
 def test_well_formed_minimal_body_is_accepted(server: FakeProviderServer, clock: FakeClock) -> None:

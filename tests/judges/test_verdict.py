@@ -112,3 +112,44 @@ def test_prompt_failure_is_an_error() -> None:
 def test_tier_must_be_one_the_rubric_allows() -> None:
     with pytest.raises(ValueError, match="tier 'premium'"):
         RubricJudge(builtin_rubrics()["groundedness"], ScriptedLLM([]), "m", tier="premium")
+
+
+REFUSED_OPENAI = {"model": "m-1", "choices": [{"message": {"role": "assistant", "content": None,
+                                                           "refusal": "I can't help with that."},
+                                               "finish_reason": "stop"}],
+                  "usage": {"prompt_tokens": 50_000, "completion_tokens": 12}}  # fmt: skip
+REFUSED_ANTHROPIC = {"model": "m-1", "content": [], "stop_reason": "refusal",
+                     "usage": {"input_tokens": 50_000, "output_tokens": 12}}  # fmt: skip
+CUT = {"model": "m-1", "choices": [{"message": {"role": "assistant", "content": '{"label": "fail", "sc'},
+                                    "finish_reason": "length"}],
+       "usage": {"prompt_tokens": 50_000, "completion_tokens": 512}}  # fmt: skip
+
+
+@pytest.mark.parametrize(("protocol", "body", "reason"), [
+    ("openai", REFUSED_OPENAI, "refused: I can't help with that."),
+    ("anthropic", REFUSED_ANTHROPIC, "refused: stop_reason refusal"),
+    ("openai", CUT, "invalid_output: not JSON (cut at max_tokens 512)"),
+])  # fmt: skip
+def test_a_refused_or_cut_answer_is_unscored_and_its_cost_recorded(protocol: str, body: dict[str, object],
+                                                                   reason: str) -> None:  # fmt: skip
+    """Over real HTTP with the real providers: a refusal was an invalid-response error at $0,
+    though the provider billed its 50,000 input tokens (on the budget and the ledger, nothing)."""
+    from tests.judges.fake_provider import FakeClock, FakeProviderServer, RawBody
+    from tests.judges.support import make_provider
+
+    with FakeProviderServer() as server:
+        server.script(RawBody(json.dumps(body).encode()))
+        provider = make_provider(server, FakeClock(), protocol, price_in_per_1m=2.5, price_out_per_1m=10.0)  # type: ignore[arg-type]
+        judge = RubricJudge(builtin_rubrics()["groundedness"], provider, "m", tier="cheap")
+
+        async def run() -> Verdict:
+            try:
+                return await judge(TRACE, {})
+            finally:
+                await provider.aclose()
+
+        v = asyncio.run(run())
+    assert v.status == "unscored" and v.label is None and v.status_reason == reason
+    out = 512 if body is CUT else 12
+    assert (v.input_tokens, v.output_tokens) == (50_000, out)
+    assert v.cost_usd == pytest.approx((50_000 * 2.5 + out * 10.0) / 1e6)
