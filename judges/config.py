@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from judges.providers.config import ProviderSpec, both_prices_or_neither
+from judges.providers.openai_compat import is_reasoning_model
 from judges.pricing import tier_prices
 from judges.rubric import AppliesTo, Rubric, builtin_rubrics, load_rubrics
 
@@ -175,12 +176,20 @@ class JudgingConfig(_Strict):
             if unknown:
                 raise JudgingConfigError(f"judges: unknown rubrics {unknown}; known: {sorted(found)}")
             found = {n: found[n] for n in self.judges}
+        kinds = {p.name: p.type for p in self.providers}
         for rubric in found.values():
             tiers = [t for t in rubric.tiers if t in self.tiers]
             if not tiers:
                 raise JudgingConfigError(
                     f"rubric {rubric.name!r} runs on tiers {rubric.tiers}, none of which is configured "
                     f"(tiers: {sorted(self.tiers)})")  # fmt: skip
+            for t in tiers:  # refused with HTTP 400 on every call, each an error verdict: say so now
+                spec = self.tiers[t]
+                if kinds[spec.provider] == "openai" and is_reasoning_model(spec.model) and rubric.params.temperature != 1.0:
+                    raise JudgingConfigError(
+                        f"rubric {rubric.name!r} on tier {t!r}: {spec.model} is an OpenAI reasoning model, which takes "
+                        f"only temperature 1 (the rubric's params.temperature is {rubric.params.temperature}); give "
+                        "the rubric temperature 1 or the tier another model")  # fmt: skip
         return found
 
     def tier_order(self, rubric: Rubric) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from judges.providers.base import ChatRequest
 from judges.providers.http import HttpProvider, Parsed, as_token_count, require
+from judges.providers.wire_schema import strict_subset
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -25,7 +26,7 @@ class AnthropicProvider(HttpProvider):
         if req.system:
             body["system"] = req.system
         if req.json_schema is not None and self.structured_output:
-            body["output_config"] = {"format": {"type": "json_schema", "schema": req.json_schema}}
+            body["output_config"] = {"format": {"type": "json_schema", "schema": strict_subset(req.json_schema)}}
         return f"{self.base_url}/v1/messages", self._headers, body
 
     def _fixed_headers(self) -> dict[str, str]:

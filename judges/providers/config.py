@@ -35,6 +35,9 @@ class ProviderSpec(BaseModel):
     price_in_per_1m: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     price_out_per_1m: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     structured_output: bool = False
+    #: OpenAI-compatible only: the output-length parameter; unset = max_completion_tokens on
+    #: api.openai.com and for OpenAI's reasoning models, max_tokens elsewhere
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=30.0, ge=0)
     max_connections: int = Field(default=32, ge=1, le=4096, description="pooled HTTP connections to this provider")
@@ -69,7 +72,10 @@ def build_provider(spec: ProviderSpec, *, sleep: Sleep = asyncio.sleep,
                          rng=rng or random.Random())
     breaker = CircuitBreaker(spec.breaker_failures, spec.breaker_cooldown_s, clock)
     cls = OpenAICompatProvider if spec.type == "openai" else AnthropicProvider
-    return cls(name=spec.name, base_url=spec.base_url, api_key=api_key, timeout_s=spec.timeout_s,
-               price_in_per_1m=spec.price_in_per_1m or 0.0, price_out_per_1m=spec.price_out_per_1m or 0.0,
-               structured_output=spec.structured_output, policy=policy, breaker=breaker,
-               sleep=sleep, clock=clock, max_connections=spec.max_connections)
+    provider = cls(name=spec.name, base_url=spec.base_url, api_key=api_key, timeout_s=spec.timeout_s,
+                   price_in_per_1m=spec.price_in_per_1m or 0.0, price_out_per_1m=spec.price_out_per_1m or 0.0,
+                   structured_output=spec.structured_output, policy=policy, breaker=breaker,
+                   sleep=sleep, clock=clock, max_connections=spec.max_connections)  # fmt: skip
+    if isinstance(provider, OpenAICompatProvider):
+        provider.max_tokens_field = spec.max_tokens_field
+    return provider

@@ -79,6 +79,18 @@ def test_structured_output(server: FakeProviderServer, clock: FakeClock, structu
     assert "response_format" not in body and "seed" not in body
 
 
+def test_structured_output_sends_the_schema_without_bounds(server: FakeProviderServer, clock: FakeClock) -> None:
+    """Anthropic refuses numeric, length and size bounds in an output schema with HTTP 400 (every
+    call an error verdict); they are checked in code instead (judges/providers/wire_schema.py)."""
+    from judges.rubric import default_output_schema
+
+    server.script(Reply())
+    schema = default_output_schema(["pass", "fail"])
+    expect_response(call_once(server, clock, "anthropic", req=replace(REQ, json_schema=schema), structured_output=True))
+    sent = server.requests[0].body["output_config"]["format"]["schema"]
+    assert sent["properties"]["score"] == {"type": "number"} and sent["properties"]["explanation"] == {"type": "string"}
+
+
 GOOD = {"model": "m", "content": [{"type": "text", "text": "x"}],
         "usage": {"input_tokens": 1, "output_tokens": 2}}
 

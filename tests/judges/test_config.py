@@ -53,3 +53,23 @@ def test_user_rubrics_dir_is_relative_to_the_file(tmp_path: Path) -> None:
     cfg = load_judging_config(path)
     assert list(cfg.rubrics()) == ["polite", "task_completion"]
     assert cfg.tier_order(cfg.rubrics()["polite"]) == ["cheap"]
+
+
+def test_an_openai_reasoning_model_needs_temperature_1(tmp_path: Path) -> None:
+    """o1 / o3 / o4-mini / gpt-5 refuse any temperature but 1 with HTTP 400: every call an error
+    verdict. The configuration says so at start instead."""
+    strong = {"provider": "p", "model": "o3-2025-04-16", "price_in_per_1m": 2.0, "price_out_per_1m": 8.0}
+    with pytest.raises(JudgingConfigError, match=r"rubric '\w+' on tier 'strong': o3-2025-04-16 is an "
+                       "OpenAI reasoning model, which takes only temperature 1"):  # fmt: skip
+        parse_judging_config({**BASE, "tiers": {**BASE["tiers"], "strong": strong}})
+    chat = {**strong, "model": "gpt-5-chat-latest"}  # the chat variant takes temperature 0
+    assert parse_judging_config({**BASE, "tiers": {**BASE["tiers"], "strong": chat}}).rubrics()
+    rubrics = tmp_path / "rubrics"
+    rubrics.mkdir()
+    (rubrics / "polite.yaml").write_text(yaml.safe_dump({
+        "name": "polite", "version": "1", "template": "Was the answer polite? {final_answer}",
+        "variables": {"final_answer": "final_answer"}, "tiers": ["strong"], "params": {"temperature": 1.0},
+    }))  # fmt: skip
+    cfg = parse_judging_config({**BASE, "tiers": {**BASE["tiers"], "strong": strong}, "rubrics_dir": str(rubrics),
+                                "judges": ["polite"]})  # fmt: skip
+    assert list(cfg.rubrics()) == ["polite"]

@@ -21,6 +21,7 @@ from tests.judges.support import (
     call_once,
     expect_error,
     expect_response,
+    make_provider,
     make_spec,
 )
 
@@ -69,6 +70,38 @@ def test_response_format(server: FakeProviderServer, clock: FakeClock, structure
     expect_response(call_once(server, clock, "openai", req=replace(REQ, json_schema=schema),
                               structured_output=structured))
     assert server.requests[0].body.get("response_format") == expected
+
+
+@pytest.mark.parametrize(("model", "field", "expected"), [
+    ("judge-model", None, "max_tokens"),  # a compatible server: what they take
+    ("o3-mini", None, "max_completion_tokens"),  # OpenAI reasoning models refuse max_tokens
+    ("gpt-5-mini-2025-08-07", None, "max_completion_tokens"),
+    ("judge-model", "max_completion_tokens", "max_completion_tokens"),  # set on the provider
+])
+def test_the_output_length_parameter(server: FakeProviderServer, clock: FakeClock, model: str, field: str | None,
+                                     expected: str) -> None:  # fmt: skip
+    server.script(Reply())
+    expect_response(call_once(server, clock, "openai", req=replace(REQ, model=model), max_tokens_field=field))
+    body = server.requests[0].body
+    assert body[expected] == 256 and not ({"max_tokens", "max_completion_tokens"} - {expected}) & set(body)
+
+
+def test_openais_own_api_gets_max_completion_tokens_for_every_model(server: FakeProviderServer,
+                                                                    clock: FakeClock) -> None:  # fmt: skip
+    provider = make_provider(server, clock, "openai", base_url="https://api.openai.com/v1")
+    _url, _headers, body = provider._request(replace(REQ, model="gpt-4o-mini"))  # built, not sent
+    asyncio.run(provider.aclose())
+    assert body["max_completion_tokens"] == 256 and "max_tokens" not in body
+
+
+def test_structured_output_sends_the_schema_without_bounds(server: FakeProviderServer, clock: FakeClock) -> None:
+    from judges.rubric import default_output_schema
+
+    server.script(Reply())
+    schema = default_output_schema(["pass", "fail"])
+    expect_response(call_once(server, clock, "openai", req=replace(REQ, json_schema=schema), structured_output=True))
+    sent = server.requests[0].body["response_format"]["json_schema"]["schema"]
+    assert sent["properties"]["score"] == {"type": "number"} and "maxItems" not in sent["properties"]["evidence"]
 
 
 def test_no_seed_no_system_when_absent(server: FakeProviderServer, clock: FakeClock) -> None:
