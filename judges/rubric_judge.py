@@ -131,10 +131,14 @@ class RubricJudge:
         }
 
     def estimate_usd(self, values: Mapping[str, str]) -> float:
-        """An upper estimate of one call's cost: prompt ~ chars/3 tokens plus fixed instructions,
-        output at the rubric's ``max_tokens`` (what a budget reserves before the call)."""
-        chars = len(self.rubric.template) + sum(len(v) for v in values.values())
-        return self._cost(chars // 3 + 600, self.rubric.params.max_tokens)
+        """An upper estimate of one call's cost: prompt ~ chars/3 tokens, plus one more token per
+        two UTF-8 bytes beyond the first of each character (CJK text and emoji take a token or more
+        per character, where chars/3 alone reserved a third of what such a call costs), plus fixed
+        instructions; output at the rubric's ``max_tokens`` (what a budget reserves before the call)."""
+        texts = [self.rubric.template, *values.values()]
+        chars = sum(len(t) for t in texts)
+        wide = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) - chars  # 0 for ASCII
+        return self._cost(chars // 3 + wide // 2 + 600, self.rubric.params.max_tokens)
 
     async def __call__(
         self, trace: Trace, meta: Mapping[str, Any], values: Mapping[str, str] | None = None

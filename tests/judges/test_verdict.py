@@ -153,3 +153,18 @@ def test_a_refused_or_cut_answer_is_unscored_and_its_cost_recorded(protocol: str
     out = 512 if body is CUT else 12
     assert (v.input_tokens, v.output_tokens) == (50_000, out)
     assert v.cost_usd == pytest.approx((50_000 * 2.5 + out * 10.0) / 1e6)
+
+
+def test_the_cost_estimate_covers_text_that_takes_a_token_or_more_per_character() -> None:
+    """The budget reserves the estimate before a call; it was chars/3 tokens, a third of what
+    8,000 CJK characters (a token or more each) cost, so calls in flight could overrun their
+    share by that much. ASCII text is estimated as before."""
+    judge, llm = _judge([])
+    fixed = len(judge.rubric.template) // 3 + 600
+    out = judge.rubric.params.max_tokens
+    ascii_ = judge.estimate_usd({"x": "a" * 9_000})
+    assert ascii_ == pytest.approx(llm.cost_usd(fixed + 3_000, out), abs=llm.cost_usd(1, 0))
+    cjk = judge.estimate_usd({"x": "雪" * 8_000})  # 3 bytes each
+    assert cjk >= llm.cost_usd(fixed + 8_000, out)  # at least a token per character
+    emoji = judge.estimate_usd({"x": "🧪" * 4_000})  # 4 bytes each, often 2 tokens
+    assert emoji >= llm.cost_usd(fixed + 7_000, out)
