@@ -103,6 +103,7 @@ class TraceAssembler:
     def add(self, spans: list[Span], tp: TP, offset: int, now_ns: int) -> AddResult:
         """Add the spans of one source message (``offset`` in ``tp``)."""
         result = AddResult()
+        again: dict[str, bool] = {}  # per open trace: is this message one it has already had?
         for span in spans:
             tid = span.trace_id
             ot = self._open.get(tid)
@@ -117,7 +118,10 @@ class TraceAssembler:
                     continue
                 ot = OpenTrace(tid, tp, now_ns, now_ns)
                 self._open[tid] = ot
-            self._hold(ot, span, offset, now_ns, result)
+                again[tid] = False
+            elif tid not in again:  # before this message moves max_offset
+                again[tid] = ot.tp == tp and offset <= ot.max_offset
+            self._hold(ot, span, offset, now_ns, result, again[tid])
         self._evict_over_limit(now_ns, result)
         return result
 
@@ -184,7 +188,8 @@ class TraceAssembler:
         return done
 
     # ---- internals -------------------------------------------------------------------------
-    def _hold(self, ot: OpenTrace, span: Span, offset: int, now_ns: int, result: AddResult) -> None:
+    def _hold(self, ot: OpenTrace, span: Span, offset: int, now_ns: int, result: AddResult,
+              redelivered: bool = False) -> None:  # fmt: skip
         ot.max_offset = max(ot.max_offset, offset)
         ot.last_seen_ns = max(ot.last_seen_ns, now_ns)
         if span.span_id in ot.spans:
@@ -192,7 +197,11 @@ class TraceAssembler:
             ot.spans[span.span_id] = span
         elif len(ot.spans) >= self.max_spans and not (span.is_root and not ot.root_seen):
             # past the cap, spans are stored but not held — except the first root (one span more
-            # at most): without it the trace row would name a child as the root
+            # at most): without it the trace row would name a child as the root. One of a message
+            # the trace already had (redelivered after a restart or a rebalance) was counted then.
+            if redelivered:
+                result.replayed += 1
+                return
             ot.spans_not_held += 1
             result.not_held += 1
         else:

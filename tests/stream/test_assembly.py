@@ -113,6 +113,26 @@ def test_a_root_arriving_past_the_limit_is_still_held_so_the_trace_names_its_rea
     assert len(done.trace.spans) == 4 and done.spans_not_held == 2
 
 
+def test_spans_past_the_limit_redelivered_are_not_counted_twice() -> None:
+    """After a kill, the restore counts the stored spans over the cap; the messages stored but not
+    committed are then read again, and their spans over the cap were counted a second time: the
+    trace row's span_count said more spans than were stored. Same for a redelivery after a
+    rebalance that kept the partition here."""
+    message = [span(1, 1)] + [span(1, i, parent=1) for i in range(2, 6)]  # root + 4, cap 3
+    a = assembler(max_spans_per_trace=3)
+    assert a.add(message, TP, 5, now_ns=0).not_held == 2
+    b = assembler(max_spans_per_trace=3)  # the next owner
+    b.restore([(s, 5, 0) for s in message], TP, now_ns=S)
+    b.resume(S)
+    again = b.add(message, TP, 5, now_ns=2 * S)  # redelivered from the committed offset
+    assert (again.not_held, again.replayed) == (0, 5)
+    more = b.add([span(1, 9, parent=1)], TP, 6, now_ns=3 * S)  # a new message: counted
+    assert more.not_held == 1
+    assert a.add(message, TP, 5, now_ns=S).not_held == 0  # the first owner, redelivered the same
+    (done,) = b.expire(40 * S)
+    assert len(done.trace.spans) + done.spans_not_held == 6  # root + 4 + the new one, each once
+
+
 def test_restore_and_revoke() -> None:
     a = assembler()
     other = ("otlp_spans", 1)
