@@ -83,7 +83,7 @@ def sql(
     """Run a read-only query against the configured ClickHouse (via the worker when it holds the store)."""
     settings = _settings(config)
     try:
-        columns, rows = run_sql(settings, query)
+        columns, rows = run_sql(settings, query, user=True)
     except PermissionError as exc:
         err.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -184,12 +184,16 @@ def migrate(config: Optional[Path] = ConfigOpt) -> None:
                   f"{'applied ' + ', '.join(done) if done else 'up to date'}", soft_wrap=True)  # fmt: skip
 
 
-def run_sql(settings: Settings, query: str) -> tuple[list[str], list[Any]]:
-    from stream.store import ClickHouseStore, StoreLockedError, is_read_only_sql
+def run_sql(settings: Settings, query: str, user: bool = False) -> tuple[list[str], list[Any]]:
+    """``(columns, rows)`` of a read-only ``query`` (stream/user_sql.py), through the running
+    worker's API when it holds the embedded store. ``user``: a person's query, run within the
+    user limits, a cut result said on stderr; otherwise one of tracejudge's own (costs, export,
+    estimate), which a limit must never cut silently: through the API, a cut one is an error."""
+    from stream import user_sql
+    from stream.store import ClickHouseStore, StoreLockedError
     from stream.worker import read_worker_file
 
-    if not is_read_only_sql(query):
-        raise PermissionError("only SELECT / WITH / SHOW / DESCRIBE / EXPLAIN / EXISTS queries are allowed")
+    user_sql.check(query)
     info = read_worker_file(settings) if settings.embedded else None
     if info is None:
         try:
@@ -197,16 +201,26 @@ def run_sql(settings: Settings, query: str) -> tuple[list[str], list[Any]]:
         except StoreLockedError:
             raise RuntimeError("the embedded store is held by a process that serves no API (is a worker starting?)") from None
         try:
-            return store.read_only_query(query)
+            if not user:  # our own query, on our own connection: no limits to cut it
+                return store.query(query, settings={"readonly": 1})
+            got = store.read_only_query(query)
+            columns, rows, cut = got.columns, got.rows, got.cut
         finally:
             store.close()
-    resp = httpx.post(f"{info['url']}/api/sql", json={"query": query}, timeout=60)
-    body = resp.json()
-    if resp.status_code == 403:
-        raise PermissionError(body.get("error"))
-    if resp.status_code != 200:
-        raise RuntimeError(body.get("error", resp.text))
-    return body["columns"], body["rows"]
+    else:
+        resp = httpx.post(f"{info['url']}/api/sql", json={"query": query}, timeout=60)
+        body = resp.json()
+        if resp.status_code == 403:
+            raise PermissionError(body.get("error"))
+        if resp.status_code != 200:
+            raise RuntimeError(body.get("error", resp.text))
+        columns, rows, cut = body["columns"], body["rows"], body.get("cut")
+    if cut and not user:
+        raise RuntimeError(f"{cut}, through the running worker's API: narrow the query (e.g. a shorter window), "
+                           "or run it with the worker stopped")  # fmt: skip
+    if cut:
+        err.print(f"[yellow]note:[/yellow] {cut}", soft_wrap=True)
+    return columns, rows
 
 
 def print_rows(columns: list[str], rows: list[Any], fmt: str = "table") -> None:

@@ -27,13 +27,13 @@ from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 import clickhouse_connect
 
+from stream import user_sql
 from stream.cluster import INSERT_SETTINGS, QUERY_SETTINGS, ClusterSpec, render
 
 log = logging.getLogger(__name__)
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _COMPRESS_ARG = re.compile(r"(?:^|&)compress(?:ion)?=")
-_READ_ONLY_START = re.compile(r"^\s*(\(\s*)*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.I)
 
 # Per-table insert settings. ``optimize_on_insert`` makes ClickHouse run the table engine's merge
 # over each inserted block (for ReplacingMergeTree: drop rows whose key repeats within the block).
@@ -187,10 +187,6 @@ def is_loopback(hostname: str) -> bool:
         return False
 
 
-def is_read_only_sql(sql: str) -> bool:
-    return bool(_READ_ONLY_START.match(sql))
-
-
 class ClickHouseStore:
     """Serialized access to one ClickHouse client; sync methods plus async wrappers."""
 
@@ -304,11 +300,17 @@ class ClickHouseStore:
             return self._insert(table, rows, columns, dedup_token)
         self._executor.submit(self._insert, table, rows, columns, dedup_token).result()
 
-    def read_only_query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Run a user-supplied query with ``readonly=1`` (the server refuses writes)."""
-        if not is_read_only_sql(sql):
-            raise PermissionError("only SELECT / WITH / SHOW / DESCRIBE / EXPLAIN / EXISTS queries are allowed")
-        return self.query(sql, parameters=parameters, settings={"readonly": 1})
+    def read_only_query(self, sql: str) -> user_sql.UserResult:
+        """Run a user-supplied query: one read-only statement, within limits (stream/user_sql.py)."""
+        user_sql.check(sql)
+        if self._on_thread():
+            return self._user_query(sql)
+        return self._executor.submit(self._user_query, sql).result()
+
+    def _user_query(self, sql: str) -> user_sql.UserResult:
+        result = self._client.query(sql, settings=self._settings(user_sql.SETTINGS))
+        elapsed_s = int(result.summary.get("elapsed_ns", 0) or 0) / 1e9
+        return user_sql.result(list(result.column_names), list(result.result_rows), elapsed_s)
 
     def migrate(self) -> list[str]:
         """Apply the numbered ``schemas/sql/NNNN_*.sql`` migrations not yet applied; return their names."""
@@ -375,10 +377,9 @@ class ClickHouseStore:
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         return await self._run(self._query, sql, parameters, settings)
 
-    async def aread_only_query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        if not is_read_only_sql(sql):
-            raise PermissionError("only SELECT / WITH / SHOW / DESCRIBE / EXPLAIN / EXISTS queries are allowed")
-        return await self._run(self._query, sql, None, {"readonly": 1})
+    async def aread_only_query(self, sql: str) -> user_sql.UserResult:
+        user_sql.check(sql)
+        return await self._run(self._user_query, sql)
 
 
 def load_migrations() -> list[tuple[int, str, str]]:

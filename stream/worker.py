@@ -15,6 +15,7 @@ import logging
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import faust
 from faust.web import Request, Response, View
@@ -38,7 +39,7 @@ from stream.pipeline import Pipeline
 from stream.policy import load_policy
 from stream.prometheus import add_metrics_page
 from stream.sink import ClickHouseSink
-from stream.store import ClickHouseStore
+from stream.store import ClickHouseStore, is_loopback
 from stream.table_copy import drop_leftovers
 from stream.telemetry import setup_telemetry
 
@@ -117,7 +118,26 @@ async def warn_message_sizes(settings: Settings) -> list[str]:
     return warnings
 
 
-def add_web_api(app: faust.App, pipeline: Pipeline, store: ClickHouseStore, judging: JudgeService | None = None) -> None:
+def sql_request_refused(headers: Any, loopback_only: bool) -> str | None:
+    """Why a ``POST /api/sql`` is refused before its query is read, or None. The body must be
+    declared JSON (a web page can only send one so after a CORS preflight, which this server does
+    not answer); a browser's ``Origin`` must be this server's own; and, on a loopback address, the
+    ``Host`` must be a loopback name (a page whose name an attacker made resolve to 127.0.0.1, DNS
+    rebinding, names its own host)."""
+    if headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
+        return "send the query as JSON (Content-Type: application/json)"
+    host = headers.get("Host", "")
+    origin = headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc != host:
+        return f"cross-origin request from {origin!r} refused"
+    name = urlsplit(f"//{host}").hostname or ""
+    if loopback_only and not is_loopback(name):
+        return f"Host {host!r} is not a loopback name: this API serves only this machine"
+    return None
+
+
+def add_web_api(app: faust.App, pipeline: Pipeline, store: ClickHouseStore, judging: JudgeService | None = None,
+                loopback_only: bool = True) -> None:  # fmt: skip
     @app.page("/api/status")
     class Status(View):
         async def get(self, request: Request) -> Response:
@@ -137,14 +157,17 @@ def add_web_api(app: faust.App, pipeline: Pipeline, store: ClickHouseStore, judg
     @app.page("/api/sql")
     class Sql(View):
         async def post(self, request: Request) -> Response:
+            if (refused := sql_request_refused(request.headers, loopback_only)) is not None:
+                return self.json({"error": refused}, status=403)
             try:
                 body = await request.json()
-                columns, rows = await store.aread_only_query(str(body["query"]))
+                got = await store.aread_only_query(str(body["query"]))
             except PermissionError as exc:
                 return self.json({"error": str(exc)}, status=403)
             except Exception as exc:
                 return self.json({"error": str(exc)}, status=400)
-            return self.json({"columns": columns, "rows": [[_jsonable(v) for v in r] for r in rows]})
+            return self.json({"columns": got.columns, "rows": [[_jsonable(v) for v in r] for r in got.rows],
+                              "cut": got.cut})  # fmt: skip
 
 
 def _jsonable(v: Any) -> Any:
@@ -240,7 +263,7 @@ def run_worker(settings: Settings) -> None:
         return holder["judging"]
 
     app, pipeline = create_app(settings, make_pipeline, make_judging)
-    add_web_api(app, pipeline, store, holder.get("judging"))
+    add_web_api(app, pipeline, store, holder.get("judging"), loopback_only=is_loopback(settings.web_host))
     add_dashboard(app, store, judging_cfg.budget if judging_cfg is not None else None)
     if judging_cfg is not None:
         add_alerts(app, AlertEngine(store, judging_cfg), holder["judging"])

@@ -171,7 +171,8 @@ def test_every_panel_query_runs_on_the_migrated_schema(store: ClickHouseStore, d
     results: dict[str, tuple[list[str], list[Any]]] = {}
     for p in query_panels(dashboard):
         for t in p["targets"]:
-            cols, rows = store.read_only_query(expand(t["rawSql"], store.database, variables))
+            got = store.read_only_query(expand(t["rawSql"], store.database, variables))
+            cols, rows = got.columns, got.rows
             assert rows, f"{p['title']}: no rows from the seeded data"
             if t["format"] == 0:
                 assert cols[0] == "time", f"{p['title']}: a time series needs a leading `time` column"

@@ -28,7 +28,8 @@ def test_results_survive_the_worker_api_json_round_trip(store: ClickHouseStore, 
     seed_agents(store)
 
     def via_api(sql: str) -> tuple[list[str], list[Any]]:
-        cols, rows = store.read_only_query(sql)
+        got = store.read_only_query(sql)
+        cols, rows = got.columns, got.rows
         return cols, json.loads(json.dumps([[_jsonable(v) for v in r] for r in rows]))
 
     assert judge_spend(via_api, store.database, ("day", "team")) == judge_spend(store.query, store.database, ("day", "team"))

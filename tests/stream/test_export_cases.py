@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -140,7 +141,8 @@ def _id(tid: str, grader: str, version: str) -> str:
 
 def _export(store: ClickHouseStore, out: Path, **kw: Any) -> Any:
     opts = {"since": SINCE, "until": UNTIL, "rules": RULES, **kw}
-    return export_cases(store.read_only_query, store.database, out, ExportOptions(**opts))
+    return export_cases(lambda q: ((r := store.read_only_query(q)).columns, r.rows), store.database, out,
+                        ExportOptions(**opts))  # fmt: skip
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -264,7 +266,8 @@ def test_rows_through_the_worker_api_give_the_same_bytes(store: ClickHouseStore,
     seed(store)
 
     def via_api(sql: str) -> tuple[list[str], list[Any]]:
-        columns, rows = store.read_only_query(sql)
+        got = store.read_only_query(sql)
+        columns, rows = got.columns, got.rows
         return columns, json.loads(json.dumps([[_jsonable(v) for v in r] for r in rows]))
 
     direct = _export(store, tmp_path / "direct")
@@ -365,3 +368,16 @@ def test_cli_exports_through_a_running_worker(deployment: Any, tmp_path: Path) -
     assert {g["gate"] for g in case["evidence"]["gates"]} >= {"tool_errors"}
     assert case["input"]["messages"][0] == {"role": "user", "content": "question 0"}
     assert [t["status"] for t in case["input"]["tools"]] == ["error", "ok"]
+    # the API the export read through: one read-only statement, JSON only, within limits
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret")
+    api = f"{worker.url}/api/sql"
+    plain = httpx.post(api, content=json.dumps({"query": "SELECT 1"}), headers={"Content-Type": "text/plain"})
+    assert plain.status_code == 403 and "JSON" in plain.json()["error"]  # what a web page can send unasked
+    for query in (f"SELECT file('{secret}')", f"SELECT 1 INTO OUTFILE '{tmp_path / 'out.txt'}'", "SELECT 1; SELECT 2"):
+        refused = httpx.post(api, json={"query": query})
+        assert refused.status_code == 403 and "s3cret" not in refused.text, query
+    assert not (tmp_path / "out.txt").exists()
+    big = httpx.post(api, json={"query": "SELECT number FROM numbers(200000)"}, timeout=60).json()
+    assert len(big["rows"]) == 100_000 and "100,000 rows" in big["cut"]
+    assert worker.sql("SELECT 'after', 1") == [["after", 1]]  # the worker's client is clean after it

@@ -106,8 +106,7 @@ def test_read_only_requests_cannot_write_and_do_not_stick(store: ClickHouseStore
     with pytest.raises(DatabaseError) as refused:  # refused by the engine: the filter is bypassed here
         store.command(f"INSERT INTO {db}.action_events (event_id) VALUES ('x')", settings={"readonly": 1})
     assert refused.value.code == 164 and "readonly" in str(refused.value)
-    _, rows = store.read_only_query(f"SELECT count() FROM {db}.action_events")
-    assert rows == [(0,)]
+    assert store.read_only_query(f"SELECT count() FROM {db}.action_events").rows == [(0,)]
     store.command(f"INSERT INTO {db}.action_events (event_id) VALUES ('y')")  # a normal request may still write
     assert store.query(f"SELECT event_id FROM {db}.action_events")[1] == [("y",)]
 
