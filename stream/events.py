@@ -98,6 +98,9 @@ class EventJoiner:
             except EventError as exc:
                 log.warning("dead-letter event %s/%d@%d: %s", m.topic, m.partition, m.offset, exc)
                 bad.append(dead_letter(m, self.dlq_topic, exc.reason, exc.detail))
+            except Exception as exc:  # noqa: BLE001 - a bug or an input nobody foresaw: never the whole batch
+                log.exception("dead-letter event %s/%d@%d: unexpected %r", m.topic, m.partition, m.offset, exc)
+                bad.append(dead_letter(m, self.dlq_topic, "invalid_event", f"{type(exc).__name__}: {exc}"[:500]))
         return good, bad
 
     def joins(self, t: AboutTrace, e: ActionEvent) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -60,13 +61,20 @@ class ActionEvent:
         )
 
 
+_MAX_MS = 1e13  # 2286-11-20
+
+
 def _ts_ms(value: Any) -> int:
     if isinstance(value, bool):
         raise EventError("invalid_ts", f"ts must be a timestamp, got {value!r}")
     if isinstance(value, (int, float)):
-        # seconds, milliseconds or microseconds since the epoch, by magnitude
+        # seconds, milliseconds, microseconds or nanoseconds (OTel's unit) since the epoch, by magnitude
         v = float(value)
-        ms = v * 1000 if v < 1e11 else (v if v < 1e14 else v / 1000)
+        if not math.isfinite(v) or v <= 0:  # JSON as Python reads it takes NaN and Infinity
+            raise EventError("invalid_ts", f"ts must be a positive finite timestamp, got {value!r}")
+        ms = v * 1000 if v < 1e11 else v if v < 1e14 else v / 1000 if v < 1e17 else v / 1_000_000
+        if ms > _MAX_MS:
+            raise EventError("invalid_ts", f"ts {value!r} is past the year 2286 in any unit")
         return int(ms)
     if isinstance(value, str):
         try:

@@ -279,3 +279,28 @@ def test_a_conversation_event_the_events_side_linked_to_one_trace_is_linked_to_a
 def as_trace(spans: list[SpanSpec]) -> Trace:
     """What the joins read of a trace: id, conversation, start and end."""
     return Trace.fast(trace_id=spans[0].trace_id.hex(), spans=decode_message(proto(spans)), completion_reason="timeout")
+
+
+def test_one_event_no_parser_foresaw_is_dead_lettered_not_the_whole_batch(store: ClickHouseStore,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """``"ts": NaN`` (Python's json reads it) raised a plain ValueError: the events agent crashed
+    and Faust acked the whole batch (take_events acks in a ``finally``), stored nowhere."""
+    import stream.events as events_module
+
+    joiner = EventJoiner(store, "events.dlq", load_policy(None).action_signals, 60)
+    good = json.dumps({"trace_id": "ab" * 16, "type": "regenerate", "ts": 1795341600}).encode()
+    nan = b'{"trace_id": "' + b"ab" * 16 + b'", "type": "regenerate", "ts": NaN}'
+    batch = [InMessage("events", 0, i, None, v, 1) for i, v in enumerate([good, nan, good])]
+    ok, bad = joiner.parse(batch)
+    assert [m.offset for m, _ in ok] == [0, 2] and len(bad) == 1
+    assert dict(bad[0].headers)["tracejudge.dlq.reason"] == b"invalid_ts"
+    real = events_module.parse_event
+
+    def buggy(value: bytes | None, known: Any) -> Any:  # any other failure of the parser
+        if value == nan:
+            raise OverflowError("a bug")
+        return real(value, known)
+
+    monkeypatch.setattr(events_module, "parse_event", buggy)
+    ok, bad = joiner.parse(batch)
+    assert len(ok) == 2 and dict(bad[0].headers)["tracejudge.dlq.reason"] == b"invalid_event"

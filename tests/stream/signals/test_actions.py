@@ -23,8 +23,9 @@ def ev(**doc: object) -> bytes:
         ({"ts": 1795341600}, 1795341600000),
         ({"ts": 1795341600000}, 1795341600000),
         ({"ts": 1795341600000000}, 1795341600000),
+        ({"ts": 1795341600000000000}, 1795341600000),  # OTel's unit: it read as the year 58,000
     ],
-    ids=["iso-z", "iso-offset", "epoch-s", "epoch-ms", "epoch-us"],
+    ids=["iso-z", "iso-offset", "epoch-s", "epoch-ms", "epoch-us", "epoch-ns"],
 )
 def test_timestamps(doc: dict[str, object], expected_ms: int) -> None:
     e = parse_event(ev(trace_id=TID.upper(), type="regenerate", **doc))
@@ -54,9 +55,15 @@ def test_event_id_defaults_to_content_hash_and_replays_match() -> None:
         (ev(trace_id=TID, type="regenerate", ts="2026-11-22T10:00:00"), "invalid_ts"),
         (ev(trace_id=TID, type="regenerate", ts=1, attributes=[1]), "invalid_attributes"),
         (ev(trace_id=5, type="regenerate", ts=1), "invalid_ids"),
+        (b'{"trace_id": "%s", "type": "regenerate", "ts": NaN}' % TID.encode(), "invalid_ts"),
+        (b'{"trace_id": "%s", "type": "regenerate", "ts": Infinity}' % TID.encode(), "invalid_ts"),
+        (b'{"trace_id": "%s", "type": "regenerate", "ts": 1e999}' % TID.encode(), "invalid_ts"),
+        (ev(trace_id=TID, type="regenerate", ts=-5), "invalid_ts"),
+        (ev(trace_id=TID, type="regenerate", ts=1e25), "invalid_ts"),
     ],
     ids=["empty", "garbage", "array", "no-type", "unknown-type", "bad-trace-id", "no-ids", "no-ts",
-         "bad-ts", "naive-ts", "bad-attributes", "non-string-id"],  # fmt: skip
+         "bad-ts", "naive-ts", "bad-attributes", "non-string-id", "nan-ts", "infinite-ts", "overflowing-ts",
+         "negative-ts", "far-future-ts"],  # fmt: skip
 )
 def test_bad_events_have_a_reason(raw: bytes, reason: str) -> None:
     with pytest.raises(EventError) as exc:
