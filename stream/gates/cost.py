@@ -4,7 +4,8 @@ Cost is computed per LLM span from its token usage and ``prices`` (USD per milli
 tokens) for the span's model. A price key matches a model exactly, as a glob (``gpt-4o*``), or as
 a prefix (``gpt-4o-mini`` matches ``gpt-4o-mini-2024-07-18``; the longest prefix wins). When a
 span with tokens has a model without a price, the cost part is ``not_applicable`` with the model
-named: an unknown cost is never reported as cheap.
+named (an unknown cost is never reported as cheap), unless the priced spans alone are over the
+limit: prices are never negative, so that is a failure whatever the rest cost.
 """
 
 from __future__ import annotations
@@ -113,9 +114,9 @@ class CostGate(BaseGate):
                 unknown[model or "(no model)"] = None
             else:
                 costs.append((span_cost(s, price), s, model))
-        if unknown:
-            return GateOutcome.NOT_APPLICABLE, f"cost unknown: no price for model {', '.join(unknown)}", []
         total = sum(c for c, _, _ in costs)
+        if unknown and total <= limit:  # what the unpriced spans cost could go either way
+            return GateOutcome.NOT_APPLICABLE, f"cost unknown: no price for model {', '.join(unknown)}", []
         if total <= limit:
             return GateOutcome.PASS, f"cost ${total:.4f} <= ${limit:g}", []
         top = sorted(costs, key=lambda c: -c[0])
@@ -123,4 +124,7 @@ class CostGate(BaseGate):
             Evidence(s.span_id, None, f"{m}: {s.usage.input} in / {s.usage.output} out tokens = ${c:.4f}")
             for c, s, m in top
         ]
+        if unknown:  # prices are never negative: the priced spans alone are over the limit
+            return (GateOutcome.FAIL, f"cost at least ${total:.4f} > ${limit:g} (no price for model "
+                    f"{', '.join(unknown)})", evidence)  # fmt: skip
         return GateOutcome.FAIL, f"cost ${total:.4f} > ${limit:g}", evidence

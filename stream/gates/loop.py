@@ -9,6 +9,9 @@ not a loop. A retry that never got past the error still fails ``tool_error`` (it
 failed); one that did is what ``ignore_recovered: identical_retry`` skips there, so the two agree
 (the default policy sets both). Calls that answered, even with an error-looking result, still count:
 an agent asking the same thing again and again and getting the same answer is stuck.
+
+Calls whose arguments were not recorded (tool-call arguments are opt-in content in the GenAI
+conventions) are not compared: unknown arguments are not the same arguments.
 """
 
 from __future__ import annotations
@@ -51,10 +54,15 @@ class LoopGate(BaseGate):
         uses = [u for u in tool_uses(trace) if u.name not in self.ignore]
         if not uses:
             return self.not_applicable("no tool calls")
-        errored = ""
+        notes = ""
         if self.ignore_errors and (n := sum(1 for u in uses if u.span is not None and u.span.is_error)):
             uses = [u for u in uses if u.span is None or not u.span.is_error]
-            errored = f" ({plural(n, 'call')} with an error not counted)"
+            notes = f" ({plural(n, 'call')} with an error not counted)"
+        if n := sum(1 for u in uses if u.arguments is None):  # not recorded (content capture off): unknown, not equal
+            uses = [u for u in uses if u.arguments is not None]
+            notes += f" ({plural(n, 'call')} without recorded arguments not compared)"
+            if not uses:
+                return self.not_applicable(f"no tool call with recorded arguments{notes}")
         per_name = Counter(u.name for u in uses)
         groups: dict[tuple[str, bytes | str], list[ToolUse]] = {}
         for u in uses:  # only tools called often enough can loop: parse only their arguments
@@ -65,12 +73,12 @@ class LoopGate(BaseGate):
         loops = [((name, canonical_json(g[0].arguments)), g) for (name, _), g in groups.items()
                  if len(g) >= self.min_repeats]  # fmt: skip
         if not loops:
-            return self.passed(f"no tool call repeated {self.min_repeats} times with the same arguments{errored}")
+            return self.passed(f"no tool call repeated {self.min_repeats} times with the same arguments{notes}")
         evidence = [
             Evidence(g[0].span_id, clip(args), f"{name} called {len(g)} times, spans {_ids(g)}")
             for (name, args), g in loops
         ]
         worst = max(loops, key=lambda kg: len(kg[1]))
         reason = (f"{plural(len(loops), 'repeated call')}: {worst[0][0]} called {len(worst[1])} times "
-                  f"with the same arguments (limit {self.min_repeats}){errored}")  # fmt: skip
+                  f"with the same arguments (limit {self.min_repeats}){notes}")  # fmt: skip
         return self.failed(reason, evidence)

@@ -45,9 +45,14 @@ def trace(*calls: tuple[str, int, int]) -> Trace:
         ([("mistral-large", 1000, 10)], {"max_cost_usd": 1.0}, GateOutcome.PASS,
          "1010 tokens <= 200000; cost unknown: no price for model mistral-large", []),
         ([("gpt-4o", 0, 0)], {}, GateOutcome.NOT_APPLICABLE, "no token usage recorded", []),
+        # the priced spans alone are over: a failure whatever the unpriced one cost (it hid it)
+        ([("gpt-4o-2024-08-06", 1_000_000, 100_000), ("mistral-large", 20, 0)],
+         {"max_total_tokens": None, "max_cost_usd": 1.0}, GateOutcome.FAIL,
+         "cost at least $3.5000 > $1 (no price for model mistral-large)",
+         ["gpt-4o-2024-08-06: 1000000 in / 100000 out tokens = $3.5000"]),
     ],
     ids=["tokens-under", "tokens-over", "cost-over-prefix", "longest-prefix", "both-over-glob", "unknown-model",
-         "unknown-model-tokens-ok", "no-usage"],
+         "unknown-model-tokens-ok", "no-usage", "unknown-model-known-part-over"],
 )
 def test_cost(calls: list[tuple[str, int, int]], spec: dict[str, Any], outcome: GateOutcome, reason: str,
               details: list[str]) -> None:  # fmt: skip

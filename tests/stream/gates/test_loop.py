@@ -43,9 +43,16 @@ NOT_JSON = calls(("shell", "ls -la "), ("shell", "ls -la"), ("shell", "  ls -la"
         (NOT_JSON, {}, GateOutcome.FAIL, "1 repeated call: shell called 3 times with the same arguments (limit 3)",
          "shell called 3 times"),
         (calls(), {}, GateOutcome.NOT_APPLICABLE, "no tool calls", None),
+        # arguments not recorded (content capture off): unknown, not the same
+        (calls(("lookup", None), ("lookup", None), ("lookup", None)), {}, GateOutcome.NOT_APPLICABLE,
+         "no tool call with recorded arguments (3 calls without recorded arguments not compared)", None),
+        (calls(("lookup", None), ("search", {"q": "a"}), ("lookup", None), ("search", {"q": "a"}), ("lookup", None),
+               ("search", {"q": "a"})), {}, GateOutcome.FAIL,
+         "1 repeated call: search called 3 times with the same arguments (limit 3) (3 calls without recorded "
+         "arguments not compared)", "search called 3 times"),
     ],
     ids=["same-args-canonicalized", "under-limit", "ignored", "different-args", "other-tool-between",
-         "non-json-stripped", "no-tools"],
+         "non-json-stripped", "no-tools", "no-arguments-recorded", "some-arguments-recorded"],
 )
 def test_loop(trace: Callable[[], Trace], spec: dict[str, Any], outcome: GateOutcome, reason: str,
               detail: str | None) -> None:  # fmt: skip
