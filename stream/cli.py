@@ -129,7 +129,8 @@ def estimate(
         row(name, e, e.n_population)
     row("ALL", result, result.n_population)
     console.print(table)
-    console.print(f"naive (unweighted) rate of the labeled sample: {naive:.4f}; labels without a decided trace: {missing}")
+    console.print(f"naive (unweighted) rate of the labeled sample: {naive:.4f}; labels left out (no decided trace, or "
+                  f"one the sampler did not keep): {missing}")  # fmt: skip
 
 
 @app.command()

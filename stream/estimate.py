@@ -43,9 +43,12 @@ is imputed with the rate of the covered strata and the interval is widened to th
 (0 or 1 for that share of traffic). Traces of the ``drop`` class (p = 0) are out of scope: the
 estimand is the pass rate over non-dropped traffic.
 
-If a policy change alters a stratum's rate inside the estimation window, key strata by policy
-version too (e.g. ``f"{policy_version}/{stratum}"``) so each stratum has one ``p``; mixed ``p``
-within a stratum is handled with a weighted (Hájek) stratum mean, not the textbook formula.
+If a policy change alters a stratum's rate inside the estimation window, the stratum holds
+traces of several ``p``: its mean is weighted (Hájek), and its Wilson interval uses Kish's
+effective sample size (Σw)² / Σw² instead of n (with n, a 0.02 → 0.2 change half-way through the
+window left the 95 % intervals covering the truth 70-74 % of the time; with Kish's, 94-95 %,
+over 600 simulated populations of 30,000 traces: ``tests/stream/test_estimate.py``). Keying
+strata by policy version too (e.g. ``f"{policy_version}/{stratum}"``) gives each one ``p``.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ class _Stratum:
     c: float = 0.0  # Σ (1-p)/p²
     cy: float = 0.0  # Σ (1-p)/p² · y
     p_sum: float = 0.0
+    w2: float = 0.0  # Σ 1/p²
 
     def add(self, y: int, p: float, k: int = 1) -> None:
         """Add ``k`` judged traces with outcome ``y`` and inclusion probability ``p``."""
@@ -102,6 +106,13 @@ class _Stratum:
         self.c += ci
         self.cy += ci * y
         self.p_sum += k * p
+        self.w2 += k / (p * p)
+
+    @property
+    def n_kish(self) -> float:
+        """Kish's effective sample size (Σw)² / Σw²: n when every trace has the same ``p``, less
+        when ``p`` changed inside the window (a weighted mean of unequal weights varies more)."""
+        return self.w * self.w / self.w2 if self.w2 else 0.0
 
     @property
     def mean(self) -> float:  # Hájek mean within the stratum (the plain mean when p is constant)
@@ -122,7 +133,7 @@ def _clip(x: float) -> float:
     return min(1.0, max(0.0, x))
 
 
-def wilson(rate: float, n: int, z: float, fraction: float = 0.0) -> tuple[float, float]:
+def wilson(rate: float, n: float, z: float, fraction: float = 0.0) -> tuple[float, float]:
     """Wilson score interval for a proportion from n draws, with finite-population correction."""
     if n == 0:
         return 0.0, 1.0
@@ -161,7 +172,7 @@ def _wilson_bounds(strata: dict[str, _Stratum], pop: dict[str, int] | None,
     for key, s in sorted(strata.items()):
         n_pop = pop.get(key) if pop is not None else None
         fraction = min(1.0, s.n / n_pop) if n_pop else s.p_sum / s.n
-        lo, hi = wilson(s.mean, s.n, z, fraction)
+        lo, hi = wilson(s.mean, s.n_kish, z, fraction)
         out[key] = Estimate(s.mean, lo, hi, s.n, n_pop, "wilson")
     return out
 
@@ -235,7 +246,7 @@ def _poststratified(strata: dict[str, _Stratum], pop: dict[str, int], n_pop: int
         rate += share * s.mean
         f = min(1.0, s.n / pop[key])
         s2 = s.mean * (1.0 - s.mean) * s.n / (s.n - 1) if s.n > 1 else 0.0
-        var += share * share * (1.0 - f) * s2 / s.n
+        var += share * share * (1.0 - f) * s2 / s.n_kish
         parts.append(_Part(share, s.mean, per[key].ci_low, per[key].ci_high))
     lo, hi = _mover(rate, parts, 0.0, z)
     missing = n_pop - n_covered  # strata with traffic but no judged trace: worst case either way

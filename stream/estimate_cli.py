@@ -110,7 +110,10 @@ def _id_list(ids: list[str]) -> str:
 def estimate_from_labels(
     query: Query, db: str, labels: dict[str, bool], method: Method = "poststratified", where: str = ""
 ) -> tuple[Estimate, float, int]:
-    """(estimate, naive rate, labels without a decided trace)."""
+    """(estimate, naive rate, labels that are not of a sampled trace). A label of a trace the
+    sampler did not keep is left out: its trace was not drawn with its recorded ``p`` (a failure
+    found through a support ticket, say), and counting it as a sample member biases the estimate
+    and narrows the interval around the wrong value."""
     _, pop_rows = query(
         f"SELECT sample_stratum, count() FROM {db}.traces FINAL WHERE sample_stratum != '' "
         f"{'AND ' + where if where else ''} GROUP BY sample_stratum"
@@ -122,7 +125,7 @@ def estimate_from_labels(
         chunk = ids[i : i + 5000]
         _, rows = query(
             f"SELECT trace_id, inclusion_p, sample_stratum FROM {db}.traces FINAL "
-            f"WHERE trace_id IN ({_id_list(chunk)}) AND sample_stratum != '' AND inclusion_p > 0"
+            f"WHERE trace_id IN ({_id_list(chunk)}) AND sampled = 1 AND sample_stratum != '' AND inclusion_p > 0"
         )
         samples += [Judged(labels[tid], float(p), str(stratum)) for tid, p, stratum in rows]
     missing = len(labels) - len(samples)
