@@ -167,9 +167,11 @@ class Pipeline:
             evicted: list[CompletedTrace] = []
             now_ms = now // 1_000_000
             resources: dict[int, Any] = {}  # spans of one ResourceSpans share their resource dict
-            for msg, spans in items:
-                res = self.assembler.add(spans, (msg.topic, msg.partition), msg.offset, now)
-                late = {id(s) for s in res.late}
+            added = [(msg, spans, self.assembler.add(spans, (msg.topic, msg.partition), msg.offset, now))
+                     for msg, spans in items]  # fmt: skip
+            again = await self._stored_before([s for _, _, res in added for s in res.late])
+            for msg, spans, res in added:
+                late = {id(s) for s in res.late if (s.trace_id, s.span_id) not in again}
                 rows.extend(
                     span_row(s, msg.topic, msg.partition, msg.offset, now_ms, id(s) in late, resources)
                     for s in spans
@@ -177,8 +179,8 @@ class Pipeline:
                 evicted.extend(res.evicted)
                 c = self.counters
                 c.spans_in += len(spans)
-                c.late_spans += len(res.late)
-                c.replayed_spans += res.replayed
+                c.late_spans += len(late)
+                c.replayed_spans += res.replayed + len(res.late) - len(late)
                 c.spans_not_held += res.not_held
             tok = message_token("spans", (m for m, _ in items))
             # The insert runs without the lock, so completed traces can be decided meanwhile;
@@ -296,6 +298,15 @@ class Pipeline:
         if evicted:
             await self._write_completed(evicted)
         return decided
+
+    async def _stored_before(self, late: list[Span]) -> set[tuple[str, str]]:
+        """Those of ``late`` stored on time already: a copy delivered again (a Collector's retry, a
+        dead letter replayed) is not late; stored as late, it replaced the on-time row, which every
+        read of on-time spans (recovery, judging by reference, export-cases) then lost."""
+        if not late:
+            return set()
+        keys = [(s.trace_id, s.span_id) for s in late]
+        return await self._retry(lambda: self.sink.stored_on_time(keys), "look up late spans", "write_retries")
 
     async def _resolve_unknown(self, items: Sequence[tuple[InMessage, list[Span]]], now: int) -> None:
         """Look up traces the decided cache may have forgotten: unknown ids whose spans started

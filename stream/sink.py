@@ -63,6 +63,10 @@ class Sink(Protocol):
 
     async def lookup_decided(self, trace_ids: Sequence[str]) -> list[tuple[str, Decided]]: ...
 
+    async def stored_on_time(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (trace id, span id) of ``keys`` are stored as on-time spans."""
+        ...
+
 
 class ClickHouseSink:
     def __init__(self, store: ClickHouseStore) -> None:
@@ -152,3 +156,15 @@ class ClickHouseSink:
         )
         _, rows = await self.store.aquery(sql, {"ids": list(trace_ids)})
         return [(r[0], Decided((r[1], int(r[2])), int(r[3]), int(r[4]))) for r in rows]
+
+    async def stored_on_time(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        # no FINAL: an on-time row not yet merged away counts (a late copy stored before may hold the key)
+        if not keys:
+            return set()
+        sql = (
+            f"SELECT DISTINCT trace_id, span_id FROM {self.db}.spans "
+            "WHERE trace_id IN {tids:Array(String)} AND span_id IN {sids:Array(String)} AND is_late = 0"
+        )
+        _, rows = await self.store.aquery(sql, {"tids": sorted({t for t, _ in keys}), "sids": sorted({s for _, s in keys})})
+        wanted = set(keys)
+        return {(str(t), str(sp)) for t, sp in rows} & wanted

@@ -222,6 +222,26 @@ def test_late_span_is_stored_flagged_and_does_not_reopen(store: ClickHouseStore)
     assert count(store, "SELECT span_count FROM {db}.traces FINAL") == 3
 
 
+def test_a_copy_of_a_stored_span_delivered_again_after_its_trace_completed_is_not_late(store: ClickHouseStore) -> None:
+    """A Collector retrying a batch Kafka had taken, or a dead letter replayed, delivers the
+    spans again at a new offset after the trace was decided. Stored as late, a copy replaced the
+    on-time row (the table keeps the last row of a key): recovery, judging by reference and
+    export-cases, which read on-time spans, lost it. A truly new span is still late."""
+    p, _, clock = make(store)
+    t = genai_trace(random.Random(6), 4)
+    key = t[0].trace_id.hex().encode()
+    asyncio.run(p.handle_batch([msg(proto(t[:3]), 0, key)]))
+    clock.now += 6 * S
+    asyncio.run(p.tick())
+    assert len(p.assembler) == 0  # decided
+    asyncio.run(p.handle_batch([msg(proto(t), 1, key)]))  # the first 3 again, and one new span
+    assert (p.counters.late_spans, p.counters.replayed_spans) == (1, 3)
+    on_time = "SELECT count() FROM {db}.spans FINAL WHERE is_late = 0"
+    assert count(store, on_time) == 3 and count(store, "SELECT countIf(is_late = 1) FROM {db}.spans FINAL") == 1
+    store.command(f"OPTIMIZE TABLE {store.database}.spans FINAL")
+    assert count(store, on_time) == 3  # merged: still on time
+
+
 def test_a_late_span_of_a_trace_the_decided_cache_forgot_is_looked_up_and_does_not_reopen(
     store: ClickHouseStore,
 ) -> None:
