@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -228,17 +229,31 @@ def print_rows(columns: list[str], rows: list[Any], fmt: str = "table") -> None:
     if fmt == "json":
         for r in rows:
             sys.stdout.write(json.dumps(dict(zip(columns, r, strict=True)), default=str, ensure_ascii=False) + "\n")
-    elif fmt == "tsv":
-        sys.stdout.write("\t".join(columns) + "\n")
+    elif fmt == "tsv":  # escaped as ClickHouse's TSV is: a value's tab or newline cannot forge a cell or row
+        sys.stdout.write("\t".join(_tsv(c) for c in columns) + "\n")
         for r in rows:
-            sys.stdout.write("\t".join(str(v) for v in r) + "\n")
+            sys.stdout.write("\t".join(_tsv(v) for v in r) + "\n")
     else:
         table = Table()
         for c in columns:
-            table.add_column(Text(c))
+            table.add_column(_visible(c))
         for r in rows:
-            table.add_row(*(Text(str(v)) for v in r))  # Text: trace content is never read as markup
+            table.add_row(*(_visible(v) for v in r))
         console.print(table)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+
+
+def _visible(value: Any) -> Text:
+    """Untrusted text for the terminal: never markup (Text), control characters shown as escapes
+    (an escape sequence in a span name could recolour the terminal or plant a hyperlink)."""
+    return Text(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value)))
+
+
+def _tsv(value: Any) -> str:
+    return str(value).translate(_TSV_ESCAPES)
 
 
 def main() -> None:

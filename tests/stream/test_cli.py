@@ -106,3 +106,17 @@ def test_migrate_creates_the_tables_once_and_reports_what_it_did(tmp_path: Path)
     assert again.returncode == 0 and again.stdout.strip() == "tracejudge (one server): up to date"
     down = tracejudge("migrate", cwd=tmp_path, env={"TRACEJUDGE_CLICKHOUSE_DSN": "http://127.0.0.1:1"})
     assert down.returncode == 1 and "migrate: " in down.stderr and "Connection refused" in down.stderr
+
+
+def test_sql_output_cannot_be_forged_by_the_values(capsys: pytest.CaptureFixture[str]) -> None:
+    """Trace content in a result: an escape sequence would recolour the terminal or plant a
+    hyperlink in the table; a tab or newline would forge a cell or a row of the TSV."""
+    from stream.cli import print_rows
+
+    rows = [("x\x1b[31mred\x1b]8;;http://evil\x07", "line1\nfake\trow", 7)]
+    print_rows(["name", "explanation", "n"], rows, "tsv")
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["name\texplanation\tn", "x\x1b[31mred\x1b]8;;http://evil\x07\tline1\\nfake\\trow\t7"]
+    print_rows(["name", "explanation", "n"], rows, "table")
+    table = capsys.readouterr().out
+    assert "\x1b" not in table and "\\x1b[31mred" in table and "\\x1b]8;;http://evil\\x07" in table
