@@ -7,13 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import re
-from datetime import UTC, datetime
 
 import yaml
 
@@ -208,7 +207,9 @@ class Dataset:
         if e is None or e.doc is None:
             return f"`{cid}`"
         src = e.doc.get("source") or {}
-        who = " / ".join(x for x in (src.get("service"), src.get("agent")) if x)
+        # service and agent names are trace content: in code spans, so Markdown cannot forge a heading,
+        # an entry or an image in the changelog
+        who = " / ".join(_code(x) for x in (src.get("service"), src.get("agent")) if x)
         return f"`{cid}` {e.doc.get('category')}, trace `{src.get('trace_id')}`" + (f" ({who})" if who else "")
 
     def _append_changelog(self, r: ExportReport, o: ExportOptions) -> None:
@@ -246,3 +247,9 @@ def parse_time(text: str) -> int:
 def iso_ms(ms: int) -> str:
     dt = datetime.fromtimestamp(ms // 1000, UTC)
     return f"{dt:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
+
+
+def _code(text: object) -> str:
+    """``text`` as one Markdown code span on one line: control characters and backticks replaced."""
+    clean = re.sub(r"[\x00-\x1f\x7f-\x9f]", " ", str(text)).replace("`", "'")
+    return f"`{clean[:200]}`"

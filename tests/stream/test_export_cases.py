@@ -381,3 +381,13 @@ def test_cli_exports_through_a_running_worker(deployment: Any, tmp_path: Path) -
     big = httpx.post(api, json={"query": "SELECT number FROM numbers(200000)"}, timeout=60).json()
     assert len(big["rows"]) == 100_000 and "100,000 rows" in big["cut"]
     assert worker.sql("SELECT 'after', 1") == [["after", 1]]  # the worker's client is clean after it
+
+
+def test_trace_content_in_the_changelog_is_one_code_span() -> None:
+    """Service and agent names come from untrusted resource attributes: raw in CHANGELOG.md, a
+    newline and '## ...' forged a dataset version, '![](url)' a tracking image."""
+    from stream.export_dataset import _code
+
+    assert _code("bot\n## Dataset version forged") == "`bot ## Dataset version forged`"
+    assert _code("![](http://tracker/p.png)`x`") == "`![](http://tracker/p.png)'x'`"
+    assert len(_code("a" * 1000)) == 202
