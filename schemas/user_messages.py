@@ -5,6 +5,12 @@ messages, so the same user message shows up in every LLM span after the one wher
 :func:`user_messages` walks the LLM spans in start order and keeps each user message once, with
 its position in the trace's user-message sequence (``index``) and the span where it first appeared.
 
+When each turn of a conversation is a trace of its own, the trace's first LLM call carries the
+earlier turns as history: the user messages before its last assistant message are marked
+``prior_turn``. Gates and semantic signals judge this trace's turn and leave them out (an old
+"refund" request or "that's wrong" would fire again in every later trace of the conversation);
+the judge's prompt and exported eval cases keep them as context.
+
 De-duplication aligns each span's user messages with the sequence known so far: the longest
 prefix of the span's user messages that occurs as a contiguous run of the known sequence is
 history; the rest is new. With complete history that run starts at 0 (same text at the same
@@ -44,6 +50,7 @@ class UserMessage:
     text: str
     span_id: str  # span where the message first appeared
     ts_ns: int  # start of that span
+    prior_turn: bool = False  # an earlier turn of the conversation, carried as history into this trace
 
 
 _Entry = tuple["weakref.ref[Trace]", int, tuple[UserMessage, ...]]
@@ -72,12 +79,38 @@ def extract_user_messages(trace: Trace) -> tuple[UserMessage, ...]:
     llm = sorted(trace.llm_spans, key=lambda s: (s.start_ns, s.end_ns))  # memoized on the trace
     found = _collect(_llm_span_texts(llm))
     if found:
+        prior = _prior_turns(llm[0], sum(1 for m in found if m.span_id == llm[0].span_id))
+        if prior:
+            found = tuple(UserMessage(m.index, m.text, m.span_id, m.ts_ns, True) if m.index < prior else m
+                          for m in found)  # fmt: skip
         return found
     for span in _agent_candidates(trace):
         texts = _message_texts(span) or _raw_input_texts(span.attributes)
         if texts:
             return _collect([(span, texts)])
     return ()
+
+
+def _prior_turns(first: Span, first_texts: int) -> int:
+    """How many of the ``first_texts`` user messages of the trace's first LLM span came before its
+    last assistant message: earlier turns of the conversation, when each turn is a trace of its
+    own and the first call carries the conversation so far (or few-shot examples). Without an
+    assistant message in that input (the usual first call of a turn: one substring search), none;
+    else the messages are read as JSON and only those after the last assistant one are normalized."""
+    if not first_texts:
+        return 0
+    raw = first.attributes.get("gen_ai.input.messages")
+    if isinstance(raw, str) and first.convention != "openinference":
+        if '"assistant"' not in raw:
+            return 0
+        items = loads(raw)
+        if isinstance(items, list):
+            last = max((i for i, m in enumerate(items) if isinstance(m, dict) and m.get("role") == "assistant"),
+                       default=-1)  # fmt: skip
+            return max(first_texts - len(_user_texts(items[last + 1 :])), 0) if last >= 0 else 0
+    messages = first.input_messages
+    last = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+    return sum(1 for m in messages[:last] if m.role == "user" and m.content.strip())
 
 
 def _collect(per_span: Iterable[tuple[Span, list[str]]]) -> tuple[UserMessage, ...]:

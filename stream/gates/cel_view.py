@@ -9,7 +9,7 @@ Fields (absent strings are ``""``, never ``null``, so ``.contains()`` / ``.match
     trace.usage.input / .output / .total               int (tokens)
     trace.models                                       list of string
     trace.final_output                                 string
-    trace.user_messages                                list of string (distinct, in order)
+    trace.user_messages                                list of string (distinct, in order; this turn)
     trace.tool_calls   list of {name, arguments, result, is_error}  (see trace_view.tool_uses)
     trace.spans        list of {span_id, name, kind, model, status, error_type, duration_ms,
                                 tool_name, is_error}

@@ -94,9 +94,10 @@ def _requested_tool_uses(trace: Trace) -> list[ToolUse]:
 
 
 def user_messages(trace: Trace) -> list[tuple[str, str]]:
-    """``(span_id, text)`` of each user message, in order, history repeated across LLM spans
-    counted once — the same extraction (and per-trace cache) the semantic signal miner uses."""
-    return [(m.span_id, m.text) for m in extract_user_messages(trace)]
+    """``(span_id, text)`` of each user message of this trace's turn, in order, history repeated
+    across LLM spans counted once, earlier turns carried as history left out — the same
+    extraction the semantic signal miner uses."""
+    return [(m.span_id, m.text) for m in extract_user_messages(trace) if not m.prior_turn]
 
 
 def last_llm_span(trace: Trace) -> Span | None:

@@ -66,7 +66,7 @@ class SemanticMiner:
         self._hits: dict[str, tuple[tuple[str, int, int, str | None], ...]] = {}
 
     def mine(self, trace: Trace) -> list[Signal]:
-        return self.mine_messages(user_messages(trace))
+        return self.mine_messages(m for m in user_messages(trace) if not m.prior_turn)  # this trace's turn
 
     def mine_messages(self, messages: Iterable[UserMessage]) -> list[Signal]:
         signals: list[Signal] = []

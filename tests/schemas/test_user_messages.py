@@ -54,6 +54,40 @@ def test_history_from_before_the_trace_counts_as_messages_of_the_first_span() ->
     msgs = user_messages(conv.trace())
     assert [(m.index, m.text, m.span_id) for m in msgs] == [
         (0, "where is my order?", conv.first_chat[0]), (1, "That's wrong.", conv.first_chat[0])]
+    # the earlier turn came before the first call's last assistant message: this trace's context,
+    # not its turn (gates and semantic signals leave it out; the judge's prompt keeps it)
+    assert [m.prior_turn for m in msgs] == [True, False]
+
+
+def test_earlier_turns_carried_as_history_do_not_fire_gates_or_signals_again() -> None:
+    """Each turn a trace of its own, its first call carrying the conversation so far: an old
+    'refund' request and an old 'No, I said order 43' fired required_action and a correction
+    signal again in every later trace of the conversation (found by a review of the signals)."""
+    from stream.decide import TraceDecider
+    from stream.gates.required_action import RequiredActionGate, RequiredActionSpec
+    from stream.policy import load_policy
+    from tests.stream.gates.conftest import AgentTrace
+
+    t = AgentTrace()
+    t.history = [
+        {"role": "user", "parts": [{"type": "text", "content": "I want a refund for order 42"}]},
+        {"role": "assistant", "parts": [{"type": "text", "content": "Refund issued."}]},
+        {"role": "user", "parts": [{"type": "text", "content": "No, I said order 43"}]},
+        {"role": "assistant", "parts": [{"type": "text", "content": "Sorry, refund for 43 issued."}]},
+    ]
+    t.llm(user="Great, what are your opening hours?", answer="9 to 5.")
+    trace = t.build()
+    assert [(m.text, m.prior_turn) for m in user_messages(trace)] == [
+        ("I want a refund for order 42", True), ("No, I said order 43", True),
+        ("Great, what are your opening hours?", False)]  # fmt: skip
+    gate = RequiredActionGate(RequiredActionSpec(name="refund_needs_tool", trigger_keywords=["refund"],
+                                                 required_tools=["issue_refund"]))  # fmt: skip
+    assert gate.evaluate(trace).reason == "no user message matches the trigger"
+    decided = TraceDecider(load_policy(None)).decide(trace)
+    assert decided.signals == [] and decided.decision.sample_class == "success"
+    t.llm(user="No, that's wrong: I asked about Sunday.", answer="Closed on Sundays.")  # this turn's own
+    fired = TraceDecider(load_policy(None)).decide(t.build()).signals
+    assert fired and all("Sunday" in s.evidence for s in fired)
 
 
 def test_context_window_that_drops_old_turns_does_not_duplicate() -> None:
