@@ -25,7 +25,9 @@ dataset version = a hash of them) and ``CHANGELOG.md`` (one entry per export tha
 something). The dataset is cumulative: an export adds and updates the cases it selects and leaves
 the others. Exports are deterministic (ids from content, ``created_at`` = judged_at, no wall
 clock anywhere), so re-exporting the same data changes no byte. ``expected_output``, a set
-``owner`` and any key a human added to a case are kept when the case is exported again.
+``owner`` and any key a human added to a case are kept when the case is exported again. A
+gate-only case whose trace has since been judged ``fail`` is replaced by the verdict's case (which
+takes what a human wrote in it), not kept beside it.
 """
 
 from __future__ import annotations
@@ -354,6 +356,7 @@ class ExportReport:
     updated: list[str] = field(default_factory=list)
     moved: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    superseded: list[str] = field(default_factory=list)  # gate-only cases a failing verdict's case replaced
     unchanged: int = 0
     skipped_no_trace: list[str] = field(default_factory=list)  # verdicts of traces without row or spans
     total: int = 0
@@ -385,6 +388,21 @@ def export_cases(query: Query, db: str, out: Path, options: ExportOptions) -> Ex
                 report.skipped_no_trace.append(sel.trace_id)
                 continue
             case = build_case(sel, ctx, options.owner, options.rules)
-            dataset.put(merge_human(case, dataset.existing_doc(case["id"])))
+            old = dataset.existing_doc(case["id"])
+            for gate_cid in _superseded(dataset, sel, ctx):
+                old = old or dataset.existing_doc(gate_cid)  # what a human wrote in it comes along
+                dataset.drop(gate_cid)
+                report.superseded.append(gate_cid)
+            dataset.put(merge_human(case, old))
     dataset.commit(report, options)
     return report
+
+
+def _superseded(dataset: Dataset, sel: Selected, ctx: TraceContext) -> list[str]:
+    """The gate-only cases of ``sel``'s trace that a failing verdict now replaces: a trace exported
+    while its judging was pending (deferred to the backlog, say) and judged ``fail`` since. Kept,
+    it stood beside the verdict's case: two cases for one failure, graded differently."""
+    if sel.judge is None or sel.verdict.get("label") != "fail":
+        return []
+    ids = (case_id(sel.trace_id, "gate", str(g["gate"])) for g in ctx.gates)
+    return [cid for cid in dict.fromkeys(ids) if dataset.has(cid)]

@@ -99,6 +99,7 @@ class Dataset:
         self.previous_version: str | None = None
         self.current: dict[str, _Entry] = {}
         self.new: dict[str, _Entry] = {}
+        self.dropped: set[str] = set()
 
     @classmethod
     def open(cls, root: Path, fmt: str) -> Dataset:
@@ -158,10 +159,23 @@ class Dataset:
     def put(self, case: dict[str, Any]) -> None:
         self.new[case["id"]] = _Entry(case["set"], render(case, self.fmt), case)
 
+    def has(self, cid: str) -> bool:
+        """A case of that id is on disk and not written or dropped by this export."""
+        return cid in self.current and cid not in self.new and cid not in self.dropped
+
+    def drop(self, cid: str) -> None:
+        """Remove a case at :meth:`commit` (its file, or its line)."""
+        self.dropped.add(cid)
+
     def commit(self, report: ExportReport, options: ExportOptions) -> None:
         """Write changed case files, then the changelog entry, then the manifest (the commit point)."""
-        final = {**self.current, **self.new}
+        final = {cid: e for cid, e in {**self.current, **self.new}.items() if cid not in self.dropped}
         touched_sets: set[str] = set()
+        for cid in sorted(self.dropped):
+            gone = self.current[cid]
+            touched_sets.add(gone.set)
+            if self.fmt == "yaml":
+                (self.root / self._file(cid, gone.set)).unlink(missing_ok=True)
         for cid, e in sorted(self.new.items()):
             old = self.current.get(cid)
             if old is not None and old.set == e.set and old.data == e.data:
@@ -225,7 +239,8 @@ class Dataset:
         lines += [f"- added to {final_sets[c]}: {self._describe(c)}" for c in r.added]
         lines += [f"- updated in {final_sets[c]}: {self._describe(c)}" for c in r.updated]
         lines += [f"- moved {self.previous[c].get('set')} → {final_sets[c]}: {self._describe(c)}" for c in r.moved]
-        lines += [f"- removed from {self.previous[c].get('set')}: `{c}`" for c in r.removed]
+        lines += [f"- removed from {self.previous[c].get('set')}: `{c}`"
+                  + (" (a failing verdict's case replaces it)" if c in r.superseded else "") for c in r.removed]  # fmt: skip
         path = self.root / "CHANGELOG.md"
         head = b"" if path.exists() else _CHANGELOG_HEAD
         self.root.mkdir(parents=True, exist_ok=True)
