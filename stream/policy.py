@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from stream.gates.registry import GateSpec
 from stream.sampling.sampler import SamplingSpec
+from stream.signals.actions import KNOWN_TYPES
 from stream.signals.semantic import SemanticSignalSpec
 
 
@@ -37,6 +38,13 @@ class Policy(BaseModel):
         description="product event types that count as negative signals",
     )
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+
+    @model_validator(mode="after")
+    def _known_action_types(self) -> Policy:
+        unknown = sorted(set(self.action_signals) - KNOWN_TYPES)
+        if unknown:  # a typo would silently never count
+            raise ValueError(f"action_signals: unknown event types {unknown}; known: {sorted(KNOWN_TYPES)}")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Policy:

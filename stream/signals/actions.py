@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from stream.signals.base import Signal
+from stream.signals.base import Polarity, Signal
 
 KNOWN_TYPES = frozenset(
     {"regenerate", "thumbs_down", "thumbs_up", "abandon", "edit", "copy", "escalate", "retry", "report", "share"}
@@ -46,7 +46,10 @@ class ActionEvent:
     attributes_json: str = "{}"
 
     def signal(self, negative_types: frozenset[str]) -> Signal:
-        polarity = "negative" if self.type in negative_types else "positive"
+        # the policy's negative types; thumbs_up, copy and share positive; any other neither (it
+        # was "positive": under the default policy a user's "report" or "retry" read as praise)
+        polarity: Polarity = ("negative" if self.type in negative_types
+                              else "positive" if self.type in POSITIVE_TYPES else "neutral")  # fmt: skip
         return Signal(
             type=self.type,
             polarity=polarity,

@@ -13,7 +13,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from schemas.model import Trace
 
-Polarity = Literal["negative", "positive"]
+Polarity = Literal["negative", "positive", "neutral"]  # neutral: an action neither way (retry, report)
 Source = Literal["semantic", "action"]
 
 # Signal types found in user text, with their polarity. Action miners add their own types

@@ -74,6 +74,17 @@ def test_bad_events_have_a_reason(raw: bytes, reason: str) -> None:
 def test_signal_polarity() -> None:
     e = parse_event(ev(trace_id=TID, type="thumbs_up", ts=1))
     assert e.signal(frozenset({"thumbs_down"})).polarity == "positive"
+    # neither way unless the policy says so: "report" and "retry" read as praise before
+    for kind in ("report", "retry", "edit"):
+        assert parse_event(ev(trace_id=TID, type=kind, ts=1)).signal(frozenset({"thumbs_down"})).polarity == "neutral"
+    assert parse_event(ev(trace_id=TID, type="report", ts=1)).signal(frozenset({"report"})).polarity == "negative"
     d = parse_event(ev(trace_id=TID, type="thumbs_down", ts=1))
     s = d.signal(frozenset({"thumbs_down"}))
     assert (s.polarity, s.source, s.rule, s.ts_ns) == ("negative", "action", "action:thumbs_down", 1_000_000_000)
+
+
+def test_an_unknown_action_signal_type_in_the_policy_is_an_error() -> None:
+    from stream.policy import Policy
+
+    with pytest.raises(ValueError, match=r"action_signals: unknown event types \['thumbsdown'\]"):
+        Policy.model_validate({"action_signals": ["regenerate", "thumbsdown"]})  # a typo never counted
