@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from judges.providers.base import ChatRequest
-from judges.providers.http import HttpProvider, Parsed, as_token_count, require
+from judges.providers.http import HttpProvider, Parsed, billed, require
 from judges.providers.wire_schema import strict_subset
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -33,13 +33,7 @@ class AnthropicProvider(HttpProvider):
         return {"x-api-key": self._api_key, "anthropic-version": ANTHROPIC_VERSION, "Accept": "application/json"}
 
     def _parse(self, body: Any) -> Parsed:
-        require(isinstance(body, dict), "body is not a JSON object")
-        usage = body.get("usage")  # read first: a body with usage was billed, whatever else it holds
-        require(isinstance(usage, dict), "usage missing")
-        model = body.get("model")
-        require(isinstance(model, str) and model != "", "model missing")
-        input_tokens = as_token_count(usage.get("input_tokens"), "usage.input_tokens")
-        output_tokens = as_token_count(usage.get("output_tokens"), "usage.output_tokens")
+        model, input_tokens, output_tokens = billed(body, "input_tokens", "output_tokens")
         content = body.get("content")
         require(isinstance(content, list), "content missing")
         texts: list[str] = []

@@ -73,6 +73,18 @@ def require(cond: bool, what: str) -> None:
         raise AttemptError("invalid_response", what)
 
 
+def billed(body: Any, input_key: str, output_key: str) -> tuple[str, int, int]:
+    """``(model, input tokens, output tokens)`` of a 2xx body, read before anything else: a body
+    with usage was billed, whatever else it holds (a refusal, no text)."""
+    require(isinstance(body, dict), "body is not a JSON object")
+    usage = body.get("usage")
+    require(isinstance(usage, dict), "usage missing")
+    model = body.get("model")
+    require(isinstance(model, str) and model != "", "model missing")
+    return (model, as_token_count(usage.get(input_key), f"usage.{input_key}"),
+            as_token_count(usage.get(output_key), f"usage.{output_key}"))  # fmt: skip
+
+
 def as_token_count(value: Any, what: str) -> int:
     require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
             f"{what} is not a non-negative integer")

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from judges.providers.base import ChatRequest
-from judges.providers.http import HttpProvider, Parsed, as_token_count, require
+from judges.providers.http import HttpProvider, Parsed, billed, require
 from judges.providers.wire_schema import strict_subset
 
 
@@ -59,13 +59,7 @@ class OpenAICompatProvider(HttpProvider):
         return {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
 
     def _parse(self, body: Any) -> Parsed:
-        require(isinstance(body, dict), "body is not a JSON object")
-        usage = body.get("usage")  # read first: a body with usage was billed, whatever else it holds
-        require(isinstance(usage, dict), "usage missing")
-        model = body.get("model")
-        require(isinstance(model, str) and model != "", "model missing")
-        input_tokens = as_token_count(usage.get("prompt_tokens"), "usage.prompt_tokens")
-        output_tokens = as_token_count(usage.get("completion_tokens"), "usage.completion_tokens")
+        model, input_tokens, output_tokens = billed(body, "prompt_tokens", "completion_tokens")
         choices = body.get("choices")
         require(isinstance(choices, list) and len(choices) > 0, "no choices")
         choice = choices[0]

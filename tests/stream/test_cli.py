@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.factories import genai_trace, proto
 from tests.stream.conftest import Deployment, wait_for
 
