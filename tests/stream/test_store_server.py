@@ -20,7 +20,8 @@ import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from stream.store import PRIVATE_TMP, ClickHouseStore, connect, is_loopback, load_migrations
+from stream.engine_tmp import PRIVATE_TMP
+from stream.store import ClickHouseStore, connect, is_loopback, load_migrations
 from stream.demo.store_server_process import StoreServerProcess
 
 # store-level tests of other modules, collected here again with this module's `store` fixture (below),
